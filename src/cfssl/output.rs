@@ -1,0 +1,152 @@
+//! cfssl's stdout JSON and our `cfssljson` (`p11ca json`).
+//!
+//! `gencert` prints one JSON object with alphabetically sorted keys (`cert`, `csr`, `key`,
+//! `key_uri`); the real `cfssljson -bare` reads the keys it knows and ignores `key_uri`.
+//! `p11ca json -bare NAME` writes the same files as cfssljson plus `NAME-key.uri`, the handle
+//! of the key in the token, all atomically.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
+
+/// Render a cfssl-style result object: sorted keys, one line, trailing newline.
+pub fn result_json(fields: &BTreeMap<&str, String>) -> String {
+    let mut s = serde_json::to_string(fields).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Which input keys go to which file suffix, and with which mode (cfssljson's table).
+const FILES: &[(&[&str], &str, u32)] = &[
+    (&["cert", "certificate"], ".pem", PUBLIC_MODE),
+    (&["key", "private_key"], "-key.pem", SECRET_MODE),
+    (&["csr", "certificate_request"], ".csr", PUBLIC_MODE),
+    (&["key_uri"], "-key.uri", PUBLIC_MODE),
+];
+
+/// The files `cfssljson [-bare] BASE` would write for `input`, read from `source`.
+///
+/// Nothing is written here; the caller commits the set (or prints it with `-stdout`).
+pub fn files_from_json(input: &[u8], source: &str, bare: bool, base: &str) -> Result<OutputSet> {
+    let v: Value = serde_json::from_slice(input).map_err(|e| {
+        Error::input(format!(
+            "{source}: failed to parse input: {e}; expected the JSON printed by p11ca or cfssl"
+        ))
+    })?;
+    let obj = if bare {
+        v
+    } else {
+        // Without -bare the input is an API envelope {success, result, errors, messages}.
+        let Some(env) = v.as_object() else {
+            return Err(Error::input(format!("{source}: expected a JSON object")));
+        };
+        if env.get("success").and_then(Value::as_bool) == Some(false) {
+            let msgs: Vec<String> = env
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|e| e.get("message").and_then(Value::as_str).unwrap_or("?").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(Error::input(format!("{source}: request failed: {}", msgs.join("; "))));
+        }
+        match env.get("result") {
+            Some(r) if r.is_object() => r.clone(),
+            _ => {
+                return Err(Error::input(format!(
+                    "{source}: no \"result\" object; for the output of gencert/sign use -bare"
+                )));
+            }
+        }
+    };
+    let Some(obj) = obj.as_object() else {
+        return Err(Error::input(format!("{source}: expected a JSON object")));
+    };
+    let mut set = OutputSet::new();
+    for (keys, suffix, mode) in FILES {
+        for key in *keys {
+            match obj.get(*key) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) if s.is_empty() => {}
+                Some(Value::String(s)) => {
+                    set.add(format!("{base}{suffix}"), s.as_bytes().to_vec(), *mode);
+                }
+                Some(_) => {
+                    return Err(Error::input(format!(
+                        "{source}: field \"{key}\" must be a string; nothing was written"
+                    )));
+                }
+            }
+            break;
+        }
+    }
+    if set.paths().next().is_none() {
+        return Err(Error::input(format!(
+            "{source}: no certificate, CSR, key or key_uri in the input; nothing to write"
+        )));
+    }
+    Ok(set)
+}
+
+/// Base name check: refuse names that would write outside the intended folder by surprise.
+pub fn check_base(base: &str) -> Result<()> {
+    if base.is_empty() || base.ends_with('/') || Path::new(base).file_name().is_none() {
+        return Err(Error::input(format!(
+            "output name \"{base}\" is not a file base name such as \"ca\" or \"out/ca\""
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_keys() {
+        let mut m = BTreeMap::new();
+        m.insert("key_uri", "pkcs11:x".to_string());
+        m.insert("csr", "C".to_string());
+        m.insert("cert", "A".to_string());
+        assert_eq!(result_json(&m), "{\"cert\":\"A\",\"csr\":\"C\",\"key_uri\":\"pkcs11:x\"}\n");
+    }
+
+    #[test]
+    fn bare_files() {
+        let set = files_from_json(
+            br#"{"cert":"A","csr":"C","key_uri":"pkcs11:x","bogus":"z","key":""}"#,
+            "stdin",
+            true,
+            "ca",
+        )
+        .unwrap();
+        let p: Vec<_> = set.paths().map(|p| p.display().to_string()).collect();
+        assert_eq!(p, ["ca.pem", "ca.csr", "ca-key.uri"]);
+    }
+
+    #[test]
+    fn envelope_and_errors() {
+        let set = files_from_json(br#"{"success":true,"result":{"certificate":"A"}}"#, "-", false, "n")
+            .unwrap();
+        assert_eq!(set.paths().count(), 1);
+        let e = files_from_json(
+            br#"{"success":false,"errors":[{"code":1,"message":"boom"}]}"#,
+            "-",
+            false,
+            "n",
+        )
+        .unwrap_err();
+        assert!(e.message().contains("boom"));
+        let e = files_from_json(br#"{"cert":5}"#, "in.json", true, "n").unwrap_err();
+        assert!(e.message().contains("field \"cert\" must be a string"), "{e}");
+        let e = files_from_json(b"{", "in.json", true, "n").unwrap_err();
+        assert!(e.message().starts_with("in.json: failed to parse input"), "{e}");
+        assert!(files_from_json(b"{}", "in.json", true, "n").is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Command-line syntax (clap). Only syntax lives here; meaning is given in `commands`.
+//!
+//! cfssl's single-dash long flags (`-initca`, `-bare`, `-ca-key`, …) are accepted by rewriting
+//! them to `--` form before clap sees them (see [`cfssl_style`]).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, also listed in the README.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  bad input: command line, JSON, CSR, duration, URI, PIN source
+  2  token or PKCS#11 module failure: module load, login, key lookup, signing
+  3  refused by policy: duplicate key label/ID, CA/key mismatch, unknown profile
+  4  an output file could not be written (nothing was written)
+  5  a signature from the token did not verify (nothing was written)";
+
+/// A cfssl-compatible CA whose signing keys never leave a PKCS#11 token.
+#[derive(Debug, Parser)]
+#[command(name = "p11ca", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub token: TokenArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the token (valid before or after the subcommand).
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// PKCS#11 module (.so); default: $P11CA_MODULE, else the p11-kit proxy.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// Token by label, or a pkcs11: URI (token=, serial=, model=, manufacturer=, slot-id=).
+    #[arg(long, global = true, env = "P11CA_TOKEN", value_name = "LABEL|URI")]
+    pub token: Option<String>,
+    /// Where to read the user PIN: file:PATH or env:VAR (default: $P11CA_PIN, else a prompt).
+    #[arg(long, global = true, value_name = "file:PATH|env:VAR")]
+    pub pin_source: Option<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a CA in the token (-initca), like `cfssl gencert`.
+    Gencert(GencertArgs),
+    /// Write the files of a JSON result, like `cfssljson`.
+    Json(JsonArgs),
+    /// Tokens the module sees.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Keys and certificates in a token.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `gencert` options (cfssl names).
+#[derive(Debug, Args)]
+pub struct GencertArgs {
+    /// Create a new CA: generate its key in the token and self-sign.
+    #[arg(long)]
+    pub initca: bool,
+    /// CKA_LABEL of the new CA key (default: the CN).
+    #[arg(long, value_name = "LABEL")]
+    pub key_label: Option<String>,
+    /// CKA_ID of the new CA key in hex (default: 16 random bytes from the token).
+    #[arg(long, value_name = "HEX")]
+    pub key_id: Option<String>,
+    /// The cfssl CSR JSON file (`-` for stdin).
+    pub csr_json: String,
+}
+
+/// `json` options (cfssljson's).
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Input file (`-` for stdin).
+    #[arg(short = 'f', default_value = "-")]
+    pub file: String,
+    /// The input is a bare result (gencert/sign output), not an API envelope.
+    #[arg(long)]
+    pub bare: bool,
+    /// Print the contents to stdout instead of writing files.
+    #[arg(long)]
+    pub stdout: bool,
+    /// Base name of the files (NAME.pem, NAME.csr, NAME-key.uri, NAME-key.pem).
+    #[arg(default_value = "cert")]
+    pub name: String,
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List slots and tokens with what each can do for p11ca.
+    List,
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List keys and certificates with their pkcs11: URIs and security attributes.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one private key's attributes and prove its secret cannot be read.
+    Show {
+        /// pkcs11: URI of the key (object= and/or id=).
+        uri: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Long flags cfssl users write with one dash.
+const CFSSL_LONG_FLAGS: &[&str] = &[
+    "initca", "bare", "stdout", "ca", "ca-key", "config", "profile", "hostname", "cn",
+    "module", "token", "pin-source", "key-label", "key-id", "json", "remote", "label",
+];
+
+/// Rewrite `-initca` to `--initca` (and `-ca-key=x` to `--ca-key=x`) for known long flags.
+pub fn cfssl_style(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for a in args {
+        if rest {
+            out.push(a);
+            continue;
+        }
+        let Some(s) = a.to_str() else {
+            out.push(a);
+            continue;
+        };
+        if s == "--" {
+            rest = true;
+            out.push(a);
+            continue;
+        }
+        if let Some(body) = s.strip_prefix('-').filter(|b| !b.starts_with('-')) {
+            let name = body.split('=').next().unwrap_or(body);
+            if CFSSL_LONG_FLAGS.contains(&name) {
+                out.push(OsString::from(format!("-{s}")));
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(v: &[&str]) -> Vec<String> {
+        cfssl_style(v.iter().map(OsString::from)).into_iter().map(|s| s.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn single_dash_long_flags() {
+        assert_eq!(
+            rw(&["p11ca", "gencert", "-initca", "ca-csr.json"]),
+            ["p11ca", "gencert", "--initca", "ca-csr.json"]
+        );
+        assert_eq!(rw(&["json", "-bare", "-f", "x", "ca"]), ["json", "--bare", "-f", "x", "ca"]);
+        assert_eq!(rw(&["-ca-key=pkcs11:x", "--", "-bare"]), ["--ca-key=pkcs11:x", "--", "-bare"]);
+        assert_eq!(rw(&["-", "-x"]), ["-", "-x"]);
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,130 @@
+//! `token list`, `key list` and `key show`: what is in the module and the token.
+
+use cryptoki::mechanism::MechanismType;
+use serde_json::json;
+
+use p11ca::token::key::{self, ObjectSummary};
+use p11ca::token::uri::Pkcs11Uri;
+use p11ca::token::{Module, TokenSummary};
+use p11ca::{Error, Result};
+
+use super::args::TokenArgs;
+use super::{open_and_login, write_stdout};
+
+/// What the token can do for p11ca, in one line.
+fn capabilities(module: &Module, t: &TokenSummary) -> String {
+    let Ok(mechs) = module.mechanisms(t.slot) else {
+        return "mechanisms unreadable".into();
+    };
+    let get = |m: MechanismType| mechs.iter().find(|(x, _)| *x == m).map(|(_, i)| i);
+    let mut caps = Vec::new();
+    if let Some(i) = get(MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
+        let sign = if get(MechanismType::SHA256_RSA_PKCS).is_some() {
+            "CKM_SHA256_RSA_PKCS"
+        } else if get(MechanismType::RSA_PKCS).is_some() {
+            "CKM_RSA_PKCS+DigestInfo"
+        } else {
+            "no RSA signing"
+        };
+        caps.push(format!("RSA {}-{} bits ({sign})", i.min_key_size(), i.max_key_size()));
+    }
+    if let Some(i) = get(MechanismType::ECC_KEY_PAIR_GEN) {
+        let sign = if get(MechanismType::ECDSA).is_some() { "CKM_ECDSA" } else { "no ECDSA signing" };
+        caps.push(format!("EC {}-{} bits ({sign})", i.min_key_size(), i.max_key_size()));
+    }
+    if caps.is_empty() {
+        "cannot generate RSA or EC keys".into()
+    } else {
+        caps.join("; ")
+    }
+}
+
+pub(super) fn token_list(args: &TokenArgs) -> Result<()> {
+    let path = Module::resolve_path(args.module.as_deref(), None)?;
+    let module = Module::load(&path)?;
+    let tokens = module.tokens()?;
+    let mut s = format!("module {}\n", module.path().display());
+    if tokens.is_empty() {
+        s.push_str("no token present\n");
+    }
+    for t in &tokens {
+        let mut u = Pkcs11Uri::default();
+        u.token = Some(t.label.clone());
+        u.serial = Some(t.serial.clone());
+        s.push_str(&format!(
+            "token \"{}\"\n  serial {}  manufacturer {}  model {}  slot {}\n  flags {}\n  can {}\n  uri {u}\n",
+            t.label,
+            t.serial,
+            t.manufacturer,
+            t.model,
+            t.slot.id(),
+            t.flags.join(","),
+            capabilities(&module, t),
+        ));
+    }
+    write_stdout(&s)
+}
+
+fn object_json(token: &str, o: &ObjectSummary) -> serde_json::Value {
+    let uri = Pkcs11Uri::for_object(token, &o.id, &o.label, o.class);
+    let attrs: serde_json::Map<String, serde_json::Value> =
+        o.attributes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({
+        "class": o.class.as_str(),
+        "kind": o.kind,
+        "label": o.label,
+        "id": key::hex(&o.id),
+        "uri": uri.to_string(),
+        "attributes": attrs,
+    })
+}
+
+fn object_text(token: &str, o: &ObjectSummary) -> String {
+    let uri = Pkcs11Uri::for_object(token, &o.id, &o.label, o.class);
+    let mut s = format!("{:<8} {:<9} {uri}\n", o.class.as_str(), o.kind);
+    if !o.attributes.is_empty() {
+        let a: Vec<String> = o
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.map_or("?".to_string(), |b| b.to_string())))
+            .collect();
+        s.push_str(&format!("         {}\n", a.join(" ")));
+    }
+    s
+}
+
+pub(super) fn key_list(args: &TokenArgs, as_json: bool) -> Result<()> {
+    let o = open_and_login(args, None)?;
+    let objects = key::list_objects(&o.session)?;
+    if as_json {
+        let v: Vec<_> = objects.iter().map(|x| object_json(&o.token.label, x)).collect();
+        return write_stdout(&format!("{}\n", json!({"token": o.token.label, "objects": v})));
+    }
+    let mut s = format!("token \"{}\" (serial {}): {} objects\n", o.token.label, o.token.serial, objects.len());
+    for x in &objects {
+        s.push_str(&object_text(&o.token.label, x));
+    }
+    write_stdout(&s)
+}
+
+pub(super) fn key_show(args: &TokenArgs, uri: &str, as_json: bool) -> Result<()> {
+    let u = Pkcs11Uri::parse(uri)?;
+    let o = open_and_login(args, Some(&u))?;
+    let k = key::find_private_key(&o.session, &o.token, &u)?;
+    let summary = key::summarize(&o.session, k.handle)?;
+    let probes = key::probe_secret(&o.session, k.handle)?;
+    let spki_pem = der::EncodePem::to_pem(&k.spki, der::pem::LineEnding::LF)
+        .map_err(|e| Error::input(format!("cannot encode the public key: {e}")))?;
+    if as_json {
+        let mut v = object_json(&o.token.label, &summary);
+        v["secret_probe"] = json!(probes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
+        v["public_key"] = json!(spki_pem);
+        return write_stdout(&format!("{v}\n"));
+    }
+    let mut s = object_text(&o.token.label, &summary);
+    for (name, result) in probes {
+        s.push_str(&format!("         read {name}: {result}\n"));
+    }
+    s.push_str(&spki_pem);
+    write_stdout(&s)
+}

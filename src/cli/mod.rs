@@ -1,0 +1,164 @@
+//! The `p11ca` command line: turns parsed arguments into library calls and prints results.
+
+pub mod args;
+mod keys;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use cryptoki::session::Session;
+
+use p11ca::ca::{InitCaOptions, InitCaPlan};
+use p11ca::cfssl::csr::CsrRequest;
+use p11ca::cfssl::output;
+use p11ca::token::{Module, Pkcs11Uri, TokenSummary, pin};
+use p11ca::{Error, Result};
+
+use args::{Cli, Command, GencertArgs, JsonArgs, KeyCommand, TokenArgs, TokenCommand};
+
+/// Print a warning line on stderr.
+pub fn warn(msg: &str) {
+    eprintln!("p11ca: warning: {msg}");
+}
+
+/// Run one command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Gencert(g) => gencert(&cli.token, &g),
+        Command::Json(j) => json(&j),
+        Command::Token(TokenCommand::List) => keys::token_list(&cli.token),
+        Command::Key(KeyCommand::List { json }) => keys::key_list(&cli.token, json),
+        Command::Key(KeyCommand::Show { uri, json }) => keys::key_show(&cli.token, &uri, json),
+    }
+}
+
+/// Read a named input file, or stdin for `-`. Returns the bytes and the name to use in errors.
+pub fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
+    if path == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::input(format!("cannot read stdin: {e}")))?;
+        return Ok((buf, "stdin".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{path}: cannot read: {e}")))?;
+    Ok((bytes, path.to_string()))
+}
+
+/// Parse `--key-id` hex.
+fn parse_hex(s: &str, flag: &str) -> Result<Vec<u8>> {
+    let s = s.trim_start_matches("0x");
+    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::input(format!("{flag} \"{s}\": give an even number of hex digits, e.g. 01a2")));
+    }
+    Ok((0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0)).collect())
+}
+
+/// A logged-in token.
+pub struct Opened {
+    /// The module.
+    pub module: Module,
+    /// The chosen token.
+    pub token: TokenSummary,
+    /// A logged-in read-write session.
+    pub session: Session,
+}
+
+/// The token selector: a key URI's token attributes win, then `--token` (label or URI).
+pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
+    if let Some(u) = key_uri.filter(|u| u.selects_token()) {
+        return Ok(u.clone());
+    }
+    Ok(match args.token.as_deref() {
+        Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(t)?,
+        Some(t) if !t.is_empty() => {
+            let mut u = Pkcs11Uri::default();
+            u.token = Some(t.to_string());
+            u
+        }
+        _ => Pkcs11Uri::default(),
+    })
+}
+
+/// Load the module and choose the token, without logging in.
+pub fn open_module(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<(Module, TokenSummary, Pkcs11Uri)> {
+    let sel = selector(args, key_uri)?;
+    let path = Module::resolve_path(args.module.as_deref(), Some(&sel).filter(|s| s.module_path.is_some()).or(key_uri))?;
+    let module = Module::load(&path)?;
+    let token = module.select_token(&sel)?;
+    Ok((module, token, sel))
+}
+
+/// Load, choose, get the PIN, and log in (once).
+pub fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
+    let (module, token, sel) = open_module(args, key_uri)?;
+    let mut warnings = Vec::new();
+    let pin_uri = key_uri.filter(|u| u.pin_source.is_some() || u.pin_value.is_some()).unwrap_or(&sel);
+    let (pin, _origin) = pin::resolve(args.pin_source.as_deref(), Some(pin_uri), &token.label, &mut warnings)?;
+    for w in &warnings {
+        warn(w);
+    }
+    let session = module.login(&token, &pin)?;
+    drop(pin);
+    Ok(Opened { module, token, session })
+}
+
+fn write_stdout(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::output(format!("cannot write to stdout: {e}")))
+}
+
+fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
+    if !g.initca {
+        return Err(Error::input(
+            "gencert needs -initca (create a CA in the token); signing node certificates with -ca is not available yet",
+        ));
+    }
+    let (bytes, name) = read_input(&g.csr_json)?;
+    let req = CsrRequest::from_json(&bytes, &name)?;
+    let opts = InitCaOptions {
+        key_label: g.key_label.clone(),
+        key_id: g.key_id.as_deref().map(|s| parse_hex(s, "--key-id")).transpose()?,
+    };
+    // Validate the request fully before the token is touched or a PIN is asked for.
+    let plan = InitCaPlan::new(&req, &name, &opts)?;
+    let opened = open_and_login(targs, None)?;
+    let out = plan.run(&opened.module, &opened.token, &opened.session)?;
+    for w in &out.warnings {
+        warn(w);
+    }
+    let mut fields = BTreeMap::new();
+    fields.insert("cert", out.cert_pem);
+    fields.insert("csr", out.csr_pem);
+    fields.insert("key_uri", out.key_uri.to_string());
+    write_stdout(&output::result_json(&fields))
+}
+
+fn json(j: &JsonArgs) -> Result<()> {
+    output::check_base(&j.name)?;
+    let (bytes, name) = read_input(&j.file)?;
+    let set = output::files_from_json(&bytes, &name, j.bare, &j.name)?;
+    if j.stdout {
+        let mut s = String::new();
+        for (_, contents) in set.contents() {
+            s.push_str(&String::from_utf8_lossy(contents));
+            s.push('\n');
+        }
+        return write_stdout(&s);
+    }
+    set.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_ids() {
+        assert_eq!(parse_hex("01a2", "--key-id").unwrap(), [1, 0xa2]);
+        assert!(parse_hex("1", "--key-id").is_err());
+        assert!(parse_hex("zz", "--key-id").is_err());
+    }
+}

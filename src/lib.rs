@@ -1,0 +1,21 @@
+//! p11ca: a cfssl-compatible certificate authority whose signing keys never leave a PKCS#11
+//! token.
+//!
+//! The library is usable without the CLI:
+//! - [`cfssl`]: cfssl's JSON inputs and outputs;
+//! - [`token`]: the PKCS#11 module, token, PIN, keys and token signing (the only `cryptoki` user);
+//! - [`x509`]: certificate and CSR building and signature verification (no token code);
+//! - [`ca`]: the CA workflows that tie them together;
+//! - [`fsio`]: atomic output files.
+
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod cfssl;
+pub mod error;
+pub mod fault;
+pub mod fsio;
+pub mod token;
+pub mod x509;
+
+pub use error::{Error, Kind, Result};

@@ -1,0 +1,467 @@
+//! Key pairs and certificates inside the token: generation with a non-extractable template,
+//! lookup by URI (exactly one match or an error), public keys as SPKI, and listings with the
+//! security attributes an auditor asks for.
+
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, UintRef};
+use der::{Decode, Encode};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+
+use crate::cfssl::csr::KeySpec;
+use crate::error::{Error, Result};
+use crate::token::uri::{ObjectType, Pkcs11Uri};
+use crate::token::{Module, TokenSummary, ck};
+
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
+/// A key pair just generated in the token.
+#[derive(Clone, Debug)]
+pub struct GeneratedKey {
+    /// The public key object.
+    pub public: ObjectHandle,
+    /// The private key object.
+    pub private: ObjectHandle,
+    /// CKA_LABEL of both objects.
+    pub label: String,
+    /// CKA_ID of both objects.
+    pub id: Vec<u8>,
+    /// The public key.
+    pub spki: SubjectPublicKeyInfoOwned,
+}
+
+/// A private key found by URI.
+#[derive(Clone, Debug)]
+pub struct FoundKey {
+    /// The private key object.
+    pub handle: ObjectHandle,
+    /// Its label.
+    pub label: String,
+    /// Its ID.
+    pub id: Vec<u8>,
+    /// Its public key.
+    pub spki: SubjectPublicKeyInfoOwned,
+    /// Whether every signature needs a context-specific login.
+    pub always_authenticate: bool,
+}
+
+/// One object in a listing.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ObjectSummary {
+    /// The object handle (valid in this session only).
+    pub handle: ObjectHandle,
+    /// Its class.
+    pub class: ObjectType,
+    /// Its label.
+    pub label: String,
+    /// Its ID.
+    pub id: Vec<u8>,
+    /// "RSA-2048", "EC P-256", or "X.509" for certificates.
+    pub kind: String,
+    /// Security attributes (name, value) for private keys.
+    pub attributes: Vec<(&'static str, Option<bool>)>,
+}
+
+fn ec_params_der(oid: ObjectIdentifier) -> Vec<u8> {
+    oid.to_der().unwrap_or_default()
+}
+
+/// Check that the token can make and use `spec` before anything is created.
+pub fn check_capability(module: &Module, token: &TokenSummary, spec: KeySpec) -> Result<()> {
+    let mechs = module.mechanisms(token.slot)?;
+    let find = |t: MechanismType| mechs.iter().find(|(m, _)| *m == t).map(|(_, i)| i);
+    let (gen_mech, bits, family) = match spec {
+        KeySpec::Rsa(b) => (MechanismType::RSA_PKCS_KEY_PAIR_GEN, b as usize, "RSA"),
+        KeySpec::EcP256 => (MechanismType::ECC_KEY_PAIR_GEN, 256, "EC"),
+        KeySpec::EcP384 => (MechanismType::ECC_KEY_PAIR_GEN, 384, "EC"),
+    };
+    let Some(info) = find(gen_mech) else {
+        return Err(Error::token(format!(
+            "token \"{}\" cannot generate {family} keys (no {gen_mech} mechanism); choose another key.algo",
+            token.label
+        )));
+    };
+    let (min, max) = (info.min_key_size(), info.max_key_size());
+    // Some modules report EC sizes in bytes; accept either unit.
+    let fits = |b: usize| (min <= b && b <= max) || (family == "EC" && min <= b / 8 && b / 8 <= max);
+    if max != 0 && !fits(bits) {
+        return Err(Error::token(format!(
+            "token \"{}\" cannot make {}: its {family} key sizes are {min}..{max}; choose another key.size",
+            token.label,
+            spec.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Find any object whose label or ID collides, and name it by URI.
+fn refuse_duplicates(session: &Session, token: &TokenSummary, label: &str, id: &[u8]) -> Result<()> {
+    for tpl in [vec![Attribute::Label(label.as_bytes().to_vec())], vec![Attribute::Id(id.to_vec())]] {
+        let found = session.find_objects(&tpl).map_err(|e| ck("cannot search the token", e))?;
+        if let Some(h) = found.first() {
+            let o = summarize(session, *h)?;
+            let uri = Pkcs11Uri::for_object(&token.label, &o.id, &o.label, o.class);
+            let what = if matches!(tpl[0], Attribute::Label(_)) { "label" } else { "ID" };
+            return Err(Error::policy(format!(
+                "token \"{}\" already has an object with {what} {}: {uri}; p11ca never overwrites keys: choose another --key-label / --key-id",
+                token.label,
+                if what == "label" { format!("\"{label}\"") } else { hex(id) }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Generate a key pair in the token: private key sensitive, non-extractable, sign-only.
+/// If the token reports anything else afterwards, the pair is destroyed and this fails.
+pub fn generate(
+    session: &Session,
+    token: &TokenSummary,
+    spec: KeySpec,
+    label: &str,
+    id: Option<Vec<u8>>,
+) -> Result<GeneratedKey> {
+    let id = match id {
+        Some(id) => id,
+        None => {
+            let mut b = vec![0u8; 16];
+            session
+                .generate_random_slice(&mut b)
+                .map_err(|e| ck("cannot get random bytes from the token for the key ID", e))?;
+            b
+        }
+    };
+    refuse_duplicates(session, token, label, &id)?;
+    let common = |v: &mut Vec<Attribute>| {
+        v.push(Attribute::Token(true));
+        v.push(Attribute::Label(label.as_bytes().to_vec()));
+        v.push(Attribute::Id(id.clone()));
+    };
+    let mut pub_tpl = vec![Attribute::Verify(true), Attribute::Encrypt(false), Attribute::Wrap(false), Attribute::Private(false)];
+    common(&mut pub_tpl);
+    let mut priv_tpl = vec![
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ];
+    common(&mut priv_tpl);
+    let mech = match spec {
+        KeySpec::Rsa(bits) => {
+            pub_tpl.push(Attribute::ModulusBits((bits as u64).into()));
+            pub_tpl.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        KeySpec::EcP256 => {
+            pub_tpl.push(Attribute::EcParams(ec_params_der(P256)));
+            Mechanism::EccKeyPairGen
+        }
+        KeySpec::EcP384 => {
+            pub_tpl.push(Attribute::EcParams(ec_params_der(P384)));
+            Mechanism::EccKeyPairGen
+        }
+    };
+    let (public, private) = session
+        .generate_key_pair(&mech, &pub_tpl, &priv_tpl)
+        .map_err(|e| ck(&format!("token \"{}\" could not generate the {} key", token.label, spec.name()), e))?;
+    let checked = (|| {
+        verify_never_extractable(session, private)?;
+        public_key(session, private, Some(public))
+    })();
+    match checked {
+        Ok(spki) => Ok(GeneratedKey { public, private, label: label.to_string(), id, spki }),
+        Err(e) => {
+            let _ = session.destroy_object(private);
+            let _ = session.destroy_object(public);
+            Err(e.context("the new key pair was destroyed"))
+        }
+    }
+}
+
+fn bool_attr(attrs: &[Attribute], t: AttributeType) -> Option<bool> {
+    attrs.iter().find_map(|a| match (a, t) {
+        (Attribute::Sensitive(v), AttributeType::Sensitive)
+        | (Attribute::Extractable(v), AttributeType::Extractable)
+        | (Attribute::AlwaysSensitive(v), AttributeType::AlwaysSensitive)
+        | (Attribute::NeverExtractable(v), AttributeType::NeverExtractable)
+        | (Attribute::Local(v), AttributeType::Local)
+        | (Attribute::Private(v), AttributeType::Private)
+        | (Attribute::AlwaysAuthenticate(v), AttributeType::AlwaysAuthenticate)
+        | (Attribute::Sign(v), AttributeType::Sign) => Some(*v),
+        _ => None,
+    })
+}
+
+const SECURITY_ATTRS: [(&str, AttributeType); 8] = [
+    ("CKA_SENSITIVE", AttributeType::Sensitive),
+    ("CKA_EXTRACTABLE", AttributeType::Extractable),
+    ("CKA_ALWAYS_SENSITIVE", AttributeType::AlwaysSensitive),
+    ("CKA_NEVER_EXTRACTABLE", AttributeType::NeverExtractable),
+    ("CKA_LOCAL", AttributeType::Local),
+    ("CKA_PRIVATE", AttributeType::Private),
+    ("CKA_ALWAYS_AUTHENTICATE", AttributeType::AlwaysAuthenticate),
+    ("CKA_SIGN", AttributeType::Sign),
+];
+
+/// Read the security attributes of a private key.
+pub fn security_attributes(session: &Session, h: ObjectHandle) -> Result<Vec<(&'static str, Option<bool>)>> {
+    let types: Vec<AttributeType> = SECURITY_ATTRS.iter().map(|(_, t)| *t).collect();
+    // get_attributes silently drops what it cannot read; a missing one shows as None.
+    let attrs = session.get_attributes(h, &types).map_err(|e| ck("cannot read key attributes", e))?;
+    Ok(SECURITY_ATTRS.iter().map(|(n, t)| (*n, bool_attr(&attrs, *t))).collect())
+}
+
+fn verify_never_extractable(session: &Session, h: ObjectHandle) -> Result<()> {
+    let attrs = security_attributes(session, h)?;
+    let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).and_then(|(_, v)| *v);
+    if get("CKA_EXTRACTABLE") != Some(false)
+        || get("CKA_ALWAYS_SENSITIVE") != Some(true)
+        || get("CKA_NEVER_EXTRACTABLE") != Some(true)
+        || get("CKA_SENSITIVE") != Some(true)
+    {
+        return Err(Error::token(format!(
+            "the token did not create the key as non-extractable and always-sensitive (it reports {}); refusing to use it as a CA key",
+            attrs.iter().map(|(k, v)| format!("{k}={}", v.map_or("?".into(), |b| b.to_string()))).collect::<Vec<_>>().join(" ")
+        )));
+    }
+    Ok(())
+}
+
+/// The public key of `private` as an SPKI. RSA reads the modulus from the private object (it
+/// is public there); EC reads CKA_EC_PARAMS and the point from the public object with the same
+/// ID (or `public` when known), accepting a DER-wrapped or raw point.
+pub fn public_key(session: &Session, private: ObjectHandle, public: Option<ObjectHandle>) -> Result<SubjectPublicKeyInfoOwned> {
+    let attrs = session
+        .get_attributes(private, &[AttributeType::KeyType, AttributeType::Id])
+        .map_err(|e| ck("cannot read the key type", e))?;
+    let key_type = attrs.iter().find_map(|a| if let Attribute::KeyType(k) = a { Some(*k) } else { None });
+    let id = attrs.iter().find_map(|a| if let Attribute::Id(i) = a { Some(i.clone()) } else { None });
+    match key_type {
+        Some(k) if k == KeyType::RSA => {
+            let a = session
+                .get_attributes(private, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .map_err(|e| ck("cannot read the RSA public key", e))?;
+            let n = a.iter().find_map(|x| if let Attribute::Modulus(v) = x { Some(v.clone()) } else { None });
+            let e = a.iter().find_map(|x| if let Attribute::PublicExponent(v) = x { Some(v.clone()) } else { None });
+            let (Some(n), Some(e)) = (n, e) else {
+                return Err(Error::token("the token did not return the RSA modulus and exponent"));
+            };
+            rsa_spki(&n, &e)
+        }
+        Some(k) if k == KeyType::EC => {
+            let public = match public {
+                Some(p) => p,
+                None => {
+                    let mut tpl = vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC)];
+                    if let Some(id) = id {
+                        tpl.push(Attribute::Id(id));
+                    }
+                    let found = session.find_objects(&tpl).map_err(|e| ck("cannot search the token", e))?;
+                    *found.first().ok_or_else(|| {
+                        Error::token("no EC public key object with the private key's CKA_ID; the token must keep the public key next to the private one")
+                    })?
+                }
+            };
+            let a = session
+                .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
+                .map_err(|e| ck("cannot read the EC public key", e))?;
+            let params = a.iter().find_map(|x| if let Attribute::EcParams(v) = x { Some(v.clone()) } else { None });
+            let point = a.iter().find_map(|x| if let Attribute::EcPoint(v) = x { Some(v.clone()) } else { None });
+            let (Some(params), Some(point)) = (params, point) else {
+                return Err(Error::token("the token did not return CKA_EC_PARAMS and CKA_EC_POINT"));
+            };
+            ec_spki(&params, &point)
+        }
+        _ => Err(Error::token("the key is neither RSA nor EC; p11ca signs with RSA and ECDSA keys")),
+    }
+}
+
+/// SPKI for an RSA key from its modulus and exponent (big-endian bytes).
+pub fn rsa_spki(n: &[u8], e: &[u8]) -> Result<SubjectPublicKeyInfoOwned> {
+    #[derive(der::Sequence)]
+    struct RsaPublicKeyDer<'a> {
+        modulus: UintRef<'a>,
+        public_exponent: UintRef<'a>,
+    }
+    let bad = |e: der::Error| Error::token(format!("the token returned an invalid RSA public key: {e}"));
+    let key = RsaPublicKeyDer { modulus: UintRef::new(n).map_err(bad)?, public_exponent: UintRef::new(e).map_err(bad)? }
+        .to_der()
+        .map_err(bad)?;
+    Ok(SubjectPublicKeyInfoOwned {
+        algorithm: AlgorithmIdentifierOwned { oid: const_oid::db::rfc5912::RSA_ENCRYPTION, parameters: Some(Any::null()) },
+        subject_public_key: BitString::from_bytes(&key).map_err(bad)?,
+    })
+}
+
+/// SPKI for an EC key from CKA_EC_PARAMS (named curve OID) and CKA_EC_POINT.
+pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned> {
+    let curve = ObjectIdentifier::from_der(params)
+        .map_err(|_| Error::token("the EC key's CKA_EC_PARAMS is not a named curve"))?;
+    let field = match curve {
+        c if c == P256 => 32,
+        c if c == P384 => 48,
+        c => return Err(Error::token(format!("unsupported curve {c}; p11ca supports P-256 and P-384"))),
+    };
+    // PKCS#11 says DER OCTET STRING; some tokens give the raw uncompressed point.
+    let raw = if point.len() == 1 + 2 * field && point[0] == 0x04 {
+        point.to_vec()
+    } else {
+        OctetString::from_der(point)
+            .map(|o| o.as_bytes().to_vec())
+            .map_err(|_| Error::token("the token's CKA_EC_POINT is neither a DER OCTET STRING nor a raw point"))?
+    };
+    let bad = |e: der::Error| Error::token(format!("invalid EC public key: {e}"));
+    Ok(SubjectPublicKeyInfoOwned {
+        algorithm: AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::ID_EC_PUBLIC_KEY,
+            parameters: Some(Any::encode_from(&curve).map_err(bad)?),
+        },
+        subject_public_key: BitString::from_bytes(&raw).map_err(bad)?,
+    })
+}
+
+/// Find the one private key `uri` names (by `object` label and/or `id`); zero or several
+/// matches are errors that list what is there.
+pub fn find_private_key(session: &Session, token: &TokenSummary, uri: &Pkcs11Uri) -> Result<FoundKey> {
+    if let Some(t) = uri.object_type {
+        if t != ObjectType::Private {
+            return Err(Error::input(format!("{uri}: type={} does not name a private key; use type=private or leave type out", match t { ObjectType::Public => "public", ObjectType::Cert => "cert", ObjectType::SecretKey => "secret-key", ObjectType::Data => "data", ObjectType::Private => "private" })));
+        }
+    }
+    if uri.object.is_none() && uri.id.is_none() {
+        return Err(Error::input(format!("{uri}: name the key with object=LABEL and/or id=%XX… (see p11ca key list)")));
+    }
+    let mut tpl = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+    if let Some(l) = &uri.object {
+        tpl.push(Attribute::Label(l.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        tpl.push(Attribute::Id(id.clone()));
+    }
+    let found = session.find_objects(&tpl).map_err(|e| ck("cannot search the token", e))?;
+    let list = |hs: &[ObjectHandle]| -> String {
+        hs.iter()
+            .filter_map(|h| summarize(session, *h).ok())
+            .map(|o| Pkcs11Uri::for_object(&token.label, &o.id, &o.label, o.class).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match found.as_slice() {
+        [h] => {
+            let o = summarize(session, *h)?;
+            let spki = public_key(session, *h, None)?;
+            let always_authenticate = o.attributes.iter().any(|(n, v)| *n == "CKA_ALWAYS_AUTHENTICATE" && *v == Some(true));
+            Ok(FoundKey { handle: *h, label: o.label, id: o.id, spki, always_authenticate })
+        }
+        [] => {
+            let all = session
+                .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+                .map_err(|e| ck("cannot search the token", e))?;
+            let have = if all.is_empty() { "none".to_string() } else { list(&all) };
+            Err(Error::token(format!("no private key in token \"{}\" matches {uri}; private keys there: {have}", token.label)))
+        }
+        many => Err(Error::token(format!(
+            "{} private keys in token \"{}\" match {uri}: {}; add id=… or object=… so that exactly one matches",
+            many.len(),
+            token.label,
+            list(many)
+        ))),
+    }
+}
+
+/// Describe one object.
+pub fn summarize(session: &Session, h: ObjectHandle) -> Result<ObjectSummary> {
+    let a = session
+        .get_attributes(h, &[AttributeType::Class, AttributeType::Label, AttributeType::Id, AttributeType::KeyType, AttributeType::ModulusBits, AttributeType::Modulus, AttributeType::EcParams, AttributeType::CertificateType])
+        .map_err(|e| ck("cannot read object attributes", e))?;
+    let mut class = None;
+    let mut label = String::new();
+    let mut id = Vec::new();
+    let mut kind = String::from("?");
+    for x in &a {
+        match x {
+            Attribute::Class(c) => class = Some(*c),
+            Attribute::Label(l) => label = String::from_utf8_lossy(l).into_owned(),
+            Attribute::Id(i) => id = i.clone(),
+            Attribute::Modulus(m) => kind = format!("RSA-{}", m.iter().skip_while(|b| **b == 0).count() * 8),
+            Attribute::EcParams(p) => {
+                kind = match ObjectIdentifier::from_der(p) {
+                    Ok(c) if c == P256 => "EC P-256".into(),
+                    Ok(c) if c == P384 => "EC P-384".into(),
+                    Ok(c) => format!("EC {c}"),
+                    Err(_) => "EC".into(),
+                }
+            }
+            Attribute::CertificateType(t) if *t == CertificateType::X_509 => kind = "X.509".into(),
+            _ => {}
+        }
+    }
+    let class = match class {
+        Some(c) if c == ObjectClass::PRIVATE_KEY => ObjectType::Private,
+        Some(c) if c == ObjectClass::PUBLIC_KEY => ObjectType::Public,
+        Some(c) if c == ObjectClass::CERTIFICATE => ObjectType::Cert,
+        Some(c) if c == ObjectClass::SECRET_KEY => ObjectType::SecretKey,
+        _ => ObjectType::Data,
+    };
+    let attributes = if class == ObjectType::Private { security_attributes(session, h)? } else { Vec::new() };
+    Ok(ObjectSummary { handle: h, class, label, id, kind, attributes })
+}
+
+/// Every object the logged-in user can see.
+pub fn list_objects(session: &Session) -> Result<Vec<ObjectSummary>> {
+    let all = session.find_objects(&[]).map_err(|e| ck("cannot list token objects", e))?;
+    all.into_iter().map(|h| summarize(session, h)).collect()
+}
+
+/// Ask the token for the private half of a key; Ok(description) of how it refused.
+/// Used to prove to an auditor that the key material cannot be read.
+pub fn probe_secret(session: &Session, h: ObjectHandle) -> Result<Vec<(&'static str, String)>> {
+    let probes = [
+        ("CKA_PRIVATE_EXPONENT", AttributeType::PrivateExponent),
+        ("CKA_PRIME_1", AttributeType::Prime1),
+        ("CKA_VALUE", AttributeType::Value),
+    ];
+    let types: Vec<AttributeType> = probes.iter().map(|(_, t)| *t).collect();
+    let info = session.get_attribute_info(h, &types).map_err(|e| ck("cannot query key attributes", e))?;
+    Ok(probes
+        .iter()
+        .zip(info)
+        .map(|((n, _), i)| {
+            let s = match i {
+                AttributeInfo::Sensitive => "refused by the token (sensitive)".to_string(),
+                AttributeInfo::TypeInvalid => "not applicable to this key type".to_string(),
+                AttributeInfo::Unavailable => "unavailable".to_string(),
+                AttributeInfo::Available(n) => format!("READABLE ({n} bytes)"),
+            };
+            (*n, s)
+        })
+        .collect())
+}
+
+/// Store a certificate next to its key (same CKA_ID and label), so other tools show the pair.
+pub fn store_certificate(session: &Session, cert_der: &[u8], label: &str, id: &[u8], subject: &[u8], issuer: &[u8], serial: &[u8]) -> Result<ObjectHandle> {
+    let tpl = vec![
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::CertificateType(CertificateType::X_509),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+        Attribute::Subject(subject.to_vec()),
+        Attribute::Issuer(issuer.to_vec()),
+        Attribute::SerialNumber(serial.to_vec()),
+        Attribute::Value(cert_der.to_vec()),
+    ];
+    session.create_object(&tpl).map_err(|e| ck("cannot store the CA certificate in the token", e))
+}

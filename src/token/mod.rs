@@ -1,0 +1,337 @@
+//! The PKCS#11 side: loading a module, choosing a token, logging in, and everything done with
+//! keys inside the token. This is the only part of p11ca that talks to `cryptoki`.
+
+pub mod key;
+pub mod pin;
+pub mod signer;
+pub mod uri;
+
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::{MechanismInfo, MechanismType};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::{Slot, TokenInfo};
+use cryptoki::types::AuthPin;
+
+use crate::error::{Error, Result};
+pub use uri::Pkcs11Uri;
+
+/// Where p11ca looks for the p11-kit proxy module when none is named.
+const PROXY_CANDIDATES: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+    "/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+    "/usr/lib64/p11-kit-proxy.so",
+    "/usr/lib/p11-kit-proxy.so",
+];
+
+/// `CKR_PIN_INCORRECT`-style name of a PKCS#11 return value.
+pub fn ckr_name(rv: &RvError) -> String {
+    let debug = format!("{rv:?}");
+    let mut out = String::from("CKR_");
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// `C_Sign`-style name of a PKCS#11 function.
+fn fn_name(f: &Function) -> String {
+    format!("C_{f:?}")
+}
+
+/// Turn a cryptoki error into a one-line token error: "C_Sign failed: CKR_... (what)".
+pub fn ck(what: &str, e: CkError) -> Error {
+    match e {
+        CkError::Pkcs11(rv, f) => Error::token(format!(
+            "{what}: {} returned {}{}",
+            fn_name(&f),
+            ckr_name(&rv),
+            rv_hint(&rv)
+        )),
+        other => Error::token(format!("{what}: {other}")),
+    }
+}
+
+fn rv_hint(rv: &RvError) -> &'static str {
+    match rv {
+        RvError::TokenNotPresent | RvError::DeviceRemoved => {
+            "; the token is not present: plug it in or start its service, then run again"
+        }
+        RvError::DeviceError => "; the device reported an error: check that it is plugged in and its service (pcscd, tpm) runs",
+        RvError::SessionHandleInvalid | RvError::SessionClosed => {
+            "; the session was closed under us (token removed or module restarted); run again"
+        }
+        RvError::UserNotLoggedIn => "; log in with a PIN (P11CA_PIN or --pin-source)",
+        RvError::KeyFunctionNotPermitted => "; the key does not allow this use (CKA_SIGN is false)",
+        RvError::MechanismInvalid => "; the token does not support this mechanism",
+        _ => "",
+    }
+}
+
+/// A loaded and initialized PKCS#11 module.
+pub struct Module {
+    ctx: Pkcs11,
+    path: PathBuf,
+}
+
+/// One token as the module reports it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TokenSummary {
+    /// The slot the token is in now (SoftHSM renumbers slots: never persist this).
+    pub slot: Slot,
+    /// CKA label of the token.
+    pub label: String,
+    /// Serial number.
+    pub serial: String,
+    /// Manufacturer ID.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Whether the token is initialized.
+    pub initialized: bool,
+    /// Token flags in words.
+    pub flags: Vec<&'static str>,
+}
+
+impl Module {
+    /// Resolve the module path: explicit > URI `module-path` > `P11CA_MODULE` > p11-kit proxy.
+    pub fn resolve_path(explicit: Option<&Path>, uri: Option<&Pkcs11Uri>) -> Result<PathBuf> {
+        if let Some(p) = explicit {
+            return Ok(p.to_path_buf());
+        }
+        if let Some(p) = uri.and_then(|u| u.module_path.as_deref()) {
+            return Ok(PathBuf::from(p));
+        }
+        if let Some(p) = std::env::var_os("P11CA_MODULE").filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        for c in PROXY_CANDIDATES {
+            if Path::new(c).exists() {
+                return Ok(PathBuf::from(c));
+            }
+        }
+        Err(Error::token(
+            "no PKCS#11 module given and the p11-kit proxy is not installed; name one with --module PATH or P11CA_MODULE (e.g. /usr/lib/softhsm/libsofthsm2.so)",
+        ))
+    }
+
+    /// Load and initialize the module at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::token(format!(
+                "PKCS#11 module {} does not exist; install it or fix --module / P11CA_MODULE",
+                path.display()
+            )));
+        }
+        let ctx = Pkcs11::new(path).map_err(|e| {
+            let why = match e {
+                CkError::LibraryLoading(le) => le.to_string(),
+                other => other.to_string(),
+            };
+            Error::token(format!(
+                "cannot load PKCS#11 module {}: {why}; is it a PKCS#11 module (.so exporting C_GetFunctionList)?",
+                path.display()
+            ))
+        })?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => {
+                return Err(ck(
+                    &format!("cannot initialize PKCS#11 module {}", path.display()),
+                    e,
+                ));
+            }
+        }
+        Ok(Self { ctx, path: path.to_path_buf() })
+    }
+
+    /// The module's file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying cryptoki context.
+    pub fn context(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+
+    /// All tokens present in the module's slots.
+    pub fn tokens(&self) -> Result<Vec<TokenSummary>> {
+        let slots = self
+            .ctx
+            .get_slots_with_token()
+            .map_err(|e| ck(&format!("cannot list slots of {}", self.path.display()), e))?;
+        let mut out = Vec::new();
+        for slot in slots {
+            let info = match self.ctx.get_token_info(slot) {
+                Ok(i) => i,
+                // A slot whose token vanished between the two calls is simply not listed.
+                Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => continue,
+                Err(e) => return Err(ck("cannot read token information", e)),
+            };
+            out.push(summary(slot, &info));
+        }
+        Ok(out)
+    }
+
+    /// Choose exactly one initialized token matching `sel` (all tokens match an empty selector).
+    pub fn select_token(&self, sel: &Pkcs11Uri) -> Result<TokenSummary> {
+        let all = self.tokens()?;
+        if all.is_empty() {
+            return Err(Error::token(format!(
+                "no token present in module {}; plug the device in, start its service, or create a token (softhsm2-util --init-token)",
+                self.path.display()
+            )));
+        }
+        let matching: Vec<&TokenSummary> = all
+            .iter()
+            .filter(|t| t.initialized)
+            .filter(|t| sel.token.as_ref().is_none_or(|l| *l == t.label))
+            .filter(|t| sel.serial.as_ref().is_none_or(|s| *s == t.serial))
+            .filter(|t| sel.model.as_ref().is_none_or(|m| *m == t.model))
+            .filter(|t| sel.manufacturer.as_ref().is_none_or(|m| *m == t.manufacturer))
+            .filter(|t| sel.slot_id.is_none_or(|id| id == t.slot.id()))
+            .collect();
+        let listing = || {
+            all.iter()
+                .map(|t| {
+                    format!(
+                        "\"{}\" (serial {}{})",
+                        t.label,
+                        t.serial,
+                        if t.initialized { "" } else { ", not initialized" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match matching.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::token(format!(
+                "no token matches {sel}; tokens in {}: {}; choose one with --token LABEL",
+                self.path.display(),
+                listing()
+            ))),
+            many => Err(Error::token(format!(
+                "{} tokens match {sel}: {}; name one by --token 'pkcs11:token=LABEL;serial=SERIAL'",
+                many.len(),
+                many.iter()
+                    .map(|t| format!("\"{}\" (serial {})", t.label, t.serial))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Mechanisms the token in `slot` offers, with their info.
+    pub fn mechanisms(&self, slot: Slot) -> Result<Vec<(MechanismType, MechanismInfo)>> {
+        let list = self
+            .ctx
+            .get_mechanism_list(slot)
+            .map_err(|e| ck("cannot read the token's mechanism list", e))?;
+        let mut out = Vec::with_capacity(list.len());
+        for m in list {
+            if let Ok(info) = self.ctx.get_mechanism_info(slot, m) {
+                out.push((m, info));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Open a read-write session on the token and log the user in (exactly one C_Login).
+    pub fn login(&self, token: &TokenSummary, pin: &AuthPin) -> Result<Session> {
+        let session = self
+            .ctx
+            .open_rw_session(token.slot)
+            .map_err(|e| ck(&format!("cannot open a session on token \"{}\"", token.label), e))?;
+        match session.login(UserType::User, Some(pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                let state = self
+                    .ctx
+                    .get_token_info(token.slot)
+                    .map(|i| pin_state(&i))
+                    .unwrap_or_default();
+                Err(Error::token(format!(
+                    "wrong PIN for token \"{}\"{state}; p11ca tried once and will not retry",
+                    token.label
+                )))
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::token(format!(
+                "the user PIN of token \"{}\" is locked; unlock it with the SO PIN (e.g. softhsm2-util / pkcs11-tool --init-pin)",
+                token.label
+            ))),
+            Err(e) => Err(ck(&format!("cannot log in to token \"{}\"", token.label), e)),
+        }
+    }
+}
+
+fn pin_state(i: &TokenInfo) -> String {
+    if i.user_pin_locked() {
+        "; the PIN is now LOCKED".into()
+    } else if i.user_pin_final_try() {
+        "; one more wrong PIN will LOCK the token".into()
+    } else if i.user_pin_count_low() {
+        "; the token reports few tries left before it locks".into()
+    } else {
+        String::new()
+    }
+}
+
+fn summary(slot: Slot, i: &TokenInfo) -> TokenSummary {
+    let mut flags = Vec::new();
+    let pairs: [(bool, &'static str); 9] = [
+        (i.token_initialized(), "initialized"),
+        (i.login_required(), "login-required"),
+        (i.user_pin_initialized(), "user-pin-initialized"),
+        (i.rng(), "rng"),
+        (i.write_protected(), "write-protected"),
+        (i.protected_authentication_path(), "protected-auth-path"),
+        (i.user_pin_count_low(), "user-pin-count-low"),
+        (i.user_pin_final_try(), "user-pin-final-try"),
+        (i.user_pin_locked(), "user-pin-locked"),
+    ];
+    for (on, name) in pairs {
+        if on {
+            flags.push(name);
+        }
+    }
+    TokenSummary {
+        slot,
+        label: i.label().trim_end().to_string(),
+        serial: i.serial_number().trim_end().to_string(),
+        manufacturer: i.manufacturer_id().trim_end().to_string(),
+        model: i.model().trim_end().to_string(),
+        initialized: i.token_initialized(),
+        flags,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ckr_names() {
+        assert_eq!(ckr_name(&RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(ckr_name(&RvError::UserAlreadyLoggedIn), "CKR_USER_ALREADY_LOGGED_IN");
+    }
+
+    #[test]
+    fn module_errors_name_the_path() {
+        let e = Module::load(Path::new("/nonexistent/mod.so")).err().unwrap();
+        assert!(e.message().contains("/nonexistent/mod.so"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("fake.so");
+        std::fs::write(&f, b"not an ELF").unwrap();
+        let e = Module::load(&f).err().unwrap();
+        assert!(e.message().contains("cannot load PKCS#11 module"), "{e}");
+        assert!(e.message().contains("fake.so"), "{e}");
+    }
+}
