@@ -86,8 +86,12 @@ impl InitCaPlan {
                 "{file}: ca.expiry {expiry} is not longer than ca.backdate {backdate}: the CA would already be expired when issued"
             )));
         }
-        let subject = name::build(&SubjectSpec { cn: &req.cn, names: &req.names, serial_number: &req.serialnumber })
-            .map_err(|e| e.context(file))?;
+        let subject = name::build(&SubjectSpec {
+            cn: &req.cn,
+            names: &req.names,
+            serial_number: &req.serialnumber,
+        })
+        .map_err(|e| e.context(file))?;
         let csr_sans = hosts::parse_list(&req.hosts, &format!("{file}: hosts"))?;
         let dropped: Vec<String> = csr_sans
             .iter()
@@ -102,7 +106,11 @@ impl InitCaPlan {
                 dropped.join(", ")
             ));
         }
-        let cert_sans = csr_sans.iter().filter(|s| matches!(s, San::Ip(_))).cloned().collect();
+        let cert_sans = csr_sans
+            .iter()
+            .filter(|s| matches!(s, San::Ip(_)))
+            .cloned()
+            .collect();
         let label = match &opts.key_label {
             Some(l) if l.is_empty() => return Err(Error::input("--key-label must not be empty")),
             Some(l) => l.clone(),
@@ -133,10 +141,19 @@ impl InitCaPlan {
     }
 
     /// Create the CA in `token`, logged in on `session`.
-    pub fn run(&self, module: &Module, token: &TokenSummary, session: &Session) -> Result<InitCaOutput> {
+    pub fn run(
+        &self,
+        module: &Module,
+        token: &TokenSummary,
+        session: &Session,
+    ) -> Result<InitCaOutput> {
         // The token must be able to make and use this key before anything is created.
         key::check_capability(module, token, self.spec)?;
-        let mech = SignMech::choose(&module.mechanisms(token.slot)?, SigAlg::for_key(key_alg(self.spec)), &token.label)?;
+        let mech = SignMech::choose(
+            &module.mechanisms(token.slot)?,
+            SigAlg::for_key(key_alg(self.spec)),
+            &token.label,
+        )?;
         let generated = key::generate(session, token, self.spec, &self.label, self.key_id.clone())
             .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
@@ -145,15 +162,26 @@ impl InitCaPlan {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
                 cert_pem,
                 csr_pem,
-                key_uri: Pkcs11Uri::for_object(&token.label, &generated.id, &generated.label, ObjectType::Private),
+                key_uri: Pkcs11Uri::for_object(
+                    &token.label,
+                    &generated.id,
+                    &generated.label,
+                    ObjectType::Private,
+                ),
                 warnings: self.warnings.clone(),
             }),
             Err(e) => {
-                let leftover = created.iter().rev().filter(|h| session.destroy_object(**h).is_err()).count();
+                let leftover = created
+                    .iter()
+                    .rev()
+                    .filter(|h| session.destroy_object(**h).is_err())
+                    .count();
                 let note = if leftover == 0 {
                     "every object this run created was removed from the token".to_string()
                 } else {
-                    format!("{leftover} object(s) this run created could not be removed: check with p11ca key list")
+                    format!(
+                        "{leftover} object(s) this run created could not be removed: check with p11ca key list"
+                    )
                 };
                 Err(Error::new(e.kind(), format!("{e}; {note}")))
             }
@@ -208,8 +236,13 @@ impl InitCaPlan {
         let cert_der = build::certificate(&params, &signer)?;
 
         fault::point("before-store-cert")?;
-        let subject_der = subject.to_der().map_err(|e| crate::error::der_err("subject", e))?;
-        let serial_der = params.serial.to_der().map_err(|e| crate::error::der_err("serial", e))?;
+        let subject_der = subject
+            .to_der()
+            .map_err(|e| crate::error::der_err("subject", e))?;
+        let serial_der = params
+            .serial
+            .to_der()
+            .map_err(|e| crate::error::der_err("serial", e))?;
         let cert_handle = key::store_certificate(
             session,
             &cert_der,
@@ -221,6 +254,9 @@ impl InitCaPlan {
         )?;
         created.push(cert_handle);
         fault::point("after-store-cert")?;
-        Ok((build::pem("CERTIFICATE", &cert_der)?, build::pem("CERTIFICATE REQUEST", &csr_der)?))
+        Ok((
+            build::pem("CERTIFICATE", &cert_der)?,
+            build::pem("CERTIFICATE REQUEST", &csr_der)?,
+        ))
     }
 }

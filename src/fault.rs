@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 #[inline]
 pub fn point(name: &str) -> Result<()> {
     if cfg!(debug_assertions) && std::env::var("P11CA_FAULT").is_ok_and(|v| v == name) {
-        return Err(Error::token(format!("injected fault at {name} (P11CA_FAULT)")));
+        return Err(Error::token(format!(
+            "injected fault at {name} (P11CA_FAULT)"
+        )));
     }
     Ok(())
 }

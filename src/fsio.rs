@@ -42,7 +42,9 @@ impl OutputSet {
 
     /// Each file's path and contents, in order.
     pub fn contents(&self) -> impl Iterator<Item = (&Path, &[u8])> {
-        self.files.iter().map(|(p, c, _)| (p.as_path(), c.as_slice()))
+        self.files
+            .iter()
+            .map(|(p, c, _)| (p.as_path(), c.as_slice()))
     }
 
     /// Stage every file, then rename them all into place.
@@ -138,12 +140,23 @@ mod tests {
         s.add(d.path().join("a-key.pem"), "K", SECRET_MODE);
         // An old world-readable key file must not keep its mode.
         fs::write(d.path().join("a-key.pem"), "old").unwrap();
-        fs::set_permissions(d.path().join("a-key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(
+            d.path().join("a-key.pem"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         s.commit().unwrap();
         assert_eq!(fs::read_to_string(d.path().join("a.pem")).unwrap(), "A");
-        let m = fs::metadata(d.path().join("a-key.pem")).unwrap().permissions().mode();
+        let m = fs::metadata(d.path().join("a-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o777, 0o600);
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "no temp files left");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "no temp files left"
+        );
     }
 
     #[test]

@@ -1,1 +1,8 @@
+//! Integration tests: the p11ca binary against a fresh SoftHSM2 token per test, with outputs
+//! checked by independent tools (OpenSSL, OpenSC's pkcs11-tool, cfssl's cfssljson).
 
+mod util;
+
+mod bad_input;
+mod initca;
+mod json;

@@ -232,20 +232,31 @@ mod tests {
     #[test]
     fn cfssl_key_defaults() {
         assert_eq!(req(r#"{"CN":"a"}"#).key_spec("t").unwrap(), KeySpec::EcP256);
-        assert_eq!(req(r#"{"key":{"size":384}}"#).key_spec("t").unwrap(), KeySpec::EcP384);
+        assert_eq!(
+            req(r#"{"key":{"size":384}}"#).key_spec("t").unwrap(),
+            KeySpec::EcP384
+        );
         let e = req(r#"{"key":{"algo":"rsa"}}"#).key_spec("t").unwrap_err();
         assert!(e.message().contains("too weak"), "{e}");
         let e = req(r#"{"key":{"algo":"dsa"}}"#).key_spec("t").unwrap_err();
         assert!(e.message().contains("key.algo \"dsa\""), "{e}");
-        let e = req(r#"{"key":{"algo":"ecdsa","size":255}}"#).key_spec("t").unwrap_err();
+        let e = req(r#"{"key":{"algo":"ecdsa","size":255}}"#)
+            .key_spec("t")
+            .unwrap_err();
         assert!(e.message().contains("curve"), "{e}");
-        let e = req(r#"{"key":{"algo":"rsa","size":8193}}"#).key_spec("t").unwrap_err();
+        let e = req(r#"{"key":{"algo":"rsa","size":8193}}"#)
+            .key_spec("t")
+            .unwrap_err();
         assert!(e.message().contains("too large"), "{e}");
     }
 
     #[test]
     fn path_len_follows_cfssl() {
-        let ca = |p, z| CaSection { pathlen: p, pathlenzero: z, ..Default::default() };
+        let ca = |p, z| CaSection {
+            pathlen: p,
+            pathlenzero: z,
+            ..Default::default()
+        };
         assert_eq!(ca(0, false).path_len(), None);
         assert_eq!(ca(0, true).path_len(), Some(0));
         assert_eq!(ca(2, false).path_len(), Some(2));
@@ -258,9 +269,16 @@ mod tests {
         let (e, b) = req("{}").ca_times("t").unwrap();
         assert_eq!(e.as_secs(), 43800 * 3600);
         assert_eq!(b.as_secs(), 300);
-        let e = req(r#"{"ca":{"expiry":"1y"}}"#).ca_times("t.json").unwrap_err();
-        assert!(e.message().starts_with("t.json: field \"ca.expiry\""), "{e}");
-        let e = req(r#"{"ca":{"expiry":"-1h"}}"#).ca_times("t.json").unwrap_err();
+        let e = req(r#"{"ca":{"expiry":"1y"}}"#)
+            .ca_times("t.json")
+            .unwrap_err();
+        assert!(
+            e.message().starts_with("t.json: field \"ca.expiry\""),
+            "{e}"
+        );
+        let e = req(r#"{"ca":{"expiry":"-1h"}}"#)
+            .ca_times("t.json")
+            .unwrap_err();
         assert!(e.message().contains("negative"), "{e}");
     }
 

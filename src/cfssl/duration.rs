@@ -61,9 +61,13 @@ impl GoDuration {
             let int: i128 = if int_part.is_empty() {
                 0
             } else {
-                int_part.parse().map_err(|_| bad("number too large".into()))?
+                int_part
+                    .parse()
+                    .map_err(|_| bad("number too large".into()))?
             };
-            let mut value = int.checked_mul(per_unit).ok_or_else(|| bad("too large".into()))?;
+            let mut value = int
+                .checked_mul(per_unit)
+                .ok_or_else(|| bad("too large".into()))?;
             if !frac_part.is_empty() {
                 // Scale the fraction digit by digit, as Go does, truncating below 1ns.
                 let mut scale = per_unit;
@@ -72,7 +76,9 @@ impl GoDuration {
                     value += i128::from(d - b'0') * scale;
                 }
             }
-            total = total.checked_add(value).ok_or_else(|| bad("too large".into()))?;
+            total = total
+                .checked_add(value)
+                .ok_or_else(|| bad("too large".into()))?;
             // Go limits durations to int64 nanoseconds (~292 years).
             if total > i128::from(i64::MAX) {
                 return Err(bad("too large (the maximum is about 2562047h)".into()));
@@ -144,8 +150,20 @@ mod tests {
             let msg = e.expect_err(bad);
             assert!(msg.contains("8760h"), "{msg}");
         }
-        assert!(GoDuration::parse("1y").unwrap_err().contains("unknown unit \"y\""));
-        assert!(GoDuration::parse("3600").unwrap_err().contains("missing unit"));
-        assert!(GoDuration::parse("99999999999h").unwrap_err().contains("too large"));
+        assert!(
+            GoDuration::parse("1y")
+                .unwrap_err()
+                .contains("unknown unit \"y\"")
+        );
+        assert!(
+            GoDuration::parse("3600")
+                .unwrap_err()
+                .contains("missing unit")
+        );
+        assert!(
+            GoDuration::parse("99999999999h")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -74,9 +74,12 @@ fn fold(v: Value, keep_keys: bool, map_fields: &[&str]) -> Value {
             }
             Value::Object(out)
         }
-        Value::Array(items) => {
-            Value::Array(items.into_iter().map(|i| fold(i, false, map_fields)).collect())
-        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| fold(i, false, map_fields))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -126,7 +129,11 @@ mod tests {
     fn errors_name_file_position_and_field() {
         let e = decode::<Outer>(b"{\n  \"CN\": \"x\",\n}", "ca-csr.json", &[]).unwrap_err();
         assert_eq!(e.kind(), crate::error::Kind::Input);
-        assert!(e.message().starts_with("ca-csr.json: malformed JSON at line 3 column 1"), "{e}");
+        assert!(
+            e.message()
+                .starts_with("ca-csr.json: malformed JSON at line 3 column 1"),
+            "{e}"
+        );
         let e = decode::<Outer>(br#"{"key":{"size":"2048"}}"#, "ca-csr.json", &[]).unwrap_err();
         assert!(e.message().contains("field \"key.size\""), "{e}");
         let e = decode::<Outer>(b"[1]", "ca-csr.json", &[]).unwrap_err();

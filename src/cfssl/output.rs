@@ -50,11 +50,19 @@ pub fn files_from_json(input: &[u8], source: &str, bare: bool, base: &str) -> Re
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
-                        .map(|e| e.get("message").and_then(Value::as_str).unwrap_or("?").to_string())
+                        .map(|e| {
+                            e.get("message")
+                                .and_then(Value::as_str)
+                                .unwrap_or("?")
+                                .to_string()
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            return Err(Error::input(format!("{source}: request failed: {}", msgs.join("; "))));
+            return Err(Error::input(format!(
+                "{source}: request failed: {}",
+                msgs.join("; ")
+            )));
         }
         match env.get("result") {
             Some(r) if r.is_object() => r.clone(),
@@ -114,7 +122,10 @@ mod tests {
         m.insert("key_uri", "pkcs11:x".to_string());
         m.insert("csr", "C".to_string());
         m.insert("cert", "A".to_string());
-        assert_eq!(result_json(&m), "{\"cert\":\"A\",\"csr\":\"C\",\"key_uri\":\"pkcs11:x\"}\n");
+        assert_eq!(
+            result_json(&m),
+            "{\"cert\":\"A\",\"csr\":\"C\",\"key_uri\":\"pkcs11:x\"}\n"
+        );
     }
 
     #[test]
@@ -132,8 +143,13 @@ mod tests {
 
     #[test]
     fn envelope_and_errors() {
-        let set = files_from_json(br#"{"success":true,"result":{"certificate":"A"}}"#, "-", false, "n")
-            .unwrap();
+        let set = files_from_json(
+            br#"{"success":true,"result":{"certificate":"A"}}"#,
+            "-",
+            false,
+            "n",
+        )
+        .unwrap();
         assert_eq!(set.paths().count(), 1);
         let e = files_from_json(
             br#"{"success":false,"errors":[{"code":1,"message":"boom"}]}"#,
@@ -144,9 +160,15 @@ mod tests {
         .unwrap_err();
         assert!(e.message().contains("boom"));
         let e = files_from_json(br#"{"cert":5}"#, "in.json", true, "n").unwrap_err();
-        assert!(e.message().contains("field \"cert\" must be a string"), "{e}");
+        assert!(
+            e.message().contains("field \"cert\" must be a string"),
+            "{e}"
+        );
         let e = files_from_json(b"{", "in.json", true, "n").unwrap_err();
-        assert!(e.message().starts_with("in.json: failed to parse input"), "{e}");
+        assert!(
+            e.message().starts_with("in.json: failed to parse input"),
+            "{e}"
+        );
         assert!(files_from_json(b"{}", "in.json", true, "n").is_err());
     }
 }

@@ -118,8 +118,23 @@ pub enum KeyCommand {
 
 /// Long flags cfssl users write with one dash.
 const CFSSL_LONG_FLAGS: &[&str] = &[
-    "initca", "bare", "stdout", "ca", "ca-key", "config", "profile", "hostname", "cn",
-    "module", "token", "pin-source", "key-label", "key-id", "json", "remote", "label",
+    "initca",
+    "bare",
+    "stdout",
+    "ca",
+    "ca-key",
+    "config",
+    "profile",
+    "hostname",
+    "cn",
+    "module",
+    "token",
+    "pin-source",
+    "key-label",
+    "key-id",
+    "json",
+    "remote",
+    "label",
 ];
 
 /// Rewrite `-initca` to `--initca` (and `-ca-key=x` to `--ca-key=x`) for known long flags.
@@ -157,7 +172,10 @@ mod tests {
     use super::*;
 
     fn rw(v: &[&str]) -> Vec<String> {
-        cfssl_style(v.iter().map(OsString::from)).into_iter().map(|s| s.into_string().unwrap()).collect()
+        cfssl_style(v.iter().map(OsString::from))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
     }
 
     #[test]
@@ -166,8 +184,14 @@ mod tests {
             rw(&["p11ca", "gencert", "-initca", "ca-csr.json"]),
             ["p11ca", "gencert", "--initca", "ca-csr.json"]
         );
-        assert_eq!(rw(&["json", "-bare", "-f", "x", "ca"]), ["json", "--bare", "-f", "x", "ca"]);
-        assert_eq!(rw(&["-ca-key=pkcs11:x", "--", "-bare"]), ["--ca-key=pkcs11:x", "--", "-bare"]);
+        assert_eq!(
+            rw(&["json", "-bare", "-f", "x", "ca"]),
+            ["json", "--bare", "-f", "x", "ca"]
+        );
+        assert_eq!(
+            rw(&["-ca-key=pkcs11:x", "--", "-bare"]),
+            ["--ca-key=pkcs11:x", "--", "-bare"]
+        );
         assert_eq!(rw(&["-", "-x"]), ["-", "-x"]);
     }
 

@@ -26,11 +26,23 @@ fn capabilities(module: &Module, t: &TokenSummary) -> String {
         } else {
             "no RSA signing"
         };
-        caps.push(format!("RSA {}-{} bits ({sign})", i.min_key_size(), i.max_key_size()));
+        caps.push(format!(
+            "RSA {}-{} bits ({sign})",
+            i.min_key_size(),
+            i.max_key_size()
+        ));
     }
     if let Some(i) = get(MechanismType::ECC_KEY_PAIR_GEN) {
-        let sign = if get(MechanismType::ECDSA).is_some() { "CKM_ECDSA" } else { "no ECDSA signing" };
-        caps.push(format!("EC {}-{} bits ({sign})", i.min_key_size(), i.max_key_size()));
+        let sign = if get(MechanismType::ECDSA).is_some() {
+            "CKM_ECDSA"
+        } else {
+            "no ECDSA signing"
+        };
+        caps.push(format!(
+            "EC {}-{} bits ({sign})",
+            i.min_key_size(),
+            i.max_key_size()
+        ));
     }
     if caps.is_empty() {
         "cannot generate RSA or EC keys".into()
@@ -67,8 +79,11 @@ pub(super) fn token_list(args: &TokenArgs) -> Result<()> {
 
 fn object_json(token: &str, o: &ObjectSummary) -> serde_json::Value {
     let uri = Pkcs11Uri::for_object(token, &o.id, &o.label, o.class);
-    let attrs: serde_json::Map<String, serde_json::Value> =
-        o.attributes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let attrs: serde_json::Map<String, serde_json::Value> = o
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     json!({
         "class": o.class.as_str(),
         "kind": o.kind,
@@ -97,10 +112,21 @@ pub(super) fn key_list(args: &TokenArgs, as_json: bool) -> Result<()> {
     let o = open_and_login(args, None)?;
     let objects = key::list_objects(&o.session)?;
     if as_json {
-        let v: Vec<_> = objects.iter().map(|x| object_json(&o.token.label, x)).collect();
-        return write_stdout(&format!("{}\n", json!({"token": o.token.label, "objects": v})));
+        let v: Vec<_> = objects
+            .iter()
+            .map(|x| object_json(&o.token.label, x))
+            .collect();
+        return write_stdout(&format!(
+            "{}\n",
+            json!({"token": o.token.label, "objects": v})
+        ));
     }
-    let mut s = format!("token \"{}\" (serial {}): {} objects\n", o.token.label, o.token.serial, objects.len());
+    let mut s = format!(
+        "token \"{}\" (serial {}): {} objects\n",
+        o.token.label,
+        o.token.serial,
+        objects.len()
+    );
     for x in &objects {
         s.push_str(&object_text(&o.token.label, x));
     }
@@ -117,7 +143,12 @@ pub(super) fn key_show(args: &TokenArgs, uri: &str, as_json: bool) -> Result<()>
         .map_err(|e| Error::input(format!("cannot encode the public key: {e}")))?;
     if as_json {
         let mut v = object_json(&o.token.label, &summary);
-        v["secret_probe"] = json!(probes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
+        v["secret_probe"] = json!(
+            probes
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        );
         v["public_key"] = json!(spki_pem);
         return write_stdout(&format!("{v}\n"));
     }

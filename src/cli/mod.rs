@@ -41,17 +41,23 @@ pub fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
             .map_err(|e| Error::input(format!("cannot read stdin: {e}")))?;
         return Ok((buf, "stdin".into()));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{path}: cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::input(format!("{path}: cannot read: {e}")))?;
     Ok((bytes, path.to_string()))
 }
 
 /// Parse `--key-id` hex.
 fn parse_hex(s: &str, flag: &str) -> Result<Vec<u8>> {
     let s = s.trim_start_matches("0x");
-    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::input(format!("{flag} \"{s}\": give an even number of hex digits, e.g. 01a2")));
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::input(format!(
+            "{flag} \"{s}\": give an even number of hex digits, e.g. 01a2"
+        )));
     }
-    Ok((0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0)).collect())
+    Ok((0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
+        .collect())
 }
 
 /// A logged-in token.
@@ -81,9 +87,15 @@ pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11U
 }
 
 /// Load the module and choose the token, without logging in.
-pub fn open_module(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<(Module, TokenSummary, Pkcs11Uri)> {
+pub fn open_module(
+    args: &TokenArgs,
+    key_uri: Option<&Pkcs11Uri>,
+) -> Result<(Module, TokenSummary, Pkcs11Uri)> {
     let sel = selector(args, key_uri)?;
-    let path = Module::resolve_path(args.module.as_deref(), Some(&sel).filter(|s| s.module_path.is_some()).or(key_uri))?;
+    let path = Module::resolve_path(
+        args.module.as_deref(),
+        Some(&sel).filter(|s| s.module_path.is_some()).or(key_uri),
+    )?;
     let module = Module::load(&path)?;
     let token = module.select_token(&sel)?;
     Ok((module, token, sel))
@@ -93,14 +105,25 @@ pub fn open_module(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<(Mod
 pub fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
     let (module, token, sel) = open_module(args, key_uri)?;
     let mut warnings = Vec::new();
-    let pin_uri = key_uri.filter(|u| u.pin_source.is_some() || u.pin_value.is_some()).unwrap_or(&sel);
-    let (pin, _origin) = pin::resolve(args.pin_source.as_deref(), Some(pin_uri), &token.label, &mut warnings)?;
+    let pin_uri = key_uri
+        .filter(|u| u.pin_source.is_some() || u.pin_value.is_some())
+        .unwrap_or(&sel);
+    let (pin, _origin) = pin::resolve(
+        args.pin_source.as_deref(),
+        Some(pin_uri),
+        &token.label,
+        &mut warnings,
+    )?;
     for w in &warnings {
         warn(w);
     }
     let session = module.login(&token, &pin)?;
     drop(pin);
-    Ok(Opened { module, token, session })
+    Ok(Opened {
+        module,
+        token,
+        session,
+    })
 }
 
 fn write_stdout(s: &str) -> Result<()> {
@@ -120,7 +143,11 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     let req = CsrRequest::from_json(&bytes, &name)?;
     let opts = InitCaOptions {
         key_label: g.key_label.clone(),
-        key_id: g.key_id.as_deref().map(|s| parse_hex(s, "--key-id")).transpose()?,
+        key_id: g
+            .key_id
+            .as_deref()
+            .map(|s| parse_hex(s, "--key-id"))
+            .transpose()?,
     };
     // Validate the request fully before the token is touched or a PIN is asked for.
     let plan = InitCaPlan::new(&req, &name, &opts)?;

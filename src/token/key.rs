@@ -3,7 +3,9 @@
 //! security attributes an auditor asks for.
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::Session;
 use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, UintRef};
 use der::{Decode, Encode};
@@ -86,7 +88,8 @@ pub fn check_capability(module: &Module, token: &TokenSummary, spec: KeySpec) ->
     };
     let (min, max) = (info.min_key_size(), info.max_key_size());
     // Some modules report EC sizes in bytes; accept either unit.
-    let fits = |b: usize| (min <= b && b <= max) || (family == "EC" && min <= b / 8 && b / 8 <= max);
+    let fits =
+        |b: usize| (min <= b && b <= max) || (family == "EC" && min <= b / 8 && b / 8 <= max);
     if max != 0 && !fits(bits) {
         return Err(Error::token(format!(
             "token \"{}\" cannot make {}: its {family} key sizes are {min}..{max}; choose another key.size",
@@ -98,17 +101,35 @@ pub fn check_capability(module: &Module, token: &TokenSummary, spec: KeySpec) ->
 }
 
 /// Find any object whose label or ID collides, and name it by URI.
-fn refuse_duplicates(session: &Session, token: &TokenSummary, label: &str, id: &[u8]) -> Result<()> {
-    for tpl in [vec![Attribute::Label(label.as_bytes().to_vec())], vec![Attribute::Id(id.to_vec())]] {
-        let found = session.find_objects(&tpl).map_err(|e| ck("cannot search the token", e))?;
+fn refuse_duplicates(
+    session: &Session,
+    token: &TokenSummary,
+    label: &str,
+    id: &[u8],
+) -> Result<()> {
+    for tpl in [
+        vec![Attribute::Label(label.as_bytes().to_vec())],
+        vec![Attribute::Id(id.to_vec())],
+    ] {
+        let found = session
+            .find_objects(&tpl)
+            .map_err(|e| ck("cannot search the token", e))?;
         if let Some(h) = found.first() {
             let o = summarize(session, *h)?;
             let uri = Pkcs11Uri::for_object(&token.label, &o.id, &o.label, o.class);
-            let what = if matches!(tpl[0], Attribute::Label(_)) { "label" } else { "ID" };
+            let what = if matches!(tpl[0], Attribute::Label(_)) {
+                "label"
+            } else {
+                "ID"
+            };
             return Err(Error::policy(format!(
                 "token \"{}\" already has an object with {what} {}: {uri}; p11ca never overwrites keys: choose another --key-label / --key-id",
                 token.label,
-                if what == "label" { format!("\"{label}\"") } else { hex(id) }
+                if what == "label" {
+                    format!("\"{label}\"")
+                } else {
+                    hex(id)
+                }
             )));
         }
     }
@@ -145,7 +166,12 @@ pub fn generate(
         v.push(Attribute::Label(label.as_bytes().to_vec()));
         v.push(Attribute::Id(id.clone()));
     };
-    let mut pub_tpl = vec![Attribute::Verify(true), Attribute::Encrypt(false), Attribute::Wrap(false), Attribute::Private(false)];
+    let mut pub_tpl = vec![
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Private(false),
+    ];
     common(&mut pub_tpl);
     let mut priv_tpl = vec![
         Attribute::Private(true),
@@ -174,13 +200,28 @@ pub fn generate(
     };
     let (public, private) = session
         .generate_key_pair(&mech, &pub_tpl, &priv_tpl)
-        .map_err(|e| ck(&format!("token \"{}\" could not generate the {} key", token.label, spec.name()), e))?;
+        .map_err(|e| {
+            ck(
+                &format!(
+                    "token \"{}\" could not generate the {} key",
+                    token.label,
+                    spec.name()
+                ),
+                e,
+            )
+        })?;
     let checked = (|| {
         verify_never_extractable(session, private)?;
         public_key(session, private, Some(public))
     })();
     match checked {
-        Ok(spki) => Ok(GeneratedKey { public, private, label: label.to_string(), id, spki }),
+        Ok(spki) => Ok(GeneratedKey {
+            public,
+            private,
+            label: label.to_string(),
+            id,
+            spki,
+        }),
         Err(e) => {
             let _ = session.destroy_object(private);
             let _ = session.destroy_object(public);
@@ -215,11 +256,19 @@ const SECURITY_ATTRS: [(&str, AttributeType); 8] = [
 ];
 
 /// Read the security attributes of a private key.
-pub fn security_attributes(session: &Session, h: ObjectHandle) -> Result<Vec<(&'static str, Option<bool>)>> {
+pub fn security_attributes(
+    session: &Session,
+    h: ObjectHandle,
+) -> Result<Vec<(&'static str, Option<bool>)>> {
     let types: Vec<AttributeType> = SECURITY_ATTRS.iter().map(|(_, t)| *t).collect();
     // get_attributes silently drops what it cannot read; a missing one shows as None.
-    let attrs = session.get_attributes(h, &types).map_err(|e| ck("cannot read key attributes", e))?;
-    Ok(SECURITY_ATTRS.iter().map(|(n, t)| (*n, bool_attr(&attrs, *t))).collect())
+    let attrs = session
+        .get_attributes(h, &types)
+        .map_err(|e| ck("cannot read key attributes", e))?;
+    Ok(SECURITY_ATTRS
+        .iter()
+        .map(|(n, t)| (*n, bool_attr(&attrs, *t)))
+        .collect())
 }
 
 fn verify_never_extractable(session: &Session, h: ObjectHandle) -> Result<()> {
@@ -232,7 +281,11 @@ fn verify_never_extractable(session: &Session, h: ObjectHandle) -> Result<()> {
     {
         return Err(Error::token(format!(
             "the token did not create the key as non-extractable and always-sensitive (it reports {}); refusing to use it as a CA key",
-            attrs.iter().map(|(k, v)| format!("{k}={}", v.map_or("?".into(), |b| b.to_string()))).collect::<Vec<_>>().join(" ")
+            attrs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.map_or("?".into(), |b| b.to_string())))
+                .collect::<Vec<_>>()
+                .join(" ")
         )));
     }
     Ok(())
@@ -241,21 +294,54 @@ fn verify_never_extractable(session: &Session, h: ObjectHandle) -> Result<()> {
 /// The public key of `private` as an SPKI. RSA reads the modulus from the private object (it
 /// is public there); EC reads CKA_EC_PARAMS and the point from the public object with the same
 /// ID (or `public` when known), accepting a DER-wrapped or raw point.
-pub fn public_key(session: &Session, private: ObjectHandle, public: Option<ObjectHandle>) -> Result<SubjectPublicKeyInfoOwned> {
+pub fn public_key(
+    session: &Session,
+    private: ObjectHandle,
+    public: Option<ObjectHandle>,
+) -> Result<SubjectPublicKeyInfoOwned> {
     let attrs = session
         .get_attributes(private, &[AttributeType::KeyType, AttributeType::Id])
         .map_err(|e| ck("cannot read the key type", e))?;
-    let key_type = attrs.iter().find_map(|a| if let Attribute::KeyType(k) = a { Some(*k) } else { None });
-    let id = attrs.iter().find_map(|a| if let Attribute::Id(i) = a { Some(i.clone()) } else { None });
+    let key_type = attrs.iter().find_map(|a| {
+        if let Attribute::KeyType(k) = a {
+            Some(*k)
+        } else {
+            None
+        }
+    });
+    let id = attrs.iter().find_map(|a| {
+        if let Attribute::Id(i) = a {
+            Some(i.clone())
+        } else {
+            None
+        }
+    });
     match key_type {
         Some(k) if k == KeyType::RSA => {
             let a = session
-                .get_attributes(private, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .get_attributes(
+                    private,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
                 .map_err(|e| ck("cannot read the RSA public key", e))?;
-            let n = a.iter().find_map(|x| if let Attribute::Modulus(v) = x { Some(v.clone()) } else { None });
-            let e = a.iter().find_map(|x| if let Attribute::PublicExponent(v) = x { Some(v.clone()) } else { None });
+            let n = a.iter().find_map(|x| {
+                if let Attribute::Modulus(v) = x {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            });
+            let e = a.iter().find_map(|x| {
+                if let Attribute::PublicExponent(v) = x {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            });
             let (Some(n), Some(e)) = (n, e) else {
-                return Err(Error::token("the token did not return the RSA modulus and exponent"));
+                return Err(Error::token(
+                    "the token did not return the RSA modulus and exponent",
+                ));
             };
             rsa_spki(&n, &e)
         }
@@ -263,11 +349,16 @@ pub fn public_key(session: &Session, private: ObjectHandle, public: Option<Objec
             let public = match public {
                 Some(p) => p,
                 None => {
-                    let mut tpl = vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC)];
+                    let mut tpl = vec![
+                        Attribute::Class(ObjectClass::PUBLIC_KEY),
+                        Attribute::KeyType(KeyType::EC),
+                    ];
                     if let Some(id) = id {
                         tpl.push(Attribute::Id(id));
                     }
-                    let found = session.find_objects(&tpl).map_err(|e| ck("cannot search the token", e))?;
+                    let found = session
+                        .find_objects(&tpl)
+                        .map_err(|e| ck("cannot search the token", e))?;
                     *found.first().ok_or_else(|| {
                         Error::token("no EC public key object with the private key's CKA_ID; the token must keep the public key next to the private one")
                     })?
@@ -276,14 +367,30 @@ pub fn public_key(session: &Session, private: ObjectHandle, public: Option<Objec
             let a = session
                 .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
                 .map_err(|e| ck("cannot read the EC public key", e))?;
-            let params = a.iter().find_map(|x| if let Attribute::EcParams(v) = x { Some(v.clone()) } else { None });
-            let point = a.iter().find_map(|x| if let Attribute::EcPoint(v) = x { Some(v.clone()) } else { None });
+            let params = a.iter().find_map(|x| {
+                if let Attribute::EcParams(v) = x {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            });
+            let point = a.iter().find_map(|x| {
+                if let Attribute::EcPoint(v) = x {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            });
             let (Some(params), Some(point)) = (params, point) else {
-                return Err(Error::token("the token did not return CKA_EC_PARAMS and CKA_EC_POINT"));
+                return Err(Error::token(
+                    "the token did not return CKA_EC_PARAMS and CKA_EC_POINT",
+                ));
             };
             ec_spki(&params, &point)
         }
-        _ => Err(Error::token("the key is neither RSA nor EC; p11ca signs with RSA and ECDSA keys")),
+        _ => Err(Error::token(
+            "the key is neither RSA nor EC; p11ca signs with RSA and ECDSA keys",
+        )),
     }
 }
 
@@ -294,12 +401,19 @@ pub fn rsa_spki(n: &[u8], e: &[u8]) -> Result<SubjectPublicKeyInfoOwned> {
         modulus: UintRef<'a>,
         public_exponent: UintRef<'a>,
     }
-    let bad = |e: der::Error| Error::token(format!("the token returned an invalid RSA public key: {e}"));
-    let key = RsaPublicKeyDer { modulus: UintRef::new(n).map_err(bad)?, public_exponent: UintRef::new(e).map_err(bad)? }
-        .to_der()
-        .map_err(bad)?;
+    let bad =
+        |e: der::Error| Error::token(format!("the token returned an invalid RSA public key: {e}"));
+    let key = RsaPublicKeyDer {
+        modulus: UintRef::new(n).map_err(bad)?,
+        public_exponent: UintRef::new(e).map_err(bad)?,
+    }
+    .to_der()
+    .map_err(bad)?;
     Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned { oid: const_oid::db::rfc5912::RSA_ENCRYPTION, parameters: Some(Any::null()) },
+        algorithm: AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        },
         subject_public_key: BitString::from_bytes(&key).map_err(bad)?,
     })
 }
@@ -311,7 +425,11 @@ pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned>
     let field = match curve {
         c if c == P256 => 32,
         c if c == P384 => 48,
-        c => return Err(Error::token(format!("unsupported curve {c}; p11ca supports P-256 and P-384"))),
+        c => {
+            return Err(Error::token(format!(
+                "unsupported curve {c}; p11ca supports P-256 and P-384"
+            )));
+        }
     };
     // PKCS#11 says DER OCTET STRING; some tokens give the raw uncompressed point.
     let raw = if point.len() == 1 + 2 * field && point[0] == 0x04 {
@@ -319,7 +437,11 @@ pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned>
     } else {
         OctetString::from_der(point)
             .map(|o| o.as_bytes().to_vec())
-            .map_err(|_| Error::token("the token's CKA_EC_POINT is neither a DER OCTET STRING nor a raw point"))?
+            .map_err(|_| {
+                Error::token(
+                    "the token's CKA_EC_POINT is neither a DER OCTET STRING nor a raw point",
+                )
+            })?
     };
     let bad = |e: der::Error| Error::token(format!("invalid EC public key: {e}"));
     Ok(SubjectPublicKeyInfoOwned {
@@ -333,14 +455,21 @@ pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned>
 
 /// Find the one private key `uri` names (by `object` label and/or `id`); zero or several
 /// matches are errors that list what is there.
-pub fn find_private_key(session: &Session, token: &TokenSummary, uri: &Pkcs11Uri) -> Result<FoundKey> {
-    if let Some(t) = uri.object_type {
-        if t != ObjectType::Private {
-            return Err(Error::input(format!("{uri}: type={} does not name a private key; use type=private or leave type out", match t { ObjectType::Public => "public", ObjectType::Cert => "cert", ObjectType::SecretKey => "secret-key", ObjectType::Data => "data", ObjectType::Private => "private" })));
-        }
+pub fn find_private_key(
+    session: &Session,
+    token: &TokenSummary,
+    uri: &Pkcs11Uri,
+) -> Result<FoundKey> {
+    if let Some(t) = uri.object_type.filter(|t| *t != ObjectType::Private) {
+        return Err(Error::input(format!(
+            "{uri}: type={} does not name a private key; use type=private or leave type out",
+            t.as_str()
+        )));
     }
     if uri.object.is_none() && uri.id.is_none() {
-        return Err(Error::input(format!("{uri}: name the key with object=LABEL and/or id=%XX… (see p11ca key list)")));
+        return Err(Error::input(format!(
+            "{uri}: name the key with object=LABEL and/or id=%XX… (see p11ca key list)"
+        )));
     }
     let mut tpl = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
     if let Some(l) = &uri.object {
@@ -349,7 +478,9 @@ pub fn find_private_key(session: &Session, token: &TokenSummary, uri: &Pkcs11Uri
     if let Some(id) = &uri.id {
         tpl.push(Attribute::Id(id.clone()));
     }
-    let found = session.find_objects(&tpl).map_err(|e| ck("cannot search the token", e))?;
+    let found = session
+        .find_objects(&tpl)
+        .map_err(|e| ck("cannot search the token", e))?;
     let list = |hs: &[ObjectHandle]| -> String {
         hs.iter()
             .filter_map(|h| summarize(session, *h).ok())
@@ -361,15 +492,31 @@ pub fn find_private_key(session: &Session, token: &TokenSummary, uri: &Pkcs11Uri
         [h] => {
             let o = summarize(session, *h)?;
             let spki = public_key(session, *h, None)?;
-            let always_authenticate = o.attributes.iter().any(|(n, v)| *n == "CKA_ALWAYS_AUTHENTICATE" && *v == Some(true));
-            Ok(FoundKey { handle: *h, label: o.label, id: o.id, spki, always_authenticate })
+            let always_authenticate = o
+                .attributes
+                .iter()
+                .any(|(n, v)| *n == "CKA_ALWAYS_AUTHENTICATE" && *v == Some(true));
+            Ok(FoundKey {
+                handle: *h,
+                label: o.label,
+                id: o.id,
+                spki,
+                always_authenticate,
+            })
         }
         [] => {
             let all = session
                 .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
                 .map_err(|e| ck("cannot search the token", e))?;
-            let have = if all.is_empty() { "none".to_string() } else { list(&all) };
-            Err(Error::token(format!("no private key in token \"{}\" matches {uri}; private keys there: {have}", token.label)))
+            let have = if all.is_empty() {
+                "none".to_string()
+            } else {
+                list(&all)
+            };
+            Err(Error::token(format!(
+                "no private key in token \"{}\" matches {uri}; private keys there: {have}",
+                token.label
+            )))
         }
         many => Err(Error::token(format!(
             "{} private keys in token \"{}\" match {uri}: {}; add id=… or object=… so that exactly one matches",
@@ -383,7 +530,19 @@ pub fn find_private_key(session: &Session, token: &TokenSummary, uri: &Pkcs11Uri
 /// Describe one object.
 pub fn summarize(session: &Session, h: ObjectHandle) -> Result<ObjectSummary> {
     let a = session
-        .get_attributes(h, &[AttributeType::Class, AttributeType::Label, AttributeType::Id, AttributeType::KeyType, AttributeType::ModulusBits, AttributeType::Modulus, AttributeType::EcParams, AttributeType::CertificateType])
+        .get_attributes(
+            h,
+            &[
+                AttributeType::Class,
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::KeyType,
+                AttributeType::ModulusBits,
+                AttributeType::Modulus,
+                AttributeType::EcParams,
+                AttributeType::CertificateType,
+            ],
+        )
         .map_err(|e| ck("cannot read object attributes", e))?;
     let mut class = None;
     let mut label = String::new();
@@ -394,7 +553,9 @@ pub fn summarize(session: &Session, h: ObjectHandle) -> Result<ObjectSummary> {
             Attribute::Class(c) => class = Some(*c),
             Attribute::Label(l) => label = String::from_utf8_lossy(l).into_owned(),
             Attribute::Id(i) => id = i.clone(),
-            Attribute::Modulus(m) => kind = format!("RSA-{}", m.iter().skip_while(|b| **b == 0).count() * 8),
+            Attribute::Modulus(m) => {
+                kind = format!("RSA-{}", m.iter().skip_while(|b| **b == 0).count() * 8)
+            }
             Attribute::EcParams(p) => {
                 kind = match ObjectIdentifier::from_der(p) {
                     Ok(c) if c == P256 => "EC P-256".into(),
@@ -414,13 +575,26 @@ pub fn summarize(session: &Session, h: ObjectHandle) -> Result<ObjectSummary> {
         Some(c) if c == ObjectClass::SECRET_KEY => ObjectType::SecretKey,
         _ => ObjectType::Data,
     };
-    let attributes = if class == ObjectType::Private { security_attributes(session, h)? } else { Vec::new() };
-    Ok(ObjectSummary { handle: h, class, label, id, kind, attributes })
+    let attributes = if class == ObjectType::Private {
+        security_attributes(session, h)?
+    } else {
+        Vec::new()
+    };
+    Ok(ObjectSummary {
+        handle: h,
+        class,
+        label,
+        id,
+        kind,
+        attributes,
+    })
 }
 
 /// Every object the logged-in user can see.
 pub fn list_objects(session: &Session) -> Result<Vec<ObjectSummary>> {
-    let all = session.find_objects(&[]).map_err(|e| ck("cannot list token objects", e))?;
+    let all = session
+        .find_objects(&[])
+        .map_err(|e| ck("cannot list token objects", e))?;
     all.into_iter().map(|h| summarize(session, h)).collect()
 }
 
@@ -433,7 +607,9 @@ pub fn probe_secret(session: &Session, h: ObjectHandle) -> Result<Vec<(&'static 
         ("CKA_VALUE", AttributeType::Value),
     ];
     let types: Vec<AttributeType> = probes.iter().map(|(_, t)| *t).collect();
-    let info = session.get_attribute_info(h, &types).map_err(|e| ck("cannot query key attributes", e))?;
+    let info = session
+        .get_attribute_info(h, &types)
+        .map_err(|e| ck("cannot query key attributes", e))?;
     Ok(probes
         .iter()
         .zip(info)
@@ -450,7 +626,15 @@ pub fn probe_secret(session: &Session, h: ObjectHandle) -> Result<Vec<(&'static 
 }
 
 /// Store a certificate next to its key (same CKA_ID and label), so other tools show the pair.
-pub fn store_certificate(session: &Session, cert_der: &[u8], label: &str, id: &[u8], subject: &[u8], issuer: &[u8], serial: &[u8]) -> Result<ObjectHandle> {
+pub fn store_certificate(
+    session: &Session,
+    cert_der: &[u8],
+    label: &str,
+    id: &[u8],
+    subject: &[u8],
+    issuer: &[u8],
+    serial: &[u8],
+) -> Result<ObjectHandle> {
     let tpl = vec![
         Attribute::Class(ObjectClass::CERTIFICATE),
         Attribute::CertificateType(CertificateType::X_509),
@@ -463,5 +647,7 @@ pub fn store_certificate(session: &Session, cert_der: &[u8], label: &str, id: &[
         Attribute::SerialNumber(serial.to_vec()),
         Attribute::Value(cert_der.to_vec()),
     ];
-    session.create_object(&tpl).map_err(|e| ck("cannot store the CA certificate in the token", e))
+    session
+        .create_object(&tpl)
+        .map_err(|e| ck("cannot store the CA certificate in the token", e))
 }

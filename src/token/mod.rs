@@ -62,7 +62,9 @@ fn rv_hint(rv: &RvError) -> &'static str {
         RvError::TokenNotPresent | RvError::DeviceRemoved => {
             "; the token is not present: plug it in or start its service, then run again"
         }
-        RvError::DeviceError => "; the device reported an error: check that it is plugged in and its service (pcscd, tpm) runs",
+        RvError::DeviceError => {
+            "; the device reported an error: check that it is plugged in and its service (pcscd, tpm) runs"
+        }
         RvError::SessionHandleInvalid | RvError::SessionClosed => {
             "; the session was closed under us (token removed or module restarted); run again"
         }
@@ -148,7 +150,10 @@ impl Module {
                 ));
             }
         }
-        Ok(Self { ctx, path: path.to_path_buf() })
+        Ok(Self {
+            ctx,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The module's file path.
@@ -195,7 +200,11 @@ impl Module {
             .filter(|t| sel.token.as_ref().is_none_or(|l| *l == t.label))
             .filter(|t| sel.serial.as_ref().is_none_or(|s| *s == t.serial))
             .filter(|t| sel.model.as_ref().is_none_or(|m| *m == t.model))
-            .filter(|t| sel.manufacturer.as_ref().is_none_or(|m| *m == t.manufacturer))
+            .filter(|t| {
+                sel.manufacturer
+                    .as_ref()
+                    .is_none_or(|m| *m == t.manufacturer)
+            })
             .filter(|t| sel.slot_id.is_none_or(|id| id == t.slot.id()))
             .collect();
         let listing = || {
@@ -205,7 +214,11 @@ impl Module {
                         "\"{}\" (serial {}{})",
                         t.label,
                         t.serial,
-                        if t.initialized { "" } else { ", not initialized" }
+                        if t.initialized {
+                            ""
+                        } else {
+                            ", not initialized"
+                        }
                     )
                 })
                 .collect::<Vec<_>>()
@@ -246,10 +259,12 @@ impl Module {
 
     /// Open a read-write session on the token and log the user in (exactly one C_Login).
     pub fn login(&self, token: &TokenSummary, pin: &AuthPin) -> Result<Session> {
-        let session = self
-            .ctx
-            .open_rw_session(token.slot)
-            .map_err(|e| ck(&format!("cannot open a session on token \"{}\"", token.label), e))?;
+        let session = self.ctx.open_rw_session(token.slot).map_err(|e| {
+            ck(
+                &format!("cannot open a session on token \"{}\"", token.label),
+                e,
+            )
+        })?;
         match session.login(UserType::User, Some(pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
@@ -267,7 +282,10 @@ impl Module {
                 "the user PIN of token \"{}\" is locked; unlock it with the SO PIN (e.g. softhsm2-util / pkcs11-tool --init-pin)",
                 token.label
             ))),
-            Err(e) => Err(ck(&format!("cannot log in to token \"{}\"", token.label), e)),
+            Err(e) => Err(ck(
+                &format!("cannot log in to token \"{}\"", token.label),
+                e,
+            )),
         }
     }
 }
@@ -320,12 +338,17 @@ mod tests {
     #[test]
     fn ckr_names() {
         assert_eq!(ckr_name(&RvError::PinIncorrect), "CKR_PIN_INCORRECT");
-        assert_eq!(ckr_name(&RvError::UserAlreadyLoggedIn), "CKR_USER_ALREADY_LOGGED_IN");
+        assert_eq!(
+            ckr_name(&RvError::UserAlreadyLoggedIn),
+            "CKR_USER_ALREADY_LOGGED_IN"
+        );
     }
 
     #[test]
     fn module_errors_name_the_path() {
-        let e = Module::load(Path::new("/nonexistent/mod.so")).err().unwrap();
+        let e = Module::load(Path::new("/nonexistent/mod.so"))
+            .err()
+            .unwrap();
         assert!(e.message().contains("/nonexistent/mod.so"), "{e}");
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("fake.so");

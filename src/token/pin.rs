@@ -47,7 +47,10 @@ pub fn resolve(
     }
     if let Some(v) = std::env::var_os("P11CA_PIN") {
         let v = Zeroizing::new(v.to_string_lossy().into_owned());
-        return Ok((AuthPin::from(v.as_str().to_string()), PinOrigin::Env("P11CA_PIN".into())));
+        return Ok((
+            AuthPin::from(v.as_str().to_string()),
+            PinOrigin::Env("P11CA_PIN".into()),
+        ));
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         let pin = rpassword::prompt_password(format!("PIN for token \"{token_label}\": "))
@@ -66,7 +69,10 @@ fn from_source(src: &str, what: &str, warnings: &mut Vec<String>) -> Result<(Aut
             Error::input(format!("{what} env:{var}: the variable {var} is not set"))
         })?;
         let v = Zeroizing::new(v.to_string_lossy().into_owned());
-        return Ok((AuthPin::from(v.as_str().to_string()), PinOrigin::Env(var.into())));
+        return Ok((
+            AuthPin::from(v.as_str().to_string()),
+            PinOrigin::Env(var.into()),
+        ));
     }
     let path = src.strip_prefix("file:").unwrap_or(src);
     if src.starts_with('|') {
@@ -82,16 +88,21 @@ fn from_source(src: &str, what: &str, warnings: &mut Vec<String>) -> Result<(Aut
             meta.permissions().mode() & 0o777
         ));
     }
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| Error::input(format!("{what} file:{path}: cannot read the PIN file: {e}")))?,
-    );
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Error::input(format!("{what} file:{path}: the PIN file is not UTF-8 text")))?;
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| {
+            Error::input(format!("{what} file:{path}: cannot read the PIN file: {e}"))
+        })?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        Error::input(format!(
+            "{what} file:{path}: the PIN file is not UTF-8 text"
+        ))
+    })?;
     // Files usually end with a newline that is not part of the PIN.
     let pin = text.trim_end_matches(['\n', '\r']);
     if pin.is_empty() {
-        return Err(Error::input(format!("{what} file:{path}: the PIN file is empty")));
+        return Err(Error::input(format!(
+            "{what} file:{path}: the PIN file is empty"
+        )));
     }
     Ok((AuthPin::from(pin.to_string()), PinOrigin::File(path.into())))
 }
@@ -125,7 +136,10 @@ mod tests {
         let e = resolve(Some("file:/nonexistent/pin"), None, "t", &mut w).unwrap_err();
         assert!(e.message().contains("/nonexistent/pin"), "{e}");
         let e = resolve(Some("env:P11CA_TEST_UNSET_VAR"), None, "t", &mut w).unwrap_err();
-        assert!(e.message().contains("P11CA_TEST_UNSET_VAR is not set"), "{e}");
+        assert!(
+            e.message().contains("P11CA_TEST_UNSET_VAR is not set"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub enum SignMech {
 
 impl SignMech {
     /// Pick the mechanism for `alg` from the token's list.
-    pub fn choose(mechs: &[(MechanismType, MechanismInfo)], alg: SigAlg, token: &str) -> Result<Self> {
+    pub fn choose(
+        mechs: &[(MechanismType, MechanismInfo)],
+        alg: SigAlg,
+        token: &str,
+    ) -> Result<Self> {
         let has = |t: MechanismType| mechs.iter().any(|(m, i)| *m == t && i.sign());
         let h = alg.hash();
         if alg.is_rsa() {
@@ -47,7 +51,9 @@ impl SignMech {
         if has(MechanismType::ECDSA) {
             return Ok(SignMech::Ecdsa(h));
         }
-        Err(Error::token(format!("token \"{token}\" does not offer CKM_ECDSA for signing")))
+        Err(Error::token(format!(
+            "token \"{token}\" does not offer CKM_ECDSA for signing"
+        )))
     }
 
     /// Name for messages and benchmarks.
@@ -72,10 +78,22 @@ pub struct TokenSigner<'s> {
 
 impl<'s> TokenSigner<'s> {
     /// A signer for `key` (whose public key is `spki`) using `mech`.
-    pub fn new(session: &'s Session, key: ObjectHandle, spki: SubjectPublicKeyInfoOwned, mech: SignMech) -> Result<Self> {
+    pub fn new(
+        session: &'s Session,
+        key: ObjectHandle,
+        spki: SubjectPublicKeyInfoOwned,
+        mech: SignMech,
+    ) -> Result<Self> {
         let key_alg = KeyAlg::of(&spki)?;
         let alg = SigAlg::for_key(key_alg);
-        Ok(Self { session, key, spki, key_alg, alg, mech })
+        Ok(Self {
+            session,
+            key,
+            spki,
+            key_alg,
+            alg,
+            mech,
+        })
     }
 
     /// The mechanism in use.
@@ -99,7 +117,9 @@ impl<'s> TokenSigner<'s> {
                 di.extend_from_slice(&h.digest(msg));
                 self.session.sign(&Mechanism::RsaPkcs, self.key, &di)
             }
-            SignMech::Ecdsa(h) => self.session.sign(&Mechanism::Ecdsa, self.key, &h.digest(msg)),
+            SignMech::Ecdsa(h) => self
+                .session
+                .sign(&Mechanism::Ecdsa, self.key, &h.digest(msg)),
         };
         r.map_err(|e| ck("the token refused to sign", e))
     }

@@ -149,7 +149,10 @@ fn decode(raw: &str, name: &str, uri: &str) -> Result<Vec<u8>> {
 
 fn text(bytes: Vec<u8>, name: &str, uri: &str) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| {
-        Error::input(format!("{}: attribute \"{name}\" is not valid UTF-8", redact(uri)))
+        Error::input(format!(
+            "{}: attribute \"{name}\" is not valid UTF-8",
+            redact(uri)
+        ))
     })
 }
 
@@ -179,10 +182,12 @@ impl Pkcs11Uri {
         };
         let mut out = Self::default();
         let mut seen: Vec<String> = Vec::new();
-        let parts = path
-            .split(';')
-            .map(|p| (p, true))
-            .chain(query.into_iter().flat_map(|q| q.split('&')).map(|p| (p, false)));
+        let parts = path.split(';').map(|p| (p, true)).chain(
+            query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .map(|p| (p, false)),
+        );
         for (attr, in_path) in parts {
             if attr.is_empty() {
                 continue;
@@ -215,10 +220,7 @@ impl Pkcs11Uri {
                 ("slot-id", true) => {
                     let v = s(val)?;
                     out.slot_id = Some(v.parse().map_err(|_| {
-                        Error::input(format!(
-                            "{}: slot-id \"{v}\" is not a number",
-                            redact(uri)
-                        ))
+                        Error::input(format!("{}: slot-id \"{v}\" is not a number", redact(uri)))
                     })?);
                 }
                 ("object", true) => out.object = Some(s(val)?),
@@ -302,12 +304,17 @@ impl fmt::Display for Pkcs11Uri {
         put("model", &self.model);
         put("serial", &self.serial);
         put("token", &self.token);
-        let id = self.id.as_ref().map(|id| id.iter().map(|b| format!("%{b:02x}")).collect::<String>());
+        let id = self
+            .id
+            .as_ref()
+            .map(|id| id.iter().map(|b| format!("%{b:02x}")).collect::<String>());
         put("object", &self.object);
         put("type", &self.object_type.map(|t| t.as_str().to_string()));
         if let Some(enc) = id {
             // id goes before object: insert it after the token attributes.
-            let at = path.len() - usize::from(self.object.is_some()) - usize::from(self.object_type.is_some());
+            let at = path.len()
+                - usize::from(self.object.is_some())
+                - usize::from(self.object_type.is_some());
             path.insert(at, format!("id={enc}"));
         }
         let mut query: Vec<String> = Vec::new();

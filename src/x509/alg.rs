@@ -148,7 +148,10 @@ impl SigAlg {
 
     /// True for RSA algorithms.
     pub fn is_rsa(self) -> bool {
-        matches!(self, SigAlg::RsaSha256 | SigAlg::RsaSha384 | SigAlg::RsaSha512)
+        matches!(
+            self,
+            SigAlg::RsaSha256 | SigAlg::RsaSha384 | SigAlg::RsaSha512
+        )
     }
 
     /// The OID.
@@ -168,7 +171,11 @@ impl SigAlg {
     pub fn algorithm_identifier(self) -> AlgorithmIdentifierOwned {
         AlgorithmIdentifierOwned {
             oid: self.oid(),
-            parameters: if self.is_rsa() { Some(Any::null()) } else { None },
+            parameters: if self.is_rsa() {
+                Some(Any::null())
+            } else {
+                None
+            },
         }
     }
 
@@ -216,16 +223,22 @@ mod tests {
             (HashAlg::Sha384, rfc5912::ID_SHA_384),
             (HashAlg::Sha512, rfc5912::ID_SHA_512),
         ] {
-            let alg = AlgorithmIdentifierOwned { oid, parameters: Some(Any::null()) };
+            let alg = AlgorithmIdentifierOwned {
+                oid,
+                parameters: Some(Any::null()),
+            };
             let digest = h.digest(b"x");
             #[derive(der::Sequence)]
             struct DigestInfo {
                 alg: AlgorithmIdentifierOwned,
                 digest: der::asn1::OctetString,
             }
-            let di = DigestInfo { alg, digest: der::asn1::OctetString::new(digest.clone()).unwrap() }
-                .to_der()
-                .unwrap();
+            let di = DigestInfo {
+                alg,
+                digest: der::asn1::OctetString::new(digest.clone()).unwrap(),
+            }
+            .to_der()
+            .unwrap();
             let mut expect = h.digest_info_prefix().to_vec();
             expect.extend_from_slice(&digest);
             assert_eq!(di, expect, "{h:?}");

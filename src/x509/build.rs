@@ -92,11 +92,14 @@ pub fn random_serial(signer: &dyn Signer) -> Result<SerialNumber> {
 
 /// X.509 time for Unix seconds: UTCTime through 2049, GeneralizedTime after (RFC 5280).
 pub fn x509_time(unix: i64) -> Result<Time> {
-    let secs = u64::try_from(unix).map_err(|_| Error::input("dates before 1970 are not supported"))?;
+    let secs =
+        u64::try_from(unix).map_err(|_| Error::input("dates before 1970 are not supported"))?;
     let dt = DateTime::from_unix_duration(Duration::from_secs(secs))
         .map_err(|e| Error::input(format!("date out of range: {e}")))?;
     if dt.year() < 2050 {
-        Ok(Time::UtcTime(UtcTime::from_date_time(dt).map_err(|e| der_err("time", e))?))
+        Ok(Time::UtcTime(
+            UtcTime::from_date_time(dt).map_err(|e| der_err("time", e))?,
+        ))
     } else {
         Ok(Time::GeneralTime(GeneralizedTime::from_date_time(dt)))
     }
@@ -104,7 +107,9 @@ pub fn x509_time(unix: i64) -> Result<Time> {
 
 /// Now, rounded to the minute half-up as cfssl does (`time.Now().Round(time.Minute)`).
 pub fn now_rounded() -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     (now + 30) / 60 * 60
 }
 
@@ -113,7 +118,12 @@ pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> Vec<u8> {
     sha1::Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec()
 }
 
-fn ext_from<T: Encode>(oid: ObjectIdentifier, critical: bool, v: &T, what: &str) -> Result<Extension> {
+fn ext_from<T: Encode>(
+    oid: ObjectIdentifier,
+    critical: bool,
+    v: &T,
+    what: &str,
+) -> Result<Extension> {
     let der = v.to_der().map_err(|e| der_err(what, e))?;
     Ok(Extension {
         extn_id: oid,
@@ -129,14 +139,27 @@ pub fn key_usage_ext(bits: der::flagset::FlagSet<KeyUsages>) -> Result<Extension
 
 /// basicConstraints, always critical.
 pub fn basic_constraints_ext(ca: bool, path_len: Option<u8>) -> Result<Extension> {
-    let bc = BasicConstraints { ca, path_len_constraint: if ca { path_len } else { None } };
-    ext_from(rfc5280::ID_CE_BASIC_CONSTRAINTS, true, &bc, "basicConstraints")
+    let bc = BasicConstraints {
+        ca,
+        path_len_constraint: if ca { path_len } else { None },
+    };
+    ext_from(
+        rfc5280::ID_CE_BASIC_CONSTRAINTS,
+        true,
+        &bc,
+        "basicConstraints",
+    )
 }
 
 /// subjectKeyIdentifier.
 pub fn ski_ext(spki: &SubjectPublicKeyInfoOwned) -> Result<Extension> {
     let ski = SubjectKeyIdentifier(OctetString::new(key_id(spki)).map_err(|e| der_err("SKI", e))?);
-    ext_from(rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER, false, &ski, "subjectKeyIdentifier")
+    ext_from(
+        rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER,
+        false,
+        &ski,
+        "subjectKeyIdentifier",
+    )
 }
 
 /// authorityKeyIdentifier with only the keyIdentifier.
@@ -145,12 +168,22 @@ pub fn aki_ext(key_identifier: &[u8]) -> Result<Extension> {
         key_identifier: Some(OctetString::new(key_identifier).map_err(|e| der_err("AKI", e))?),
         ..Default::default()
     };
-    ext_from(rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER, false, &aki, "authorityKeyIdentifier")
+    ext_from(
+        rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+        false,
+        &aki,
+        "authorityKeyIdentifier",
+    )
 }
 
 /// extendedKeyUsage (non-critical, as cfssl writes it).
 pub fn eku_ext(oids: Vec<ObjectIdentifier>) -> Result<Extension> {
-    ext_from(rfc5280::ID_CE_EXT_KEY_USAGE, false, &ExtendedKeyUsage(oids), "extendedKeyUsage")
+    ext_from(
+        rfc5280::ID_CE_EXT_KEY_USAGE,
+        false,
+        &ExtendedKeyUsage(oids),
+        "extendedKeyUsage",
+    )
 }
 
 fn uri_name(u: &str) -> Result<GeneralName> {
@@ -166,14 +199,22 @@ pub fn crl_dp_ext(url: &str) -> Result<Extension> {
         reasons: None,
         crl_issuer: None,
     };
-    ext_from(rfc5280::ID_CE_CRL_DISTRIBUTION_POINTS, false, &CrlDistributionPoints(vec![dp]), "cRLDistributionPoints")
+    ext_from(
+        rfc5280::ID_CE_CRL_DISTRIBUTION_POINTS,
+        false,
+        &CrlDistributionPoints(vec![dp]),
+        "cRLDistributionPoints",
+    )
 }
 
 /// authorityInfoAccess with OCSP and caIssuers URIs.
 pub fn aia_ext(ocsp: &[String], issuers: &[String]) -> Result<Extension> {
     let mut ads = Vec::new();
     for u in ocsp {
-        ads.push(AccessDescription { access_method: rfc5280::ID_AD_OCSP, access_location: uri_name(u)? });
+        ads.push(AccessDescription {
+            access_method: rfc5280::ID_AD_OCSP,
+            access_location: uri_name(u)?,
+        });
     }
     for u in issuers {
         ads.push(AccessDescription {
@@ -181,14 +222,22 @@ pub fn aia_ext(ocsp: &[String], issuers: &[String]) -> Result<Extension> {
             access_location: uri_name(u)?,
         });
     }
-    ext_from(rfc5280::ID_PE_AUTHORITY_INFO_ACCESS, false, &AuthorityInfoAccessSyntax(ads), "authorityInfoAccess")
+    ext_from(
+        rfc5280::ID_PE_AUTHORITY_INFO_ACCESS,
+        false,
+        &AuthorityInfoAccessSyntax(ads),
+        "authorityInfoAccess",
+    )
 }
 
 /// Sign `tbs` with `signer` and verify the result against the signer's public key.
 fn sign_checked(signer: &dyn Signer, tbs: &[u8], what: &str) -> Result<Vec<u8>> {
     let sig = signer.sign(tbs)?;
-    verify(signer.public_key(), signer.algorithm(), tbs, &sig)
-        .map_err(|e| e.context(format!("the token's signature on the {what} was rejected; nothing was written")))?;
+    verify(signer.public_key(), signer.algorithm(), tbs, &sig).map_err(|e| {
+        e.context(format!(
+            "the token's signature on the {what} was rejected; nothing was written"
+        ))
+    })?;
     Ok(sig)
 }
 
@@ -203,10 +252,17 @@ pub fn certificate(p: &CertParams, signer: &dyn Signer) -> Result<Vec<u8>> {
         serial_number: p.serial.clone(),
         signature: alg.clone(),
         issuer: p.issuer.clone(),
-        validity: ValidityDer { not_before: x509_time(p.not_before)?, not_after: x509_time(p.not_after)? },
+        validity: ValidityDer {
+            not_before: x509_time(p.not_before)?,
+            not_after: x509_time(p.not_after)?,
+        },
         subject: p.subject.clone(),
         subject_public_key_info: p.subject_key.clone(),
-        extensions: if p.extensions.is_empty() { None } else { Some(p.extensions.clone()) },
+        extensions: if p.extensions.is_empty() {
+            None
+        } else {
+            Some(p.extensions.clone())
+        },
     };
     let tbs_der = tbs.to_der().map_err(|e| der_err("certificate", e))?;
     let sig = sign_checked(signer, &tbs_der, "certificate")?;

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use der::asn1::{Ia5String, OctetString};
 use der::Encode;
+use der::asn1::{Ia5String, OctetString};
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
@@ -70,9 +70,8 @@ fn email_address(h: &str) -> Option<String> {
     };
     let (local, domain) = addr.rsplit_once('@')?;
     let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
-    let dot_atom = |s: &str| {
-        !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(atext))
-    };
+    let dot_atom =
+        |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(atext));
     if dot_atom(local) && dot_atom(domain) {
         Some(addr.to_string())
     } else {
@@ -127,7 +126,9 @@ pub fn extension(sans: &[San], subject_empty: bool) -> Result<Option<Extension>>
             names.push(GeneralName::UniformResourceIdentifier(ia5(u)?));
         }
     }
-    let value = SubjectAltName(names).to_der().map_err(|e| crate::error::der_err("SAN", e))?;
+    let value = SubjectAltName(names)
+        .to_der()
+        .map_err(|e| crate::error::der_err("SAN", e))?;
     Ok(Some(Extension {
         extn_id: const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME,
         critical: subject_empty,
@@ -144,12 +145,24 @@ mod tests {
         assert_eq!(classify("10.0.0.1"), San::Ip("10.0.0.1".parse().unwrap()));
         assert_eq!(classify("::1"), San::Ip("::1".parse().unwrap()));
         assert_eq!(classify("a@b.c"), San::Email("a@b.c".into()));
-        assert_eq!(classify("Bob <bob@example.com>"), San::Email("bob@example.com".into()));
-        assert_eq!(classify("spiffe://cluster/ns/x"), San::Uri("spiffe://cluster/ns/x".into()));
+        assert_eq!(
+            classify("Bob <bob@example.com>"),
+            San::Email("bob@example.com".into())
+        );
+        assert_eq!(
+            classify("spiffe://cluster/ns/x"),
+            San::Uri("spiffe://cluster/ns/x".into())
+        );
         assert_eq!(classify("urn:x:y"), San::Uri("urn:x:y".into()));
         assert_eq!(classify("/path"), San::Uri("/path".into()));
-        assert_eq!(classify("*.wild.example.com"), San::Dns("*.wild.example.com".into()));
-        assert_eq!(classify("node1.example.com"), San::Dns("node1.example.com".into()));
+        assert_eq!(
+            classify("*.wild.example.com"),
+            San::Dns("*.wild.example.com".into())
+        );
+        assert_eq!(
+            classify("node1.example.com"),
+            San::Dns("node1.example.com".into())
+        );
         assert_eq!(classify("1.2.3"), San::Dns("1.2.3".into()));
     }
 

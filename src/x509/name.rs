@@ -42,7 +42,10 @@ pub fn directory_string(s: &str) -> Result<Any> {
 fn rdn(oid: ObjectIdentifier, values: &[&str]) -> Result<RelativeDistinguishedName> {
     let mut set = Vec::new();
     for v in values {
-        set.push(AttributeTypeAndValue { oid, value: directory_string(v)? });
+        set.push(AttributeTypeAndValue {
+            oid,
+            value: directory_string(v)?,
+        });
     }
     // SetOfVec sorts by DER, as Go's marshalling of a SET does.
     let set = SetOfVec::try_from(set)
@@ -91,7 +94,9 @@ pub fn build(spec: &SubjectSpec<'_>) -> Result<Name> {
     for (oid, v) in &extras {
         seq.push(rdn(*oid, &[v.as_str()])?);
     }
-    let der = seq.to_der().map_err(|e| crate::error::der_err("subject", e))?;
+    let der = seq
+        .to_der()
+        .map_err(|e| crate::error::der_err("subject", e))?;
     Name::from_der(&der).map_err(|e| crate::error::der_err("subject", e))
 }
 
@@ -100,34 +105,69 @@ mod tests {
     use super::*;
 
     fn entry(c: &str, o: &str) -> NameEntry {
-        NameEntry { c: c.into(), o: o.into(), ..Default::default() }
+        NameEntry {
+            c: c.into(),
+            o: o.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn order_and_multivalue_like_go() {
         let names = vec![
-            NameEntry { ou: "System".into(), ..entry("US", "Org1") },
+            NameEntry {
+                ou: "System".into(),
+                ..entry("US", "Org1")
+            },
             entry("CN", "Org2 & co"),
         ];
-        let n = build(&SubjectSpec { cn: "node", names: &names, serial_number: "" }).unwrap();
+        let n = build(&SubjectSpec {
+            cn: "node",
+            names: &names,
+            serial_number: "",
+        })
+        .unwrap();
         // RFC 4514 prints in reverse order.
-        assert_eq!(n.to_string(), "CN=node,OU=System,O=Org1+O=Org2 & co,C=CN+C=US");
+        assert_eq!(
+            n.to_string(),
+            "CN=node,OU=System,O=Org1+O=Org2 & co,C=CN+C=US"
+        );
         assert_eq!(n.iter_rdn().count(), 4);
     }
 
     #[test]
     fn printable_else_utf8() {
-        let names = vec![NameEntry { l: "Zürich".into(), ..entry("CH", "") }];
-        let n = build(&SubjectSpec { cn: "a-b (c)", names: &names, serial_number: "" }).unwrap();
+        let names = vec![NameEntry {
+            l: "Zürich".into(),
+            ..entry("CH", "")
+        }];
+        let n = build(&SubjectSpec {
+            cn: "a-b (c)",
+            names: &names,
+            serial_number: "",
+        })
+        .unwrap();
         let tags: Vec<der::Tag> = n.iter().map(|atv| der::Tagged::tag(&atv.value)).collect();
-        assert_eq!(tags, [der::Tag::PrintableString, der::Tag::Utf8String, der::Tag::PrintableString]);
+        assert_eq!(
+            tags,
+            [
+                der::Tag::PrintableString,
+                der::Tag::Utf8String,
+                der::Tag::PrintableString
+            ]
+        );
     }
 
     #[test]
     fn bad_oid_is_named() {
         let mut e = NameEntry::default();
         e.oid.insert("abc".into(), "x".into());
-        let err = build(&SubjectSpec { cn: "", names: &[e], serial_number: "" }).unwrap_err();
+        let err = build(&SubjectSpec {
+            cn: "",
+            names: &[e],
+            serial_number: "",
+        })
+        .unwrap_err();
         assert!(err.message().contains("names[0].OID"), "{err}");
     }
 

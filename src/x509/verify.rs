@@ -29,9 +29,15 @@ pub fn verify(spki: &SubjectPublicKeyInfoOwned, alg: SigAlg, msg: &[u8], sig: &[
             let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(|e| fail(e.to_string()))?;
             use signature::Verifier;
             let r = match alg.hash() {
-                HashAlg::Sha256 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(pk).verify(msg, &s),
-                HashAlg::Sha384 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(pk).verify(msg, &s),
-                HashAlg::Sha512 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(pk).verify(msg, &s),
+                HashAlg::Sha256 => {
+                    rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(pk).verify(msg, &s)
+                }
+                HashAlg::Sha384 => {
+                    rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(pk).verify(msg, &s)
+                }
+                HashAlg::Sha512 => {
+                    rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(pk).verify(msg, &s)
+                }
             };
             r.map_err(|e| fail(e.to_string()))
         }
@@ -40,14 +46,16 @@ pub fn verify(spki: &SubjectPublicKeyInfoOwned, alg: SigAlg, msg: &[u8], sig: &[
             let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map_err(|e| Error::input(format!("invalid P-256 public key: {e}")))?;
             let s = p256::ecdsa::Signature::from_der(sig).map_err(|e| fail(e.to_string()))?;
-            vk.verify_prehash(&alg.hash().digest(msg), &s).map_err(|e| fail(e.to_string()))
+            vk.verify_prehash(&alg.hash().digest(msg), &s)
+                .map_err(|e| fail(e.to_string()))
         }
         (KeyAlg::EcP384, false) => {
             let point = spki.subject_public_key.raw_bytes();
             let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
                 .map_err(|e| Error::input(format!("invalid P-384 public key: {e}")))?;
             let s = p384::ecdsa::Signature::from_der(sig).map_err(|e| fail(e.to_string()))?;
-            vk.verify_prehash(&alg.hash().digest(msg), &s).map_err(|e| fail(e.to_string()))
+            vk.verify_prehash(&alg.hash().digest(msg), &s)
+                .map_err(|e| fail(e.to_string()))
         }
         (k, _) => Err(Error::input(format!(
             "signature algorithm {alg:?} does not match the {} key",
