@@ -11,10 +11,13 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod certinfo;
 pub mod cfssl;
 pub mod error;
 pub mod fault;
 pub mod fsio;
+pub mod issue;
+pub mod softkey;
 pub mod token;
 pub mod x509;
 

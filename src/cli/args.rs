@@ -45,8 +45,13 @@ pub struct TokenArgs {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a CA in the token (-initca), like `cfssl gencert`.
+    /// Create a CA in the token (-initca), or a node key and certificate signed by the
+    /// token CA (-ca/-ca-key), like `cfssl gencert`.
     Gencert(GencertArgs),
+    /// Sign a CSR with the CA key in the token, like `cfssl sign`.
+    Sign(SignArgs),
+    /// Print a certificate's or CSR's details as cfssl-certinfo's JSON.
+    Certinfo(CertinfoArgs),
     /// Write the files of a JSON result, like `cfssljson`.
     Json(JsonArgs),
     /// Tokens the module sees.
@@ -57,12 +62,38 @@ pub enum Command {
     Key(KeyCommand),
 }
 
+/// Options shared by everything that signs with the CA (cfssl names).
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// The CA certificate (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<String>,
+    /// The CA key: a handle file written by `json -bare` (NAME-key.uri), a pkcs11: URI, or
+    /// file:PATH / env:VAR holding one.
+    #[arg(long, value_name = "HANDLE|URI")]
+    pub ca_key: Option<String>,
+    /// cfssl signing configuration (ca-config.json); default: cfssl's default profile.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<String>,
+    /// Signing profile in the config (default: "default").
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Comma-separated SANs; replaces the request's hosts.
+    #[arg(long, value_name = "LIST")]
+    pub hostname: Option<String>,
+}
+
 /// `gencert` options (cfssl names).
 #[derive(Debug, Args)]
 pub struct GencertArgs {
     /// Create a new CA: generate its key in the token and self-sign.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["ca", "ca_key", "config", "profile", "hostname", "cn"])]
     pub initca: bool,
+    #[command(flatten)]
+    pub signing: CaArgs,
+    /// Replace the request's CN.
+    #[arg(long, value_name = "CN")]
+    pub cn: Option<String>,
     /// CKA_LABEL of the new CA key (default: the CN).
     #[arg(long, value_name = "LABEL")]
     pub key_label: Option<String>,
@@ -71,6 +102,29 @@ pub struct GencertArgs {
     pub key_id: Option<String>,
     /// The cfssl CSR JSON file (`-` for stdin).
     pub csr_json: String,
+}
+
+/// `sign` options (cfssl's).
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub signing: CaArgs,
+    /// The CSR, PEM or DER (`-` for stdin).
+    pub csr: String,
+    /// Optional cfssl subject JSON ({"CN", "names", "SerialNumber"}) overriding the CSR subject.
+    pub subject: Option<String>,
+}
+
+/// `certinfo` options (cfssl's).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct CertinfoArgs {
+    /// A certificate file, PEM or DER (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<String>,
+    /// A CSR file, PEM or DER (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub csr: Option<String>,
 }
 
 /// `json` options (cfssljson's).
@@ -127,6 +181,8 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "profile",
     "hostname",
     "cn",
+    "cert",
+    "csr",
     "module",
     "token",
     "pin-source",
@@ -193,6 +249,10 @@ mod tests {
             ["--ca-key=pkcs11:x", "--", "-bare"]
         );
         assert_eq!(rw(&["-", "-x"]), ["-", "-x"]);
+        assert_eq!(
+            rw(&["certinfo", "-cert", "a", "-csr=b"]),
+            ["certinfo", "--cert", "a", "--csr=b"]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod keys;
+mod sign;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -14,7 +15,9 @@ use p11ca::cfssl::output;
 use p11ca::token::{Module, Pkcs11Uri, TokenSummary, pin};
 use p11ca::{Error, Result};
 
-use args::{Cli, Command, GencertArgs, JsonArgs, KeyCommand, TokenArgs, TokenCommand};
+use args::{
+    CertinfoArgs, Cli, Command, GencertArgs, JsonArgs, KeyCommand, TokenArgs, TokenCommand,
+};
 
 /// Print a warning line on stderr.
 pub fn warn(msg: &str) {
@@ -24,8 +27,11 @@ pub fn warn(msg: &str) {
 /// Run one command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Gencert(g) => gencert(&cli.token, &g),
+        Command::Gencert(g) if g.initca => gencert(&cli.token, &g),
+        Command::Gencert(g) => sign::gencert_ca(&cli.token, &g),
+        Command::Sign(s) => sign::sign(&cli.token, &s),
         Command::Json(j) => json(&j),
+        Command::Certinfo(c) => certinfo(&c),
         Command::Token(TokenCommand::List) => keys::token_list(&cli.token),
         Command::Key(KeyCommand::List { json }) => keys::key_list(&cli.token, json),
         Command::Key(KeyCommand::Show { uri, json }) => keys::key_show(&cli.token, &uri, json),
@@ -134,11 +140,6 @@ fn write_stdout(s: &str) -> Result<()> {
 }
 
 fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
-    if !g.initca {
-        return Err(Error::input(
-            "gencert needs -initca (create a CA in the token); signing node certificates with -ca is not available yet",
-        ));
-    }
     let (bytes, name) = read_input(&g.csr_json)?;
     let req = CsrRequest::from_json(&bytes, &name)?;
     let opts = InitCaOptions {
@@ -161,6 +162,17 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     fields.insert("csr", out.csr_pem);
     fields.insert("key_uri", out.key_uri.to_string());
     write_stdout(&output::result_json(&fields))
+}
+
+fn certinfo(c: &CertinfoArgs) -> Result<()> {
+    use p11ca::certinfo;
+    if let Some(path) = &c.cert {
+        let (bytes, name) = read_input(path)?;
+        return write_stdout(&certinfo::to_go_json(&certinfo::cert_info(&bytes, &name)?));
+    }
+    let path = c.csr.as_deref().unwrap_or("-");
+    let (bytes, name) = read_input(path)?;
+    write_stdout(&certinfo::to_go_json(&certinfo::csr_info(&bytes, &name)?))
 }
 
 fn json(j: &JsonArgs) -> Result<()> {

@@ -176,3 +176,132 @@ mod tests {
         assert!(build(&SubjectSpec::default()).unwrap().is_empty());
     }
 }
+
+/// The text of a directory string value, if it is one of the usual string types.
+pub fn value_text(v: &Any) -> Option<String> {
+    use der::asn1::{Ia5StringRef, TeletexStringRef};
+    if let Ok(s) = v.decode_as::<PrintableStringRef<'_>>() {
+        return Some(s.to_string());
+    }
+    if let Ok(s) = v.decode_as::<Utf8StringRef<'_>>() {
+        return Some(s.to_string());
+    }
+    if let Ok(s) = v.decode_as::<Ia5StringRef<'_>>() {
+        return Some(s.to_string());
+    }
+    if let Ok(s) = v.decode_as::<TeletexStringRef<'_>>() {
+        return Some(s.to_string());
+    }
+    None
+}
+
+/// Field-by-field replacements for a requested subject (`-cn`, cfssl's subject.json).
+#[derive(Clone, Debug, Default)]
+pub struct SubjectOverride<'a> {
+    /// Replaces the CN when non-empty.
+    pub cn: &'a str,
+    /// Non-empty fields replace all values of that type.
+    pub names: &'a [NameEntry],
+    /// Replaces serialNumber when non-empty.
+    pub serial_number: &'a str,
+}
+
+/// Re-encode `name` as cfssl would issue it: C, ST, L, O, OU, CN, serialNumber (all values of a
+/// type in one RDN, strings re-encoded Printable-else-UTF8), then other attributes in their
+/// original order; types given in `ov` replace the requested values.
+pub fn canonicalize(name: &Name, ov: &SubjectOverride<'_>) -> Result<Name> {
+    let standard = [
+        rfc4519::C,
+        rfc4519::ST,
+        rfc4519::L,
+        rfc4519::O,
+        rfc4519::OU,
+        rfc4519::CN,
+        rfc4519::SERIAL_NUMBER,
+    ];
+    let mut values: Vec<Vec<String>> = vec![Vec::new(); standard.len()];
+    let mut others: Vec<AttributeTypeAndValue> = Vec::new();
+    for atv in name.iter() {
+        match standard.iter().position(|o| *o == atv.oid) {
+            Some(i) => match value_text(&atv.value) {
+                Some(t) => values[i].push(t),
+                None => others.push(atv.clone()),
+            },
+            None => others.push(atv.clone()),
+        }
+    }
+    let pick = |f: fn(&NameEntry) -> &str| -> Vec<String> {
+        ov.names
+            .iter()
+            .map(|n| f(n).to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    let replacements: [Vec<String>; 7] = [
+        pick(|n| &n.c),
+        pick(|n| &n.st),
+        pick(|n| &n.l),
+        pick(|n| &n.o),
+        pick(|n| &n.ou),
+        if ov.cn.is_empty() {
+            Vec::new()
+        } else {
+            vec![ov.cn.to_string()]
+        },
+        if ov.serial_number.is_empty() {
+            Vec::new()
+        } else {
+            vec![ov.serial_number.to_string()]
+        },
+    ];
+    let mut seq = RdnSequence::default();
+    for (i, oid) in standard.iter().enumerate() {
+        let vals = if replacements[i].is_empty() {
+            &values[i]
+        } else {
+            &replacements[i]
+        };
+        let vals: Vec<&str> = vals.iter().map(String::as_str).collect();
+        if !vals.is_empty() {
+            seq.push(rdn(*oid, &vals)?);
+        }
+    }
+    for atv in others {
+        seq.push(
+            RelativeDistinguishedName::try_from(vec![atv])
+                .map_err(|e| Error::input(format!("cannot build subject RDN: {e}")))?,
+        );
+    }
+    let der = seq
+        .to_der()
+        .map_err(|e| crate::error::der_err("subject", e))?;
+    Name::from_der(&der).map_err(|e| crate::error::der_err("subject", e))
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn reorders_like_go_and_applies_overrides() {
+        // RFC 4514 string: last RDN first. Encoded order: C, O, OU, L, ST, CN.
+        let n = Name::from_str("CN=node,ST=TJ,L=TJ,OU=System,O=acme,C=US").unwrap();
+        let c = canonicalize(&n, &SubjectOverride::default()).unwrap();
+        assert_eq!(c.to_string(), "CN=node,OU=System,O=acme,L=TJ,ST=TJ,C=US");
+        let names = [NameEntry {
+            o: "system:nodes".into(),
+            ..Default::default()
+        }];
+        let ov = SubjectOverride {
+            cn: "system:node:n1",
+            names: &names,
+            serial_number: "",
+        };
+        let c = canonicalize(&n, &ov).unwrap();
+        assert_eq!(
+            c.to_string(),
+            "CN=system:node:n1,OU=System,O=system:nodes,L=TJ,ST=TJ,C=US"
+        );
+    }
+}

@@ -1,0 +1,1407 @@
+//! cfssl's signing configuration (`ca-config.json`): profiles, usages, validity and extensions.
+//!
+//! The file format follows cfssl's `config/config.go` (shared/reference/cfssl-behavior.md §3):
+//! keys match case-insensitively, unknown keys are ignored, durations use Go syntax. Where cfssl
+//! sets traps, p11ca is explicit instead:
+//! - an unknown `-profile` is an error listing the profiles (cfssl falls back to `default`);
+//! - an unknown usage string is an error naming it (cfssl drops it silently);
+//! - a negative expiry, `not_after` not after `not_before`, and signing with a profile that has
+//!   no usages are errors (cfssl issues a backwards certificate, panics, or says
+//!   "no key usage available").
+//!
+//! Fields that only a cfssl server uses (`auth_key`, `remote`, `auth_keys`, `remotes`, ...) and
+//! the few signing options p11ca does not implement are accepted and ignored with a notice.
+
+use std::collections::BTreeMap;
+
+use const_oid::ObjectIdentifier;
+use const_oid::db::{rfc5280, rfc6960};
+use der::asn1::{Any, Ia5String, Null, OctetString};
+use der::flagset::FlagSet;
+use der::{DateTime, Encode};
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::certpolicy::{
+    DisplayText, PolicyInformation, PolicyQualifierInfo, UserNotice,
+};
+use x509_cert::ext::pkix::{CertificatePolicies, KeyUsages};
+
+use crate::cfssl::duration::GoDuration;
+use crate::cfssl::json;
+use crate::error::{Error, Result, der_err};
+use crate::x509::build;
+
+/// cfssl's default expiry (`config.DefaultConfig`): one year.
+const DEFAULT_EXPIRY_SECS: i64 = 8760 * 3600;
+
+/// Microsoft Server Gated Crypto (Go's `ExtKeyUsageMicrosoftServerGatedCrypto`).
+const MICROSOFT_SGC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.10.3.3");
+/// Netscape Server Gated Crypto (Go's `ExtKeyUsageNetscapeServerGatedCrypto`).
+const NETSCAPE_SGC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113730.4.1");
+/// id-kp-ipsecEndSystem (RFC 2459; Go's `ExtKeyUsageIPSECEndSystem`).
+const IPSEC_END_SYSTEM: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.5");
+/// id-kp-ipsecTunnel.
+const IPSEC_TUNNEL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.6");
+/// id-kp-ipsecUser.
+const IPSEC_USER: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.7");
+
+/// cfssl's key usage strings (`config.KeyUsage`).
+const KEY_USAGES: &[(&str, KeyUsages)] = &[
+    ("signing", KeyUsages::DigitalSignature),
+    ("digital signature", KeyUsages::DigitalSignature),
+    ("content commitment", KeyUsages::NonRepudiation),
+    // cfssl 1.2's spelling, still accepted so old configs keep working.
+    ("content committment", KeyUsages::NonRepudiation),
+    ("key encipherment", KeyUsages::KeyEncipherment),
+    ("key agreement", KeyUsages::KeyAgreement),
+    ("data encipherment", KeyUsages::DataEncipherment),
+    ("cert sign", KeyUsages::KeyCertSign),
+    ("crl sign", KeyUsages::CRLSign),
+    ("encipher only", KeyUsages::EncipherOnly),
+    ("decipher only", KeyUsages::DecipherOnly),
+];
+
+/// cfssl's extended key usage strings (`config.ExtKeyUsage`).
+const EXT_KEY_USAGES: &[(&str, ObjectIdentifier)] = &[
+    ("any", rfc5280::ANY_EXTENDED_KEY_USAGE),
+    ("server auth", rfc5280::ID_KP_SERVER_AUTH),
+    ("client auth", rfc5280::ID_KP_CLIENT_AUTH),
+    ("code signing", rfc5280::ID_KP_CODE_SIGNING),
+    ("email protection", rfc5280::ID_KP_EMAIL_PROTECTION),
+    ("s/mime", rfc5280::ID_KP_EMAIL_PROTECTION),
+    ("ipsec end system", IPSEC_END_SYSTEM),
+    ("ipsec tunnel", IPSEC_TUNNEL),
+    ("ipsec user", IPSEC_USER),
+    ("timestamping", rfc5280::ID_KP_TIME_STAMPING),
+    ("ocsp signing", rfc5280::ID_KP_OCSP_SIGNING),
+    ("microsoft sgc", MICROSOFT_SGC),
+    ("netscape sgc", NETSCAPE_SGC),
+];
+
+/// A parsed `ca-config.json` (or cfssl's built-in default when no `-config` is given).
+#[derive(Clone, Debug)]
+pub struct SigningConfig {
+    /// The file it came from, for messages; empty for the built-in default.
+    file: String,
+    default: Profile,
+    profiles: BTreeMap<String, Profile>,
+}
+
+/// One fully resolved signing profile.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// `default` or the profile's name.
+    pub name: String,
+    /// keyUsage bits.
+    pub key_usage: FlagSet<KeyUsages>,
+    /// extKeyUsage OIDs in `usages` order, without duplicates.
+    pub ext_key_usage: Vec<ObjectIdentifier>,
+    /// Validity period in seconds (> 0).
+    pub expiry_secs: i64,
+    /// How far notBefore is set back from now; `None` means the caller's default (5 minutes).
+    pub backdate_secs: Option<i64>,
+    /// Fixed notBefore (Unix seconds) from `not_before`.
+    pub not_before: Option<i64>,
+    /// Fixed notAfter (Unix seconds) from `not_after`.
+    pub not_after: Option<i64>,
+    /// Issue CA certificates (`ca_constraint.is_ca`).
+    pub is_ca: bool,
+    /// pathLenConstraint as cfssl derives it (`None` = unlimited).
+    pub max_path_len: Option<u8>,
+    /// CRL distribution point URL.
+    pub crl_url: Option<String>,
+    /// AIA OCSP URLs.
+    pub ocsp_urls: Vec<String>,
+    /// AIA caIssuers URLs.
+    pub issuer_urls: Vec<String>,
+    /// Add id-pkix-ocsp-nocheck.
+    pub ocsp_no_check: bool,
+    /// The `name_whitelist` regular expression source; see [`Profile::allows`].
+    pub name_whitelist: Option<String>,
+    /// certificatePolicies entries.
+    pub policies: Vec<PolicyInfo>,
+}
+
+/// One certificatePolicies entry.
+#[derive(Clone, Debug)]
+pub struct PolicyInfo {
+    /// The policy OID.
+    pub id: ObjectIdentifier,
+    /// id-qt-cps qualifiers (IA5String URIs).
+    pub cps_uris: Vec<String>,
+    /// id-qt-unotice qualifiers (explicitText, UTF8String).
+    pub user_notices: Vec<String>,
+}
+
+// ---- the file as written (keys already folded to lower case by json::decode) ----
+
+#[derive(Deserialize, Default)]
+struct RawFile {
+    signing: Option<RawSigning>,
+    auth_keys: Option<Value>,
+    remotes: Option<Value>,
+    ocsp: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawSigning {
+    default: Option<RawProfile>,
+    #[serde(default)]
+    profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawProfile {
+    usages: Option<Vec<String>>,
+    expiry: Option<String>,
+    backdate: Option<String>,
+    not_before: Option<String>,
+    not_after: Option<String>,
+    ca_constraint: Option<RawCaConstraint>,
+    crl_url: Option<String>,
+    ocsp_url: Option<String>,
+    issuer_urls: Option<Vec<String>>,
+    ocsp_no_check: Option<bool>,
+    name_whitelist: Option<String>,
+    policies: Option<Vec<RawPolicy>>,
+    // Server or API only.
+    auth_key: Option<Value>,
+    prev_auth_key: Option<Value>,
+    remote: Option<Value>,
+    auth_remote: Option<Value>,
+    allowed_extensions: Option<Value>,
+    clientprovidesserialnumbers: Option<Value>,
+    // Local signing options p11ca does not implement.
+    copy_extensions: Option<Value>,
+    csrwhitelist: Option<Value>,
+    ct_log_servers: Option<Value>,
+    cert_store: Option<Value>,
+    lint_error_level: Option<Value>,
+    ignored_lints: Option<Value>,
+    ignored_lint_sources: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawCaConstraint {
+    #[serde(default)]
+    is_ca: bool,
+    #[serde(default)]
+    max_path_len: i64,
+    #[serde(default)]
+    max_path_len_zero: bool,
+}
+
+#[derive(Deserialize)]
+struct RawPolicy {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    qualifiers: Vec<RawQualifier>,
+}
+
+#[derive(Deserialize)]
+struct RawQualifier {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// Go's notion of a value that was set (not false, 0, "" or empty).
+fn is_set(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
+const SERVER_ONLY: &str = "belongs to a cfssl server (authenticated or remote signing), which p11ca does not have yet; ignored";
+const API_ONLY: &str = "applies only to cfssl's signing API; ignored";
+const UNSUPPORTED: &str = "is not supported by p11ca; ignored";
+
+impl RawProfile {
+    fn ignored(&self) -> [(&'static str, &Option<Value>, &'static str); 13] {
+        [
+            ("auth_key", &self.auth_key, SERVER_ONLY),
+            ("prev_auth_key", &self.prev_auth_key, SERVER_ONLY),
+            ("remote", &self.remote, SERVER_ONLY),
+            ("auth_remote", &self.auth_remote, SERVER_ONLY),
+            ("allowed_extensions", &self.allowed_extensions, API_ONLY),
+            (
+                "ClientProvidesSerialNumbers",
+                &self.clientprovidesserialnumbers,
+                API_ONLY,
+            ),
+            ("copy_extensions", &self.copy_extensions, UNSUPPORTED),
+            ("CSRWhitelist", &self.csrwhitelist, UNSUPPORTED),
+            ("ct_log_servers", &self.ct_log_servers, UNSUPPORTED),
+            ("cert_store", &self.cert_store, UNSUPPORTED),
+            ("lint_error_level", &self.lint_error_level, UNSUPPORTED),
+            ("ignored_lints", &self.ignored_lints, UNSUPPORTED),
+            (
+                "ignored_lint_sources",
+                &self.ignored_lint_sources,
+                UNSUPPORTED,
+            ),
+        ]
+    }
+}
+
+/// Look up a usage string; cfssl compares exactly, we also accept other letter case.
+fn lookup<T: Copy>(table: &[(&str, T)], s: &str) -> Option<T> {
+    let lower = s.to_lowercase();
+    table.iter().find(|(k, _)| *k == lower).map(|(_, v)| *v)
+}
+
+/// RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, as Go's `time.Time` JSON) to Unix seconds.
+/// A fraction is truncated: certificates carry whole seconds.
+fn parse_rfc3339(s: &str) -> std::result::Result<i64, String> {
+    let num = |from: usize, to: usize| -> Option<u32> {
+        let t = s.get(from..to)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let sep = |at: usize, c: u8| s.as_bytes().get(at) == Some(&c);
+    let shape = s.len() >= 20
+        && sep(4, b'-')
+        && sep(7, b'-')
+        && sep(10, b'T')
+        && sep(13, b':')
+        && sep(16, b':');
+    let fields = (
+        num(0, 4),
+        num(5, 7),
+        num(8, 10),
+        num(11, 13),
+        num(14, 16),
+        num(17, 19),
+    );
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = fields else {
+        return Err("not an RFC 3339 time".into());
+    };
+    if !shape {
+        return Err("not an RFC 3339 time".into());
+    }
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return Err("a '.' must be followed by fractional seconds".into());
+        }
+        rest = &r[n..];
+    }
+    let offset: i64 = match rest {
+        "Z" => 0,
+        _ => {
+            let b = rest.as_bytes();
+            let sign = match b.first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => {
+                    return Err(
+                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
+                    );
+                }
+            };
+            let hh = rest
+                .get(1..3)
+                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
+            let mm = rest
+                .get(4..6)
+                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
+            match (hh, mm, b.len() == 6 && b[3] == b':') {
+                (Some(hh), Some(mm), true) => {
+                    let (hh, mm): (i64, i64) = (hh.parse().unwrap_or(99), mm.parse().unwrap_or(99));
+                    if hh > 23 || mm > 59 {
+                        return Err("time zone offset out of range".into());
+                    }
+                    sign * (hh * 3600 + mm * 60)
+                }
+                _ => {
+                    return Err(
+                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
+                    );
+                }
+            }
+        }
+    };
+    let narrow = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
+    let dt = DateTime::new(
+        y as u16,
+        narrow(mo),
+        narrow(d),
+        narrow(h),
+        narrow(mi),
+        narrow(sec),
+    )
+    .map_err(|_| "not a valid date and time between 1970 and 9999".to_string())?;
+    let unix = dt.unix_duration().as_secs() as i64 - offset;
+    if unix < 0 {
+        return Err("dates before 1970 are not supported".into());
+    }
+    Ok(unix)
+}
+
+/// Build context for one profile: where it is, for messages.
+struct Ctx<'a> {
+    file: &'a str,
+    name: &'a str,
+    /// Field path prefix, e.g. `signing.profiles.kubernetes`.
+    path: String,
+}
+
+impl Ctx<'_> {
+    fn field_err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
+        Error::input(format!(
+            "{}: field \"{}.{field}\": {msg}",
+            self.file, self.path
+        ))
+    }
+
+    fn notice(&self, field: &str, msg: impl std::fmt::Display) -> String {
+        format!("{}: field \"{}.{field}\" {msg}", self.file, self.path)
+    }
+
+    fn duration(&self, field: &str, v: &str) -> Result<GoDuration> {
+        GoDuration::parse(v).map_err(|m| self.field_err(field, m))
+    }
+
+    fn time(&self, field: &str, v: &str) -> Result<i64> {
+        parse_rfc3339(v).map_err(|m| {
+            self.field_err(
+                field,
+                format!("invalid time \"{v}\": {m}; use RFC 3339 such as \"2030-01-01T00:00:00Z\""),
+            )
+        })
+    }
+
+    fn ascii_url(&self, field: &str, v: &str) -> Result<()> {
+        if v.is_ascii() {
+            Ok(())
+        } else {
+            Err(self.field_err(
+                field,
+                format!("URL \"{v}\" is not ASCII; percent-encode it"),
+            ))
+        }
+    }
+}
+
+/// Turn one raw profile into a [`Profile`]. `default` is the already-built default profile
+/// (`None` while building the default itself).
+fn build_profile(
+    ctx: &Ctx<'_>,
+    raw: &RawProfile,
+    default: Option<&Profile>,
+    notices: &mut Vec<String>,
+) -> Result<Profile> {
+    for (field, value, why) in raw.ignored() {
+        if is_set(value) {
+            notices.push(ctx.notice(field, why));
+        }
+    }
+
+    // Usages: every string must be known (cfssl silently drops unknown ones).
+    let mut key_usage = FlagSet::<KeyUsages>::default();
+    let mut ext_key_usage: Vec<ObjectIdentifier> = Vec::new();
+    for (i, u) in raw.usages.iter().flatten().enumerate() {
+        if let Some(ku) = lookup(KEY_USAGES, u) {
+            key_usage |= ku;
+        } else if let Some(oid) = lookup(EXT_KEY_USAGES, u) {
+            if !ext_key_usage.contains(&oid) {
+                ext_key_usage.push(oid);
+            }
+        } else {
+            let spaced = u.replace(['-', '_'], " ");
+            let hint = if lookup(KEY_USAGES, &spaced).is_some()
+                || lookup(EXT_KEY_USAGES, &spaced).is_some()
+            {
+                format!(" (did you mean \"{}\"?)", spaced.to_lowercase())
+            } else {
+                String::new()
+            };
+            let known: Vec<&str> = KEY_USAGES
+                .iter()
+                .map(|(k, _)| *k)
+                .chain(EXT_KEY_USAGES.iter().map(|(k, _)| *k))
+                .collect();
+            return Err(ctx.field_err(
+                &format!("usages[{i}]"),
+                format!(
+                    "unknown usage \"{u}\" in profile \"{}\"{hint}; known usages: {}",
+                    ctx.name,
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+
+    // Expiry. cfssl requires `expiry` in every local profile ("empty expiry string") but uses
+    // the default profile's expiry when a named profile's is zero ("0s"). We go one step
+    // further and let a named profile without `expiry` take the default's too, since that is
+    // what such a config obviously means; only the default profile must state it.
+    let own_expiry = match raw.expiry.as_deref() {
+        None | Some("") => None,
+        Some(v) => {
+            let d = ctx.duration("expiry", v)?;
+            if d.is_negative() {
+                return Err(ctx.field_err(
+                    "expiry",
+                    format!("\"{v}\" is negative; give a positive duration such as \"8760h\""),
+                ));
+            }
+            if d == GoDuration::from_secs(0) {
+                None
+            } else if d.as_secs() == 0 {
+                return Err(ctx.field_err("expiry", format!("\"{v}\" is shorter than one second")));
+            } else {
+                Some(d.as_secs())
+            }
+        }
+    };
+    let expiry_secs = match (own_expiry, default) {
+        (Some(s), _) => s,
+        (None, Some(def)) => def.expiry_secs,
+        (None, None) => {
+            let why = if raw.expiry.as_deref().is_some_and(|v| !v.is_empty()) {
+                "must be longer than 0; e.g. \"8760h\" for one year"
+            } else {
+                "missing; every profile needs an expiry such as \"8760h\" (one year)"
+            };
+            return Err(ctx.field_err("expiry", why));
+        }
+    };
+
+    // Backdate: as in cfssl, zero (or absent) means the 5-minute default; a negative value is
+    // allowed and moves notBefore into the future, as cfssl does.
+    let backdate_secs = match raw.backdate.as_deref() {
+        None | Some("") => None,
+        Some(v) => {
+            let d = ctx.duration("backdate", v)?;
+            if d.as_secs() == 0 {
+                None
+            } else {
+                Some(d.as_secs())
+            }
+        }
+    };
+
+    let not_before = raw
+        .not_before
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| ctx.time("not_before", v))
+        .transpose()?;
+    let not_after = raw
+        .not_after
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| ctx.time("not_after", v))
+        .transpose()?;
+    if let (Some(nb), Some(na)) = (not_before, not_after)
+        && na <= nb
+    {
+        return Err(ctx.field_err(
+            "not_after",
+            format!(
+                "\"{}\" is not after not_before \"{}\"",
+                raw.not_after.as_deref().unwrap_or_default(),
+                raw.not_before.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+
+    // CA constraint, with Go's pathlen rules (MaxPathLen 0 means unlimited unless
+    // MaxPathLenZero; -1 means unlimited).
+    let ca = raw.ca_constraint.as_ref();
+    let is_ca = ca.is_some_and(|c| c.is_ca);
+    let max_path_len = match ca {
+        None => None,
+        Some(c) => match (c.max_path_len, c.max_path_len_zero) {
+            (0, true) => Some(0),
+            (0, false) | (-1, _) => None,
+            (n, _) if (1..=255).contains(&n) => Some(n as u8),
+            (n, _) => {
+                return Err(ctx.field_err(
+                    "ca_constraint.max_path_len",
+                    format!("{n} is out of range; use 0 to 255, or -1 for no limit"),
+                ));
+            }
+        },
+    };
+    if is_ca && !key_usage.contains(KeyUsages::KeyCertSign) {
+        notices.push(format!(
+            "{}: profile \"{}\" has ca_constraint.is_ca but no \"cert sign\" usage; the CA certificates it issues cannot sign certificates",
+            ctx.file, ctx.name
+        ));
+    }
+    if !is_ca && max_path_len.is_some() {
+        notices.push(ctx.notice(
+            "ca_constraint.max_path_len",
+            "has no effect because ca_constraint.is_ca is false; ignored",
+        ));
+    }
+
+    // URLs: as in cfssl's FillTemplate, an empty crl_url / ocsp_url or a missing issuer_urls
+    // in a named profile falls back to the default profile's.
+    let crl_url = match raw.crl_url.as_deref().filter(|v| !v.is_empty()) {
+        Some(u) => {
+            ctx.ascii_url("crl_url", u)?;
+            Some(u.to_string())
+        }
+        None => default.and_then(|d| d.crl_url.clone()),
+    };
+    let ocsp_urls = match raw.ocsp_url.as_deref().filter(|v| !v.is_empty()) {
+        Some(u) => {
+            ctx.ascii_url("ocsp_url", u)?;
+            vec![u.to_string()]
+        }
+        None => default.map(|d| d.ocsp_urls.clone()).unwrap_or_default(),
+    };
+    let issuer_urls = match &raw.issuer_urls {
+        Some(urls) => {
+            for (i, u) in urls.iter().enumerate() {
+                ctx.ascii_url(&format!("issuer_urls[{i}]"), u)?;
+            }
+            urls.clone()
+        }
+        None => default.map(|d| d.issuer_urls.clone()).unwrap_or_default(),
+    };
+
+    let name_whitelist = match raw.name_whitelist.as_deref().filter(|v| !v.is_empty()) {
+        Some(re) => {
+            Regex::new(re).map_err(|e| {
+                ctx.field_err(
+                    "name_whitelist",
+                    format!("invalid regular expression \"{re}\": {e}"),
+                )
+            })?;
+            Some(re.to_string())
+        }
+        None => None,
+    };
+
+    let mut policies = Vec::new();
+    for (i, p) in raw.policies.iter().flatten().enumerate() {
+        let id = ObjectIdentifier::new(&p.id).map_err(|e| {
+            ctx.field_err(
+                &format!("policies[{i}].ID"),
+                format!("invalid OID \"{}\": {e}", p.id),
+            )
+        })?;
+        let mut info = PolicyInfo {
+            id,
+            cps_uris: Vec::new(),
+            user_notices: Vec::new(),
+        };
+        for (j, q) in p.qualifiers.iter().enumerate() {
+            let field = format!("policies[{i}].Qualifiers[{j}]");
+            if q.value.is_empty() {
+                return Err(ctx.field_err(&field, "empty value"));
+            }
+            match q.kind.as_str() {
+                "id-qt-cps" => {
+                    ctx.ascii_url(&field, &q.value)?;
+                    info.cps_uris.push(q.value.clone());
+                }
+                "id-qt-unotice" => {
+                    if q.value.chars().count() > 200 {
+                        return Err(ctx.field_err(
+                            &field,
+                            "a user notice may be at most 200 characters (RFC 5280)",
+                        ));
+                    }
+                    info.user_notices.push(q.value.clone());
+                }
+                other => {
+                    return Err(ctx.field_err(
+                        &field,
+                        format!(
+                            "invalid policy qualifier type \"{other}\"; use \"id-qt-cps\" or \"id-qt-unotice\""
+                        ),
+                    ));
+                }
+            }
+        }
+        policies.push(info);
+    }
+
+    Ok(Profile {
+        name: ctx.name.to_string(),
+        key_usage,
+        ext_key_usage,
+        expiry_secs,
+        backdate_secs,
+        not_before,
+        not_after,
+        is_ca,
+        max_path_len,
+        crl_url,
+        ocsp_urls,
+        issuer_urls,
+        ocsp_no_check: raw.ocsp_no_check.unwrap_or(false),
+        name_whitelist,
+        policies,
+    })
+}
+
+impl SigningConfig {
+    /// Parse ca-config.json bytes read from `file`. Malformed JSON, wrong types, bad durations,
+    /// bad regular expressions and unknown usage strings in any profile are input errors naming
+    /// the file and the field path. `notices` receives one line per ignored field.
+    pub fn from_json(bytes: &[u8], file: &str, notices: &mut Vec<String>) -> Result<Self> {
+        let raw: RawFile = json::decode(bytes, file, &["profiles", "auth_keys", "remotes"])?;
+        for (field, value, why) in [
+            ("auth_keys", &raw.auth_keys, SERVER_ONLY),
+            ("remotes", &raw.remotes, SERVER_ONLY),
+            (
+                "ocsp",
+                &raw.ocsp,
+                "configures cfssl's OCSP responder, which p11ca does not have; ignored",
+            ),
+        ] {
+            if is_set(value) {
+                notices.push(format!("{file}: field \"{field}\" {why}"));
+            }
+        }
+        let Some(signing) = raw.signing else {
+            return Err(Error::input(format!(
+                "{file}: no \"signing\" field; expected {{\"signing\": {{\"default\": {{...}}, \"profiles\": {{...}}}}}}"
+            )));
+        };
+        // A missing `default` is cfssl's DefaultConfig, as in cfssl.
+        let default = match &signing.default {
+            Some(raw) => {
+                let ctx = Ctx {
+                    file,
+                    name: "default",
+                    path: "signing.default".into(),
+                };
+                build_profile(&ctx, raw, None, notices)?
+            }
+            None => Self::cfssl_default().default,
+        };
+        let mut profiles = BTreeMap::new();
+        for (name, raw) in &signing.profiles {
+            let ctx = Ctx {
+                file,
+                name,
+                path: format!("signing.profiles.{name}"),
+            };
+            profiles.insert(
+                name.clone(),
+                build_profile(&ctx, raw, Some(&default), notices)?,
+            );
+        }
+        Ok(Self {
+            file: file.to_string(),
+            default,
+            profiles,
+        })
+    }
+
+    /// cfssl's default when no `-config` is given: signing, key encipherment, server auth,
+    /// client auth; 8760h.
+    pub fn cfssl_default() -> Self {
+        let default = Profile {
+            name: "default".into(),
+            key_usage: KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment,
+            ext_key_usage: vec![rfc5280::ID_KP_SERVER_AUTH, rfc5280::ID_KP_CLIENT_AUTH],
+            expiry_secs: DEFAULT_EXPIRY_SECS,
+            backdate_secs: None,
+            not_before: None,
+            not_after: None,
+            is_ca: false,
+            max_path_len: None,
+            crl_url: None,
+            ocsp_urls: Vec::new(),
+            issuer_urls: Vec::new(),
+            ocsp_no_check: false,
+            name_whitelist: None,
+            policies: Vec::new(),
+        };
+        Self {
+            file: String::new(),
+            default,
+            profiles: BTreeMap::new(),
+        }
+    }
+
+    /// Names of the profiles, sorted.
+    pub fn profile_names(&self) -> Vec<String> {
+        self.profiles.keys().cloned().collect()
+    }
+
+    fn available(&self) -> String {
+        if self.profiles.is_empty() {
+            "it defines no profiles".to_string()
+        } else {
+            format!("profiles: {}", self.profile_names().join(", "))
+        }
+    }
+
+    /// The profile to sign with: `None` or `Some("")` gives `default`; an unknown name is a
+    /// policy error listing the profiles (cfssl would silently use `default`). A profile with no
+    /// usages is a policy error too.
+    pub fn profile(&self, name: Option<&str>) -> Result<Profile> {
+        let name = name.unwrap_or("");
+        // As in cfssl, a profile literally named "default" wins over signing.default.
+        let profile = match self.profiles.get(name) {
+            Some(p) => p,
+            None if name.is_empty() || name == "default" => &self.default,
+            None if self.file.is_empty() => {
+                return Err(Error::policy(format!(
+                    "unknown profile \"{name}\": no -config was given, so only the default profile exists; pass -config ca-config.json to use named profiles"
+                )));
+            }
+            None => {
+                return Err(Error::policy(format!(
+                    "unknown profile \"{name}\" in {}; {} (or omit -profile for default)",
+                    self.file,
+                    self.available()
+                )));
+            }
+        };
+        if profile.key_usage.is_empty() && profile.ext_key_usage.is_empty() {
+            let hint = if profile.name == "default" && !self.profiles.is_empty() {
+                format!("; choose a profile with -profile ({})", self.available())
+            } else {
+                String::new()
+            };
+            return Err(Error::policy(format!(
+                "profile \"{}\" in {} has no usages, so it cannot sign; add \"usages\" such as [\"signing\", \"key encipherment\", \"server auth\"]{hint}",
+                profile.name,
+                if self.file.is_empty() {
+                    "the built-in configuration"
+                } else {
+                    &self.file
+                },
+            )));
+        }
+        Ok(profile.clone())
+    }
+}
+
+/// An extension from a DER-encodable value.
+fn ext<T: Encode>(oid: ObjectIdentifier, critical: bool, v: &T, what: &str) -> Result<Extension> {
+    let der = v.to_der().map_err(|e| der_err(what, e))?;
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(der).map_err(|e| der_err(what, e))?,
+    })
+}
+
+/// certificatePolicies (non-critical), qualifiers encoded as cfssl does: a CPS URI as
+/// IA5String, a user notice as `UserNotice { explicitText UTF8String }`.
+fn policies_ext(policies: &[PolicyInfo]) -> Result<Extension> {
+    let what = "certificatePolicies";
+    let mut out = Vec::new();
+    for p in policies {
+        let mut qualifiers = Vec::new();
+        for uri in &p.cps_uris {
+            let ia5 = Ia5String::new(uri)
+                .map_err(|e| Error::input(format!("policy CPS URI \"{uri}\" is not ASCII: {e}")))?;
+            qualifiers.push(PolicyQualifierInfo {
+                policy_qualifier_id: rfc5280::ID_QT_CPS,
+                qualifier: Some(Any::encode_from(&ia5).map_err(|e| der_err(what, e))?),
+            });
+        }
+        for text in &p.user_notices {
+            let notice = UserNotice {
+                notice_ref: None,
+                explicit_text: Some(DisplayText::Utf8String(text.clone())),
+            };
+            qualifiers.push(PolicyQualifierInfo {
+                policy_qualifier_id: rfc5280::ID_QT_UNOTICE,
+                qualifier: Some(Any::encode_from(&notice).map_err(|e| der_err(what, e))?),
+            });
+        }
+        out.push(PolicyInformation {
+            policy_identifier: p.id,
+            policy_qualifiers: if qualifiers.is_empty() {
+                None
+            } else {
+                Some(qualifiers)
+            },
+        });
+    }
+    ext(
+        rfc5280::ID_CE_CERTIFICATE_POLICIES,
+        false,
+        &CertificatePolicies(out),
+        what,
+    )
+}
+
+impl Profile {
+    /// The profile's extensions in Go's order for a leaf, as two vectors around the ones the
+    /// caller adds (SKI, AKI, SAN): `before_ski` = keyUsage (critical, if any bits), EKU (if
+    /// any), basicConstraints (critical); `after_san` = AIA (if OCSP or issuer URLs), CRL DP (if
+    /// `crl_url`), certificatePolicies (if any), OCSP no-check (NULL, if set).
+    pub fn extensions(&self) -> Result<(Vec<Extension>, Vec<Extension>)> {
+        let mut before_ski = Vec::new();
+        if !self.key_usage.is_empty() {
+            before_ski.push(build::key_usage_ext(self.key_usage)?);
+        }
+        if !self.ext_key_usage.is_empty() {
+            before_ski.push(build::eku_ext(self.ext_key_usage.clone())?);
+        }
+        before_ski.push(build::basic_constraints_ext(self.is_ca, self.max_path_len)?);
+
+        let mut after_san = Vec::new();
+        if !self.ocsp_urls.is_empty() || !self.issuer_urls.is_empty() {
+            after_san.push(build::aia_ext(&self.ocsp_urls, &self.issuer_urls)?);
+        }
+        if let Some(url) = &self.crl_url {
+            after_san.push(build::crl_dp_ext(url)?);
+        }
+        if !self.policies.is_empty() {
+            after_san.push(policies_ext(&self.policies)?);
+        }
+        if self.ocsp_no_check {
+            after_san.push(ext(
+                rfc6960::ID_PKIX_OCSP_NOCHECK,
+                false,
+                &Null,
+                "OCSP no-check",
+            )?);
+        }
+        Ok((before_ski, after_san))
+    }
+
+    /// The `name_whitelist` check (an unanchored Go regexp search) over the CN and every SAN
+    /// string (DNS, email, URI; IPs as text). An empty CN is skipped, as in cfssl. `Ok(())` when
+    /// there is no whitelist or everything matches; otherwise a policy error naming the first
+    /// value that does not match.
+    pub fn allows(&self, cn: &str, sans: &[String]) -> Result<()> {
+        let Some(src) = &self.name_whitelist else {
+            return Ok(());
+        };
+        let re = Regex::new(src).map_err(|e| {
+            Error::input(format!(
+                "invalid name_whitelist regular expression \"{src}\": {e}"
+            ))
+        })?;
+        let cn_item = (!cn.is_empty()).then_some(("CN", cn));
+        for (what, value) in cn_item
+            .into_iter()
+            .chain(sans.iter().map(|s| ("SAN", s.as_str())))
+        {
+            if !re.is_match(value) {
+                return Err(Error::policy(format!(
+                    "{what} \"{value}\" does not match the name_whitelist /{src}/ of profile \"{}\"",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+    use der::Decode;
+    use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+    use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+    use x509_cert::ext::pkix::{
+        AuthorityInfoAccessSyntax, BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage,
+        KeyUsage,
+    };
+
+    const TUTORIAL: &[u8] = include_bytes!("../../tests/data/ca-config.json");
+
+    fn load(s: &str) -> Result<SigningConfig> {
+        SigningConfig::from_json(s.as_bytes(), "ca-config.json", &mut Vec::new())
+    }
+
+    fn load_notices(s: &str) -> (SigningConfig, Vec<String>) {
+        let mut n = Vec::new();
+        let c = SigningConfig::from_json(s.as_bytes(), "ca-config.json", &mut n).unwrap();
+        (c, n)
+    }
+
+    /// A config with one profile `p` whose body is `body` (JSON members, without braces).
+    fn one(body: &str) -> Result<Profile> {
+        load(&format!(
+            r#"{{"signing":{{"default":{{"expiry":"8760h"}},"profiles":{{"p":{{{body}}}}}}}}}"#
+        ))?
+        .profile(Some("p"))
+    }
+
+    fn input_err(r: Result<impl std::fmt::Debug>) -> String {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), Kind::Input, "{e}");
+        e.message().to_string()
+    }
+
+    #[test]
+    fn tutorial_config() {
+        let mut notices = Vec::new();
+        let c = SigningConfig::from_json(TUTORIAL, "ca-config.json", &mut notices).unwrap();
+        assert!(notices.is_empty(), "{notices:?}");
+        assert_eq!(c.profile_names(), vec!["mosquitood-k8s".to_string()]);
+        let p = c.profile(Some("mosquitood-k8s")).unwrap();
+        assert_eq!(p.name, "mosquitood-k8s");
+        assert_eq!(
+            p.key_usage,
+            KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment
+        );
+        assert_eq!(
+            p.ext_key_usage,
+            vec![rfc5280::ID_KP_SERVER_AUTH, rfc5280::ID_KP_CLIENT_AUTH]
+        );
+        assert_eq!(p.expiry_secs, 8760 * 3600);
+        assert_eq!(p.backdate_secs, None);
+        assert!(!p.is_ca);
+
+        for none in [None, Some("")] {
+            let e = c.profile(none).unwrap_err();
+            assert_eq!(e.kind(), Kind::Policy);
+            assert!(
+                e.message().contains("\"default\"") && e.message().contains("no usages"),
+                "{e}"
+            );
+            assert!(e.message().contains("mosquitood-k8s"), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_profile_lists_names() {
+        let c = load(
+            r#"{"signing":{"default":{"expiry":"1h"},"profiles":{
+                "b":{"usages":["signing"],"expiry":"1h"},"A":{"usages":["signing"],"expiry":"1h"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.profile_names(), vec!["A".to_string(), "b".to_string()]);
+        let e = c.profile(Some("x")).unwrap_err();
+        assert_eq!(e.kind(), Kind::Policy);
+        assert_eq!(
+            e.message(),
+            "unknown profile \"x\" in ca-config.json; profiles: A, b (or omit -profile for default)"
+        );
+        // Profile names keep their case.
+        assert!(c.profile(Some("a")).is_err());
+        assert_eq!(c.profile(Some("A")).unwrap().name, "A");
+        let e = SigningConfig::cfssl_default()
+            .profile(Some("x"))
+            .unwrap_err();
+        assert!(e.message().contains("no -config"), "{e}");
+    }
+
+    #[test]
+    fn cfssl_default_profile() {
+        let c = SigningConfig::cfssl_default();
+        assert!(c.profile_names().is_empty());
+        let p = c.profile(None).unwrap();
+        assert_eq!(p.name, "default");
+        assert_eq!(
+            p.key_usage,
+            KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment
+        );
+        assert_eq!(
+            p.ext_key_usage,
+            vec![rfc5280::ID_KP_SERVER_AUTH, rfc5280::ID_KP_CLIENT_AUTH]
+        );
+        assert_eq!(p.expiry_secs, 8760 * 3600);
+        // A file without signing.default gets the same default.
+        let c = load(r#"{"signing":{"profiles":{}}}"#).unwrap();
+        assert_eq!(c.profile(Some("default")).unwrap().expiry_secs, 8760 * 3600);
+        let m = input_err(load(r#"{"auth_keys":{}}"#));
+        assert!(m.contains("\"signing\""), "{m}");
+    }
+
+    #[test]
+    fn unknown_usage_is_an_error() {
+        let m = input_err(one(r#""usages":["signing","server-auth"],"expiry":"1h""#));
+        assert!(
+            m.starts_with("ca-config.json: field \"signing.profiles.p.usages[1]\""),
+            "{m}"
+        );
+        assert!(
+            m.contains("unknown usage \"server-auth\" in profile \"p\""),
+            "{m}"
+        );
+        assert!(m.contains("did you mean \"server auth\""), "{m}");
+        // Also in a profile that is never used, and in the default.
+        let m = input_err(load(
+            r#"{"signing":{"default":{"expiry":"1h","usages":["bogus"]}}}"#,
+        ));
+        assert!(
+            m.contains("signing.default.usages[0]") && m.contains("\"bogus\""),
+            "{m}"
+        );
+        // A wrong type names the field.
+        let m = input_err(one(r#""usages":"signing","expiry":"1h""#));
+        assert!(m.contains("signing.profiles.p.usages"), "{m}");
+    }
+
+    #[test]
+    fn full_usage_vocabulary() {
+        for spelling in [
+            "content commitment",
+            "content committment",
+            "Content Commitment",
+        ] {
+            let p = one(&format!(r#""usages":["{spelling}"],"expiry":"1h""#)).unwrap();
+            assert_eq!(p.key_usage, FlagSet::from(KeyUsages::NonRepudiation));
+        }
+        let all: Vec<String> = KEY_USAGES.iter().map(|(k, _)| format!("\"{k}\"")).collect();
+        let p = one(&format!(r#""usages":[{}],"expiry":"1h""#, all.join(","))).unwrap();
+        assert_eq!(p.key_usage, FlagSet::<KeyUsages>::full());
+        let ekus: Vec<String> = EXT_KEY_USAGES
+            .iter()
+            .map(|(k, _)| format!("\"{k}\""))
+            .collect();
+        let p = one(&format!(r#""usages":[{}],"expiry":"1h""#, ekus.join(","))).unwrap();
+        assert!(p.key_usage.is_empty());
+        // s/mime duplicates email protection and is dropped.
+        assert_eq!(p.ext_key_usage.len(), EXT_KEY_USAGES.len() - 1);
+        assert_eq!(p.ext_key_usage[0].to_string(), "2.5.29.37.0");
+        assert!(
+            p.ext_key_usage
+                .contains(&"1.3.6.1.4.1.311.10.3.3".parse().unwrap())
+        );
+        assert!(
+            p.ext_key_usage
+                .contains(&"2.16.840.1.113730.4.1".parse().unwrap())
+        );
+        assert!(
+            p.ext_key_usage
+                .contains(&"1.3.6.1.5.5.7.3.7".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn empty_profile_is_refused_when_used() {
+        let c = load(r#"{"signing":{"default":{"expiry":"1h"},"profiles":{"e":{"expiry":"1h","usages":[]}}}}"#)
+            .unwrap();
+        let e = c.profile(Some("e")).unwrap_err();
+        assert_eq!(e.kind(), Kind::Policy);
+        assert!(
+            e.message().contains("profile \"e\"") && e.message().contains("no usages"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn expiry_and_backdate() {
+        let m = input_err(one(r#""usages":["signing"],"expiry":"1y""#));
+        assert!(
+            m.starts_with(
+                "ca-config.json: field \"signing.profiles.p.expiry\": invalid duration \"1y\""
+            ),
+            "{m}"
+        );
+        let m = input_err(one(r#""usages":["signing"],"expiry":"-1h""#));
+        assert!(
+            m.contains("signing.profiles.p.expiry") && m.contains("negative"),
+            "{m}"
+        );
+        let m = input_err(one(r#""usages":["signing"],"expiry":3600"#));
+        assert!(m.contains("signing.profiles.p.expiry"), "{m}");
+        // A named profile without expiry, or with 0, takes the default's.
+        assert_eq!(
+            one(r#""usages":["signing"]"#).unwrap().expiry_secs,
+            8760 * 3600
+        );
+        assert_eq!(
+            one(r#""usages":["signing"],"expiry":"0s""#)
+                .unwrap()
+                .expiry_secs,
+            8760 * 3600
+        );
+        assert_eq!(
+            one(r#""usages":["signing"],"expiry":"1h30m""#)
+                .unwrap()
+                .expiry_secs,
+            5400
+        );
+        // The default must have one.
+        let m = input_err(load(r#"{"signing":{"default":{"usages":["signing"]}}}"#));
+        assert!(
+            m.contains("signing.default.expiry") && m.contains("missing"),
+            "{m}"
+        );
+        let m = input_err(load(r#"{"signing":{"default":{"expiry":"0h"}}}"#));
+        assert!(
+            m.contains("signing.default.expiry") && m.contains("longer than 0"),
+            "{m}"
+        );
+
+        let p = one(r#""usages":["signing"],"backdate":"1h""#).unwrap();
+        assert_eq!(p.backdate_secs, Some(3600));
+        assert_eq!(
+            one(r#""usages":["signing"],"backdate":"0s""#)
+                .unwrap()
+                .backdate_secs,
+            None
+        );
+        assert_eq!(
+            one(r#""usages":["signing"],"backdate":"-10m""#)
+                .unwrap()
+                .backdate_secs,
+            Some(-600)
+        );
+        let m = input_err(one(r#""usages":["signing"],"backdate":"5 m""#));
+        assert!(m.contains("signing.profiles.p.backdate"), "{m}");
+    }
+
+    #[test]
+    fn fixed_validity() {
+        let p = one(r#""usages":["signing"],"not_before":"2030-01-01T00:00:00Z","not_after":"2031-01-01T00:00:00.5+01:00""#)
+            .unwrap();
+        assert_eq!(p.not_before, Some(1_893_456_000));
+        assert_eq!(p.not_after, Some(1_924_992_000 - 3600));
+        let m = input_err(one(
+            r#""usages":["signing"],"not_before":"2031-01-01T00:00:00Z","not_after":"2030-01-01T00:00:00Z""#,
+        ));
+        assert!(
+            m.contains("signing.profiles.p.not_after") && m.contains("not after not_before"),
+            "{m}"
+        );
+        for bad in [
+            "2030-01-01",
+            "2030-02-30T00:00:00Z",
+            "2030-01-01 00:00:00Z",
+            "2030-01-01T00:00:00",
+            "1969-12-31T23:59:59Z",
+            "2030-01-01T00:00:00+1:00",
+        ] {
+            let m = input_err(one(&format!(
+                r#""usages":["signing"],"not_before":"{bad}""#
+            )));
+            assert!(
+                m.contains("signing.profiles.p.not_before") && m.contains("RFC 3339"),
+                "{bad}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn ca_constraint_and_path_len() {
+        let pl = |c: &str| {
+            one(&format!(r#""usages":["cert sign"],"ca_constraint":{c}"#))
+                .unwrap()
+                .max_path_len
+        };
+        assert_eq!(pl(r#"{"is_ca":true}"#), None);
+        assert_eq!(pl(r#"{"is_ca":true,"max_path_len":0}"#), None);
+        assert_eq!(
+            pl(r#"{"is_ca":true,"max_path_len":0,"max_path_len_zero":true}"#),
+            Some(0)
+        );
+        assert_eq!(pl(r#"{"is_ca":true,"max_path_len":2}"#), Some(2));
+        assert_eq!(
+            pl(r#"{"is_ca":true,"max_path_len":2,"max_path_len_zero":true}"#),
+            Some(2)
+        );
+        assert_eq!(pl(r#"{"is_ca":true,"max_path_len":-1}"#), None);
+        let m = input_err(one(
+            r#""usages":["cert sign"],"ca_constraint":{"is_ca":true,"max_path_len":256}"#,
+        ));
+        assert!(m.contains("ca_constraint.max_path_len"), "{m}");
+
+        let p = one(
+            r#""usages":["cert sign","crl sign"],"ca_constraint":{"is_ca":true,"max_path_len":1}"#,
+        )
+        .unwrap();
+        assert!(p.is_ca);
+        let (before, _) = p.extensions().unwrap();
+        let bc = BasicConstraints::from_der(before[1].extn_value.as_bytes()).unwrap();
+        assert!(before[1].critical);
+        assert!(bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(1));
+
+        // is_ca without "cert sign" is allowed, with a notice.
+        let (_, n) = load_notices(
+            r#"{"signing":{"default":{"expiry":"1h"},"profiles":{"ca":{"usages":["signing"],"ca_constraint":{"is_ca":true}}}}}"#,
+        );
+        assert!(n.len() == 1 && n[0].contains("\"cert sign\""), "{n:?}");
+    }
+
+    #[test]
+    fn name_whitelist() {
+        let p = one(r#""usages":["server auth"],"name_whitelist":"\\.example\\.com$""#).unwrap();
+        assert!(
+            p.allows(
+                "www.example.com",
+                &["a.example.com".into(), "x@mail.example.com".into()]
+            )
+            .is_ok()
+        );
+        assert!(p.allows("", &["a.example.com".into()]).is_ok());
+        let e = p
+            .allows(
+                "www.example.com",
+                &["a.example.com".into(), "evil.org".into()],
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Policy);
+        assert!(e.message().contains("\"evil.org\""), "{e}");
+        let e = p.allows("bad", &[]).unwrap_err();
+        assert!(e.message().contains("CN \"bad\""), "{e}");
+        assert!(
+            one(r#""usages":["server auth"]"#)
+                .unwrap()
+                .allows("anything", &["x".into()])
+                .is_ok()
+        );
+        let m = input_err(one(r#""usages":["server auth"],"name_whitelist":"(""#));
+        assert!(m.contains("signing.profiles.p.name_whitelist"), "{m}");
+    }
+
+    #[test]
+    fn server_only_fields_are_noticed() {
+        let (c, n) = load_notices(
+            r#"{"signing":{"default":{"expiry":"1h","auth_key":"k"},"profiles":{
+                "r":{"remote":"srv","usages":["signing"],"expiry":"1h","copy_extensions":false},
+                "s":{"usages":["signing"],"expiry":"1h","copy_extensions":true}}},
+               "auth_keys":{"k":{"type":"standard","key":"00"}},"remotes":{"srv":"127.0.0.1:8888"}}"#,
+        );
+        assert_eq!(n.len(), 5, "{n:?}");
+        assert!(n.iter().any(|l| l.contains("\"auth_keys\"")), "{n:?}");
+        assert!(n.iter().any(|l| l.contains("\"remotes\"")), "{n:?}");
+        assert!(
+            n.iter().any(|l| l.contains("\"signing.default.auth_key\"")),
+            "{n:?}"
+        );
+        assert!(
+            n.iter()
+                .any(|l| l.contains("\"signing.profiles.r.remote\"")),
+            "{n:?}"
+        );
+        assert!(
+            n.iter()
+                .any(|l| l.contains("\"signing.profiles.s.copy_extensions\"")),
+            "{n:?}"
+        );
+        assert!(c.profile(Some("r")).is_ok());
+    }
+
+    #[test]
+    fn urls_fall_back_to_default_as_in_cfssl() {
+        let c = load(
+            r#"{"signing":{"default":{"expiry":"1h","crl_url":"http://c/crl","ocsp_url":"http://o","issuer_urls":["http://i"]},
+               "profiles":{"p":{"usages":["signing"]},"q":{"usages":["signing"],"crl_url":"http://q/crl","issuer_urls":[]}}}}"#,
+        )
+        .unwrap();
+        let p = c.profile(Some("p")).unwrap();
+        assert_eq!(p.crl_url.as_deref(), Some("http://c/crl"));
+        assert_eq!(p.ocsp_urls, vec!["http://o".to_string()]);
+        assert_eq!(p.issuer_urls, vec!["http://i".to_string()]);
+        let q = c.profile(Some("q")).unwrap();
+        assert_eq!(q.crl_url.as_deref(), Some("http://q/crl"));
+        assert!(q.issuer_urls.is_empty());
+    }
+
+    #[test]
+    fn policies() {
+        let p = one(
+            r#""usages":["signing"],"Policies":[{"ID":"1.2.3.4","Qualifiers":[
+                {"Type":"id-qt-cps","Value":"http://cps"},{"Type":"id-qt-unotice","Value":"Ünotice"}]},
+                {"ID":"2.23.140.1.2.1"}]"#,
+        )
+        .unwrap();
+        assert_eq!(p.policies.len(), 2);
+        assert_eq!(p.policies[0].cps_uris, vec!["http://cps".to_string()]);
+        assert_eq!(p.policies[0].user_notices, vec!["Ünotice".to_string()]);
+        let m = input_err(one(
+            r#""usages":["signing"],"policies":[{"ID":"1.2.3","Qualifiers":[{"type":"x","value":"v"}]}]"#,
+        ));
+        assert!(m.contains("invalid policy qualifier type \"x\""), "{m}");
+        let m = input_err(one(r#""usages":["signing"],"policies":[{"ID":"nope"}]"#));
+        assert!(m.contains("policies[0].ID"), "{m}");
+    }
+
+    #[test]
+    fn extensions_order_and_criticality() {
+        let p = one(
+            r#""usages":["signing","key encipherment","server auth","client auth","server auth"],
+               "crl_url":"http://crl.example/ca.crl","ocsp_url":"http://ocsp.example","issuer_urls":["http://ca.example/ca.der"],
+               "ocsp_no_check":true,"policies":[{"ID":"1.2.3.4","Qualifiers":[{"type":"id-qt-cps","value":"http://cps"},{"type":"id-qt-unotice","value":"hi"}]}]"#,
+        )
+        .unwrap();
+        let (before, after) = p.extensions().unwrap();
+        let ids: Vec<_> = before.iter().map(|e| (e.extn_id, e.critical)).collect();
+        assert_eq!(
+            ids,
+            vec![
+                (rfc5280::ID_CE_KEY_USAGE, true),
+                (rfc5280::ID_CE_EXT_KEY_USAGE, false),
+                (rfc5280::ID_CE_BASIC_CONSTRAINTS, true),
+            ]
+        );
+        let ku = KeyUsage::from_der(before[0].extn_value.as_bytes()).unwrap();
+        assert_eq!(
+            ku.0,
+            KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment
+        );
+        let eku = ExtendedKeyUsage::from_der(before[1].extn_value.as_bytes()).unwrap();
+        assert_eq!(
+            eku.0,
+            vec![rfc5280::ID_KP_SERVER_AUTH, rfc5280::ID_KP_CLIENT_AUTH]
+        );
+        let bc = BasicConstraints::from_der(before[2].extn_value.as_bytes()).unwrap();
+        assert!(!bc.ca && bc.path_len_constraint.is_none());
+
+        let ids: Vec<_> = after.iter().map(|e| (e.extn_id, e.critical)).collect();
+        assert_eq!(
+            ids,
+            vec![
+                (rfc5280::ID_PE_AUTHORITY_INFO_ACCESS, false),
+                (rfc5280::ID_CE_CRL_DISTRIBUTION_POINTS, false),
+                (rfc5280::ID_CE_CERTIFICATE_POLICIES, false),
+                (rfc6960::ID_PKIX_OCSP_NOCHECK, false),
+            ]
+        );
+        let aia = AuthorityInfoAccessSyntax::from_der(after[0].extn_value.as_bytes()).unwrap();
+        assert_eq!(aia.0.len(), 2);
+        assert_eq!(aia.0[0].access_method, rfc5280::ID_AD_OCSP);
+        assert_eq!(aia.0[1].access_method, rfc5280::ID_AD_CA_ISSUERS);
+        let dps = CrlDistributionPoints::from_der(after[1].extn_value.as_bytes()).unwrap();
+        let DistributionPoint {
+            distribution_point: Some(DistributionPointName::FullName(names)),
+            ..
+        } = &dps.0[0]
+        else {
+            panic!("no full name");
+        };
+        assert!(
+            matches!(&names[0], GeneralName::UniformResourceIdentifier(u) if u.as_str() == "http://crl.example/ca.crl")
+        );
+        let pol = CertificatePolicies::from_der(after[2].extn_value.as_bytes()).unwrap();
+        assert_eq!(pol.0[0].policy_identifier.to_string(), "1.2.3.4");
+        let q = pol.0[0].policy_qualifiers.as_ref().unwrap();
+        assert_eq!(q[0].policy_qualifier_id, rfc5280::ID_QT_CPS);
+        let cps: Ia5String = q[0].qualifier.as_ref().unwrap().decode_as().unwrap();
+        assert_eq!(cps.as_str(), "http://cps");
+        assert_eq!(q[1].policy_qualifier_id, rfc5280::ID_QT_UNOTICE);
+        // UserNotice { explicitText UTF8String "hi" }
+        assert_eq!(
+            q[1].qualifier.as_ref().unwrap().to_der().unwrap(),
+            vec![0x30, 0x04, 0x0c, 0x02, b'h', b'i']
+        );
+        assert_eq!(after[3].extn_value.as_bytes(), &[0x05, 0x00]);
+
+        // A bare profile: only BC after the usages; nothing after the SAN.
+        let (before, after) = one(r#""usages":["server auth"]"#)
+            .unwrap()
+            .extensions()
+            .unwrap();
+        assert_eq!(before.len(), 2);
+        assert_eq!(before[0].extn_id, rfc5280::ID_CE_EXT_KEY_USAGE);
+        assert!(after.is_empty());
+    }
+}

@@ -1,0 +1,222 @@
+//! Issuing certificates with a CA key in the token (`gencert -ca`, `sign`).
+//!
+//! Before anything is signed, the token key must be the key of the CA certificate given with
+//! `-ca`, and the certificate must be a CA. Each issued certificate follows the signing profile,
+//! with cfssl's traps closed: validity is clipped to the CA's, ECDSA keys do not get encipherment
+//! key usages (RFC 8813), and a CSR asking for CA:TRUE needs a CA profile.
+
+use cryptoki::session::Session;
+use der::flagset::FlagSet;
+use der::{Decode, DecodePem, Encode};
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::name::Name;
+
+use crate::cfssl::config::Profile;
+use crate::error::{Error, Result};
+use crate::token::key::FoundKey;
+use crate::token::signer::{SignMech, TokenSigner};
+use crate::token::uri::Pkcs11Uri;
+use crate::token::{Module, TokenSummary};
+use crate::x509::alg::{KeyAlg, SigAlg};
+use crate::x509::build::{self, CertParams};
+use crate::x509::hosts::{self, San};
+use crate::x509::{Signer, name};
+
+/// Default backdate of notBefore, as cfssl.
+pub const DEFAULT_BACKDATE_SECS: i64 = 300;
+
+/// What is to be certified.
+#[derive(Clone, Debug)]
+pub struct LeafRequest {
+    /// Subject, already in canonical order.
+    pub subject: Name,
+    /// The subject's public key.
+    pub public_key: spki::SubjectPublicKeyInfoOwned,
+    /// subjectAltName entries.
+    pub sans: Vec<San>,
+    /// The request asked for CA:TRUE.
+    pub wants_ca: bool,
+}
+
+/// Parse a CA certificate from PEM or DER.
+pub fn parse_ca_cert(bytes: &[u8], source: &str) -> Result<Certificate> {
+    let trimmed = bytes.trim_ascii_start();
+    let r = if trimmed.starts_with(b"-----BEGIN") {
+        Certificate::from_pem(trimmed)
+    } else {
+        Certificate::from_der(bytes)
+    };
+    r.map_err(|e| Error::input(format!("{source}: not a PEM or DER certificate: {e}")))
+}
+
+/// A CA certificate and its key in the token, checked to belong together.
+pub struct Issuer<'s> {
+    ca: Certificate,
+    ca_source: String,
+    ca_ski: Vec<u8>,
+    signer: TokenSigner<'s>,
+}
+
+impl<'s> Issuer<'s> {
+    /// Pair `ca_cert` (from `ca_source`) with `key` (found by `key_uri` in `token`).
+    pub fn new(
+        module: &Module,
+        token: &TokenSummary,
+        session: &'s Session,
+        ca_cert: Certificate,
+        ca_source: &str,
+        key: &FoundKey,
+        key_uri: &Pkcs11Uri,
+    ) -> Result<Self> {
+        let tbs = ca_cert.tbs_certificate();
+        let cert_spki = tbs.subject_public_key_info();
+        if cert_spki.to_der().ok() != key.spki.to_der().ok() {
+            return Err(Error::policy(format!(
+                "{ca_source} does not belong to the key {key_uri}: their public keys differ; give the certificate made for this key"
+            )));
+        }
+        let is_ca = tbs
+            .get_extension::<BasicConstraints>()
+            .ok()
+            .flatten()
+            .is_some_and(|(_, bc)| bc.ca);
+        if !is_ca {
+            return Err(Error::policy(format!(
+                "{ca_source} is not a CA certificate (no basicConstraints CA:TRUE); it cannot issue certificates"
+            )));
+        }
+        // AKI of issued certificates = the CA's own SKI, so CAs made by other tools chain right.
+        let ca_ski = match tbs.get_extension::<SubjectKeyIdentifier>().ok().flatten() {
+            Some((_, ski)) => ski.0.as_bytes().to_vec(),
+            None => build::key_id(&key.spki),
+        };
+        if key.always_authenticate {
+            return Err(Error::token(format!(
+                "{key_uri} requires a PIN for every signature (CKA_ALWAYS_AUTHENTICATE); p11ca does not support such keys yet"
+            )));
+        }
+        let alg = SigAlg::for_key(KeyAlg::of(&key.spki)?);
+        let mech = SignMech::choose(&module.mechanisms(token.slot)?, alg, &token.label)?;
+        let signer = TokenSigner::new(session, key.handle, key.spki.clone(), mech)?;
+        Ok(Self {
+            ca: ca_cert,
+            ca_source: ca_source.to_string(),
+            ca_ski,
+            signer,
+        })
+    }
+
+    /// The token signer (for benchmarks and batch use).
+    pub fn signer(&self) -> &TokenSigner<'s> {
+        &self.signer
+    }
+
+    /// Issue one certificate; returns its DER (signature verified). `warnings` receives notes
+    /// such as a clipped validity.
+    pub fn issue(
+        &self,
+        leaf: &LeafRequest,
+        profile: &Profile,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<u8>> {
+        if leaf.wants_ca && !profile.is_ca {
+            return Err(Error::policy(format!(
+                "the request asks for a CA certificate (CA:TRUE) but profile \"{}\" has no ca_constraint.is_ca",
+                profile.name
+            )));
+        }
+        if leaf.subject.is_empty() && leaf.sans.is_empty() {
+            return Err(Error::policy(
+                "the certificate would have neither a subject nor a subjectAltName; give a CN or hosts",
+            ));
+        }
+        let cn = leaf
+            .subject
+            .iter()
+            .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
+            .find_map(|atv| name::value_text(&atv.value))
+            .unwrap_or_default();
+        let san_texts: Vec<String> = leaf
+            .sans
+            .iter()
+            .map(|s| match s {
+                San::Dns(v) | San::Email(v) | San::Uri(v) => v.clone(),
+                San::Ip(ip) => ip.to_string(),
+            })
+            .collect();
+        profile.allows(&cn, &san_texts)?;
+
+        let mut profile = profile.clone();
+        let leaf_alg = KeyAlg::of(&leaf.public_key)?;
+        if !matches!(leaf_alg, KeyAlg::Rsa(_)) {
+            let enc = FlagSet::from(KeyUsages::KeyEncipherment) | KeyUsages::DataEncipherment;
+            if profile.key_usage & enc != FlagSet::default() {
+                profile.key_usage -= enc;
+                warnings.push(format!(
+                    "profile \"{}\": key/data encipherment dropped for the {} key (RFC 8813: ECDSA keys do not encipher)",
+                    profile.name,
+                    leaf_alg.name()
+                ));
+            }
+        }
+
+        // Validity.
+        let backdate = profile.backdate_secs.unwrap_or(DEFAULT_BACKDATE_SECS);
+        let not_before = profile
+            .not_before
+            .unwrap_or_else(|| build::now_rounded() - backdate);
+        let mut not_after = profile
+            .not_after
+            .unwrap_or(not_before + profile.expiry_secs);
+        if not_after <= not_before {
+            return Err(Error::policy(format!(
+                "profile \"{}\": not_after is not after not_before",
+                profile.name
+            )));
+        }
+        let ca_not_after = self
+            .ca
+            .tbs_certificate()
+            .validity()
+            .not_after
+            .to_unix_duration()
+            .as_secs() as i64;
+        if not_after > ca_not_after {
+            warnings.push(format!(
+                "the certificate would outlive the CA ({}); its notAfter is clipped to the CA's",
+                self.ca_source
+            ));
+            not_after = ca_not_after;
+            if not_after <= not_before {
+                return Err(Error::policy(format!(
+                    "{} has expired or expires before the certificate starts",
+                    self.ca_source
+                )));
+            }
+        }
+
+        let (mut exts, after) = profile.extensions()?;
+        exts.push(build::ski_ext(&leaf.public_key)?);
+        exts.push(build::aki_ext(&self.ca_ski)?);
+        if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
+            exts.push(san);
+        }
+        exts.extend(after);
+        let params = CertParams {
+            serial: build::random_serial(&self.signer as &dyn Signer)?,
+            issuer: self.ca.tbs_certificate().subject().clone(),
+            subject: leaf.subject.clone(),
+            subject_key: leaf.public_key.clone(),
+            not_before,
+            not_after,
+            extensions: exts,
+        };
+        build::certificate(&params, &self.signer)
+    }
+}
+
+/// The subject of a request, canonicalized with overrides (helper for the CLI).
+pub fn subject_of(requested: &Name, ov: &name::SubjectOverride<'_>) -> Result<Name> {
+    name::canonicalize(requested, ov)
+}
