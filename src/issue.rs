@@ -50,20 +50,22 @@ pub fn parse_ca_cert(bytes: &[u8], source: &str) -> Result<Certificate> {
     r.map_err(|e| Error::input(format!("{source}: not a PEM or DER certificate: {e}")))
 }
 
-/// A CA certificate and its key in the token, checked to belong together.
-pub struct Issuer<'s> {
+/// A CA certificate and its key in the token, checked to belong together. Shared by all
+/// sessions of a batch (object handles are valid in every session of the application).
+pub struct CaKey {
     ca: Certificate,
     ca_source: String,
     ca_ski: Vec<u8>,
-    signer: TokenSigner<'s>,
+    key: cryptoki::object::ObjectHandle,
+    spki: spki::SubjectPublicKeyInfoOwned,
+    mech: SignMech,
 }
 
-impl<'s> Issuer<'s> {
+impl CaKey {
     /// Pair `ca_cert` (from `ca_source`) with `key` (found by `key_uri` in `token`).
     pub fn new(
         module: &Module,
         token: &TokenSummary,
-        session: &'s Session,
         ca_cert: Certificate,
         ca_source: &str,
         key: &FoundKey,
@@ -98,13 +100,34 @@ impl<'s> Issuer<'s> {
         }
         let alg = SigAlg::for_key(KeyAlg::of(&key.spki)?);
         let mech = SignMech::choose(&module.mechanisms(token.slot)?, alg, &token.label)?;
-        let signer = TokenSigner::new(session, key.handle, key.spki.clone(), mech)?;
         Ok(Self {
             ca: ca_cert,
             ca_source: ca_source.to_string(),
             ca_ski,
-            signer,
+            key: key.handle,
+            spki: key.spki.clone(),
+            mech,
         })
+    }
+
+    /// The signing mechanism chosen for the token.
+    pub fn mechanism(&self) -> SignMech {
+        self.mech
+    }
+}
+
+/// A [`CaKey`] bound to one session: issues certificates one at a time.
+pub struct Issuer<'s> {
+    ca: &'s CaKey,
+    signer: TokenSigner<'s>,
+}
+
+impl<'s> Issuer<'s> {
+    /// Issue with `ca` in `session` (which must be logged in, directly or through another
+    /// session of the same application).
+    pub fn new(ca: &'s CaKey, session: &'s Session) -> Result<Self> {
+        let signer = TokenSigner::new(session, ca.key, ca.spki.clone(), ca.mech)?;
+        Ok(Self { ca, signer })
     }
 
     /// The token signer (for benchmarks and batch use).
@@ -177,6 +200,7 @@ impl<'s> Issuer<'s> {
         }
         let ca_not_after = self
             .ca
+            .ca
             .tbs_certificate()
             .validity()
             .not_after
@@ -185,27 +209,27 @@ impl<'s> Issuer<'s> {
         if not_after > ca_not_after {
             warnings.push(format!(
                 "the certificate would outlive the CA ({}); its notAfter is clipped to the CA's",
-                self.ca_source
+                self.ca.ca_source
             ));
             not_after = ca_not_after;
             if not_after <= not_before {
                 return Err(Error::policy(format!(
                     "{} has expired or expires before the certificate starts",
-                    self.ca_source
+                    self.ca.ca_source
                 )));
             }
         }
 
         let (mut exts, after) = profile.extensions()?;
         exts.push(build::ski_ext(&leaf.public_key)?);
-        exts.push(build::aki_ext(&self.ca_ski)?);
+        exts.push(build::aki_ext(&self.ca.ca_ski)?);
         if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
             exts.push(san);
         }
         exts.extend(after);
         let params = CertParams {
             serial: build::random_serial(&self.signer as &dyn Signer)?,
-            issuer: self.ca.tbs_certificate().subject().clone(),
+            issuer: self.ca.ca.tbs_certificate().subject().clone(),
             subject: leaf.subject.clone(),
             subject_key: leaf.public_key.clone(),
             not_before,

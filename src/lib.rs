@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod ca;
 pub mod certinfo;
 pub mod cfssl;

@@ -81,6 +81,12 @@ pub struct CaArgs {
     /// Comma-separated SANs; replaces the request's hosts.
     #[arg(long, value_name = "LIST")]
     pub hostname: Option<String>,
+    /// Parallel token sessions for several inputs (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write NAME.pem / NAME.csr (/ NAME-key.pem) per input into DIR instead of printing JSON.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<String>,
 }
 
 /// `gencert` options (cfssl names).
@@ -100,8 +106,9 @@ pub struct GencertArgs {
     /// CKA_ID of the new CA key in hex (default: 16 random bytes from the token).
     #[arg(long, value_name = "HEX")]
     pub key_id: Option<String>,
-    /// The cfssl CSR JSON file (`-` for stdin).
-    pub csr_json: String,
+    /// The cfssl CSR JSON file(s) (`-` for stdin); several only with -ca.
+    #[arg(required = true)]
+    pub csr_json: Vec<String>,
 }
 
 /// `sign` options (cfssl's).
@@ -109,10 +116,12 @@ pub struct GencertArgs {
 pub struct SignArgs {
     #[command(flatten)]
     pub signing: CaArgs,
-    /// The CSR, PEM or DER (`-` for stdin).
-    pub csr: String,
-    /// Optional cfssl subject JSON ({"CN", "names", "SerialNumber"}) overriding the CSR subject.
-    pub subject: Option<String>,
+    /// CSR file(s), PEM or DER (`-` for stdin). `CSR SUBJECT.json` (cfssl's form): a subject
+    /// JSON ({"CN", "names", "SerialNumber"}) overriding the CSR's subject.
+    pub inputs: Vec<String>,
+    /// Sign every *.csr in DIR (`-`: PEM CSRs concatenated on stdin).
+    #[arg(long, value_name = "DIR")]
+    pub batch: Option<String>,
 }
 
 /// `certinfo` options (cfssl's).
@@ -189,6 +198,9 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "key-label",
     "key-id",
     "json",
+    "batch",
+    "jobs",
+    "out",
     "remote",
     "label",
 ];

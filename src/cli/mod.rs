@@ -140,7 +140,12 @@ fn write_stdout(s: &str) -> Result<()> {
 }
 
 fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
-    let (bytes, name) = read_input(&g.csr_json)?;
+    let [file] = g.csr_json.as_slice() else {
+        return Err(Error::input(
+            "gencert -initca takes exactly one CSR JSON file",
+        ));
+    };
+    let (bytes, name) = read_input(file)?;
     let req = CsrRequest::from_json(&bytes, &name)?;
     let opts = InitCaOptions {
         key_label: g.key_label.clone(),

@@ -1,17 +1,22 @@
-//! `gencert -ca` and `sign`: certificates signed by the CA key in the token.
+//! `gencert -ca` and `sign`: certificates signed by the CA key in the token, for one input or
+//! a batch (one login, N parallel sessions).
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
 
+use p11ca::batch;
 use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
-use p11ca::issue::{Issuer, LeafRequest, parse_ca_cert};
+use p11ca::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
+use p11ca::issue::{CaKey, LeafRequest, parse_ca_cert};
 use p11ca::softkey::SoftKey;
 use p11ca::token::Pkcs11Uri;
 use p11ca::token::key;
 use p11ca::x509::hosts::{self, San};
 use p11ca::x509::name::{self, SubjectOverride, SubjectSpec};
-use p11ca::x509::{build, request};
+use p11ca::x509::{Signer, build, request};
 use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs, TokenArgs};
@@ -75,6 +80,16 @@ fn prepare(c: &CaArgs) -> Result<Prepared> {
         warn(n);
     }
     let profile = config.profile(c.profile.as_deref())?;
+    if let Some(dir) = &c.out {
+        if !Path::new(dir).is_dir() {
+            return Err(Error::output(format!(
+                "--out {dir}: not a folder; create it first"
+            )));
+        }
+    }
+    if c.jobs == Some(0) {
+        return Err(Error::input("--jobs must be at least 1"));
+    }
     Ok(Prepared {
         ca_cert,
         ca_source,
@@ -90,84 +105,189 @@ fn hostname_sans(c: &CaArgs) -> Result<Option<Vec<San>>> {
         .transpose()
 }
 
-/// Open the token of the CA key, find the key, pair it with the CA certificate, issue.
-fn issue_with_token(targs: &TokenArgs, p: Prepared, leaf: &LeafRequest) -> Result<Vec<u8>> {
+/// One input after local processing: what to certify, plus the outputs that go with it.
+struct Item {
+    name: String,
+    leaf: LeafRequest,
+    csr_pem: String,
+    key_pem: Option<String>,
+}
+
+/// Log in, pair the key with the CA certificate, and issue every item in parallel sessions.
+/// Returns one result per item, in order.
+fn issue_items(
+    targs: &TokenArgs,
+    c: &CaArgs,
+    p: Prepared,
+    items: &[Item],
+) -> Result<Vec<batch::Issued>> {
     let opened = open_and_login(targs, Some(&p.key_uri))?;
     let found = key::find_private_key(&opened.session, &opened.token, &p.key_uri)?;
-    let issuer = Issuer::new(
+    let ca = CaKey::new(
         &opened.module,
         &opened.token,
-        &opened.session,
         p.ca_cert,
         &p.ca_source,
         &found,
         &p.key_uri,
     )?;
-    let mut warnings = Vec::new();
-    let der = issuer.issue(leaf, &p.profile, &mut warnings)?;
-    for w in &warnings {
-        warn(w);
-    }
-    Ok(der)
+    let leaves: Vec<LeafRequest> = items.iter().map(|i| i.leaf.clone()).collect();
+    let jobs = batch::session_count(&opened.module, &opened.token, c.jobs, leaves.len());
+    let total = leaves.len();
+    let show = total >= 20 && std::io::stderr().is_terminal();
+    let progress = |n: usize| {
+        if show && (n % 10 == 0 || n == total) {
+            eprint!("\rp11ca: signed {n}/{total}");
+            if n == total {
+                eprintln!();
+            }
+        }
+    };
+    batch::issue_all(
+        &opened.module,
+        &opened.token,
+        &ca,
+        &p.profile,
+        &leaves,
+        jobs,
+        &progress,
+    )
 }
 
-pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
-    let (bytes, name) = read_input(&g.csr_json)?;
-    let req = CsrRequest::from_json(&bytes, &name)?;
-    if req.ca.is_some() {
-        return Err(Error::input(format!(
-            "{name}: the \"ca\" section is only allowed with -initca"
-        )));
+/// The base name for `--out`: the input's file stem without a trailing `-csr`.
+fn out_base(input: &str, dir: &str) -> String {
+    let stem = Path::new(input)
+        .file_stem()
+        .map_or("cert".into(), |s| s.to_string_lossy().into_owned());
+    let stem = stem.strip_suffix("-csr").unwrap_or(&stem).to_string();
+    Path::new(dir).join(stem).to_string_lossy().into_owned()
+}
+
+/// Print or write every result; report failures per input. Exit code: the first failure's.
+fn emit(
+    c: &CaArgs,
+    items: &[Item],
+    results: Vec<batch::Issued>,
+    mut failures: Vec<Error>,
+) -> Result<()> {
+    let single = items.len() + failures.len() == 1;
+    let mut stdout = String::new();
+    for (item, r) in items.iter().zip(results) {
+        let (der, warnings) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                failures.push(if single { e } else { e.context(&item.name) });
+                continue;
+            }
+        };
+        for w in &warnings {
+            warn(&if single {
+                w.clone()
+            } else {
+                format!("{}: {w}", item.name)
+            });
+        }
+        let cert_pem = build::pem("CERTIFICATE", &der)?;
+        if let Some(dir) = &c.out {
+            let base = out_base(&item.name, dir);
+            let mut set = OutputSet::new();
+            set.add(format!("{base}.pem"), cert_pem, PUBLIC_MODE);
+            set.add(format!("{base}.csr"), item.csr_pem.clone(), PUBLIC_MODE);
+            if let Some(k) = &item.key_pem {
+                set.add(format!("{base}-key.pem"), k.clone(), SECRET_MODE);
+            }
+            if let Err(e) = set.commit() {
+                failures.push(e);
+            }
+            continue;
+        }
+        let mut fields = BTreeMap::new();
+        fields.insert("cert", cert_pem);
+        fields.insert("csr", item.csr_pem.clone());
+        if let Some(k) = &item.key_pem {
+            fields.insert("key", k.clone());
+        }
+        if !single {
+            fields.insert("input", item.name.clone());
+        }
+        stdout.push_str(&output::result_json(&fields));
     }
-    let spec = req.key_spec(&name)?;
-    let cn = g.cn.as_deref().unwrap_or(&req.cn);
-    let subject = name::build(&SubjectSpec {
-        cn,
-        names: &req.names,
-        serial_number: &req.serialnumber,
-    })
-    .map_err(|e| e.context(&name))?;
-    let sans = match hostname_sans(&g.signing)? {
-        Some(s) => s,
-        None => hosts::parse_list(&req.hosts, &format!("{name}: hosts"))?,
-    };
-    if sans.is_empty() {
-        warn(
-            "this certificate lacks a \"hosts\" field, so it is not suitable for websites (as cfssl warns)",
-        );
+    write_stdout(&stdout)?;
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        n => {
+            let first = failures.remove(0);
+            for f in &failures {
+                eprintln!("p11ca: error: {f}");
+            }
+            Err(Error::new(
+                first.kind(),
+                format!("{first} ({n} inputs failed)"),
+            ))
+        }
     }
-    let prepared = prepare(&g.signing)?;
-    // The node key is made in software, as in cfssl: it is shipped to the node.
-    let node_key = SoftKey::generate(spec)?;
-    let mut csr_exts = Vec::new();
-    if let Some(e) = hosts::extension(&sans, subject.is_empty())? {
-        csr_exts.push(e);
+}
+
+/// Read the CSR inputs of `sign`: files, a --batch folder, or concatenated PEM on stdin.
+fn sign_inputs(s: &SignArgs) -> Result<(Vec<(String, Vec<u8>)>, Option<CsrRequest>)> {
+    let mut inputs = Vec::new();
+    let mut subject = None;
+    let positional = s.inputs.clone();
+    match (&s.batch, positional.as_slice()) {
+        (Some(_), [_, ..]) => return Err(Error::input("give CSR files or --batch, not both")),
+        (None, []) => return Err(Error::input("sign needs a CSR file (or --batch DIR)")),
+        (Some(dir), []) if dir == "-" => {
+            let (bytes, _) = read_input("-")?;
+            let text = String::from_utf8_lossy(&bytes);
+            for (i, block) in text
+                .split_inclusive("-----END CERTIFICATE REQUEST-----")
+                .enumerate()
+            {
+                if block.contains("-----BEGIN") {
+                    inputs.push((format!("stdin#{}", i + 1), block.as_bytes().to_vec()));
+                }
+            }
+        }
+        (Some(dir), []) => {
+            let rd =
+                std::fs::read_dir(dir).map_err(|e| Error::input(format!("--batch {dir}: {e}")))?;
+            let mut names: Vec<_> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "csr"))
+                .collect();
+            names.sort();
+            for p in names {
+                let (b, n) = read_input(&p.to_string_lossy())?;
+                inputs.push((n, b));
+            }
+        }
+        (None, [csr, second]) if looks_like_json(second) => {
+            let (b, n) = read_input(second)?;
+            subject = Some(CsrRequest::from_json(&b, &n)?);
+            let (b, n) = read_input(csr)?;
+            inputs.push((n, b));
+        }
+        (None, files) => {
+            for f in files {
+                let (b, n) = read_input(f)?;
+                inputs.push((n, b));
+            }
+        }
     }
-    let csr_der = build::csr(&subject, csr_exts, &node_key)?;
-    let leaf = LeafRequest {
-        subject,
-        public_key: p11ca::x509::Signer::public_key(&node_key).clone(),
-        sans,
-        wants_ca: false,
-    };
-    let cert = issue_with_token(targs, prepared, &leaf)?;
-    let mut fields = BTreeMap::new();
-    fields.insert("cert", build::pem("CERTIFICATE", &cert)?);
-    fields.insert("csr", build::pem("CERTIFICATE REQUEST", &csr_der)?);
-    fields.insert("key", node_key.to_pem()?.to_string());
-    write_stdout(&output::result_json(&fields))
+    if inputs.is_empty() {
+        return Err(Error::input("no CSR found in the batch input"));
+    }
+    Ok((inputs, subject))
+}
+
+fn looks_like_json(path: &str) -> bool {
+    path.ends_with(".json")
+        || std::fs::read(path).is_ok_and(|b| b.trim_ascii_start().first() == Some(&b'{'))
 }
 
 pub(super) fn sign(targs: &TokenArgs, s: &SignArgs) -> Result<()> {
-    let (bytes, csr_name) = read_input(&s.csr)?;
-    let csr = request::parse(&bytes, &csr_name)?;
-    let subject_req = match &s.subject {
-        Some(path) => {
-            let (b, n) = read_input(path)?;
-            Some(CsrRequest::from_json(&b, &n)?)
-        }
-        None => None,
-    };
+    let (inputs, subject_req) = sign_inputs(s)?;
     let ov = match &subject_req {
         Some(r) => SubjectOverride {
             cn: &r.cn,
@@ -176,21 +296,138 @@ pub(super) fn sign(targs: &TokenArgs, s: &SignArgs) -> Result<()> {
         },
         None => SubjectOverride::default(),
     };
-    let subject = name::canonicalize(&csr.subject, &ov).map_err(|e| e.context(&csr_name))?;
-    let sans = match hostname_sans(&s.signing)? {
-        Some(h) => h,
-        None => csr.sans.clone(),
-    };
+    let host_override = hostname_sans(&s.signing)?;
+    let mut items = Vec::new();
+    let mut failures = Vec::new();
+    let single = inputs.len() == 1;
+    for (name, bytes) in &inputs {
+        let item = (|| -> Result<Item> {
+            let csr = request::parse(bytes, name)?;
+            let subject = name::canonicalize(&csr.subject, &ov).map_err(|e| e.context(name))?;
+            let sans = host_override.clone().unwrap_or_else(|| csr.sans.clone());
+            Ok(Item {
+                name: name.clone(),
+                leaf: LeafRequest {
+                    subject,
+                    public_key: csr.public_key.clone(),
+                    sans,
+                    wants_ca: csr.wants_ca,
+                },
+                csr_pem: build::pem("CERTIFICATE REQUEST", &csr.der)?,
+                key_pem: None,
+            })
+        })();
+        match item {
+            Ok(i) => items.push(i),
+            Err(e) if single => return Err(e),
+            Err(e) => failures.push(e),
+        }
+    }
     let prepared = prepare(&s.signing)?;
-    let leaf = LeafRequest {
-        subject,
-        public_key: csr.public_key.clone(),
-        sans,
-        wants_ca: csr.wants_ca,
+    let results = if items.is_empty() {
+        Vec::new()
+    } else {
+        issue_items(targs, &s.signing, prepared, &items)?
     };
-    let cert = issue_with_token(targs, prepared, &leaf)?;
-    let mut fields = BTreeMap::new();
-    fields.insert("cert", build::pem("CERTIFICATE", &cert)?);
-    fields.insert("csr", build::pem("CERTIFICATE REQUEST", &csr.der)?);
-    write_stdout(&output::result_json(&fields))
+    emit(&s.signing, &items, results, failures)
+}
+
+/// Build one `gencert -ca` item: parse, make the node key, and its CSR.
+fn gencert_item(
+    name: &str,
+    bytes: &[u8],
+    cn: Option<&str>,
+    host_override: &Option<Vec<San>>,
+) -> Result<Item> {
+    let req = CsrRequest::from_json(bytes, name)?;
+    if req.ca.is_some() {
+        return Err(Error::input(format!(
+            "{name}: the \"ca\" section is only allowed with -initca"
+        )));
+    }
+    let spec = req.key_spec(name)?;
+    let cn = cn.unwrap_or(&req.cn);
+    let subject = name::build(&SubjectSpec {
+        cn,
+        names: &req.names,
+        serial_number: &req.serialnumber,
+    })
+    .map_err(|e| e.context(name))?;
+    let sans = match host_override {
+        Some(s) => s.clone(),
+        None => hosts::parse_list(&req.hosts, &format!("{name}: hosts"))?,
+    };
+    if sans.is_empty() {
+        warn(&format!(
+            "{name}: this certificate lacks a \"hosts\" field, so it is not suitable for websites (as cfssl warns)"
+        ));
+    }
+    // The node key is made in software, as in cfssl: it is shipped to the node.
+    let node_key = SoftKey::generate(spec)?;
+    let mut csr_exts = Vec::new();
+    if let Some(e) = hosts::extension(&sans, subject.is_empty())? {
+        csr_exts.push(e);
+    }
+    let csr_der = build::csr(&subject, csr_exts, &node_key)?;
+    Ok(Item {
+        name: name.to_string(),
+        leaf: LeafRequest {
+            subject,
+            public_key: node_key.public_key().clone(),
+            sans,
+            wants_ca: false,
+        },
+        csr_pem: build::pem("CERTIFICATE REQUEST", &csr_der)?,
+        key_pem: Some(node_key.to_pem()?.to_string()),
+    })
+}
+
+pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
+    let host_override = hostname_sans(&g.signing)?;
+    let mut inputs = Vec::new();
+    for f in &g.csr_json {
+        inputs.push(read_input(f)?);
+    }
+    // Validate the signing side before spending time on keys.
+    let prepared = prepare(&g.signing)?;
+    let single = inputs.len() == 1;
+    // Node keys (RSA generation is slow) are made in parallel, one thread per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let made: Vec<Result<Item>> = std::thread::scope(|scope| {
+        let chunk = inputs.len().div_ceil(cores).max(1);
+        let handles: Vec<_> = inputs
+            .chunks(chunk)
+            .map(|part| {
+                let ho = &host_override;
+                let cn = g.cn.as_deref();
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(b, n)| gencert_item(n, b, cn, ho))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err(Error::input("node key generation failed"))])
+            })
+            .collect()
+    });
+    let mut items = Vec::new();
+    let mut failures = Vec::new();
+    for r in made {
+        match r {
+            Ok(i) => items.push(i),
+            Err(e) if single => return Err(e),
+            Err(e) => failures.push(e),
+        }
+    }
+    let results = if items.is_empty() {
+        Vec::new()
+    } else {
+        issue_items(targs, &g.signing, prepared, &items)?
+    };
+    emit(&g.signing, &items, results, failures)
 }
