@@ -80,12 +80,10 @@ fn prepare(c: &CaArgs) -> Result<Prepared> {
         warn(n);
     }
     let profile = config.profile(c.profile.as_deref())?;
-    if let Some(dir) = &c.out {
-        if !Path::new(dir).is_dir() {
-            return Err(Error::output(format!(
-                "--out {dir}: not a folder; create it first"
-            )));
-        }
+    if let Some(dir) = c.out.as_deref().filter(|d| !Path::new(d).is_dir()) {
+        return Err(Error::output(format!(
+            "--out {dir}: not a folder; create it first"
+        )));
     }
     if c.jobs == Some(0) {
         return Err(Error::input("--jobs must be at least 1"));
@@ -136,7 +134,7 @@ fn issue_items(
     let total = leaves.len();
     let show = total >= 20 && std::io::stderr().is_terminal();
     let progress = |n: usize| {
-        if show && (n % 10 == 0 || n == total) {
+        if show && (n.is_multiple_of(10) || n == total) {
             eprint!("\rp11ca: signed {n}/{total}");
             if n == total {
                 eprintln!();
@@ -230,7 +228,10 @@ fn emit(
 }
 
 /// Read the CSR inputs of `sign`: files, a --batch folder, or concatenated PEM on stdin.
-fn sign_inputs(s: &SignArgs) -> Result<(Vec<(String, Vec<u8>)>, Option<CsrRequest>)> {
+/// Named input bytes.
+type Inputs = Vec<(String, Vec<u8>)>;
+
+fn sign_inputs(s: &SignArgs) -> Result<(Inputs, Option<CsrRequest>)> {
     let mut inputs = Vec::new();
     let mut subject = None;
     let positional = s.inputs.clone();
