@@ -42,8 +42,9 @@ pub fn session_count(
     n
 }
 
-/// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `progress` is called
-/// after each certificate with the number done so far. Results are in input order.
+/// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `on_done` is called
+/// from the worker as soon as input `i` is finished (so outputs can be written while the batch
+/// goes on) with the number done so far. Results are returned in input order.
 pub fn issue_all(
     module: &Module,
     token: &TokenSummary,
@@ -51,7 +52,7 @@ pub fn issue_all(
     profile: &Profile,
     leaves: &[LeafRequest],
     jobs: usize,
-    progress: &(dyn Fn(usize) + Sync),
+    on_done: &(dyn Fn(usize, &Issued, usize) + Sync),
 ) -> Result<Vec<Issued>> {
     let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -88,8 +89,8 @@ pub fn issue_all(
                     let r = issuer
                         .issue(leaf, profile, &mut warnings)
                         .map(|der| (der, warnings));
+                    on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
                     *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                 }
             });
         }

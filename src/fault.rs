@@ -16,3 +16,11 @@ pub fn point(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Die here, as a crash or SIGKILL would, if the test asked for it (debug builds only).
+#[inline]
+pub fn crash_point(name: &str) {
+    if cfg!(debug_assertions) && std::env::var("P11CA_FAULT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+}

@@ -62,6 +62,9 @@ impl OutputSet {
             }
         }
         for (i, (tmp, path)) in staged.iter().enumerate() {
+            if i == 1 {
+                crate::fault::crash_point("between-renames");
+            }
             if let Err(e) = fs::rename(tmp, path) {
                 for (t, _) in &staged[i..] {
                     let _ = fs::remove_file(t);

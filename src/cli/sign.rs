@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Mutex;
 
 use p11ca::batch;
 use p11ca::cfssl::config::{Profile, SigningConfig};
@@ -111,8 +112,21 @@ struct Item {
     key_pem: Option<String>,
 }
 
-/// Log in, pair the key with the CA certificate, and issue every item in parallel sessions.
-/// Returns one result per item, in order.
+/// The files of one issued item, for `--out DIR`.
+fn out_files(dir: &str, item: &Item, cert_pem: &str) -> OutputSet {
+    let base = out_base(&item.name, dir);
+    let mut set = OutputSet::new();
+    set.add(format!("{base}.pem"), cert_pem.to_string(), PUBLIC_MODE);
+    set.add(format!("{base}.csr"), item.csr_pem.clone(), PUBLIC_MODE);
+    if let Some(k) = &item.key_pem {
+        set.add(format!("{base}-key.pem"), k.clone(), SECRET_MODE);
+    }
+    set
+}
+
+/// Log in, pair the key with the CA certificate, issue every item in parallel sessions, and
+/// write `--out` files as each certificate is done (so a killed batch keeps what it finished).
+/// Returns one result per item, in order; a failed write replaces that item's result.
 fn issue_items(
     targs: &TokenArgs,
     c: &CaArgs,
@@ -133,7 +147,18 @@ fn issue_items(
     let jobs = batch::session_count(&opened.module, &opened.token, c.jobs, leaves.len());
     let total = leaves.len();
     let show = total >= 20 && std::io::stderr().is_terminal();
-    let progress = |n: usize| {
+    let write_errors: Mutex<Vec<(usize, Error)>> = Mutex::new(Vec::new());
+    let on_done = |i: usize, r: &batch::Issued, n: usize| {
+        if let (Some(dir), Ok((der, _))) = (c.out.as_deref(), r) {
+            let written = build::pem("CERTIFICATE", der)
+                .and_then(|pem| out_files(dir, &items[i], &pem).commit());
+            if let Err(e) = written {
+                write_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, e));
+            }
+        }
         if show && (n.is_multiple_of(10) || n == total) {
             eprint!("\rp11ca: signed {n}/{total}");
             if n == total {
@@ -141,15 +166,19 @@ fn issue_items(
             }
         }
     };
-    batch::issue_all(
+    let mut results = batch::issue_all(
         &opened.module,
         &opened.token,
         &ca,
         &p.profile,
         &leaves,
         jobs,
-        &progress,
-    )
+        &on_done,
+    )?;
+    for (i, e) in write_errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        results[i] = Err(e);
+    }
+    Ok(results)
 }
 
 /// The base name for `--out`: the input's file stem without a trailing `-csr`.
@@ -161,7 +190,8 @@ fn out_base(input: &str, dir: &str) -> String {
     Path::new(dir).join(stem).to_string_lossy().into_owned()
 }
 
-/// Print or write every result; report failures per input. Exit code: the first failure's.
+/// Print the results (unless `--out` wrote them already); report failures per input. Exit
+/// code: the first failure's.
 fn emit(
     c: &CaArgs,
     items: &[Item],
@@ -185,22 +215,11 @@ fn emit(
                 format!("{}: {w}", item.name)
             });
         }
-        let cert_pem = build::pem("CERTIFICATE", &der)?;
-        if let Some(dir) = &c.out {
-            let base = out_base(&item.name, dir);
-            let mut set = OutputSet::new();
-            set.add(format!("{base}.pem"), cert_pem, PUBLIC_MODE);
-            set.add(format!("{base}.csr"), item.csr_pem.clone(), PUBLIC_MODE);
-            if let Some(k) = &item.key_pem {
-                set.add(format!("{base}-key.pem"), k.clone(), SECRET_MODE);
-            }
-            if let Err(e) = set.commit() {
-                failures.push(e);
-            }
+        if c.out.is_some() {
             continue;
         }
         let mut fields = BTreeMap::new();
-        fields.insert("cert", cert_pem);
+        fields.insert("cert", build::pem("CERTIFICATE", &der)?);
         fields.insert("csr", item.csr_pem.clone());
         if let Some(k) = &item.key_pem {
             fields.insert("key", k.clone());
