@@ -7,6 +7,7 @@
 
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
+use cryptoki::types::AuthPin;
 use der::Encode;
 use der::flagset::FlagSet;
 use x509_cert::ext::pkix::KeyUsages;
@@ -30,6 +31,8 @@ pub struct InitCaOptions {
     pub key_label: Option<String>,
     /// CKA_ID (default: 16 random bytes from the token).
     pub key_id: Option<Vec<u8>>,
+    /// Make the key need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
+    pub always_authenticate: bool,
 }
 
 /// What `gencert -initca` produced.
@@ -67,6 +70,7 @@ pub struct InitCaPlan {
     cert_sans: Vec<San>,
     label: String,
     key_id: Option<Vec<u8>>,
+    always_authenticate: bool,
     warnings: Vec<String>,
 }
 
@@ -131,6 +135,7 @@ impl InitCaPlan {
             cert_sans,
             label,
             key_id: opts.key_id.clone(),
+            always_authenticate: opts.always_authenticate,
             warnings,
         })
     }
@@ -147,18 +152,43 @@ impl InitCaPlan {
         token: &TokenSummary,
         session: &Session,
     ) -> Result<InitCaOutput> {
+        self.run_with_pin(module, token, session, None)
+    }
+
+    /// [`InitCaPlan::run`]; `pin` is needed when the key is made always-authenticate, to sign
+    /// the CSR and certificate.
+    pub fn run_with_pin(
+        &self,
+        module: &Module,
+        token: &TokenSummary,
+        session: &Session,
+        pin: Option<&AuthPin>,
+    ) -> Result<InitCaOutput> {
+        if self.always_authenticate && pin.is_none() {
+            return Err(Error::input(
+                "an always-authenticate key needs the PIN for its signatures",
+            ));
+        }
         // The token must be able to make and use this key before anything is created.
         key::check_capability(module, token, self.spec)?;
-        let mech = SignMech::choose(
+        let mech = SignMech::choose_for_key(
             &module.mechanisms(token.slot)?,
             SigAlg::for_key(key_alg(self.spec)),
             &token.label,
+            self.always_authenticate,
         )?;
-        let generated = key::generate(session, token, self.spec, &self.label, self.key_id.clone())
-            .map_err(|e| e.context(&self.file))?;
+        let generated = key::generate_with(
+            session,
+            token,
+            self.spec,
+            &self.label,
+            self.key_id.clone(),
+            self.always_authenticate,
+        )
+        .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
         let mut created: Vec<ObjectHandle> = vec![generated.private, generated.public];
-        match self.finish(session, &generated, mech, &mut created) {
+        match self.finish(session, &generated, mech, pin, &mut created) {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
                 cert_pem,
                 csr_pem,
@@ -193,10 +223,15 @@ impl InitCaPlan {
         session: &Session,
         generated: &GeneratedKey,
         mech: SignMech,
+        pin: Option<&AuthPin>,
         created: &mut Vec<ObjectHandle>,
     ) -> Result<(String, String)> {
         fault::point("after-keygen")?;
-        let signer = TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
+        let mut signer =
+            TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
+        if let (true, Some(pin)) = (self.always_authenticate, pin) {
+            signer = signer.with_context_login(pin);
+        }
         let path_len = self.req.ca.as_ref().and_then(|c| c.path_len());
         let subject = &self.subject;
 

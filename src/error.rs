@@ -35,11 +35,24 @@ impl Kind {
     }
 }
 
+/// What a token failure means for retrying (set on token errors only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenFault {
+    /// The session or token went away (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
+    /// CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT): reopening may help.
+    Stale,
+    /// Stale, and it happened in C_Sign: the token may have made the signature, so the
+    /// operation must not be repeated blindly.
+    StaleDuringSign,
+}
+
 /// A p11ca error: a kind and a one-line, self-explaining message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     kind: Kind,
     message: String,
+    fault: Option<TokenFault>,
 }
 
 impl Error {
@@ -48,7 +61,22 @@ impl Error {
         let message: String = message.into();
         // One line on stderr, whatever a token or parser put into its text.
         let message = message.replace(['\n', '\r'], " ");
-        Self { kind, message }
+        Self {
+            kind,
+            message,
+            fault: None,
+        }
+    }
+
+    /// Mark a token error with what it means for retrying.
+    pub fn with_fault(mut self, fault: TokenFault) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// The retry meaning of a token error, if any.
+    pub fn fault(&self) -> Option<TokenFault> {
+        self.fault
     }
 
     /// Bad input (exit 1).

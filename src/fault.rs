@@ -24,3 +24,9 @@ pub fn crash_point(name: &str) {
         std::process::abort();
     }
 }
+
+/// Whether the test asked for the named behaviour change (debug builds only).
+#[inline]
+pub fn active(name: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var("P11CA_FAULT").is_ok_and(|v| v == name)
+}

@@ -6,6 +6,7 @@
 //! key usages (RFC 8813), and a CSR asking for CA:TRUE needs a CA profile.
 
 use cryptoki::session::Session;
+use cryptoki::types::AuthPin;
 use der::flagset::FlagSet;
 use der::{Decode, DecodePem, Encode};
 use x509_cert::Certificate;
@@ -59,6 +60,8 @@ pub struct CaKey {
     key: cryptoki::object::ObjectHandle,
     spki: spki::SubjectPublicKeyInfoOwned,
     mech: SignMech,
+    always_authenticate: bool,
+    context_pin: Option<AuthPin>,
 }
 
 impl CaKey {
@@ -93,13 +96,13 @@ impl CaKey {
             Some((_, ski)) => ski.0.as_bytes().to_vec(),
             None => build::key_id(&key.spki),
         };
-        if key.always_authenticate {
-            return Err(Error::token(format!(
-                "{key_uri} requires a PIN for every signature (CKA_ALWAYS_AUTHENTICATE); p11ca does not support such keys yet"
-            )));
-        }
         let alg = SigAlg::for_key(KeyAlg::of(&key.spki)?);
-        let mech = SignMech::choose(&module.mechanisms(token.slot)?, alg, &token.label)?;
+        let mech = SignMech::choose_for_key(
+            &module.mechanisms(token.slot)?,
+            alg,
+            &token.label,
+            key.always_authenticate,
+        )?;
         Ok(Self {
             ca: ca_cert,
             ca_source: ca_source.to_string(),
@@ -107,7 +110,19 @@ impl CaKey {
             key: key.handle,
             spki: key.spki.clone(),
             mech,
+            always_authenticate: key.always_authenticate,
+            context_pin: None,
         })
+    }
+
+    /// Whether the key needs a context-specific login before every signature.
+    pub fn needs_context_login(&self) -> bool {
+        self.always_authenticate
+    }
+
+    /// The PIN for per-signature logins of an always-authenticate key.
+    pub fn set_context_pin(&mut self, pin: AuthPin) {
+        self.context_pin = Some(pin);
     }
 
     /// The signing mechanism chosen for the token.
@@ -126,7 +141,13 @@ impl<'s> Issuer<'s> {
     /// Issue with `ca` in `session` (which must be logged in, directly or through another
     /// session of the same application).
     pub fn new(ca: &'s CaKey, session: &'s Session) -> Result<Self> {
-        let signer = TokenSigner::new(session, ca.key, ca.spki.clone(), ca.mech)?;
+        let mut signer = TokenSigner::new(session, ca.key, ca.spki.clone(), ca.mech)?;
+        if ca.always_authenticate {
+            let pin = ca.context_pin.as_ref().ok_or_else(|| {
+                Error::token("the CA key needs a PIN for every signature (CKA_ALWAYS_AUTHENTICATE) and none was given")
+            })?;
+            signer = signer.with_context_login(pin);
+        }
         Ok(Self { ca, signer })
     }
 

@@ -7,3 +7,4 @@ mod bad_input;
 mod hygiene;
 mod initca;
 mod json;
+mod tokens;

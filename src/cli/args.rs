@@ -103,6 +103,9 @@ pub struct GencertArgs {
     /// CKA_LABEL of the new CA key (default: the CN).
     #[arg(long, value_name = "LABEL")]
     pub key_label: Option<String>,
+    /// Make the new CA key need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
+    #[arg(long)]
+    pub always_authenticate: bool,
     /// CKA_ID of the new CA key in hex (default: 16 random bytes from the token).
     #[arg(long, value_name = "HEX")]
     pub key_id: Option<String>,
@@ -197,6 +200,7 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "pin-source",
     "key-label",
     "key-id",
+    "always-authenticate",
     "json",
     "batch",
     "jobs",

@@ -74,6 +74,8 @@ pub struct Opened {
     pub token: TokenSummary,
     /// A logged-in read-write session.
     pub session: Session,
+    /// The PIN, kept (zeroized on drop) for keys that need it for every signature.
+    pub pin: cryptoki::types::AuthPin,
 }
 
 /// The token selector: a key URI's token attributes win, then `--token` (label or URI).
@@ -124,11 +126,11 @@ pub fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<O
         warn(w);
     }
     let session = module.login(&token, &pin)?;
-    drop(pin);
     Ok(Opened {
         module,
         token,
         session,
+        pin,
     })
 }
 
@@ -149,6 +151,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     let req = CsrRequest::from_json(&bytes, &name)?;
     let opts = InitCaOptions {
         key_label: g.key_label.clone(),
+        always_authenticate: g.always_authenticate,
         key_id: g
             .key_id
             .as_deref()
@@ -158,7 +161,12 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     // Validate the request fully before the token is touched or a PIN is asked for.
     let plan = InitCaPlan::new(&req, &name, &opts)?;
     let opened = open_and_login(targs, None)?;
-    let out = plan.run(&opened.module, &opened.token, &opened.session)?;
+    let out = plan.run_with_pin(
+        &opened.module,
+        &opened.token,
+        &opened.session,
+        Some(&opened.pin),
+    )?;
     for w in &out.warnings {
         warn(w);
     }

@@ -135,7 +135,7 @@ fn issue_items(
 ) -> Result<Vec<batch::Issued>> {
     let opened = open_and_login(targs, Some(&p.key_uri))?;
     let found = key::find_private_key(&opened.session, &opened.token, &p.key_uri)?;
-    let ca = CaKey::new(
+    let mut ca = CaKey::new(
         &opened.module,
         &opened.token,
         p.ca_cert,
@@ -143,6 +143,9 @@ fn issue_items(
         &found,
         &p.key_uri,
     )?;
+    if ca.needs_context_login() {
+        ca.set_context_pin(opened.pin.clone());
+    }
     let leaves: Vec<LeafRequest> = items.iter().map(|i| i.leaf.clone()).collect();
     let jobs = batch::session_count(&opened.module, &opened.token, c.jobs, leaves.len());
     let total = leaves.len();

@@ -150,6 +150,18 @@ pub fn generate(
     label: &str,
     id: Option<Vec<u8>>,
 ) -> Result<GeneratedKey> {
+    generate_with(session, token, spec, label, id, false)
+}
+
+/// [`generate`], optionally with CKA_ALWAYS_AUTHENTICATE (a PIN for every signature).
+pub fn generate_with(
+    session: &Session,
+    token: &TokenSummary,
+    spec: KeySpec,
+    label: &str,
+    id: Option<Vec<u8>>,
+    always_authenticate: bool,
+) -> Result<GeneratedKey> {
     let id = match id {
         Some(id) => id,
         None => {
@@ -166,12 +178,10 @@ pub fn generate(
         v.push(Attribute::Label(label.as_bytes().to_vec()));
         v.push(Attribute::Id(id.clone()));
     };
-    let mut pub_tpl = vec![
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-        Attribute::Private(false),
-    ];
+    // The public half's usage flags (CKA_VERIFY, CKA_ENCRYPT) are left to the token: p11ca
+    // verifies in software, and tpm2-pkcs11 derives them from the TPM object (VERIFY mirrors
+    // DECRYPT, ENCRYPT mirrors SIGN) and fails key generation on any explicit value that differs.
+    let mut pub_tpl = vec![Attribute::Wrap(false), Attribute::Private(false)];
     common(&mut pub_tpl);
     let mut priv_tpl = vec![
         Attribute::Private(true),
@@ -182,6 +192,9 @@ pub fn generate(
         Attribute::Unwrap(false),
         Attribute::Derive(false),
     ];
+    if always_authenticate {
+        priv_tpl.push(Attribute::AlwaysAuthenticate(true));
+    }
     common(&mut priv_tpl);
     let mech = match spec {
         KeySpec::Rsa(bits) => {

@@ -15,7 +15,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::{Slot, TokenInfo};
 use cryptoki::types::AuthPin;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TokenFault};
 pub use uri::Pkcs11Uri;
 
 /// Where p11ca looks for the p11-kit proxy module when none is named.
@@ -44,15 +44,43 @@ fn fn_name(f: &Function) -> String {
     format!("C_{f:?}")
 }
 
+/// Return values after which the session (or the whole token) is gone.
+pub fn is_stale(rv: &RvError) -> bool {
+    matches!(
+        rv,
+        RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::DeviceRemoved
+            | RvError::TokenNotPresent
+            | RvError::CryptokiNotInitialized
+    )
+}
+
 /// Turn a cryptoki error into a one-line token error: "C_Sign failed: CKR_... (what)".
+/// Stale-session errors are marked so callers can reopen; in C_Sign they are marked as
+/// possibly signed, so nobody repeats them blindly.
 pub fn ck(what: &str, e: CkError) -> Error {
     match e {
-        CkError::Pkcs11(rv, f) => Error::token(format!(
-            "{what}: {} returned {}{}",
-            fn_name(&f),
-            ckr_name(&rv),
-            rv_hint(&rv)
-        )),
+        CkError::Pkcs11(rv, f) => {
+            let err = Error::token(format!(
+                "{what}: {} returned {}{}",
+                fn_name(&f),
+                ckr_name(&rv),
+                rv_hint(&rv)
+            ));
+            if !is_stale(&rv) {
+                return err;
+            }
+            let during_sign = matches!(
+                f,
+                Function::Sign | Function::SignFinal | Function::SignUpdate
+            );
+            err.with_fault(if during_sign {
+                TokenFault::StaleDuringSign
+            } else {
+                TokenFault::Stale
+            })
+        }
         other => Error::token(format!("{what}: {other}")),
     }
 }
@@ -168,10 +196,25 @@ impl Module {
 
     /// All tokens present in the module's slots.
     pub fn tokens(&self) -> Result<Vec<TokenSummary>> {
-        let slots = self
-            .ctx
-            .get_slots_with_token()
-            .map_err(|e| ck(&format!("cannot list slots of {}", self.path.display()), e))?;
+        let slots = match self.ctx.get_slots_with_token() {
+            Ok(s) => s,
+            // ykcs11 without pcscd, a TPM without its daemon: the device itself is missing.
+            Err(CkError::Pkcs11(
+                RvError::DeviceError | RvError::DeviceRemoved | RvError::TokenNotPresent,
+                _,
+            )) => {
+                return Err(Error::token(format!(
+                    "no token present in module {}: the module reports no reachable device; plug the token in and start its service (for a YubiKey: pcscd)",
+                    self.path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(ck(
+                    &format!("cannot list slots of {}", self.path.display()),
+                    e,
+                ));
+            }
+        };
         let mut out = Vec::new();
         for slot in slots {
             let info = match self.ctx.get_token_info(slot) {

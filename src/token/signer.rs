@@ -1,9 +1,11 @@
 //! Signing with a token key: the mechanism is chosen from what the token offers, the result is
 //! put in X.509 form, and (through [`crate::x509::Signer`]) verified by the caller's builder.
 
+use cryptoki::error::RvError;
 use cryptoki::mechanism::{Mechanism, MechanismInfo, MechanismType};
 use cryptoki::object::ObjectHandle;
-use cryptoki::session::Session;
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
 use spki::SubjectPublicKeyInfoOwned;
 
 use crate::error::{Error, Result};
@@ -21,6 +23,9 @@ pub enum SignMech {
     RsaDigestInfo(HashAlg),
     /// CKM_ECDSA over a hash we compute; the raw r||s is converted to DER.
     Ecdsa(HashAlg),
+    /// CKM_ECDSA_SHAxxx: the token hashes (needed for always-authenticate keys, which must
+    /// be signed in parts around the context-specific login).
+    EcdsaWithHash(HashAlg),
 }
 
 impl SignMech {
@@ -30,8 +35,47 @@ impl SignMech {
         alg: SigAlg,
         token: &str,
     ) -> Result<Self> {
+        Self::choose_for_key(mechs, alg, token, false)
+    }
+
+    /// Pick the mechanism; `always_authenticate` keys need a mechanism that hashes on the
+    /// token, since they are signed in parts (C_SignInit, context login, update, final).
+    pub fn choose_for_key(
+        mechs: &[(MechanismType, MechanismInfo)],
+        alg: SigAlg,
+        token: &str,
+        always_authenticate: bool,
+    ) -> Result<Self> {
         let has = |t: MechanismType| mechs.iter().any(|(m, i)| *m == t && i.sign());
         let h = alg.hash();
+        if always_authenticate {
+            let (combined, mech) = match (alg.is_rsa(), h) {
+                (true, HashAlg::Sha256) => {
+                    (MechanismType::SHA256_RSA_PKCS, SignMech::RsaWithHash(h))
+                }
+                (true, HashAlg::Sha384) => {
+                    (MechanismType::SHA384_RSA_PKCS, SignMech::RsaWithHash(h))
+                }
+                (true, HashAlg::Sha512) => {
+                    (MechanismType::SHA512_RSA_PKCS, SignMech::RsaWithHash(h))
+                }
+                (false, HashAlg::Sha256) => {
+                    (MechanismType::ECDSA_SHA256, SignMech::EcdsaWithHash(h))
+                }
+                (false, HashAlg::Sha384) => {
+                    (MechanismType::ECDSA_SHA384, SignMech::EcdsaWithHash(h))
+                }
+                (false, HashAlg::Sha512) => {
+                    (MechanismType::ECDSA_SHA512, SignMech::EcdsaWithHash(h))
+                }
+            };
+            if has(combined) {
+                return Ok(mech);
+            }
+            return Err(Error::token(format!(
+                "the key needs a PIN for every signature (CKA_ALWAYS_AUTHENTICATE) and token \"{token}\" does not offer {combined}, which p11ca needs to sign such keys"
+            )));
+        }
         if alg.is_rsa() {
             let combined = match h {
                 HashAlg::Sha256 => MechanismType::SHA256_RSA_PKCS,
@@ -62,6 +106,7 @@ impl SignMech {
             SignMech::RsaWithHash(h) => format!("CKM_{}_RSA_PKCS", h.name().replace('-', "")),
             SignMech::RsaDigestInfo(h) => format!("CKM_RSA_PKCS over {} DigestInfo", h.name()),
             SignMech::Ecdsa(h) => format!("CKM_ECDSA over {}", h.name()),
+            SignMech::EcdsaWithHash(h) => format!("CKM_ECDSA_{}", h.name().replace('-', "")),
         }
     }
 }
@@ -74,6 +119,7 @@ pub struct TokenSigner<'s> {
     key_alg: KeyAlg,
     alg: SigAlg,
     mech: SignMech,
+    context_pin: Option<&'s AuthPin>,
 }
 
 impl<'s> TokenSigner<'s> {
@@ -93,7 +139,15 @@ impl<'s> TokenSigner<'s> {
             key_alg,
             alg,
             mech,
+            context_pin: None,
         })
+    }
+
+    /// For CKA_ALWAYS_AUTHENTICATE keys: log in with `pin` as CKU_CONTEXT_SPECIFIC before every
+    /// signature (the same PIN as the run's login; nothing is prompted again).
+    pub fn with_context_login(mut self, pin: &'s AuthPin) -> Self {
+        self.context_pin = Some(pin);
+        self
     }
 
     /// The mechanism in use.
@@ -103,6 +157,9 @@ impl<'s> TokenSigner<'s> {
 
     /// One raw C_Sign call on `msg` (for benchmarks: the token's limit).
     pub fn raw_sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
+        if let Some(pin) = self.context_pin {
+            return self.sign_with_context_login(msg, pin);
+        }
         let r = match self.mech {
             SignMech::RsaWithHash(h) => {
                 let m = match h {
@@ -120,8 +177,60 @@ impl<'s> TokenSigner<'s> {
             SignMech::Ecdsa(h) => self
                 .session
                 .sign(&Mechanism::Ecdsa, self.key, &h.digest(msg)),
+            SignMech::EcdsaWithHash(h) => self.session.sign(&ecdsa_with(h), self.key, msg),
         };
         r.map_err(|e| ck("the token refused to sign", e))
+    }
+
+    /// C_SignInit, C_Login(CKU_CONTEXT_SPECIFIC), C_SignUpdate, C_SignFinal.
+    fn sign_with_context_login(&self, msg: &[u8], pin: &AuthPin) -> Result<Vec<u8>> {
+        let m = match self.mech {
+            SignMech::RsaWithHash(HashAlg::Sha256) => Mechanism::Sha256RsaPkcs,
+            SignMech::RsaWithHash(HashAlg::Sha384) => Mechanism::Sha384RsaPkcs,
+            SignMech::RsaWithHash(HashAlg::Sha512) => Mechanism::Sha512RsaPkcs,
+            SignMech::EcdsaWithHash(h) => ecdsa_with(h),
+            other => {
+                return Err(Error::token(format!(
+                    "{} cannot be used with a key that needs a PIN for every signature",
+                    other.name()
+                )));
+            }
+        };
+        self.session
+            .sign_init(&m, self.key)
+            .map_err(|e| ck("the token refused to start signing", e))?;
+        // Tests skip the login to show that the token itself enforces it.
+        let login = if crate::fault::active("skip-context-login") {
+            Ok(())
+        } else {
+            self.session.login(UserType::ContextSpecific, Some(pin))
+        };
+        match login {
+            Ok(()) => {}
+            Err(cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(Error::token(
+                    "the token refused the PIN for the key's per-signature login (CKR_PIN_INCORRECT); not retried",
+                ));
+            }
+            Err(e) => {
+                return Err(ck(
+                    "the per-signature login (CKU_CONTEXT_SPECIFIC) failed",
+                    e,
+                ));
+            }
+        }
+        self.session
+            .sign_update(msg)
+            .and_then(|()| self.session.sign_final())
+            .map_err(|e| ck("the token refused to sign", e))
+    }
+}
+
+fn ecdsa_with(h: HashAlg) -> Mechanism<'static> {
+    match h {
+        HashAlg::Sha256 => Mechanism::EcdsaSha256,
+        HashAlg::Sha384 => Mechanism::EcdsaSha384,
+        HashAlg::Sha512 => Mechanism::EcdsaSha512,
     }
 }
 
@@ -137,7 +246,7 @@ impl Signer for TokenSigner<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
         let raw = self.raw_sign(msg)?;
         match self.mech {
-            SignMech::Ecdsa(_) => ecdsa_raw_to_der(&raw, self.key_alg),
+            SignMech::Ecdsa(_) | SignMech::EcdsaWithHash(_) => ecdsa_raw_to_der(&raw, self.key_alg),
             _ => Ok(raw),
         }
     }

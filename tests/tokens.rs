@@ -1,0 +1,130 @@
+//! Token rules beyond the plain case: keys that need the PIN for every signature, and modules
+//! with no device behind them.
+
+use crate::util::{Token, repo, run, sh};
+
+fn seed(t: &Token) {
+    std::fs::copy(repo("tests/data/ca-csr.json"), t.path("ca-csr.json")).unwrap();
+    std::fs::copy(repo("tests/data/ca-config.json"), t.path("ca-config.json")).unwrap();
+}
+
+#[test]
+fn always_authenticate_key_signs_with_a_context_login_per_signature() {
+    let t = Token::new("aa");
+    seed(&t);
+    let g = t.run(&["gencert", "-initca", "--always-authenticate", "ca-csr.json"]);
+    g.ok();
+    t.run_in(&["json", "-bare", "ca"], g.stdout.as_bytes()).ok();
+    let uri = t.read("ca-key.uri");
+    let v: serde_json::Value =
+        serde_json::from_str(&t.run(&["key", "show", &uri, "--json"]).stdout).unwrap();
+    assert_eq!(v["attributes"]["CKA_ALWAYS_AUTHENTICATE"], true);
+    assert!(
+        sh(t.command("openssl")
+            .args(["verify", "-CAfile", "ca.pem", "ca.pem"]))
+        .contains("OK")
+    );
+    // Several signatures in one run, each with its own CKU_CONTEXT_SPECIFIC login and no prompt.
+    for n in ["a", "b"] {
+        t.write(
+            &format!("{n}.json"),
+            &format!(
+                r#"{{"CN":"{n}","hosts":["{n}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+            ),
+        );
+    }
+    let r = t.run(&[
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ca-config.json",
+        "-profile",
+        "mosquitood-k8s",
+        "--out",
+        ".",
+        "a.json",
+        "b.json",
+    ]);
+    r.ok();
+    for n in ["a", "b"] {
+        assert!(
+            sh(t.command("openssl")
+                .args(["verify", "-CAfile", "ca.pem", &format!("{n}.pem")]))
+            .contains("OK")
+        );
+    }
+}
+
+#[test]
+fn the_token_enforces_the_per_signature_login() {
+    let t = Token::new("aa");
+    seed(&t);
+    t.run(&["gencert", "-initca", "--always-authenticate", "ca-csr.json"])
+        .ok();
+    let g = t.run(&[
+        "gencert",
+        "-initca",
+        "--always-authenticate",
+        "--key-label",
+        "k2",
+        "ca-csr.json",
+    ]);
+    t.run_in(&["json", "-bare", "ca"], g.stdout.as_bytes()).ok();
+    t.write("n.json", r#"{"CN":"n","hosts":["n.example"]}"#);
+    // Without the context-specific login the token itself refuses (proves the attribute bites).
+    let r = run(
+        t.p11ca().env("P11CA_FAULT", "skip-context-login").args([
+            "gencert",
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "ca-key.uri",
+            "n.json",
+        ]),
+        None,
+    );
+    r.fails(2, "CKR_USER_NOT_LOGGED_IN");
+}
+
+#[test]
+fn always_authenticate_needs_a_hashing_mechanism_and_says_so_first() {
+    // SoftHSM 2.6 has no CKM_ECDSA_SHA256, so an always-authenticate EC key could not be used:
+    // refused before anything is created.
+    let t = Token::new("aa");
+    t.write(
+        "ec.json",
+        r#"{"CN":"ec","key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let before = t.object_count();
+    t.run(&["gencert", "-initca", "--always-authenticate", "ec.json"])
+        .fails(
+            2,
+            "does not offer CKM_ECDSA_SHA256, which p11ca needs to sign such keys",
+        );
+    assert_eq!(t.object_count(), before);
+}
+
+#[test]
+fn a_module_without_a_device_says_no_token_present() {
+    let ykcs11 = "/usr/lib/x86_64-linux-gnu/libykcs11.so";
+    assert!(
+        std::path::Path::new(ykcs11).exists(),
+        "ykcs11 is not installed: run ci/setup"
+    );
+    let t = Token::new("yk");
+    // No YubiKey and no pcscd here: ykcs11 answers CKR_DEVICE_ERROR.
+    let r = run(
+        t.p11ca()
+            .env("P11CA_MODULE", ykcs11)
+            .args(["token", "list"]),
+        None,
+    );
+    r.fails(
+        2,
+        "no token present in module /usr/lib/x86_64-linux-gnu/libykcs11.so",
+    );
+    assert!(r.stderr.contains("pcscd"), "{}", r.stderr);
+}
