@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cryptoki::slot::Limit;
 
 use crate::cfssl::config::Profile;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TokenFault};
 use crate::issue::{CaKey, Issuer, LeafRequest};
 use crate::token::{Module, TokenSummary, ck};
 
@@ -61,36 +61,80 @@ pub fn issue_all(
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
+                let fail = |e: Error| {
+                    open_errors
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(e)
+                };
                 // Sessions share the login made by the caller's session.
-                let session = match module.context().open_rw_session(token.slot) {
+                let mut session = match module.context().open_rw_session(token.slot) {
                     Ok(s) => s,
-                    Err(e) => {
-                        open_errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(ck("cannot open a signing session", e));
-                        return;
-                    }
+                    Err(e) => return fail(ck("cannot open a signing session", e)),
                 };
-                let issuer = match Issuer::new(ca, &session) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        open_errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(e);
-                        return;
-                    }
-                };
+                let mut key = None;
+                let mut pending: Option<usize> = None;
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(leaf) = leaves.get(i) else { break };
-                    let mut warnings = Vec::new();
-                    let r = issuer
-                        .issue(leaf, profile, &mut warnings)
-                        .map(|der| (der, warnings));
-                    on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    let issuer = match key {
+                        Some(h) => Issuer::with_handle(ca, &session, h),
+                        None => Issuer::new(ca, &session),
+                    };
+                    let issuer = match issuer {
+                        Ok(i) => i,
+                        Err(e) => return fail(e),
+                    };
+                    let mut stale = false;
+                    let mut retried = pending.is_some();
+                    loop {
+                        let Some(i) = pending
+                            .take()
+                            .or_else(|| Some(next.fetch_add(1, Ordering::Relaxed)))
+                        else {
+                            break;
+                        };
+                        let Some(leaf) = leaves.get(i) else { break };
+                        let mut warnings = Vec::new();
+                        let r = inject_stale(i)
+                            .and_then(|()| issuer.issue(leaf, profile, &mut warnings))
+                            .map(|der| (der, warnings));
+                        match r.as_ref().err().and_then(Error::fault) {
+                            // Nothing was signed yet: reopen and try this input once more.
+                            Some(TokenFault::Stale) if !retried => {
+                                pending = Some(i);
+                                stale = true;
+                                break;
+                            }
+                            // C_Sign itself failed: the token may have signed; report, never
+                            // repeat, but reopen for the inputs that follow.
+                            Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
+                            _ => {}
+                        }
+                        retried = false;
+                        on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                        if stale {
+                            break;
+                        }
+                    }
+                    if !stale {
+                        break;
+                    }
+                    drop(issuer);
+                    match ca.reopen(module) {
+                        Ok((s, h)) => {
+                            session = s;
+                            key = Some(h);
+                        }
+                        Err(e) => {
+                            // The token is gone for good: the pending input (if any) fails.
+                            if let Some(i) = pending.take() {
+                                let r: Issued = Err(e.clone());
+                                on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
+                                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                            }
+                            return fail(e);
+                        }
+                    }
                 }
             });
         }
@@ -109,4 +153,25 @@ pub fn issue_all(
         })
         .collect();
     Ok(out)
+}
+
+/// Tests simulate a session that goes stale before (`stale-before-sign`) or inside
+/// (`stale-during-sign`) the signature of input 3 (debug builds only).
+fn inject_stale(i: usize) -> Result<()> {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if i != 3 || FIRED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let fault = if crate::fault::active("stale-before-sign") {
+        TokenFault::Stale
+    } else if crate::fault::active("stale-during-sign") {
+        TokenFault::StaleDuringSign
+    } else {
+        return Ok(());
+    };
+    FIRED.store(true, Ordering::Relaxed);
+    Err(
+        Error::token("injected: C_Sign returned CKR_SESSION_HANDLE_INVALID (P11CA_FAULT)")
+            .with_fault(fault),
+    )
 }

@@ -8,7 +8,7 @@
 use cryptoki::session::Session;
 use cryptoki::types::AuthPin;
 use der::flagset::FlagSet;
-use der::{Decode, DecodePem, Encode};
+use der::{Decode, Encode};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsages, SubjectKeyIdentifier};
 use x509_cert::name::Name;
@@ -40,15 +40,11 @@ pub struct LeafRequest {
     pub wants_ca: bool,
 }
 
-/// Parse a CA certificate from PEM or DER.
+/// Parse a CA certificate from PEM (text around the block allowed) or DER.
 pub fn parse_ca_cert(bytes: &[u8], source: &str) -> Result<Certificate> {
-    let trimmed = bytes.trim_ascii_start();
-    let r = if trimmed.starts_with(b"-----BEGIN") {
-        Certificate::from_pem(trimmed)
-    } else {
-        Certificate::from_der(bytes)
-    };
-    r.map_err(|e| Error::input(format!("{source}: not a PEM or DER certificate: {e}")))
+    let der = crate::x509::pem::read_der(bytes, source, &["CERTIFICATE"], "certificate")?;
+    Certificate::from_der(&der)
+        .map_err(|e| Error::input(format!("{source}: not a valid X.509 certificate: {e}")))
 }
 
 /// A CA certificate and its key in the token, checked to belong together. Shared by all
@@ -62,6 +58,8 @@ pub struct CaKey {
     mech: SignMech,
     always_authenticate: bool,
     context_pin: Option<AuthPin>,
+    key_uri: Pkcs11Uri,
+    token: TokenSummary,
 }
 
 impl CaKey {
@@ -112,17 +110,53 @@ impl CaKey {
             mech,
             always_authenticate: key.always_authenticate,
             context_pin: None,
+            key_uri: key_uri.clone(),
+            token: token.clone(),
         })
+    }
+
+    /// Open a fresh session after the old one went stale: log in again if the token lost the
+    /// login (with the PIN given by [`CaKey::set_pin`]), and find the
+    /// key again by its URI, since object handles may not survive. Checks the key is the same.
+    pub fn reopen(&self, module: &Module) -> Result<(Session, cryptoki::object::ObjectHandle)> {
+        let session = module
+            .context()
+            .open_rw_session(self.token.slot)
+            .map_err(|e| crate::token::ck("cannot reopen a session on the token", e))?;
+        if let Some(pin) = &self.context_pin {
+            match session.login(cryptoki::session::UserType::User, Some(pin)) {
+                Ok(())
+                | Err(cryptoki::error::Error::Pkcs11(
+                    cryptoki::error::RvError::UserAlreadyLoggedIn,
+                    _,
+                )) => {}
+                Err(e) => {
+                    return Err(crate::token::ck(
+                        "cannot log in again after reopening the session",
+                        e,
+                    ));
+                }
+            }
+        }
+        let found = crate::token::key::find_private_key(&session, &self.token, &self.key_uri)?;
+        if found.spki.to_der().ok() != self.spki.to_der().ok() {
+            return Err(Error::policy(format!(
+                "after reopening, {} names a different key; stopping",
+                self.key_uri
+            )));
+        }
+        Ok((session, found.handle))
+    }
+
+    /// Keep the PIN (zeroized on drop) for re-login after a stale session and for keys that
+    /// need it for every signature.
+    pub fn set_pin(&mut self, pin: AuthPin) {
+        self.context_pin = Some(pin);
     }
 
     /// Whether the key needs a context-specific login before every signature.
     pub fn needs_context_login(&self) -> bool {
         self.always_authenticate
-    }
-
-    /// The PIN for per-signature logins of an always-authenticate key.
-    pub fn set_context_pin(&mut self, pin: AuthPin) {
-        self.context_pin = Some(pin);
     }
 
     /// The signing mechanism chosen for the token.
@@ -141,7 +175,16 @@ impl<'s> Issuer<'s> {
     /// Issue with `ca` in `session` (which must be logged in, directly or through another
     /// session of the same application).
     pub fn new(ca: &'s CaKey, session: &'s Session) -> Result<Self> {
-        let mut signer = TokenSigner::new(session, ca.key, ca.spki.clone(), ca.mech)?;
+        Self::with_handle(ca, session, ca.key)
+    }
+
+    /// Like [`Issuer::new`], with the key's handle as found in this session.
+    pub fn with_handle(
+        ca: &'s CaKey,
+        session: &'s Session,
+        key: cryptoki::object::ObjectHandle,
+    ) -> Result<Self> {
+        let mut signer = TokenSigner::new(session, key, ca.spki.clone(), ca.mech)?;
         if ca.always_authenticate {
             let pin = ca.context_pin.as_ref().ok_or_else(|| {
                 Error::token("the CA key needs a PIN for every signature (CKA_ALWAYS_AUTHENTICATE) and none was given")

@@ -8,3 +8,4 @@ mod hygiene;
 mod initca;
 mod json;
 mod tokens;
+mod sign;

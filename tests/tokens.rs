@@ -128,3 +128,111 @@ fn a_module_without_a_device_says_no_token_present() {
     );
     assert!(r.stderr.contains("pcscd"), "{}", r.stderr);
 }
+
+/// Six node CSRs and the CA, for the stale-session tests.
+fn batch_setup(t: &Token) {
+    seed(t);
+    t.initca("ca-csr.json", "ca");
+    std::fs::create_dir_all(t.path("csrs")).unwrap();
+    std::fs::create_dir_all(t.path("out")).unwrap();
+    for i in 0..6 {
+        sh(t.command("openssl").args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            &format!("/CN=s{i}"),
+            "-out",
+            &format!("csrs/s{i}.csr"),
+        ]));
+    }
+}
+
+fn serials_in_out(t: &Token) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(t.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pem"))
+        .map(|n| {
+            sh(t.command("openssl")
+                .args(["x509", "-noout", "-serial", "-in", &format!("out/{n}")]))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const BATCH: [&str; 13] = [
+    "sign",
+    "-ca",
+    "ca.pem",
+    "-ca-key",
+    "ca-key.uri",
+    "-config",
+    "ca-config.json",
+    "-profile",
+    "mosquitood-k8s",
+    "--batch",
+    "csrs",
+    "--out",
+    "out",
+];
+
+#[test]
+fn a_session_that_goes_stale_before_signing_is_reopened_once() {
+    let t = Token::new("stale");
+    batch_setup(&t);
+    let r = run(
+        t.p11ca()
+            .env("P11CA_FAULT", "stale-before-sign")
+            .args(BATCH)
+            .args(["--jobs", "1"]),
+        None,
+    );
+    r.ok();
+    let serials = serials_in_out(&t);
+    assert_eq!(serials.len(), 6, "every input issued once after the reopen");
+    let mut uniq = serials.clone();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 6, "no serial twice");
+}
+
+#[test]
+fn a_session_lost_inside_c_sign_is_never_retried() {
+    let t = Token::new("stale");
+    batch_setup(&t);
+    let r = run(
+        t.p11ca()
+            .env("P11CA_FAULT", "stale-during-sign")
+            .args(BATCH)
+            .args(["--jobs", "1"]),
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("p11ca: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(
+        errors[0].contains("csrs/s3.csr") && errors[0].contains("CKR_SESSION_HANDLE_INVALID"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        !t.path("out/s3.pem").exists(),
+        "the input whose signature may have been made is not written"
+    );
+    assert_eq!(
+        serials_in_out(&t).len(),
+        5,
+        "the other inputs are issued, on a reopened session"
+    );
+}

@@ -1,16 +1,110 @@
-//! Test harness: a fresh SoftHSM2 token per test, the p11ca binary run against it with a clean
+//! Test harness: a fresh token per test, the p11ca binary run against it with a clean
 //! environment, and independent inspection of the token through OpenSC's pkcs11-tool.
 //!
-//! A missing SoftHSM2 or helper tool panics with an install hint: tests never pass by skipping.
+//! The token is SoftHSM2 unless `P11CA_TEST_BACKEND` names another back-end (see [`Backend`]):
+//! one test body, run against each token implementation. Tests that depend on SoftHSM2 itself
+//! (its configuration file, several tokens in one store, its manufacturer string) use
+//! [`Token::softhsm`] and always run on SoftHSM2.
+//!
+//! A missing SoftHSM2, back-end or helper tool panics with an install hint: tests never pass by
+//! skipping.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use std::io::Write;
 
+/// The SoftHSM2 module. Generic tests use [`Token::module`], which follows the back-end.
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const PIN: &str = "1234";
 pub const SO_PIN: &str = "12345678";
+
+/// Seconds a back-end service (swtpm, p11-kit server) may live: a safety net that ends it even
+/// if the test process dies before its `Drop` runs.
+const BACKEND_LIFETIME: &str = "1200";
+
+/// A token implementation the tests can run against, chosen by `P11CA_TEST_BACKEND`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SoftHSM2 (`softhsm`, the default): softhsm/new-token.sh.
+    SoftHsm,
+    /// tpm2-pkcs11 on the swtpm software TPM (`tpm`): softhsm/tpm-token.sh.
+    Tpm,
+    /// kryoptic, the Rust soft token (`kryoptic`): softhsm/kryoptic-token.sh, module from
+    /// ci/kryoptic.
+    Kryoptic,
+    /// SoftHSM2 behind `p11-kit server`, reached through p11-kit-client.so (`p11kit`): a
+    /// network HSM stand-in, softhsm/p11kit-token.sh.
+    P11Kit,
+}
+
+impl Backend {
+    /// The back-end `P11CA_TEST_BACKEND` names; unset or empty means SoftHSM2. An unknown name
+    /// panics rather than fall back silently.
+    pub fn from_env() -> Self {
+        match std::env::var("P11CA_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("softhsm") => Backend::SoftHsm,
+            Ok("tpm") => Backend::Tpm,
+            Ok("kryoptic") => Backend::Kryoptic,
+            Ok("p11kit") => Backend::P11Kit,
+            Ok(other) => panic!(
+                "P11CA_TEST_BACKEND={other:?}: expected softhsm, tpm, kryoptic or p11kit"
+            ),
+        }
+    }
+
+    /// The name `P11CA_TEST_BACKEND` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::SoftHsm => "softhsm",
+            Backend::Tpm => "tpm",
+            Backend::Kryoptic => "kryoptic",
+            Backend::P11Kit => "p11kit",
+        }
+    }
+
+    /// The helper under softhsm/ that starts (`DIR LABEL PIN SO_PIN`) and stops (`--stop DIR`)
+    /// a token of this back-end.
+    fn helper(self) -> PathBuf {
+        repo(match self {
+            Backend::SoftHsm => "softhsm/new-token.sh",
+            Backend::Tpm => "softhsm/tpm-token.sh",
+            Backend::Kryoptic => "softhsm/kryoptic-token.sh",
+            Backend::P11Kit => "softhsm/p11kit-token.sh",
+        })
+    }
+}
+
+/// The kryoptic module: `P11CA_KRYOPTIC_MODULE`, else what ci/kryoptic builds (once per test
+/// process; ci/test builds it before the tests run).
+fn kryoptic_module() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os("P11CA_KRYOPTIC_MODULE").filter(|p| !p.is_empty()) {
+            return p.to_string_lossy().into_owned();
+        }
+        let out = Command::new(repo("ci/kryoptic"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ci/kryoptic");
+        assert!(
+            out.status.success(),
+            "ci/kryoptic could not build kryoptic (tests never skip): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+/// `export NAME='VALUE'` lines as the helpers print them.
+fn parse_env(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
 
 /// Path of a file in the repository.
 pub fn repo(rel: &str) -> PathBuf {
@@ -31,31 +125,132 @@ pub fn require(tool: &str) {
     );
 }
 
-/// A throwaway token in its own temp dir; outputs go to `work()`.
+/// A throwaway token in its own temp dir; outputs go to `work()`. Dropping it stops the
+/// back-end's service, if it has one.
 pub struct Token {
     dir: tempfile::TempDir,
     pub label: String,
+    backend: Backend,
+    /// The PKCS#11 module p11ca and pkcs11-tool load.
+    module: String,
+    /// Variables the back-end needs besides P11CA_MODULE/TOKEN/PIN (TPM2_PKCS11_TCTI, …).
+    env: Vec<(String, String)>,
 }
 
 impl Token {
-    /// A fresh token labelled `label`.
+    /// A fresh token labelled `label` on the back-end `P11CA_TEST_BACKEND` chooses.
     pub fn new(label: &str) -> Self {
+        Self::on(Backend::from_env(), label)
+    }
+
+    /// A fresh SoftHSM2 token, whatever `P11CA_TEST_BACKEND` says: for tests of SoftHSM2's own
+    /// configuration, several tokens in one store, or its manufacturer string.
+    pub fn softhsm(label: &str) -> Self {
+        Self::on(Backend::SoftHsm, label)
+    }
+
+    /// A fresh token on `backend`. A back-end that cannot be started panics (never a skip).
+    pub fn on(backend: Backend, label: &str) -> Self {
         assert!(
             Path::new(MODULE).exists(),
             "SoftHSM2 is not installed ({MODULE}): run ci/setup"
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let t = Token {
+        let mut t = Token {
             dir,
             label: label.to_string(),
+            backend,
+            module: MODULE.to_string(),
+            env: Vec::new(),
         };
-        t.add_token(label);
+        if backend == Backend::SoftHsm {
+            t.add_token(label);
+        } else {
+            t.start_backend();
+        }
         std::fs::create_dir_all(t.work()).unwrap();
         t
     }
 
+    /// Run the back-end's helper in `hsm_dir()` and keep the environment it prints.
+    fn start_backend(&mut self) {
+        let mut c = Command::new(self.backend.helper());
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("P11CA_BACKEND_LIFETIME", BACKEND_LIFETIME)
+            .args([self.hsm_dir().to_str().unwrap(), &self.label, PIN, SO_PIN])
+            .stdin(Stdio::null());
+        if self.backend == Backend::Kryoptic {
+            c.env("P11CA_KRYOPTIC_MODULE", kryoptic_module());
+        }
+        let out = c.output().expect("run the back-end helper");
+        assert!(
+            out.status.success(),
+            "could not start a {} token (P11CA_TEST_BACKEND={}; run ci/setup): {}",
+            self.backend.name(),
+            self.backend.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (k, v) in parse_env(&String::from_utf8_lossy(&out.stdout)) {
+            match k.as_str() {
+                "P11CA_MODULE" => self.module = v,
+                "P11CA_TOKEN" | "P11CA_PIN" => {}
+                _ => self.env.push((k, v)),
+            }
+        }
+    }
+
+    /// The back-end this token runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The PKCS#11 module for this token (pkcs11-tool --module, PKCS11_MODULE_PATH).
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// Stop the back-end's service (the p11-kit server, swtpm) and keep the token's files.
+    pub fn stop_service(&self) {
+        let out = Command::new(self.backend.helper())
+            .args(["--stop", self.hsm_dir().to_str().unwrap()])
+            .output()
+            .expect("run the back-end helper");
+        assert!(
+            out.status.success(),
+            "could not stop the {} back-end: {}",
+            self.backend.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Serve the same token again after [`Token::stop_service`] (p11-kit only).
+    pub fn start_service(&self) {
+        assert_eq!(
+            self.backend,
+            Backend::P11Kit,
+            "only the p11-kit server can be restarted"
+        );
+        let out = Command::new(self.backend.helper())
+            .env("P11CA_BACKEND_LIFETIME", BACKEND_LIFETIME)
+            .args(["--start", self.hsm_dir().to_str().unwrap()])
+            .output()
+            .expect("run the back-end helper");
+        assert!(
+            out.status.success(),
+            "could not restart the p11-kit server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Initialise one more token (any label, even a duplicate) in the same SoftHSM store.
     pub fn add_token(&self, label: &str) {
+        assert_eq!(
+            self.backend,
+            Backend::SoftHsm,
+            "add_token makes SoftHSM2 tokens: use Token::softhsm"
+        );
         let out = Command::new(repo("softhsm/new-token.sh"))
             .args([self.hsm_dir().to_str().unwrap(), label, PIN, SO_PIN])
             .output()
@@ -101,6 +296,7 @@ impl Token {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("SOFTHSM2_CONF", self.conf())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.work());
         c
     }
@@ -108,7 +304,7 @@ impl Token {
     /// p11ca with module, token and PIN set through the environment.
     pub fn p11ca(&self) -> Command {
         let mut c = self.command(env!("CARGO_BIN_EXE_p11ca"));
-        c.env("P11CA_MODULE", MODULE)
+        c.env("P11CA_MODULE", &self.module)
             .env("P11CA_TOKEN", &self.label)
             .env("P11CA_PIN", PIN);
         c
@@ -139,7 +335,7 @@ impl Token {
             .command("pkcs11-tool")
             .args([
                 "--module",
-                MODULE,
+                &self.module,
                 "--token-label",
                 &self.label,
                 "--login",
@@ -273,4 +469,67 @@ pub fn ca_csr(algo: &str, size: u32) -> String {
     format!(
         r#"{{"CN":"mosquitood-k8s","key":{{"algo":"{algo}","size":{size}}},"names":[{{"C":"CN","ST":"TianJin","L":"TianJin","O":"k8s","OU":"System"}}]}}"#
     )
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read and released; the caller retries if it is taken
+/// again before use).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// A background process run under `timeout`, so it ends by itself after its time limit even if
+/// the test process dies; dropping it ends it at once (SIGTERM, which `timeout` forwards).
+pub struct Background {
+    child: std::process::Child,
+    /// File (in the work dir) that receives its stdout.
+    pub stdout: String,
+    /// File (in the work dir) that receives its stderr.
+    pub stderr: String,
+}
+
+impl Background {
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.running() {
+            // Our own child, not yet reaped, so its pid cannot have been reused.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Token {
+    /// Start `program args` in the work dir with this token's environment, limited to `secs`
+    /// seconds; stdout and stderr go to `NAME.out` and `NAME.err` in the work dir.
+    pub fn spawn(&self, name: &str, secs: u32, program: &str, args: &[&str]) -> Background {
+        require("timeout");
+        let stdout = format!("{name}.out");
+        let stderr = format!("{name}.err");
+        let out = std::fs::File::create(self.path(&stdout)).unwrap();
+        let err = std::fs::File::create(self.path(&stderr)).unwrap();
+        let child = self
+            .command("timeout")
+            .arg(secs.to_string())
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
 }

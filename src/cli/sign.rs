@@ -143,9 +143,8 @@ fn issue_items(
         &found,
         &p.key_uri,
     )?;
-    if ca.needs_context_login() {
-        ca.set_context_pin(opened.pin.clone());
-    }
+    // Kept for a re-login after a stale session and for always-authenticate keys.
+    ca.set_pin(opened.pin.clone());
     let leaves: Vec<LeafRequest> = items.iter().map(|i| i.leaf.clone()).collect();
     let jobs = batch::session_count(&opened.module, &opened.token, c.jobs, leaves.len());
     let total = leaves.len();

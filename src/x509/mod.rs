@@ -7,6 +7,7 @@ pub mod alg;
 pub mod build;
 pub mod hosts;
 pub mod name;
+pub mod pem;
 pub mod request;
 pub mod verify;
 

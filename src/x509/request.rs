@@ -30,21 +30,15 @@ pub struct ParsedCsr {
     pub sig_alg: SigAlg,
 }
 
-/// The DER of a PEM `CERTIFICATE REQUEST` (or `NEW CERTIFICATE REQUEST`), or the input if it is
-/// already DER.
+/// The DER of a PEM `CERTIFICATE REQUEST` (or `NEW CERTIFICATE REQUEST`, text around the
+/// block allowed), or the input if it is already DER.
 pub fn csr_der(input: &[u8], source: &str) -> Result<Vec<u8>> {
-    let trimmed = input.trim_ascii_start();
-    if trimmed.starts_with(b"-----BEGIN") {
-        let (label, der) = der::pem::decode_vec(trimmed)
-            .map_err(|e| Error::input(format!("{source}: not a valid PEM CSR: {e}")))?;
-        if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
-            return Err(Error::input(format!(
-                "{source}: PEM block is \"{label}\", expected \"CERTIFICATE REQUEST\""
-            )));
-        }
-        return Ok(der);
-    }
-    Ok(input.to_vec())
+    crate::x509::pem::read_der(
+        input,
+        source,
+        &["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"],
+        "certificate request",
+    )
 }
 
 /// The raw bytes of the first element of the outer SEQUENCE (the signed part).
