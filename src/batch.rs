@@ -86,12 +86,9 @@ pub fn issue_all(
                     let mut stale = false;
                     let mut retried = pending.is_some();
                     loop {
-                        let Some(i) = pending
+                        let i = pending
                             .take()
-                            .or_else(|| Some(next.fetch_add(1, Ordering::Relaxed)))
-                        else {
-                            break;
-                        };
+                            .unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed));
                         let Some(leaf) = leaves.get(i) else { break };
                         let mut warnings = Vec::new();
                         let r = inject_stale(i)
