@@ -15,6 +15,7 @@ use x509_cert::ext::pkix::KeyUsages;
 use crate::cfssl::csr::{CsrRequest, KeySpec};
 use crate::error::{Error, Result};
 use crate::token::key::{self, GeneratedKey};
+use crate::token::quirks::{self, Quirks};
 use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
 use crate::token::{Module, TokenSummary};
@@ -155,8 +156,10 @@ impl InitCaPlan {
         self.run_with_pin(module, token, session, None)
     }
 
-    /// [`InitCaPlan::run`]; `pin` is needed when the key is made always-authenticate, to sign
-    /// the CSR and certificate.
+    /// [`InitCaPlan::run`]; `pin` (the user PIN) is needed when the key turns out to need a PIN
+    /// for every signature, to sign the CSR and certificate. The token's rules (see
+    /// [`crate::token::quirks`]) decide labels, IDs and placeholder certificates; the caller
+    /// logs in as the SO where the rules say key generation needs it.
     pub fn run_with_pin(
         &self,
         module: &Module,
@@ -164,6 +167,7 @@ impl InitCaPlan {
         session: &Session,
         pin: Option<&AuthPin>,
     ) -> Result<InitCaOutput> {
+        let rules = quirks::for_token(token);
         if self.always_authenticate && pin.is_none() {
             return Err(Error::input(
                 "an always-authenticate key needs the PIN for its signatures",
@@ -184,11 +188,12 @@ impl InitCaPlan {
             &self.label,
             self.key_id.clone(),
             self.always_authenticate,
+            &rules,
         )
         .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
         let mut created: Vec<ObjectHandle> = vec![generated.private, generated.public];
-        match self.finish(session, &generated, mech, pin, &mut created) {
+        match self.finish(session, &rules, &generated, mech, pin, &mut created) {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
                 cert_pem,
                 csr_pem,
@@ -221,6 +226,7 @@ impl InitCaPlan {
     fn finish(
         &self,
         session: &Session,
+        rules: &Quirks,
         generated: &GeneratedKey,
         mech: SignMech,
         pin: Option<&AuthPin>,
@@ -280,6 +286,7 @@ impl InitCaPlan {
             .map_err(|e| crate::error::der_err("serial", e))?;
         let cert_handle = key::store_certificate(
             session,
+            rules,
             &cert_der,
             &generated.label,
             &generated.id,

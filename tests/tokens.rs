@@ -236,3 +236,50 @@ fn a_session_lost_inside_c_sign_is_never_retried() {
         "the other inputs are issued, on a reopened session"
     );
 }
+
+#[test]
+fn piv_slot_names_map_to_ykcs11_key_ids() {
+    // On any token --piv-slot sets the one-byte CKA_ID ykcs11 uses for that PIV slot.
+    let t = Token::new("piv");
+    seed(&t);
+    for (slot, id) in [("9c", "%02"), ("9a", "%01"), ("95", "%18")] {
+        let g = t.run(&[
+            "gencert",
+            "-initca",
+            "--piv-slot",
+            slot,
+            "--key-label",
+            slot,
+            "ca-csr.json",
+        ]);
+        g.ok();
+        let v: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
+        assert!(
+            v["key_uri"]
+                .as_str()
+                .unwrap()
+                .contains(&format!(";id={id};")),
+            "{slot}: {}",
+            v["key_uri"]
+        );
+    }
+    t.run(&["gencert", "-initca", "--piv-slot", "9b", "ca-csr.json"])
+        .fails(1, "--piv-slot \"9b\": not a PIV slot");
+    // An SO PIN is only used where the token's rules need it.
+    let r = t.run(&[
+        "gencert",
+        "-initca",
+        "--so-pin-source",
+        "env:NOPE",
+        "--key-label",
+        "so",
+        "ca-csr.json",
+    ]);
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("--so-pin-source is not needed for token \"piv\""),
+        "{}",
+        r.stderr
+    );
+}

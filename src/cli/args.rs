@@ -103,6 +103,14 @@ pub struct GencertArgs {
     /// CKA_LABEL of the new CA key (default: the CN).
     #[arg(long, value_name = "LABEL")]
     pub key_label: Option<String>,
+    /// PIV slot for the new key on a YubiKey (9a, 9c, 9d, 9e, 82..95): sets the one-byte
+    /// CKA_ID ykcs11 maps to that slot. A CA key usually goes in 9c.
+    #[arg(long, value_name = "SLOT", conflicts_with = "key_id")]
+    pub piv_slot: Option<String>,
+    /// Where to read the SO PIN for tokens whose key generation needs the SO (YubiKey: the PIV
+    /// management key in hex): file:PATH or env:VAR.
+    #[arg(long, value_name = "file:PATH|env:VAR")]
+    pub so_pin_source: Option<String>,
     /// Make the new CA key need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
     #[arg(long)]
     pub always_authenticate: bool,
@@ -201,6 +209,8 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "key-label",
     "key-id",
     "always-authenticate",
+    "piv-slot",
+    "so-pin-source",
     "json",
     "batch",
     "jobs",

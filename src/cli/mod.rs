@@ -12,7 +12,7 @@ use cryptoki::session::Session;
 use p11ca::ca::{InitCaOptions, InitCaPlan};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
-use p11ca::token::{Module, Pkcs11Uri, TokenSummary, pin};
+use p11ca::token::{Module, Pkcs11Uri, TokenSummary, pin, quirks};
 use p11ca::{Error, Result};
 
 use args::{
@@ -149,24 +149,51 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     };
     let (bytes, name) = read_input(file)?;
     let req = CsrRequest::from_json(&bytes, &name)?;
+    let key_id = match (&g.piv_slot, &g.key_id) {
+        (Some(slot), _) => Some(vec![quirks::piv_slot_id(slot)?]),
+        (None, Some(hex)) => Some(parse_hex(hex, "--key-id")?),
+        (None, None) => None,
+    };
     let opts = InitCaOptions {
         key_label: g.key_label.clone(),
         always_authenticate: g.always_authenticate,
-        key_id: g
-            .key_id
-            .as_deref()
-            .map(|s| parse_hex(s, "--key-id"))
-            .transpose()?,
+        key_id,
     };
     // Validate the request fully before the token is touched or a PIN is asked for.
     let plan = InitCaPlan::new(&req, &name, &opts)?;
-    let opened = open_and_login(targs, None)?;
-    let out = plan.run_with_pin(
-        &opened.module,
-        &opened.token,
-        &opened.session,
-        Some(&opened.pin),
+    let (module, token, sel) = open_module(targs, None)?;
+    let rules = quirks::for_token(&token);
+    let mut warnings = Vec::new();
+    let (pin, _) = pin::resolve(
+        targs.pin_source.as_deref(),
+        Some(&sel),
+        &token.label,
+        &mut warnings,
     )?;
+    let session = if rules.keygen_needs_so {
+        // ykcs11: key generation and certificate import need the SO, whose "PIN" is the PIV
+        // management key; the user PIN is still used for per-signature logins (slot 9c).
+        let src = g.so_pin_source.as_deref().ok_or_else(|| {
+            Error::input(format!(
+                "{}: key generation needs the SO login (the PIV management key in hex): give --so-pin-source file:PATH or env:VAR",
+                rules.name
+            ))
+        })?;
+        let (so_pin, _) = pin::resolve(Some(src), None, &token.label, &mut warnings)?;
+        module.login_as(&token, cryptoki::session::UserType::So, &so_pin)?
+    } else {
+        if g.so_pin_source.is_some() {
+            warnings.push(format!(
+                "--so-pin-source is not needed for token \"{}\" ({}); ignored",
+                token.label, rules.name
+            ));
+        }
+        module.login(&token, &pin)?
+    };
+    for w in &warnings {
+        warn(w);
+    }
+    let out = plan.run_with_pin(&module, &token, &session, Some(&pin))?;
     for w in &out.warnings {
         warn(w);
     }

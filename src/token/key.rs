@@ -13,6 +13,7 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use crate::cfssl::csr::KeySpec;
 use crate::error::{Error, Result};
+use crate::token::quirks::{self, Quirks};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
 use crate::token::{Module, TokenSummary, ck};
 
@@ -106,11 +107,13 @@ fn refuse_duplicates(
     token: &TokenSummary,
     label: &str,
     id: &[u8],
+    check_label: bool,
 ) -> Result<()> {
-    for tpl in [
-        vec![Attribute::Label(label.as_bytes().to_vec())],
-        vec![Attribute::Id(id.to_vec())],
-    ] {
+    let mut templates = vec![vec![Attribute::Id(id.to_vec())]];
+    if check_label {
+        templates.insert(0, vec![Attribute::Label(label.as_bytes().to_vec())]);
+    }
+    for tpl in templates {
         let found = session
             .find_objects(&tpl)
             .map_err(|e| ck("cannot search the token", e))?;
@@ -150,7 +153,7 @@ pub fn generate(
     label: &str,
     id: Option<Vec<u8>>,
 ) -> Result<GeneratedKey> {
-    generate_with(session, token, spec, label, id, false)
+    generate_with(session, token, spec, label, id, false, &quirks::GENERIC)
 }
 
 /// [`generate`], optionally with CKA_ALWAYS_AUTHENTICATE (a PIN for every signature).
@@ -161,7 +164,14 @@ pub fn generate_with(
     label: &str,
     id: Option<Vec<u8>>,
     always_authenticate: bool,
+    rules: &Quirks,
 ) -> Result<GeneratedKey> {
+    if rules.id_is_piv_slot && id.as_ref().is_none_or(|i| i.len() != 1) {
+        return Err(Error::input(format!(
+            "{} keys live in PIV slots: give --piv-slot (9a, 9c, 9d, 9e, 82..95; a CA key usually goes in 9c)",
+            rules.name
+        )));
+    }
     let id = match id {
         Some(id) => id,
         None => {
@@ -172,7 +182,8 @@ pub fn generate_with(
             b
         }
     };
-    refuse_duplicates(session, token, label, &id)?;
+    // Where the module fixes labels, only the ID (the PIV slot) tells keys apart.
+    refuse_duplicates(session, token, label, &id, !rules.fixed_labels)?;
     let common = |v: &mut Vec<Attribute>| {
         v.push(Attribute::Token(true));
         v.push(Attribute::Label(label.as_bytes().to_vec()));
@@ -225,13 +236,20 @@ pub fn generate_with(
         })?;
     let checked = (|| {
         verify_never_extractable(session, private)?;
-        public_key(session, private, Some(public))
+        let spki = public_key(session, private, Some(public))?;
+        // The label the token really gave the key (ykcs11 sets its own).
+        let actual = summarize(session, private)?.label;
+        Ok::<_, Error>((spki, actual))
     })();
     match checked {
-        Ok(spki) => Ok(GeneratedKey {
+        Ok((spki, actual_label)) => Ok(GeneratedKey {
             public,
             private,
-            label: label.to_string(),
+            label: if actual_label.is_empty() {
+                label.to_string()
+            } else {
+                actual_label
+            },
             id,
             spki,
         }),
@@ -641,6 +659,7 @@ pub fn probe_secret(session: &Session, h: ObjectHandle) -> Result<Vec<(&'static 
 /// Store a certificate next to its key (same CKA_ID and label), so other tools show the pair.
 pub fn store_certificate(
     session: &Session,
+    rules: &Quirks,
     cert_der: &[u8],
     label: &str,
     id: &[u8],
@@ -660,6 +679,21 @@ pub fn store_certificate(
         Attribute::SerialNumber(serial.to_vec()),
         Attribute::Value(cert_der.to_vec()),
     ];
+    if rules.placeholder_certificate {
+        // The module put a placeholder certificate in the new key's slot; the ID was free
+        // before generation (refuse_duplicates), so any certificate with it is that placeholder.
+        let placeholders = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::Id(id.to_vec()),
+            ])
+            .map_err(|e| ck("cannot search the token", e))?;
+        for h in placeholders {
+            session
+                .destroy_object(h)
+                .map_err(|e| ck("cannot replace the placeholder certificate", e))?;
+        }
+    }
     session
         .create_object(&tpl)
         .map_err(|e| ck("cannot store the CA certificate in the token", e))

@@ -3,6 +3,7 @@
 
 pub mod key;
 pub mod pin;
+pub mod quirks;
 pub mod signer;
 pub mod uri;
 
@@ -302,13 +303,23 @@ impl Module {
 
     /// Open a read-write session on the token and log the user in (exactly one C_Login).
     pub fn login(&self, token: &TokenSummary, pin: &AuthPin) -> Result<Session> {
+        self.login_as(token, UserType::User, pin)
+    }
+
+    /// [`Module::login`] as `who` (the SO for tokens whose key generation needs it).
+    pub fn login_as(&self, token: &TokenSummary, who: UserType, pin: &AuthPin) -> Result<Session> {
         let session = self.ctx.open_rw_session(token.slot).map_err(|e| {
             ck(
                 &format!("cannot open a session on token \"{}\"", token.label),
                 e,
             )
         })?;
-        match session.login(UserType::User, Some(pin)) {
+        let who_name = if matches!(who, UserType::So) {
+            "SO PIN"
+        } else {
+            "PIN"
+        };
+        match session.login(who, Some(pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
                 let state = self
@@ -317,7 +328,7 @@ impl Module {
                     .map(|i| pin_state(&i))
                     .unwrap_or_default();
                 Err(Error::token(format!(
-                    "wrong PIN for token \"{}\"{state}; p11ca tried once and will not retry",
+                    "wrong {who_name} for token \"{}\"{state}; p11ca tried once and will not retry",
                     token.label
                 )))
             }

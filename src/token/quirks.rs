@@ -1,0 +1,110 @@
+//! Per-module rules, kept in one place and keyed on what the token reports about itself
+//! (manufacturer and model), so the rest of p11ca stays generic.
+//!
+//! YubiKey through ykcs11 (Yubico's documented rules; yubico-piv-tool's YKCS11 docs):
+//! - key generation needs an SO login whose "PIN" is the PIV management key in hex;
+//! - CKA_ID is one byte naming the PIV slot (1=9a, 2=9c, 3=9d, 4=9e, 5..24 = 82..95, 25=f9);
+//! - CKA_LABEL is fixed by the module (find keys by ID, not by label);
+//! - after generation the slot holds an empty placeholder certificate, to be replaced (as SO)
+//!   by the real one;
+//! - keys in slot 9c need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
+
+use crate::error::{Error, Result};
+use crate::token::TokenSummary;
+
+/// What is special about a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Quirks {
+    /// A short name for messages.
+    pub name: &'static str,
+    /// C_GenerateKeyPair (and storing certificates) needs the SO logged in.
+    pub keygen_needs_so: bool,
+    /// CKA_ID is a one-byte PIV slot number; generation needs an explicit ID.
+    pub id_is_piv_slot: bool,
+    /// The module sets CKA_LABEL itself; the template's label is ignored.
+    pub fixed_labels: bool,
+    /// Generation leaves a placeholder certificate with the key's CKA_ID.
+    pub placeholder_certificate: bool,
+}
+
+/// No special rules.
+pub const GENERIC: Quirks = Quirks {
+    name: "generic PKCS#11",
+    keygen_needs_so: false,
+    id_is_piv_slot: false,
+    fixed_labels: false,
+    placeholder_certificate: false,
+};
+
+/// Yubico's ykcs11.
+pub const YKCS11: Quirks = Quirks {
+    name: "YubiKey (ykcs11)",
+    keygen_needs_so: true,
+    id_is_piv_slot: true,
+    fixed_labels: true,
+    placeholder_certificate: true,
+};
+
+/// The rules for `token`.
+pub fn for_token(token: &TokenSummary) -> Quirks {
+    for_identity(&token.manufacturer, &token.model)
+}
+
+/// The rules for a token reporting this manufacturer and model.
+pub fn for_identity(manufacturer: &str, model: &str) -> Quirks {
+    if manufacturer.starts_with("Yubico") && model.starts_with("YubiKey") {
+        YKCS11
+    } else {
+        GENERIC
+    }
+}
+
+/// The ykcs11 CKA_ID for a PIV slot name such as `9c` or `82`.
+pub fn piv_slot_id(slot: &str) -> Result<u8> {
+    let s = slot.trim().to_ascii_lowercase();
+    let id = match s.as_str() {
+        "9a" => 1,
+        "9c" => 2,
+        "9d" => 3,
+        "9e" => 4,
+        "f9" => 25,
+        _ => match u8::from_str_radix(&s, 16) {
+            Ok(n @ 0x82..=0x95) if s.len() == 2 => n - 0x82 + 5,
+            _ => {
+                return Err(Error::input(format!(
+                    "--piv-slot \"{slot}\": not a PIV slot; use 9a, 9c, 9d, 9e, 82..95 or f9"
+                )));
+            }
+        },
+    };
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn piv_slots() {
+        assert_eq!(piv_slot_id("9a").unwrap(), 1);
+        assert_eq!(piv_slot_id("9C").unwrap(), 2);
+        assert_eq!(piv_slot_id("9d").unwrap(), 3);
+        assert_eq!(piv_slot_id("9e").unwrap(), 4);
+        assert_eq!(piv_slot_id("82").unwrap(), 5);
+        assert_eq!(piv_slot_id("95").unwrap(), 24);
+        assert_eq!(piv_slot_id("f9").unwrap(), 25);
+        for bad in ["9b", "96", "81", "0x9c", "", "9"] {
+            assert!(piv_slot_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn detection() {
+        assert_eq!(
+            for_identity("Yubico (www.yubico.com)", "YubiKey YK5"),
+            YKCS11
+        );
+        assert_eq!(for_identity("SoftHSM project", "SoftHSM v2"), GENERIC);
+    }
+}
