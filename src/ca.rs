@@ -8,7 +8,6 @@
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 use cryptoki::types::AuthPin;
-use der::Encode;
 use der::flagset::FlagSet;
 use x509_cert::ext::pkix::KeyUsages;
 
@@ -277,23 +276,8 @@ impl InitCaPlan {
         let cert_der = build::certificate(&params, &signer)?;
 
         fault::point("before-store-cert")?;
-        let subject_der = subject
-            .to_der()
-            .map_err(|e| crate::error::der_err("subject", e))?;
-        let serial_der = params
-            .serial
-            .to_der()
-            .map_err(|e| crate::error::der_err("serial", e))?;
-        let cert_handle = key::store_certificate(
-            session,
-            rules,
-            &cert_der,
-            &generated.label,
-            &generated.id,
-            &subject_der,
-            &subject_der,
-            &serial_der,
-        )?;
+        let cert_handle =
+            key::store_certificate(session, rules, &cert_der, &generated.label, &generated.id)?;
         created.push(cert_handle);
         fault::point("after-store-cert")?;
         Ok((

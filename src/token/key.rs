@@ -663,10 +663,15 @@ pub fn store_certificate(
     cert_der: &[u8],
     label: &str,
     id: &[u8],
-    subject: &[u8],
-    issuer: &[u8],
-    serial: &[u8],
 ) -> Result<ObjectHandle> {
+    // CKA_SUBJECT, CKA_ISSUER and CKA_SERIAL_NUMBER are the certificate's own DER fields.
+    let cert = x509_cert::Certificate::from_der(cert_der)
+        .map_err(|e| Error::token(format!("cannot store a malformed certificate: {e}")))?;
+    let tbs = cert.tbs_certificate();
+    let enc = |e: der::Error| Error::token(format!("cannot encode certificate fields: {e}"));
+    let subject = tbs.subject().to_der().map_err(enc)?;
+    let issuer = tbs.issuer().to_der().map_err(enc)?;
+    let serial = tbs.serial_number().to_der().map_err(enc)?;
     let tpl = vec![
         Attribute::Class(ObjectClass::CERTIFICATE),
         Attribute::CertificateType(CertificateType::X_509),
