@@ -283,3 +283,96 @@ fn piv_slot_names_map_to_ykcs11_key_ids() {
         r.stderr
     );
 }
+
+#[test]
+fn ca_key_deleted_by_another_process_mid_batch() {
+    crate::util::require("pkcs11-tool");
+    let t = Token::new("gone");
+    seed(&t);
+    t.initca("ca-csr.json", "ca");
+    std::fs::create_dir_all(t.path("csrs")).unwrap();
+    std::fs::create_dir_all(t.path("out")).unwrap();
+    for i in 0..150 {
+        sh(t.command("openssl").args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            &format!("/CN=g{i}"),
+            "-out",
+            &format!("csrs/g{i:03}.csr"),
+        ]));
+    }
+    let id = t
+        .read("ca-key.uri")
+        .split("id=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .replace('%', "");
+    let args = BATCH.iter().copied().chain(["--jobs", "1"]);
+    let child = t
+        .p11ca()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Another process removes the CA key while the batch signs: once the first certificate is
+    // out, so the batch is under way whatever the machine's speed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(t.path("out")).unwrap().count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the batch wrote nothing in 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    sh(t.command("pkcs11-tool").args([
+        "--module",
+        crate::util::MODULE,
+        "--token-label",
+        "gone",
+        "--login",
+        "--pin",
+        crate::util::PIN,
+        "--delete-object",
+        "--type",
+        "privkey",
+        "--id",
+        &id,
+    ]));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let written = serials_in_out(&t);
+    assert!(
+        written.len() < 150,
+        "the deletion landed after the whole batch; make the batch longer"
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("p11ca: error:"))
+        .collect();
+    assert!(!errors.is_empty());
+    for e in &errors {
+        assert!(
+            e.contains("csrs/g") && (e.contains("HANDLE_INVALID") || e.contains("no private key")),
+            "unclear: {e}"
+        );
+    }
+    assert_eq!(
+        errors.len() + written.len(),
+        150,
+        "every input either written or reported, once"
+    );
+    let mut uniq = written.clone();
+    uniq.dedup();
+    assert_eq!(uniq.len(), written.len(), "no serial twice");
+    assert!(!stderr.contains("panicked"));
+}
