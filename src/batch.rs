@@ -15,6 +15,7 @@ use crate::cfssl::config::Profile;
 use crate::error::{Error, Result, TokenFault};
 use crate::issue::{CaKey, Issuer, LeafRequest};
 use crate::token::{Module, TokenSummary, ck};
+use cryptoki::session::Session;
 
 /// One issued certificate (DER) and its warnings, or the error for that input.
 pub type Issued = Result<(Vec<u8>, Vec<String>)>;
@@ -27,8 +28,11 @@ pub fn session_count(
     requested: Option<usize>,
     inputs: usize,
 ) -> usize {
+    if inputs <= 1 || requested == Some(1) {
+        return 1;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut n = requested.unwrap_or(cores).max(1).min(inputs.max(1));
+    let mut n = requested.unwrap_or(cores).max(1).min(inputs);
     let info = module.context().get_token_info(token.slot);
     if let Ok(Limit::Max(max)) = info.as_ref().map(|i| i.max_session_count()) {
         // Sessions already open (at least the login's) count against the limit.
@@ -54,88 +58,117 @@ pub fn issue_all(
     jobs: usize,
     on_done: &(dyn Fn(usize, &Issued, usize) + Sync),
 ) -> Result<Vec<Issued>> {
+    issue_all_with(module, token, ca, profile, leaves, jobs, on_done, None)
+}
+
+/// [`issue_all`], with the caller's (logged-in) session used by the first worker; with one
+/// job that worker runs on the calling thread, so a one-shot run needs no thread and no
+/// second session.
+#[allow(clippy::too_many_arguments)] // issue_all's arguments plus the session to reuse
+pub fn issue_all_with(
+    module: &Module,
+    token: &TokenSummary,
+    ca: &CaKey,
+    profile: &Profile,
+    leaves: &[LeafRequest],
+    jobs: usize,
+    on_done: &(dyn Fn(usize, &Issued, usize) + Sync),
+    login_session: Option<Session>,
+) -> Result<Vec<Issued>> {
     let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
-            scope.spawn(|| {
-                let fail = |e: Error| {
-                    open_errors
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(e)
-                };
-                // Sessions share the login made by the caller's session.
-                let mut session = match module.context().open_rw_session(token.slot) {
-                    Ok(s) => s,
-                    Err(e) => return fail(ck("cannot open a signing session", e)),
-                };
-                let mut key = None;
-                let mut pending: Option<usize> = None;
-                loop {
-                    let issuer = match key {
-                        Some(h) => Issuer::with_handle(ca, &session, h),
-                        None => Issuer::new(ca, &session),
-                    };
-                    let issuer = match issuer {
-                        Ok(i) => i,
-                        Err(e) => return fail(e),
-                    };
-                    let mut stale = false;
-                    let mut retried = pending.is_some();
-                    loop {
-                        let i = pending
-                            .take()
-                            .unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed));
-                        let Some(leaf) = leaves.get(i) else { break };
-                        let mut warnings = Vec::new();
-                        let r = inject_stale(i)
-                            .and_then(|()| issuer.issue(leaf, profile, &mut warnings))
-                            .map(|der| (der, warnings));
-                        match r.as_ref().err().and_then(Error::fault) {
-                            // Nothing was signed yet: reopen and try this input once more.
-                            Some(TokenFault::Stale) if !retried => {
-                                pending = Some(i);
-                                stale = true;
-                                break;
-                            }
-                            // C_Sign itself failed: the token may have signed; report, never
-                            // repeat, but reopen for the inputs that follow.
-                            Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
-                            _ => {}
-                        }
-                        retried = false;
-                        on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                        if stale {
-                            break;
-                        }
-                    }
-                    if !stale {
+    let work = |given: Option<Session>| {
+        let fail = |e: Error| {
+            open_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e)
+        };
+        // Sessions share the login made by the caller's session.
+        let mut session = match given
+            .map(Ok)
+            .unwrap_or_else(|| module.context().open_rw_session(token.slot))
+        {
+            Ok(s) => s,
+            Err(e) => return fail(ck("cannot open a signing session", e)),
+        };
+        let mut key = None;
+        let mut pending: Option<usize> = None;
+        loop {
+            let issuer = match key {
+                Some(h) => Issuer::with_handle(ca, &session, h),
+                None => Issuer::new(ca, &session),
+            };
+            let issuer = match issuer {
+                Ok(i) => i,
+                Err(e) => return fail(e),
+            };
+            let mut stale = false;
+            let mut retried = pending.is_some();
+            loop {
+                let i = pending
+                    .take()
+                    .unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed));
+                let Some(leaf) = leaves.get(i) else { break };
+                let mut warnings = Vec::new();
+                let r = inject_stale(i)
+                    .and_then(|()| issuer.issue(leaf, profile, &mut warnings))
+                    .map(|der| (der, warnings));
+                match r.as_ref().err().and_then(Error::fault) {
+                    // Nothing was signed yet: reopen and try this input once more.
+                    Some(TokenFault::Stale) if !retried => {
+                        pending = Some(i);
+                        stale = true;
                         break;
                     }
-                    drop(issuer);
-                    match ca.reopen(module) {
-                        Ok((s, h)) => {
-                            session = s;
-                            key = Some(h);
-                        }
-                        Err(e) => {
-                            // The token is gone for good: the pending input (if any) fails.
-                            if let Some(i) = pending.take() {
-                                let r: Issued = Err(e.clone());
-                                on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-                                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                            }
-                            return fail(e);
-                        }
-                    }
+                    // C_Sign itself failed: the token may have signed; report, never
+                    // repeat, but reopen for the inputs that follow.
+                    Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
+                    _ => {}
                 }
-            });
+                retried = false;
+                on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
+                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                if stale {
+                    break;
+                }
+            }
+            if !stale {
+                break;
+            }
+            drop(issuer);
+            match ca.reopen(module) {
+                Ok((s, h)) => {
+                    session = s;
+                    key = Some(h);
+                }
+                Err(e) => {
+                    // The token is gone for good: the pending input (if any) fails.
+                    if let Some(i) = pending.take() {
+                        let r: Issued = Err(e.clone());
+                        on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    }
+                    return fail(e);
+                }
+            }
         }
-    });
+    };
+    let jobs = jobs.max(1);
+    if jobs == 1 {
+        work(login_session);
+    } else {
+        let work = &work;
+        std::thread::scope(|scope| {
+            let mut first = login_session;
+            for _ in 0..jobs {
+                let given = first.take();
+                scope.spawn(move || work(given));
+            }
+        });
+    }
     let open_errors = open_errors.into_inner().unwrap_or_else(|p| p.into_inner());
     let out: Vec<Issued> = results
         .into_iter()

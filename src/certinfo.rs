@@ -878,7 +878,7 @@ mod tests {
             ),
             (
                 b"-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n",
-                "use -csr",
+                "this is a CSR, not a certificate",
             ),
         ] {
             let e = cert_info(input, "in.pem").unwrap_err();
@@ -995,7 +995,10 @@ mod tests {
         // A certificate is not a CSR.
         let cert_pem = build::pem("CERTIFICATE", &leaf_der(&[1], false)).unwrap();
         let e = csr_info(cert_pem.as_bytes(), "leaf.pem").unwrap_err();
-        assert!(e.message().contains("use -cert"), "{e}");
+        assert!(
+            e.message().contains("this is a certificate, not a CSR"),
+            "{e}"
+        );
     }
 
     #[test]

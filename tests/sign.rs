@@ -1199,13 +1199,13 @@ fn bad_csrs_are_refused() {
         &t,
         &trap_args("server", &["traps.json"]),
         1,
-        "traps.json: not a PKCS#10 certificate request",
+        "traps.json: not a PEM or DER certificate request",
     );
     refuse(
         &t,
         &trap_args("server", &["ca.pem"]),
         1,
-        "ca.pem: PEM block is \"CERTIFICATE\", expected \"CERTIFICATE REQUEST\"",
+        "ca.pem: the PEM block is \"CERTIFICATE\", expected \"CERTIFICATE REQUEST\" (this is a certificate, not a CSR)",
     );
     refuse(
         &t,

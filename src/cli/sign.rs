@@ -97,7 +97,7 @@ fn prepare(c: &CaArgs) -> Result<Prepared> {
     })
 }
 
-fn hostname_sans(c: &CaArgs) -> Result<Option<Vec<San>>> {
+pub(super) fn hostname_sans(c: &CaArgs) -> Result<Option<Vec<San>>> {
     c.hostname
         .as_deref()
         .map(|h| hosts::parse_list(&h.split(',').collect::<Vec<_>>(), "-hostname"))
@@ -105,15 +105,15 @@ fn hostname_sans(c: &CaArgs) -> Result<Option<Vec<San>>> {
 }
 
 /// One input after local processing: what to certify, plus the outputs that go with it.
-struct Item {
-    name: String,
-    leaf: LeafRequest,
-    csr_pem: String,
-    key_pem: Option<String>,
+pub(super) struct Item {
+    pub(super) name: String,
+    pub(super) leaf: LeafRequest,
+    pub(super) csr_pem: String,
+    pub(super) key_pem: Option<String>,
 }
 
 /// The files of one issued item, for `--out DIR`.
-fn out_files(dir: &str, item: &Item, cert_pem: &str) -> OutputSet {
+pub(super) fn out_files(dir: &str, item: &Item, cert_pem: &str) -> OutputSet {
     let base = out_base(&item.name, dir);
     let mut set = OutputSet::new();
     set.add(format!("{base}.pem"), cert_pem.to_string(), PUBLIC_MODE);
@@ -168,14 +168,22 @@ fn issue_items(
             }
         }
     };
-    let mut results = batch::issue_all(
-        &opened.module,
-        &opened.token,
+    // The login session signs too (on this thread when one job is enough).
+    let super::Opened {
+        module,
+        token,
+        session,
+        ..
+    } = opened;
+    let mut results = batch::issue_all_with(
+        &module,
+        &token,
         &ca,
         &p.profile,
         &leaves,
         jobs,
         &on_done,
+        Some(session),
     )?;
     for (i, e) in write_errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
         results[i] = Err(e);
@@ -194,7 +202,7 @@ fn out_base(input: &str, dir: &str) -> String {
 
 /// Print the results (unless `--out` wrote them already); report failures per input. Exit
 /// code: the first failure's.
-fn emit(
+pub(super) fn emit(
     c: &CaArgs,
     items: &[Item],
     results: Vec<batch::Issued>,
@@ -250,9 +258,9 @@ fn emit(
 
 /// Read the CSR inputs of `sign`: files, a --batch folder, or concatenated PEM on stdin.
 /// Named input bytes.
-type Inputs = Vec<(String, Vec<u8>)>;
+pub(super) type Inputs = Vec<(String, Vec<u8>)>;
 
-fn sign_inputs(s: &SignArgs) -> Result<(Inputs, Option<CsrRequest>)> {
+pub(super) fn sign_inputs(s: &SignArgs) -> Result<(Inputs, Option<CsrRequest>)> {
     let mut inputs = Vec::new();
     let mut subject = None;
     let positional = s.inputs.clone();
@@ -303,7 +311,7 @@ fn sign_inputs(s: &SignArgs) -> Result<(Inputs, Option<CsrRequest>)> {
     Ok((inputs, subject))
 }
 
-fn looks_like_json(path: &str) -> bool {
+pub(super) fn looks_like_json(path: &str) -> bool {
     path.ends_with(".json")
         || std::fs::read(path).is_ok_and(|b| b.trim_ascii_start().first() == Some(&b'{'))
 }
@@ -355,7 +363,7 @@ pub(super) fn sign(targs: &TokenArgs, s: &SignArgs) -> Result<()> {
 }
 
 /// Build one `gencert -ca` item: parse, make the node key, and its CSR.
-fn gencert_item(
+pub(super) fn gencert_item(
     name: &str,
     bytes: &[u8],
     cn: Option<&str>,

@@ -22,9 +22,9 @@ pub fn read_der(input: &[u8], source: &str, labels: &[&str], what: &str) -> Resu
         .map_err(|why| Error::input(format!("{source}: invalid PEM: {why}")))?;
     if !labels.contains(&label.as_str()) {
         let hint = match (label.contains("REQUEST"), what) {
-            (true, "certificate") => " (a CSR? use -csr)",
+            (true, "certificate") => " (this is a CSR, not a certificate)",
             (false, "certificate request") if label.contains("CERTIFICATE") => {
-                " (a certificate? use -cert)"
+                " (this is a certificate, not a CSR)"
             }
             _ => "",
         };
