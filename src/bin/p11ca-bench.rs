@@ -21,8 +21,10 @@
 //!   cold, as in a real one-shot run).
 //!
 //! `--phases-only` runs just the one-shot profile and prints it as one JSON line, so that
-//! `ci/bench` can repeat it in fresh processes; `--split-load` instead splits the module load
-//! into dlopen, `C_Initialize` and `C_Finalize` (with cryptoki directly).
+//! `ci/bench` can repeat it in fresh processes; `--inline-issue` issues in the login session on
+//! the main thread instead of through `batch::issue_all`; `--split-load` instead splits the
+//! module load into dlopen and `C_Initialize` (with cryptoki directly) and times the first
+//! signatures of the process apart from later ones.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,10 @@ struct Args {
     /// With --phases-only: split the module load into dlopen / C_Initialize / C_Finalize.
     #[arg(long, requires = "phases_only")]
     split_load: bool,
+    /// With --phases-only: issue in the login session on the main thread instead of through
+    /// batch::issue_all (which starts a worker thread with a session of its own).
+    #[arg(long, requires = "phases_only", conflicts_with = "split_load")]
+    inline_issue: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -244,15 +250,17 @@ fn selector(key_uri: &Pkcs11Uri) -> Result<Pkcs11Uri> {
     if key_uri.selects_token() {
         return Ok(key_uri.clone());
     }
-    Ok(match std::env::var("P11CA_TOKEN").ok().filter(|t| !t.is_empty()) {
-        Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(&t)?,
-        Some(t) => {
-            let mut u = Pkcs11Uri::default();
-            u.token = Some(t);
-            u
-        }
-        None => Pkcs11Uri::default(),
-    })
+    Ok(
+        match std::env::var("P11CA_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(&t)?,
+            Some(t) => {
+                let mut u = Pkcs11Uri::default();
+                u.token = Some(t);
+                u
+            }
+            None => Pkcs11Uri::default(),
+        },
+    )
 }
 
 fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
@@ -294,15 +302,25 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         module.mechanisms(token.slot)
     })?;
 
-    let jobs = batch::session_count(&module, &token, None, 1);
-    clock.lap("session_count (C_GetTokenInfo)");
-
-    let leaves = [leaf.clone()];
-    let mut results = batch::issue_all(&module, &token, &ca, &profile, &leaves, jobs, &|_, _, _| {})?;
-    let (der, _warnings) = results
-        .pop()
-        .ok_or_else(|| Error::token("issue_all returned nothing"))??;
-    clock.lap("issue, 1 leaf (batch::issue_all: thread, session, serial, build, C_Sign, verify)");
+    let der = if args.inline_issue {
+        // What issue_all could do for a single input: no worker thread, no second session.
+        let der = Issuer::new(&ca, &session)?.issue(&leaf, &profile, &mut Vec::new())?;
+        clock.lap("issue, 1 leaf, INLINE: Issuer::issue in the login session, no thread");
+        der
+    } else {
+        let jobs = batch::session_count(&module, &token, None, 1);
+        clock.lap("session_count (C_GetTokenInfo)");
+        let leaves = [leaf.clone()];
+        let mut results =
+            batch::issue_all(&module, &token, &ca, &profile, &leaves, jobs, &|_, _, _| {})?;
+        let (der, _warnings) = results
+            .pop()
+            .ok_or_else(|| Error::token("issue_all returned nothing"))??;
+        clock.lap(
+            "issue, 1 leaf (batch::issue_all: thread, session, serial, build, C_Sign, verify)",
+        );
+        der
+    };
 
     let mut fields = std::collections::BTreeMap::new();
     fields.insert("cert", build::pem("CERTIFICATE", &der)?);
@@ -315,14 +333,22 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
 
     // On the side, warm: the same work again without the batch wrapper, and the bare C_Sign.
     let issuer = Issuer::new(&ca, &session)?;
-    clock.aside("  aside: 2nd issue, Issuer::issue in the login session", || {
-        issuer.issue(&leaf, &profile, &mut Vec::new())
-    })?;
+    clock.aside(
+        "  aside: 2nd issue, Issuer::issue in the login session",
+        || issuer.issue(&leaf, &profile, &mut Vec::new()),
+    )?;
     let tbs = tbs_of(&der)?;
     clock.aside("  aside: one raw C_Sign on that TBSCertificate", || {
         issuer.signer().raw_sign(&tbs)
     })?;
     drop(issuer);
+    clock.aside("  aside: C_OpenSession + C_CloseSession", || {
+        module
+            .context()
+            .open_rw_session(token.slot)
+            .map(drop)
+            .map_err(|e| Error::token(format!("C_OpenSession: {e}")))
+    })?;
     Ok(Ready {
         module,
         token,
@@ -356,23 +382,60 @@ fn phases_only(args: &Args) -> Result<()> {
     let ready = one_shot(args, &mut clock)?;
     drop(ready);
     clock.lap("teardown (C_CloseSession, drop module: dlclose, no C_Finalize)");
-    println!("{}", phases_json(&clock, "one-shot"));
+    let mode = if args.inline_issue {
+        "one-shot-inline"
+    } else {
+        "one-shot"
+    };
+    println!("{}", phases_json(&clock, mode));
     Ok(())
 }
 
-/// The module load split in its parts, with cryptoki directly (Module::load does both).
+/// The module load split in its parts (with cryptoki directly; Module::load does both), and
+/// the first signatures of a process apart from later ones: where a cold one-shot run spends
+/// its time inside "issue, 1 leaf".
 fn split_load(args: &Args) -> Result<()> {
     let key_uri = key_uri(&args.ca_key)?;
     let path = Module::resolve_path(None, Some(&key_uri))?;
+    let ca_source = args.ca.display().to_string();
+    let ca_cert = parse_ca_cert(&read(&args.ca)?, &ca_source)?;
+    let (leaf, _) = leaf_from_csr(&read(&args.csr)?, &args.csr.display().to_string())?;
+    let mut notices = Vec::new();
+    let config = match &args.config {
+        Some(p) => SigningConfig::from_json(&read(p)?, &p.display().to_string(), &mut notices)?,
+        None => SigningConfig::cfssl_default(),
+    };
+    let profile = config.profile(args.profile.as_deref())?;
+    let msg = vec![0x5a_u8; 700];
+
     let mut clock = Clock::start();
     let ctx = Pkcs11::new(&path).map_err(|e| Error::token(format!("cannot load module: {e}")))?;
     clock.lap("dlopen + C_GetInterface/C_GetFunctionList");
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(|e| Error::token(format!("C_Initialize: {e}")))?;
     clock.lap("C_Initialize");
-    ctx.get_slots_with_token()
-        .map_err(|e| Error::token(format!("C_GetSlotList: {e}")))?;
-    clock.lap("C_GetSlotList");
+    {
+        // Module::load now finds the module loaded and initialized (CKR_CRYPTOKI_ALREADY_INITIALIZED).
+        let module = Module::load(&path)?;
+        let sel = selector(&key_uri)?;
+        let token = module.select_token(&sel)?;
+        let (pin, _) = pin::resolve(None, Some(&sel), &token.label, &mut Vec::new())?;
+        let session = module.login(&token, &pin)?;
+        drop(pin);
+        let found = key::find_private_key(&session, &token, &key_uri)?;
+        let ca = CaKey::new(&module, &token, ca_cert, &ca_source, &found, &key_uri)?;
+        let issuer = Issuer::new(&ca, &session)?;
+        clock.lap("token selection, C_Login, key lookup, CaKey::new (as in the one-shot run)");
+        issuer.signer().raw_sign(&msg)?;
+        clock.lap("first C_Sign of the process (700 B)");
+        issuer.signer().raw_sign(&msg)?;
+        clock.lap("second C_Sign");
+        issuer.issue(&leaf, &profile, &mut Vec::new())?;
+        clock.lap("first Issuer::issue of the process, after those C_Signs");
+        issuer.issue(&leaf, &profile, &mut Vec::new())?;
+        clock.lap("second Issuer::issue");
+    }
+    clock.lap("C_CloseSession, drop module");
     ctx.finalize()
         .map_err(|e| Error::token(format!("C_Finalize: {e}")))?;
     clock.lap("C_Finalize + dlclose");
@@ -464,6 +527,64 @@ fn batch_run(ready: &Ready, leaves: &[LeafRequest], jobs: usize) -> Result<Durat
     Ok(d)
 }
 
+/// An RSA verifying key built once, as it would be if p11ca kept it next to the signer
+/// instead of rebuilding it from the SPKI for every signature.
+enum PreparedRsa {
+    Sha256(rsa::pkcs1v15::VerifyingKey<sha2::Sha256>),
+    Sha384(rsa::pkcs1v15::VerifyingKey<sha2::Sha384>),
+    Sha512(rsa::pkcs1v15::VerifyingKey<sha2::Sha512>),
+}
+
+impl PreparedRsa {
+    fn new(spki: &spki::SubjectPublicKeyInfoOwned, alg: p11ca::x509::alg::SigAlg) -> Result<Self> {
+        use p11ca::x509::alg::HashAlg;
+        let pk = verify::rsa_key(spki)?;
+        Ok(match alg.hash() {
+            HashAlg::Sha256 => Self::Sha256(rsa::pkcs1v15::VerifyingKey::new(pk)),
+            HashAlg::Sha384 => Self::Sha384(rsa::pkcs1v15::VerifyingKey::new(pk)),
+            HashAlg::Sha512 => Self::Sha512(rsa::pkcs1v15::VerifyingKey::new(pk)),
+        })
+    }
+
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<()> {
+        use signature::Verifier;
+        let s =
+            rsa::pkcs1v15::Signature::try_from(sig).map_err(|e| Error::verify(e.to_string()))?;
+        match self {
+            Self::Sha256(k) => k.verify(msg, &s),
+            Self::Sha384(k) => k.verify(msg, &s),
+            Self::Sha512(k) => k.verify(msg, &s),
+        }
+        .map_err(|e| Error::verify(e.to_string()))
+    }
+}
+
+/// User + system CPU time of this process, all threads (from /proc/self/stat; 0 if absent).
+fn process_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // USER_HZ is 100 on every Linux the benchmark targets.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// (busy, total) jiffies of the whole machine, from /proc/stat.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
 fn time_each<T>(out: &mut Vec<f64>, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let t = Instant::now();
     let r = f()?;
@@ -548,6 +669,7 @@ fn full(args: &Args) -> Result<()> {
     let reps = 200;
     let (mut rng_us, mut verify_us, mut pem_us, mut build_us) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut parse_us, mut prepared_us) = (Vec::new(), Vec::new());
     let sig = issuer.signer().sign(&tbs)?;
     let spki = issuer.signer().public_key().clone();
     let alg = issuer.signer().algorithm();
@@ -558,6 +680,14 @@ fn full(args: &Args) -> Result<()> {
         let t = Instant::now();
         verify::verify(&spki, alg, &tbs, &sig)?;
         verify_us.push(t.elapsed().as_secs_f64() * 1e6);
+        if alg.is_rsa() {
+            let t = Instant::now();
+            let prepared = PreparedRsa::new(&spki, alg)?;
+            parse_us.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            prepared.verify(&tbs, &sig)?;
+            prepared_us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
         let t = Instant::now();
         build::pem("CERTIFICATE", &ready.first_cert)?;
         pem_us.push(t.elapsed().as_secs_f64() * 1e6);
@@ -579,13 +709,31 @@ fn full(args: &Args) -> Result<()> {
     let n = leaves.len();
     let mut batch_s: Vec<Vec<f64>> = vec![Vec::new(); jobs.len()];
     let mut raw_s: Vec<Vec<f64>> = vec![Vec::new(); jobs.len()];
+    // Cores this process kept busy during each run (CPU time / wall time).
+    let mut batch_cores: Vec<Vec<f64>> = vec![Vec::new(); jobs.len()];
+    let mut raw_cores: Vec<Vec<f64>> = vec![Vec::new(); jobs.len()];
+    let machine0 = machine_ticks();
+    let own0 = process_cpu_secs();
+    let c_start = Instant::now();
     for rep in 0..args.batch_reps.max(1) {
         for k in 0..jobs.len() {
             let i = (k + rep) % jobs.len();
-            batch_s[i].push(batch_run(&ready, &leaves, jobs[i])?.as_secs_f64());
-            raw_s[i].push(raw_parallel(&ready, &tbs, n, jobs[i])?.as_secs_f64());
+            let c0 = process_cpu_secs();
+            let d = batch_run(&ready, &leaves, jobs[i])?.as_secs_f64();
+            batch_cores[i].push((process_cpu_secs() - c0) / d);
+            batch_s[i].push(d);
+            let c0 = process_cpu_secs();
+            let d = raw_parallel(&ready, &tbs, n, jobs[i])?.as_secs_f64();
+            raw_cores[i].push((process_cpu_secs() - c0) / d);
+            raw_s[i].push(d);
         }
     }
+    let c_wall = c_start.elapsed().as_secs_f64();
+    let own_cores = (process_cpu_secs() - own0) / c_wall;
+    let machine = machine_ticks().zip(machine0).map(|((b1, t1), (b0, t0))| {
+        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+        busy * cores as f64
+    });
 
     // Report.
     println!(
@@ -656,6 +804,16 @@ fn full(args: &Args) -> Result<()> {
         pem.median(),
         pem.pct(95.0)
     );
+    if !parse_us.is_empty() {
+        let (pa, pr) = (Stats::new(parse_us), Stats::new(prepared_us));
+        println!(
+            "   of the software verify: building the RSA key from the SPKI (verify::rsa_key + VerifyingKey::new, redone on every call) {:.1} / {:.1}, verify with that key already parsed {:.1} / {:.1}",
+            pa.median(),
+            pa.pct(95.0),
+            pr.median(),
+            pr.pct(95.0)
+        );
+    }
     println!(
         "   b - a (median): {:.1} us per certificate",
         (iss.median() - raw.median()) * 1e3
@@ -667,13 +825,15 @@ fn full(args: &Args) -> Result<()> {
         args.batch_reps.max(1)
     );
     println!(
-        "   {:>8} {:>14} {:>18} {:>14} {:>12} {:>14} {:>10}",
+        "   {:>8} {:>14} {:>18} {:>14} {:>12} {:>11} {:>14} {:>11} {:>10}",
         "sessions",
         "issue/s (med)",
         "issue/s min..max",
         "ms/cert (med)",
         "ms/cert p95",
+        "cores used",
         "raw C_Sign/s",
+        "cores used",
         "issue/raw"
     );
     let mut issue_med = Vec::new();
@@ -683,13 +843,15 @@ fn full(args: &Args) -> Result<()> {
         let per_cert = Stats::new(batch_s[i].iter().map(|s| s * 1e3 / n as f64).collect());
         let raw_rates = Stats::new(raw_s[i].iter().map(|s| n as f64 / s).collect());
         println!(
-            "   {:>8} {:>14.0} {:>18} {:>14.3} {:>12.3} {:>14.0} {:>10.3}",
+            "   {:>8} {:>14.0} {:>18} {:>14.3} {:>12.3} {:>11.2} {:>14.0} {:>11.2} {:>10.3}",
             j,
             rates.median(),
             format!("{:.0}..{:.0}", rates.min(), rates.max()),
             per_cert.median(),
             per_cert.pct(95.0),
+            Stats::new(batch_cores[i].clone()).median(),
             raw_rates.median(),
+            Stats::new(raw_cores[i].clone()).median(),
             rates.median() / raw_rates.median()
         );
         issue_med.push(rates.median());
@@ -713,6 +875,15 @@ fn full(args: &Args) -> Result<()> {
             scaling.insert(format!("raw_{j}_over_1"), serde_json::json!(sr));
         }
     }
+    if let Some(m) = machine {
+        println!(
+            "   during C the machine's {cores} cores were {m:.2} cores busy on average, {own_cores:.2} of them this process: {:.2} cores went to other processes",
+            (m - own_cores).max(0.0)
+        );
+    }
+    println!(
+        "   (cores used: this process's CPU time / wall time, from /proc/self/stat, 10 ms ticks)"
+    );
     println!();
 
     let summary = serde_json::json!({
