@@ -167,6 +167,12 @@ impl InitCaPlan {
         pin: Option<&AuthPin>,
     ) -> Result<InitCaOutput> {
         let rules = quirks::for_token(token);
+        if self.always_authenticate && !rules.context_login_signing {
+            return Err(Error::token(format!(
+                "{} cannot sign with always-authenticate keys (a per-signature login breaks the signature); leave out --always-authenticate",
+                rules.name
+            )));
+        }
         if self.always_authenticate && pin.is_none() {
             return Err(Error::input(
                 "an always-authenticate key needs the PIN for its signatures",
@@ -205,11 +211,25 @@ impl InitCaPlan {
                 warnings: self.warnings.clone(),
             }),
             Err(e) => {
-                let leftover = created
+                // A signing operation left active by the failure can make the token refuse to
+                // destroy in this session (tpm2-pkcs11 does): retry those from a fresh one.
+                let failed: Vec<ObjectHandle> = created
                     .iter()
                     .rev()
-                    .filter(|h| session.destroy_object(**h).is_err())
-                    .count();
+                    .copied()
+                    .filter(|h| session.destroy_object(*h).is_err())
+                    .collect();
+                let leftover = match (
+                    failed.is_empty(),
+                    module.context().open_rw_session(token.slot),
+                ) {
+                    (true, _) => 0,
+                    (false, Ok(fresh)) => failed
+                        .iter()
+                        .filter(|h| fresh.destroy_object(**h).is_err())
+                        .count(),
+                    (false, Err(_)) => failed.len(),
+                };
                 let note = if leftover == 0 {
                     "every object this run created was removed from the token".to_string()
                 } else {

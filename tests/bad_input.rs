@@ -197,7 +197,7 @@ fn module_that_is_not_a_pkcs11_module() {
 
 #[test]
 fn token_label_not_found_or_ambiguous() {
-    let t = Token::new("bad");
+    let t = Token::softhsm("bad");
     t.write("ca.json", r#"{"CN":"x"}"#);
     let r = run(
         t.p11ca()
@@ -218,7 +218,8 @@ fn token_label_not_found_or_ambiguous() {
 
 #[test]
 fn wrong_pin_is_tried_once_and_not_echoed() {
-    let t = Token::new("bad");
+    // Exact stderr: tpm2-pkcs11 adds its own lines; backends:: checks the other back-ends.
+    let t = Token::softhsm("bad");
     t.write("ca.json", r#"{"CN":"x"}"#);
     let r = run(
         t.p11ca()

@@ -204,7 +204,7 @@ fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
 
 #[test]
 fn token_capabilities_are_checked_before_anything_is_created() {
-    let t = Token::new("caps");
+    let t = Token::softhsm("caps");
     // This token offers RSA key generation and raw CKM_RSA_PKCS only.
     let conf = std::fs::read_to_string(t.conf()).unwrap();
     std::fs::write(

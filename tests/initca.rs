@@ -113,7 +113,8 @@ fn no_private_key_in_any_output() {
 
 #[test]
 fn key_attributes_read_back_and_secret_refused() {
-    let t = Token::new("k8s");
+    // SoftHSM2's exact answers; backends::key_attributes_* checks every back-end.
+    let t = Token::softhsm("k8s");
     seed(&t);
     t.initca("ca-csr.json", "ca");
     let uri = t.read("ca-key.uri");
@@ -183,7 +184,7 @@ fn certificate_stored_in_token_equals_ca_pem() {
         .replace('%', "");
     sh(t.command("pkcs11-tool").args([
         "--module",
-        crate::util::MODULE,
+        t.module(),
         "--token-label",
         "k8s",
         "--read-object",
@@ -425,7 +426,7 @@ fn handle_works_in_openssl_pkcs11_engine() {
         std::path::Path::new("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so").exists(),
         "libengine-pkcs11-openssl is not installed: run ci/setup"
     );
-    let t = Token::new("k8s");
+    let t = Token::softhsm("k8s");
     seed(&t);
     t.initca("ca-csr.json", "ca");
     let uri = t.read("ca-key.uri");
@@ -434,7 +435,7 @@ fn handle_works_in_openssl_pkcs11_engine() {
         .args(["dgst", "-sha256", "-binary", "-out", "msg.sha", "msg"]));
     // The URI exactly as written, plus the PIN for this one call.
     sh(t.command("openssl")
-        .env("PKCS11_MODULE_PATH", crate::util::MODULE)
+        .env("PKCS11_MODULE_PATH", t.module())
         .args([
             "pkeyutl",
             "-engine",
@@ -472,7 +473,7 @@ fn handle_works_in_openssl_pkcs11_engine() {
 
 #[test]
 fn token_list_shows_label_serial_and_capabilities() {
-    let t = Token::new("k8s");
+    let t = Token::softhsm("k8s");
     let r = t.run(&["token", "list"]);
     r.ok();
     assert!(r.stdout.contains("token \"k8s\""), "{}", r.stdout);

@@ -3,9 +3,11 @@
 
 mod util;
 
+mod backends;
 mod bad_input;
 mod hygiene;
 mod initca;
 mod json;
-mod tokens;
+mod p11kit;
 mod sign;
+mod tokens;

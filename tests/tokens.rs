@@ -330,7 +330,10 @@ fn ca_key_deleted_by_another_process_mid_batch() {
     // out, so the batch is under way whatever the machine's speed.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::read_dir(t.path("out")).unwrap().count() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the batch wrote nothing in 20 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch wrote nothing in 20 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     sh(t.command("pkcs11-tool").args([
@@ -375,4 +378,27 @@ fn ca_key_deleted_by_another_process_mid_batch() {
     uniq.dedup();
     assert_eq!(uniq.len(), written.len(), "no serial twice");
     assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn rollback_after_a_refused_multi_part_signature() {
+    // The first signature (the CSR) fails inside C_SignUpdate with the operation still active;
+    // every object the run created must still be removed.
+    let t = Token::new("aa");
+    seed(&t);
+    let before = t.object_count();
+    let r = run(
+        t.p11ca().env("P11CA_FAULT", "skip-context-login").args([
+            "gencert",
+            "-initca",
+            "--always-authenticate",
+            "ca-csr.json",
+        ]),
+        None,
+    );
+    r.fails(
+        2,
+        "every object this run created was removed from the token",
+    );
+    assert_eq!(t.object_count(), before);
 }

@@ -47,9 +47,9 @@ impl Backend {
             Ok("tpm") => Backend::Tpm,
             Ok("kryoptic") => Backend::Kryoptic,
             Ok("p11kit") => Backend::P11Kit,
-            Ok(other) => panic!(
-                "P11CA_TEST_BACKEND={other:?}: expected softhsm, tpm, kryoptic or p11kit"
-            ),
+            Ok(other) => {
+                panic!("P11CA_TEST_BACKEND={other:?}: expected softhsm, tpm, kryoptic or p11kit")
+            }
         }
     }
 
@@ -370,6 +370,27 @@ impl Token {
             .collect();
         v.sort();
         v
+    }
+}
+
+impl Drop for Token {
+    /// Stop the back-end's service: the p11-kit server, or swtpm through tpm2_shutdown and
+    /// `swtpm_ioctl -s` (never a plain kill, which the TPM counts as a failed authorization).
+    fn drop(&mut self) {
+        if matches!(self.backend, Backend::Tpm | Backend::P11Kit) {
+            match Command::new(self.backend.helper())
+                .args(["--stop", self.hsm_dir().to_str().unwrap()])
+                .output()
+            {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => eprintln!(
+                    "stopping the {} back-end failed: {}",
+                    self.backend.name(),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                Err(e) => eprintln!("stopping the {} back-end failed: {e}", self.backend.name()),
+            }
+        }
     }
 }
 

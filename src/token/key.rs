@@ -626,7 +626,28 @@ pub fn list_objects(session: &Session) -> Result<Vec<ObjectSummary>> {
     let all = session
         .find_objects(&[])
         .map_err(|e| ck("cannot list token objects", e))?;
-    all.into_iter().map(|h| summarize(session, h)).collect()
+    // Keys, certificates and data only: PKCS#11 3.x tokens (kryoptic) also expose one
+    // CKO_MECHANISM object per mechanism, which are the token's, not the user's.
+    const LISTED: [ObjectClass; 5] = [
+        ObjectClass::PRIVATE_KEY,
+        ObjectClass::PUBLIC_KEY,
+        ObjectClass::CERTIFICATE,
+        ObjectClass::SECRET_KEY,
+        ObjectClass::DATA,
+    ];
+    let mut out = Vec::new();
+    for h in all {
+        let class = session
+            .get_attributes(h, &[AttributeType::Class])
+            .map_err(|e| ck("cannot read object attributes", e))?;
+        if class
+            .iter()
+            .any(|a| matches!(a, Attribute::Class(c) if LISTED.contains(c)))
+        {
+            out.push(summarize(session, h)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Ask the token for the private half of a key; Ok(description) of how it refused.

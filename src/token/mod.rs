@@ -92,7 +92,7 @@ fn rv_hint(rv: &RvError) -> &'static str {
             "; the token is not present: plug it in or start its service, then run again"
         }
         RvError::DeviceError => {
-            "; the device reported an error: check that it is plugged in and its service (pcscd, tpm) runs"
+            "; the device reported an error: check that it is plugged in or reachable and its service runs (pcscd for smart cards, the TPM resource manager, the p11-kit server or HSM client)"
         }
         RvError::SessionHandleInvalid | RvError::SessionClosed => {
             "; the session was closed under us (token removed or module restarted); run again"
@@ -128,6 +128,9 @@ pub struct TokenSummary {
     pub initialized: bool,
     /// Token flags in words.
     pub flags: Vec<&'static str>,
+    /// The module's own manufacturer and description (C_GetInfo), e.g. to tell tpm2-pkcs11
+    /// apart, whose tokens report the TPM's vendor as their manufacturer.
+    pub library: String,
 }
 
 impl Module {
@@ -216,6 +219,17 @@ impl Module {
                 ));
             }
         };
+        let library = self
+            .ctx
+            .get_library_info()
+            .map(|i| {
+                format!(
+                    "{} / {}",
+                    i.manufacturer_id().trim_end(),
+                    i.library_description().trim_end()
+                )
+            })
+            .unwrap_or_default();
         let mut out = Vec::new();
         for slot in slots {
             let info = match self.ctx.get_token_info(slot) {
@@ -224,7 +238,9 @@ impl Module {
                 Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => continue,
                 Err(e) => return Err(ck("cannot read token information", e)),
             };
-            out.push(summary(slot, &info));
+            let mut t = summary(slot, &info);
+            t.library = library.clone();
+            out.push(t);
         }
         Ok(out)
     }
@@ -382,6 +398,7 @@ fn summary(slot: Slot, i: &TokenInfo) -> TokenSummary {
         model: i.model().trim_end().to_string(),
         initialized: i.token_initialized(),
         flags,
+        library: String::new(),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Quirks {
     pub fixed_labels: bool,
     /// Generation leaves a placeholder certificate with the key's CKA_ID.
     pub placeholder_certificate: bool,
+    /// Signing in parts around a CKU_CONTEXT_SPECIFIC login works (always-authenticate keys).
+    pub context_login_signing: bool,
 }
 
 /// No special rules.
@@ -35,6 +37,19 @@ pub const GENERIC: Quirks = Quirks {
     id_is_piv_slot: false,
     fixed_labels: false,
     placeholder_certificate: false,
+    context_login_signing: true,
+};
+
+/// tpm2-pkcs11: a context-specific login in the middle of a signature breaks that signature
+/// (seen with tpm2-pkcs11 1.9 on swtpm: the result does not verify), so always-authenticate
+/// keys are refused before anything is created.
+pub const TPM2_PKCS11: Quirks = Quirks {
+    name: "tpm2-pkcs11",
+    keygen_needs_so: false,
+    id_is_piv_slot: false,
+    fixed_labels: false,
+    placeholder_certificate: false,
+    context_login_signing: false,
 };
 
 /// Yubico's ykcs11.
@@ -44,17 +59,21 @@ pub const YKCS11: Quirks = Quirks {
     id_is_piv_slot: true,
     fixed_labels: true,
     placeholder_certificate: true,
+    context_login_signing: true,
 };
 
 /// The rules for `token`.
 pub fn for_token(token: &TokenSummary) -> Quirks {
-    for_identity(&token.manufacturer, &token.model)
+    for_identity(&token.manufacturer, &token.model, &token.library)
 }
 
-/// The rules for a token reporting this manufacturer and model.
-pub fn for_identity(manufacturer: &str, model: &str) -> Quirks {
+/// The rules for a token reporting this manufacturer and model, in a module describing itself
+/// as `library` ("manufacturer / description" from C_GetInfo).
+pub fn for_identity(manufacturer: &str, model: &str, library: &str) -> Quirks {
     if manufacturer.starts_with("Yubico") && model.starts_with("YubiKey") {
         YKCS11
+    } else if library.contains("tpm2-software") || library.contains("TPM2") {
+        TPM2_PKCS11
     } else {
         GENERIC
     }

@@ -1,0 +1,262 @@
+//! A network HSM stand-in: a SoftHSM2 token served by `p11-kit server` on a Unix socket and
+//! reached through p11-kit-client.so, and what happens when that server goes away. These
+//! always use the p11-kit back-end, whatever `P11CA_TEST_BACKEND` says (backends:: runs the
+//! generic suite through it).
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::util::{Backend, Token, repo, require, run, sh};
+
+/// Inputs in the interrupted batch.
+const N: usize = 100;
+
+/// `sign` of every CSR in csrs/ into out/, two sessions.
+const BATCH: [&str; 15] = [
+    "sign",
+    "-ca",
+    "ca.pem",
+    "-ca-key",
+    "ca-key.uri",
+    "-config",
+    "ca-config.json",
+    "-profile",
+    "mosquitood-k8s",
+    "--batch",
+    "csrs",
+    "--out",
+    "out",
+    "--jobs",
+    "2",
+];
+
+fn served_ca(label: &str) -> Token {
+    require("openssl");
+    let t = Token::on(Backend::P11Kit, label);
+    for f in ["ca-csr.json", "ca-config.json"] {
+        std::fs::copy(repo(&format!("tests/data/{f}")), t.path(f)).unwrap();
+    }
+    t.initca("ca-csr.json", "ca");
+    t
+}
+
+/// The certificates in out/, by input name (`n07`), each checked whole: PEM armour intact,
+/// verifies against ca.pem, subject CN is its input's name. Any other file there fails.
+fn written(t: &Token) -> Vec<(String, String)> {
+    let mut certs = Vec::new();
+    for e in std::fs::read_dir(t.path("out")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
+        let known = stem.len() == 3
+            && stem.starts_with('n')
+            && stem[1..].parse::<usize>().is_ok_and(|i| i < N);
+        assert!(
+            known && (ext == "pem" || ext == "csr"),
+            "unexpected file out/{name} (a temporary file left behind?)"
+        );
+        if ext != "pem" {
+            continue;
+        }
+        let pem = t.read(&format!("out/{name}"));
+        assert!(
+            pem.starts_with("-----BEGIN CERTIFICATE-----\n")
+                && pem.ends_with("-----END CERTIFICATE-----\n")
+                && pem.matches("BEGIN").count() == 1,
+            "out/{name} is not one whole certificate"
+        );
+        let v = run(
+            t.command("openssl")
+                .args(["verify", "-CAfile", "ca.pem", &format!("out/{name}")]),
+            None,
+        );
+        assert_eq!(v.code, 0, "out/{name} does not verify: {}", v.stdout);
+        let subject = sh(t.command("openssl").args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-in",
+            &format!("out/{name}"),
+        ]));
+        assert!(
+            subject.trim_end().ends_with(&format!("CN = {stem}")),
+            "out/{name} holds another input's certificate: {subject}"
+        );
+        let serial = sh(t.command("openssl").args([
+            "x509",
+            "-noout",
+            "-serial",
+            "-in",
+            &format!("out/{name}"),
+        ]));
+        certs.push((stem.to_string(), serial.trim().to_string()));
+    }
+    certs.sort();
+    certs
+}
+
+#[track_caller]
+fn assert_unique_serials(certs: &[(String, String)]) {
+    let serials: BTreeSet<&String> = certs.iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        serials.len(),
+        certs.len(),
+        "a serial appears twice: {certs:?}"
+    );
+}
+
+#[test]
+fn server_stopped_mid_batch_then_a_rerun_completes() {
+    let t = served_ca("net");
+    std::fs::create_dir_all(t.path("csrs")).unwrap();
+    std::fs::create_dir_all(t.path("out")).unwrap();
+    for i in 0..N {
+        sh(t.command("openssl").args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            &format!("/CN=n{i:02}"),
+            "-out",
+            &format!("csrs/n{i:02}.csr"),
+        ]));
+    }
+
+    // Start the batch; once some certificates are on disk, the server goes away.
+    let stderr = std::fs::File::create(t.path("batch.err")).unwrap();
+    let mut child = t
+        .p11ca()
+        .args(BATCH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pems = std::fs::read_dir(t.path("out"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".pem"))
+            })
+            .count();
+        if pems >= 10 {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the batch ended ({status}) before the server was stopped: {}",
+                t.read("batch.err")
+            );
+        }
+        assert!(Instant::now() < deadline, "the batch made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.stop_service();
+    let status = child.wait().unwrap();
+    let err = t.read("batch.err");
+
+    // A clear failure: exit 2 (token), only `p11ca: error:` lines besides warnings, no panic.
+    assert_eq!(status.code(), Some(2), "exit code; stderr: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("p11ca: warning: "))
+        .collect();
+    assert!(!errors.is_empty(), "no error reported: {err}");
+    for l in &errors {
+        assert!(l.starts_with("p11ca: error: "), "not an error line: {l:?}");
+    }
+
+    // No partial output: every file written is one whole certificate of its own input, and
+    // nothing was issued twice.
+    let certs = written(&t);
+    assert!(
+        !certs.is_empty() && certs.len() < N,
+        "the stop did not land inside the batch: {} of {N} written",
+        certs.len()
+    );
+    assert_unique_serials(&certs);
+    // Per-input errors must account for every input that has no certificate.
+    if errors.iter().all(|l| l.contains("csrs/n")) {
+        for i in 0..N {
+            let stem = format!("n{i:02}");
+            assert!(
+                certs.iter().any(|(s, _)| *s == stem)
+                    || errors
+                        .iter()
+                        .any(|l| l.contains(&format!("csrs/{stem}.csr"))),
+                "input csrs/{stem}.csr has neither a certificate nor an error: {err}"
+            );
+        }
+    }
+    eprintln!(
+        "server stopped mid-batch: {} of {N} written, {} error lines; first: {}",
+        certs.len(),
+        errors.len(),
+        errors[0]
+    );
+
+    // The server comes back; the same command completes the batch.
+    t.start_service();
+    let r = t.run(&BATCH);
+    r.ok();
+    let certs = written(&t);
+    assert_eq!(
+        certs.len(),
+        N,
+        "every input has its certificate after the rerun"
+    );
+    assert_unique_serials(&certs);
+    assert_eq!(
+        t.object_count(),
+        3,
+        "signing created no objects in the token"
+    );
+}
+
+#[test]
+fn no_server_is_a_clear_error_and_writes_nothing() {
+    let t = served_ca("net");
+    t.write("node.json", r#"{"CN":"node","hosts":["node.example"]}"#);
+    t.stop_service();
+    let before = t.files();
+    t.run(&[
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ca-config.json",
+        "-profile",
+        "mosquitood-k8s",
+        "node.json",
+    ])
+    .fails(2, "no token present in module");
+    assert_eq!(t.files(), before);
+    t.start_service();
+    t.run(&[
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ca-config.json",
+        "-profile",
+        "mosquitood-k8s",
+        "node.json",
+    ])
+    .ok();
+}
