@@ -6,7 +6,9 @@
 //! - [`token`]: the PKCS#11 module, token, PIN, keys and token signing (the only `cryptoki` user);
 //! - [`x509`]: certificate and CSR building and signature verification (no token code);
 //! - [`ca`]: the CA workflows that tie them together;
-//! - [`fsio`]: atomic output files.
+//! - [`fsio`]: atomic output files;
+//! - [`serve`]: the cfssl-compatible signing service, [`db`] its issued-certificate store and
+//!   [`remote`] the client of the same protocol.
 
 #![forbid(unsafe_code)]
 
@@ -14,10 +16,13 @@ pub mod batch;
 pub mod ca;
 pub mod certinfo;
 pub mod cfssl;
+pub mod db;
 pub mod error;
 pub mod fault;
 pub mod fsio;
 pub mod issue;
+pub mod remote;
+pub mod serve;
 pub mod softkey;
 pub mod token;
 pub mod x509;

@@ -17,14 +17,21 @@ const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 #[test]
 fn hundred_thousand_serials_from_the_token_never_repeat() {
-    assert!(Path::new(MODULE).exists(), "SoftHSM2 is not installed: run ci/setup");
+    assert!(
+        Path::new(MODULE).exists(),
+        "SoftHSM2 is not installed: run ci/setup"
+    );
     let dir = tempfile::tempdir().unwrap();
     let hsm = dir.path().join("hsm");
     let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("softhsm/new-token.sh"))
         .args([hsm.to_str().unwrap(), "serials", "1234", "12345678"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The only place this process sets the variable, before the module is loaded.
     // SAFETY: no other thread of this test binary reads the environment concurrently.
     unsafe { std::env::set_var("SOFTHSM2_CONF", hsm.join("softhsm2.conf")) };
@@ -33,9 +40,16 @@ fn hundred_thousand_serials_from_the_token_never_repeat() {
     let mut sel = Pkcs11Uri::default();
     sel.token = Some("serials".into());
     let token = module.select_token(&sel).unwrap();
-    let session = module.login(&token, &cryptoki::types::AuthPin::from("1234".to_string())).unwrap();
+    let session = module
+        .login(&token, &cryptoki::types::AuthPin::from("1234".to_string()))
+        .unwrap();
     let k = key::generate(&session, &token, KeySpec::EcP256, "serial-test", None).unwrap();
-    let mech = SignMech::choose(&module.mechanisms(token.slot).unwrap(), SigAlg::for_key(KeyAlg::EcP256), "serials").unwrap();
+    let mech = SignMech::choose(
+        &module.mechanisms(token.slot).unwrap(),
+        SigAlg::for_key(KeyAlg::EcP256),
+        "serials",
+    )
+    .unwrap();
     let signer = TokenSigner::new(&session, k.private, k.spki.clone(), mech).unwrap();
 
     let n = 100_000;

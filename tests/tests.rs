@@ -9,5 +9,6 @@ mod hygiene;
 mod initca;
 mod json;
 mod p11kit;
+mod serve;
 mod sign;
 mod tokens;

@@ -9,8 +9,10 @@
 //!   no usages are errors (cfssl issues a backwards certificate, panics, or says
 //!   "no key usage available").
 //!
-//! Fields that only a cfssl server uses (`auth_key`, `remote`, `auth_keys`, `remotes`, ...) and
-//! the few signing options p11ca does not implement are accepted and ignored with a notice.
+//! `auth_keys` / `auth_key` / `prev_auth_key` (cfssl's standard HMAC authentication, used by
+//! `p11ca serve` and by the remote client) and `remotes` / `remote` / `auth_remote` (signing on a
+//! cfssl-protocol server) are parsed and checked as cfssl does. The few signing options p11ca
+//! does not implement are accepted and ignored with a notice.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +82,46 @@ const EXT_KEY_USAGES: &[(&str, ObjectIdentifier)] = &[
     ("netscape sgc", NETSCAPE_SGC),
 ];
 
+/// A shared secret of cfssl's "standard" authentication (an `auth_keys` entry): the key of an
+/// HMAC-SHA256 over the request bytes. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey {
+    /// The entry's name in `auth_keys`.
+    pub name: String,
+    key: Vec<u8>,
+}
+
+impl AuthKey {
+    /// A key named `name` with the secret `key` (for tests and callers that build keys).
+    pub fn new(name: impl Into<String>, key: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            key,
+        }
+    }
+
+    /// The secret bytes.
+    pub fn secret(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+impl std::fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthKey({:?}, {} bytes)", self.name, self.key.len())
+    }
+}
+
+/// Where a profile's requests are signed instead of locally (`remote`, or `auth_remote` with
+/// its key), as a cfssl client config says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// `host:port` (or a URL) of the cfssl-protocol server, from `remotes`.
+    pub server: String,
+    /// `auth_remote.auth_key`: sign through /authsign with this key.
+    pub auth_key: Option<AuthKey>,
+}
+
 /// A parsed `ca-config.json` (or cfssl's built-in default when no `-config` is given).
 #[derive(Clone, Debug)]
 pub struct SigningConfig {
@@ -122,6 +164,12 @@ pub struct Profile {
     pub name_whitelist: Option<String>,
     /// certificatePolicies entries.
     pub policies: Vec<PolicyInfo>,
+    /// `auth_key`: a server accepts this profile only through /authsign with this key.
+    pub auth_key: Option<AuthKey>,
+    /// `prev_auth_key`: a previous key a server still accepts (key rotation).
+    pub prev_auth_key: Option<AuthKey>,
+    /// `remote` / `auth_remote`: a client signs this profile on a remote server.
+    pub remote: Option<RemoteSpec>,
 }
 
 /// One certificatePolicies entry.
@@ -140,9 +188,27 @@ pub struct PolicyInfo {
 #[derive(Deserialize, Default)]
 struct RawFile {
     signing: Option<RawSigning>,
-    auth_keys: Option<Value>,
-    remotes: Option<Value>,
+    #[serde(default)]
+    auth_keys: BTreeMap<String, RawAuthKey>,
+    #[serde(default)]
+    remotes: BTreeMap<String, String>,
     ocsp: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawAuthKey {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    key: String,
+}
+
+#[derive(Deserialize, Default)]
+struct RawAuthRemote {
+    #[serde(default)]
+    remote: String,
+    #[serde(default)]
+    auth_key: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -166,11 +232,12 @@ struct RawProfile {
     ocsp_no_check: Option<bool>,
     name_whitelist: Option<String>,
     policies: Option<Vec<RawPolicy>>,
-    // Server or API only.
-    auth_key: Option<Value>,
-    prev_auth_key: Option<Value>,
-    remote: Option<Value>,
-    auth_remote: Option<Value>,
+    // Authentication and remote signing.
+    auth_key: Option<String>,
+    prev_auth_key: Option<String>,
+    remote: Option<String>,
+    auth_remote: Option<RawAuthRemote>,
+    // API only.
     allowed_extensions: Option<Value>,
     clientprovidesserialnumbers: Option<Value>,
     // Local signing options p11ca does not implement.
@@ -221,17 +288,12 @@ fn is_set(v: &Option<Value>) -> bool {
     }
 }
 
-const SERVER_ONLY: &str = "belongs to a cfssl server (authenticated or remote signing), which p11ca does not have yet; ignored";
 const API_ONLY: &str = "applies only to cfssl's signing API; ignored";
 const UNSUPPORTED: &str = "is not supported by p11ca; ignored";
 
 impl RawProfile {
-    fn ignored(&self) -> [(&'static str, &Option<Value>, &'static str); 13] {
+    fn ignored(&self) -> [(&'static str, &Option<Value>, &'static str); 9] {
         [
-            ("auth_key", &self.auth_key, SERVER_ONLY),
-            ("prev_auth_key", &self.prev_auth_key, SERVER_ONLY),
-            ("remote", &self.remote, SERVER_ONLY),
-            ("auth_remote", &self.auth_remote, SERVER_ONLY),
             ("allowed_extensions", &self.allowed_extensions, API_ONLY),
             (
                 "ClientProvidesSerialNumbers",
@@ -351,12 +413,26 @@ fn parse_rfc3339(s: &str) -> std::result::Result<i64, String> {
     Ok(unix)
 }
 
-/// Build context for one profile: where it is, for messages.
+/// Build context for one profile: where it is, for messages, and the file's `auth_keys` and
+/// `remotes` that its fields refer to.
 struct Ctx<'a> {
     file: &'a str,
     name: &'a str,
     /// Field path prefix, e.g. `signing.profiles.kubernetes`.
     path: String,
+    auth_keys: &'a BTreeMap<String, RawAuthKey>,
+    remotes: &'a BTreeMap<String, String>,
+}
+
+/// Decode hex (either case); `None` if it is not an even number of hex digits.
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 impl Ctx<'_> {
@@ -384,6 +460,71 @@ impl Ctx<'_> {
         })
     }
 
+    /// Resolve the `auth_keys` entry `name` referred to by `field`: type "standard" only (as
+    /// cfssl), the key as hex, `env:VAR` or `file:PATH` (holding hex), and not empty.
+    fn auth_key(&self, field: &str, name: &str) -> Result<AuthKey> {
+        let Some(raw) = self.auth_keys.get(name) else {
+            let known: Vec<&str> = self.auth_keys.keys().map(String::as_str).collect();
+            return Err(self.field_err(
+                field,
+                format!(
+                    "\"{name}\" is not in the auth_keys section ({})",
+                    if known.is_empty() {
+                        "which is empty or missing".to_string()
+                    } else {
+                        format!("it has: {}", known.join(", "))
+                    }
+                ),
+            ));
+        };
+        let at = format!("{}: field \"auth_keys.{name}", self.file);
+        if raw.kind != "standard" {
+            return Err(Error::input(format!(
+                "{at}.type\": unknown authentication type \"{}\"; only \"standard\" (HMAC-SHA256) exists",
+                raw.kind
+            )));
+        }
+        let (text, origin) = if let Some(var) = raw.key.strip_prefix("env:") {
+            let v = std::env::var(var).map_err(|_| {
+                Error::input(format!(
+                    "{at}.key\": env:{var}: the variable {var} is not set"
+                ))
+            })?;
+            (v, format!("env:{var}"))
+        } else if let Some(path) = raw.key.strip_prefix("file:") {
+            let v = std::fs::read_to_string(path)
+                .map_err(|e| Error::input(format!("{at}.key\": file:{path}: cannot read: {e}")))?;
+            (v, format!("file:{path}"))
+        } else {
+            (raw.key.clone(), "the key".to_string())
+        };
+        let key = hex_decode(text.trim()).ok_or_else(|| {
+            Error::input(format!(
+                "{at}.key\": {origin} is not hex; give the shared key as hex digits, env:VAR or file:PATH"
+            ))
+        })?;
+        if key.is_empty() {
+            return Err(Error::input(format!(
+                "{at}.key\": {origin} is empty; an empty key authenticates nothing"
+            )));
+        }
+        Ok(AuthKey {
+            name: name.to_string(),
+            key,
+        })
+    }
+
+    /// Resolve a `remotes` entry referred to by `field`.
+    fn remote(&self, field: &str, name: &str) -> Result<String> {
+        match self.remotes.get(name).filter(|s| !s.trim().is_empty()) {
+            Some(s) => Ok(s.trim().to_string()),
+            None => Err(self.field_err(
+                field,
+                format!("\"{name}\" is not in the remotes section; add \"remotes\": {{\"{name}\": \"host:port\"}}"),
+            )),
+        }
+    }
+
     fn ascii_url(&self, field: &str, v: &str) -> Result<()> {
         if v.is_ascii() {
             Ok(())
@@ -409,6 +550,50 @@ fn build_profile(
             notices.push(ctx.notice(field, why));
         }
     }
+
+    // Authentication and remote signing (cfssl's `populate`): names must resolve.
+    let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+    let auth_key = nonempty(&raw.auth_key)
+        .map(|n| ctx.auth_key("auth_key", &n))
+        .transpose()?;
+    let prev_auth_key = nonempty(&raw.prev_auth_key)
+        .map(|n| ctx.auth_key("prev_auth_key", &n))
+        .transpose()?;
+    let auth_remote = raw
+        .auth_remote
+        .as_ref()
+        .filter(|a| !a.remote.is_empty() || !a.auth_key.is_empty());
+    let remote = match (nonempty(&raw.remote), auth_remote) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.field_err(
+                "auth_remote",
+                "a profile has either \"remote\" or \"auth_remote\", not both",
+            ));
+        }
+        (Some(name), None) => Some(RemoteSpec {
+            server: ctx.remote("remote", &name)?,
+            auth_key: None,
+        }),
+        (None, Some(a)) => {
+            if a.remote.is_empty() {
+                return Err(ctx.field_err(
+                    "auth_remote.remote",
+                    "missing; name the server in the remotes section",
+                ));
+            }
+            if a.auth_key.is_empty() {
+                return Err(ctx.field_err(
+                    "auth_remote.auth_key",
+                    "missing; name the shared key in the auth_keys section (or use \"remote\" for unauthenticated signing)",
+                ));
+            }
+            Some(RemoteSpec {
+                server: ctx.remote("auth_remote.remote", &a.remote)?,
+                auth_key: Some(ctx.auth_key("auth_remote.auth_key", &a.auth_key)?),
+            })
+        }
+        (None, None) => None,
+    };
 
     // Usages: every string must be known (cfssl silently drops unknown ones).
     let mut key_usage = FlagSet::<KeyUsages>::default();
@@ -471,6 +656,8 @@ fn build_profile(
     let expiry_secs = match (own_expiry, default) {
         (Some(s), _) => s,
         (None, Some(def)) => def.expiry_secs,
+        // A remote profile needs no expiry (as in cfssl): the server decides.
+        (None, None) if remote.is_some() => DEFAULT_EXPIRY_SECS,
         (None, None) => {
             let why = if raw.expiry.as_deref().is_some_and(|v| !v.is_empty()) {
                 "must be longer than 0; e.g. \"8760h\" for one year"
@@ -651,6 +838,9 @@ fn build_profile(
         ocsp_no_check: raw.ocsp_no_check.unwrap_or(false),
         name_whitelist,
         policies,
+        auth_key,
+        prev_auth_key,
+        remote,
     })
 }
 
@@ -660,19 +850,12 @@ impl SigningConfig {
     /// the file and the field path. `notices` receives one line per ignored field.
     pub fn from_json(bytes: &[u8], file: &str, notices: &mut Vec<String>) -> Result<Self> {
         let raw: RawFile = json::decode(bytes, file, &["profiles", "auth_keys", "remotes"])?;
-        for (field, value, why) in [
-            ("auth_keys", &raw.auth_keys, SERVER_ONLY),
-            ("remotes", &raw.remotes, SERVER_ONLY),
-            (
-                "ocsp",
-                &raw.ocsp,
-                "configures cfssl's OCSP responder, which p11ca does not have; ignored",
-            ),
-        ] {
-            if is_set(value) {
-                notices.push(format!("{file}: field \"{field}\" {why}"));
-            }
+        if is_set(&raw.ocsp) {
+            notices.push(format!(
+                "{file}: field \"ocsp\" configures cfssl's OCSP responder, which p11ca does not have; ignored"
+            ));
         }
+        let (auth_keys, remotes) = (raw.auth_keys, raw.remotes);
         let Some(signing) = raw.signing else {
             return Err(Error::input(format!(
                 "{file}: no \"signing\" field; expected {{\"signing\": {{\"default\": {{...}}, \"profiles\": {{...}}}}}}"
@@ -685,6 +868,8 @@ impl SigningConfig {
                     file,
                     name: "default",
                     path: "signing.default".into(),
+                    auth_keys: &auth_keys,
+                    remotes: &remotes,
                 };
                 build_profile(&ctx, raw, None, notices)?
             }
@@ -696,6 +881,8 @@ impl SigningConfig {
                 file,
                 name,
                 path: format!("signing.profiles.{name}"),
+                auth_keys: &auth_keys,
+                remotes: &remotes,
             };
             profiles.insert(
                 name.clone(),
@@ -728,12 +915,34 @@ impl SigningConfig {
             ocsp_no_check: false,
             name_whitelist: None,
             policies: Vec::new(),
+            auth_key: None,
+            prev_auth_key: None,
+            remote: None,
         };
         Self {
             file: String::new(),
             default,
             profiles: BTreeMap::new(),
         }
+    }
+
+    /// Point every profile at the remote server `server` (cfssl's `-remote`, which overrides
+    /// the `remotes` of the config); an `auth_remote` key is kept.
+    pub fn override_remote(&mut self, server: &str) {
+        for p in std::iter::once(&mut self.default).chain(self.profiles.values_mut()) {
+            let auth_key = p.remote.take().and_then(|r| r.auth_key);
+            p.remote = Some(RemoteSpec {
+                server: server.to_string(),
+                auth_key,
+            });
+        }
+    }
+
+    /// The profile a client uses to reach a remote signer: the named one if the config has it,
+    /// else the default (as cfssl: the server, not the client, checks the profile name).
+    pub fn client_profile(&self, name: Option<&str>) -> &Profile {
+        name.and_then(|n| self.profiles.get(n))
+            .unwrap_or(&self.default)
     }
 
     /// Names of the profiles, sorted.
@@ -877,6 +1086,32 @@ impl Profile {
             )?);
         }
         Ok((before_ski, after_san))
+    }
+
+    /// The profile's usages as cfssl's strings (the first name of each bit, then the EKUs).
+    pub fn usage_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (name, bit) in KEY_USAGES {
+            if self.key_usage.contains(*bit)
+                && !KEY_USAGES
+                    .iter()
+                    .any(|(n, b)| b == bit && out.iter().any(|o| o == n))
+            {
+                out.push((*name).to_string());
+            }
+        }
+        for oid in &self.ext_key_usage {
+            if let Some((name, _)) = EXT_KEY_USAGES.iter().find(|(_, o)| o == oid) {
+                out.push((*name).to_string());
+            }
+        }
+        out
+    }
+
+    /// The validity period as a Go duration string (`8760h0m0s`), as cfssl's /info shows it.
+    pub fn expiry_string(&self) -> String {
+        let s = self.expiry_secs;
+        format!("{}h{}m{}s", s / 3600, (s % 3600) / 60, s % 60)
     }
 
     /// The `name_whitelist` check (an unanchored Go regexp search) over the CN and every SAN
@@ -1263,31 +1498,119 @@ mod tests {
     }
 
     #[test]
-    fn server_only_fields_are_noticed() {
+    fn auth_keys_and_remotes_are_parsed() {
         let (c, n) = load_notices(
             r#"{"signing":{"default":{"expiry":"1h","auth_key":"k"},"profiles":{
-                "r":{"remote":"srv","usages":["signing"],"expiry":"1h","copy_extensions":false},
-                "s":{"usages":["signing"],"expiry":"1h","copy_extensions":true}}},
-               "auth_keys":{"k":{"type":"standard","key":"00"}},"remotes":{"srv":"127.0.0.1:8888"}}"#,
+                "r":{"remote":"srv","copy_extensions":false},
+                "a":{"auth_remote":{"remote":"srv","auth_key":"k"}},
+                "s":{"usages":["signing"],"expiry":"1h","auth_key":"k","prev_auth_key":"old","copy_extensions":true}}},
+               "auth_keys":{"k":{"type":"standard","key":"00ff"},"old":{"type":"standard","key":"0A"}},
+               "remotes":{"srv":"127.0.0.1:8888"}}"#,
         );
-        assert_eq!(n.len(), 5, "{n:?}");
-        assert!(n.iter().any(|l| l.contains("\"auth_keys\"")), "{n:?}");
-        assert!(n.iter().any(|l| l.contains("\"remotes\"")), "{n:?}");
+        // Only the unsupported option is noticed now.
+        assert_eq!(n.len(), 1, "{n:?}");
         assert!(
-            n.iter().any(|l| l.contains("\"signing.default.auth_key\"")),
+            n[0].contains("\"signing.profiles.s.copy_extensions\""),
             "{n:?}"
         );
-        assert!(
-            n.iter()
-                .any(|l| l.contains("\"signing.profiles.r.remote\"")),
-            "{n:?}"
+        let s = c.profile(Some("s")).unwrap();
+        assert_eq!(s.auth_key.as_ref().unwrap().secret(), [0, 0xff]);
+        assert_eq!(s.auth_key.as_ref().unwrap().name, "k");
+        assert_eq!(s.prev_auth_key.as_ref().unwrap().secret(), [0x0a]);
+        assert!(s.remote.is_none());
+        assert!(!format!("{s:?}").contains("255"), "Debug shows no secret");
+        let r = c.client_profile(Some("r"));
+        assert_eq!(r.remote.as_ref().unwrap().server, "127.0.0.1:8888");
+        assert!(r.remote.as_ref().unwrap().auth_key.is_none());
+        let a = c.client_profile(Some("a"));
+        assert_eq!(
+            a.remote.as_ref().unwrap().auth_key.as_ref().unwrap().name,
+            "k"
+        );
+        // An unknown name falls back to the default for a client, as in cfssl.
+        assert_eq!(c.client_profile(Some("zz")).name, "default");
+        let mut o = c.clone();
+        o.override_remote("h:1");
+        assert_eq!(
+            o.client_profile(Some("s")).remote.as_ref().unwrap().server,
+            "h:1"
         );
         assert!(
-            n.iter()
-                .any(|l| l.contains("\"signing.profiles.s.copy_extensions\"")),
-            "{n:?}"
+            o.client_profile(Some("a"))
+                .remote
+                .as_ref()
+                .unwrap()
+                .auth_key
+                .is_some()
         );
-        assert!(c.profile(Some("r")).is_ok());
+    }
+
+    #[test]
+    fn auth_and_remote_errors() {
+        let cfg = |prof: &str, keys: &str| {
+            load(&format!(
+                r#"{{"signing":{{"default":{{"expiry":"1h"}},"profiles":{{"p":{{"usages":["signing"],{prof}}}}}}},
+                   "auth_keys":{{{keys}}},"remotes":{{"srv":"127.0.0.1:8888"}}}}"#
+            ))
+        };
+        let m = input_err(cfg(
+            r#""auth_key":"nope""#,
+            r#""k":{"type":"standard","key":"00"}"#,
+        ));
+        assert!(
+            m.contains("signing.profiles.p.auth_key") && m.contains("it has: k"),
+            "{m}"
+        );
+        let m = input_err(cfg(
+            r#""auth_key":"k""#,
+            r#""k":{"type":"hmac","key":"00"}"#,
+        ));
+        assert!(m.contains("unknown authentication type \"hmac\""), "{m}");
+        let m = input_err(cfg(
+            r#""auth_key":"k""#,
+            r#""k":{"type":"standard","key":"xyz"}"#,
+        ));
+        assert!(
+            m.contains("auth_keys.k.key") && m.contains("not hex"),
+            "{m}"
+        );
+        let m = input_err(cfg(
+            r#""auth_key":"k""#,
+            r#""k":{"type":"standard","key":"env:P11CA_NO_SUCH_VAR_X"}"#,
+        ));
+        assert!(m.contains("P11CA_NO_SUCH_VAR_X is not set"), "{m}");
+        let m = input_err(cfg(r#""remote":"other""#, ""));
+        assert!(m.contains("\"other\" is not in the remotes section"), "{m}");
+        let m = input_err(cfg(
+            r#""remote":"srv","auth_remote":{"remote":"srv","auth_key":"k"}"#,
+            r#""k":{"type":"standard","key":"00"}"#,
+        ));
+        assert!(m.contains("not both"), "{m}");
+        let m = input_err(cfg(r#""auth_remote":{"remote":"srv"}"#, ""));
+        assert!(m.contains("auth_remote.auth_key"), "{m}");
+        // Unreferenced keys are not resolved (as in cfssl).
+        assert!(
+            cfg(
+                r#""expiry":"1h""#,
+                r#""k":{"type":"odd","key":"env:P11CA_NO_SUCH_VAR_X"}"#
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn usage_names_and_expiry_string() {
+        let p = one(r#""usages":["digital signature","key encipherment","server auth","s/mime"],"expiry":"90m""#).unwrap();
+        assert_eq!(
+            p.usage_names(),
+            [
+                "signing",
+                "key encipherment",
+                "server auth",
+                "email protection"
+            ]
+        );
+        assert_eq!(p.expiry_string(), "1h30m0s");
     }
 
     #[test]

@@ -73,7 +73,10 @@ impl GoDuration {
                 let mut scale = per_unit;
                 for d in frac_part.bytes().take(30) {
                     scale /= 10;
-                    value += i128::from(d - b'0') * scale;
+                    // Checked: a 26-digit hour count plus a fraction can pass i128::MAX.
+                    value = value
+                        .checked_add(i128::from(d - b'0') * scale)
+                        .ok_or_else(|| bad("too large".into()))?;
                 }
             }
             total = total

@@ -5,7 +5,9 @@
 //! fields that are real maps, such as `profiles`, whose keys are names) and dropping nulls, then
 //! decoding with serde. Errors name the file and, for type errors, the field path.
 
-use serde::de::DeserializeOwned;
+use std::fmt;
+
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -15,7 +17,15 @@ use crate::error::{Error, Result};
 /// `map_fields` names the (lower-case) fields whose object keys are data, not field names;
 /// their keys are kept as written while their values are still folded.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], file: &str, map_fields: &[&str]) -> Result<T> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    // Folded while parsing, in document order: of two spellings of one key the later wins.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Fold {
+        keep_keys: false,
+        map_fields,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
+    let value: Value = parsed.map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Eof => "unexpected end of JSON",
             _ => "malformed JSON",
@@ -35,8 +45,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], file: &str, map_fields: &[&str]
             kind_of(&value)
         )));
     }
-    let folded = fold(value, false, map_fields);
-    serde_path_to_error::deserialize(folded).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         if path == "." {
@@ -58,29 +67,73 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Lower-case object keys (unless `keep_keys`), drop null members, recurse.
-fn fold(v: Value, keep_keys: bool, map_fields: &[&str]) -> Value {
-    match v {
-        Value::Object(obj) => {
-            let mut out = Map::new();
-            for (k, v) in obj {
-                if v.is_null() {
-                    continue;
-                }
-                let key = if keep_keys { k } else { k.to_lowercase() };
-                let child_is_map = !keep_keys && map_fields.contains(&key.as_str());
-                // Later duplicates win, as in Go.
-                out.insert(key, fold(v, child_is_map, map_fields));
-            }
-            Value::Object(out)
+/// Builds a JSON value with object keys lower-cased (unless `keep_keys`) and null members
+/// dropped, as the parser reads it, so that later duplicates win as in Go even when their
+/// letter case differs (a parsed `Value` has lost the document order).
+#[derive(Clone, Copy)]
+struct Fold<'a> {
+    keep_keys: bool,
+    map_fields: &'a [&'a str],
+}
+
+impl<'de> DeserializeSeed<'de> for Fold<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fold<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(i) = a.next_element_seed(Fold {
+            keep_keys: false,
+            ..self
+        })? {
+            items.push(i);
         }
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|i| fold(i, false, map_fields))
-                .collect(),
-        ),
-        other => other,
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> std::result::Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = a.next_key::<String>()? {
+            let key = if self.keep_keys { k } else { k.to_lowercase() };
+            let child_is_map = !self.keep_keys && self.map_fields.contains(&key.as_str());
+            let v = a.next_value_seed(Fold {
+                keep_keys: child_is_map,
+                ..self
+            })?;
+            // null leaves the earlier value or the default; any other value replaces it.
+            if !v.is_null() {
+                out.insert(key, v);
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 

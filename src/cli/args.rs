@@ -60,6 +60,12 @@ pub enum Command {
     /// Keys and certificates in a token.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Run cfssl's signing API (sign, authsign, info, health) with the CA key in the token,
+    /// like `cfssl serve`; every issued certificate is recorded in a database.
+    Serve(ServeArgs),
+    /// Certificates recorded by `serve`.
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 /// Options shared by everything that signs with the CA (cfssl names).
@@ -87,13 +93,114 @@ pub struct CaArgs {
     /// Write NAME.pem / NAME.csr (/ NAME-key.pem) per input into DIR instead of printing JSON.
     #[arg(long, value_name = "DIR")]
     pub out: Option<String>,
+    /// Sign on a remote signer (`p11ca serve`, `cfssl serve`, multirootca) at HOST:PORT instead
+    /// of the local token; overrides the config's `remotes`. A profile with `remote` or
+    /// `auth_remote` in -config signs remotely without this flag.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: Option<String>,
+    /// Signer label sent to the remote signer (multirootca).
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// CAs (PEM) to trust for an https remote (default: the system's CA bundle).
+    #[arg(long, value_name = "FILE")]
+    pub tls_remote_ca: Option<String>,
+    /// Client certificate (PEM) for a remote that requires mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "mutual_tls_client_key")]
+    pub mutual_tls_client_cert: Option<String>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "mutual_tls_client_cert")]
+    pub mutual_tls_client_key: Option<String>,
+}
+
+/// `serve` options (cfssl's names).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: loopback only).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub address: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8888, value_name = "PORT")]
+    pub port: u16,
+    /// The CA certificate (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<String>,
+    /// The CA key: NAME-key.uri, a pkcs11: URI, or file:PATH / env:VAR holding one.
+    #[arg(long, value_name = "HANDLE|URI")]
+    pub ca_key: Option<String>,
+    /// cfssl signing configuration (profiles, auth_keys); default: cfssl's default profile.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<String>,
+    /// cfssl db-config JSON ({"driver": "sqlite3"|"postgres", "data_source": ...}).
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    pub db_config: Option<String>,
+    /// SQLite database file (default: p11ca-certs.db next to -config, or in the current folder).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+    /// Token sessions (default: the number of cores, capped by the token's session limit).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = p11ca::serve::DEFAULT_MAX_BODY, value_name = "BYTES")]
+    pub max_body: usize,
+    /// Serve https with this certificate (PEM, chain allowed).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// The TLS certificate's key (PEM; a software key for the connection, not the CA key).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// Mutual TLS: require client certificates issued by these CAs (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub mutual_tls_ca: Option<String>,
+    /// Mutual TLS: a regular expression the client certificate's CN must match (else 403).
+    #[arg(long, value_name = "REGEX", requires = "mutual_tls_ca")]
+    pub mutual_tls_cn: Option<String>,
+}
+
+/// Where `certs` finds the database (the same choice as `serve`).
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// cfssl db-config JSON.
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    pub db_config: Option<String>,
+    /// SQLite database file.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+    /// The signing config `serve` used: the database is p11ca-certs.db next to it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<String>,
+}
+
+/// `certs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// List recorded certificates, soonest expiry first.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only certificates that expire within this Go duration (e.g. 720h), or already have.
+        #[arg(long, value_name = "DURATION")]
+        expiring: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one recorded certificate by serial (decimal, or hex with or without colons).
+    Show {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The serial number.
+        serial: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `gencert` options (cfssl names).
 #[derive(Debug, Args)]
 pub struct GencertArgs {
     /// Create a new CA: generate its key in the token and self-sign.
-    #[arg(long, conflicts_with_all = ["ca", "ca_key", "config", "profile", "hostname", "cn"])]
+    #[arg(long, conflicts_with_all = ["ca", "ca_key", "config", "profile", "hostname", "cn", "remote", "label", "tls_remote_ca", "mutual_tls_client_cert"])]
     pub initca: bool,
     #[command(flatten)]
     pub signing: CaArgs,
@@ -217,6 +324,19 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "out",
     "remote",
     "label",
+    "address",
+    "port",
+    "db-config",
+    "db",
+    "max-body",
+    "expiring",
+    "tls-cert",
+    "tls-key",
+    "mutual-tls-ca",
+    "mutual-tls-cn",
+    "tls-remote-ca",
+    "mutual-tls-client-cert",
+    "mutual-tls-client-key",
 ];
 
 /// Rewrite `-initca` to `--initca` (and `-ca-key=x` to `--ca-key=x`) for known long flags.

@@ -1,7 +1,10 @@
 //! The `p11ca` command line: turns parsed arguments into library calls and prints results.
 
 pub mod args;
+mod certs;
 mod keys;
+mod remote;
+mod serve;
 mod sign;
 
 use std::collections::BTreeMap;
@@ -28,8 +31,16 @@ pub fn warn(msg: &str) {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gencert(g) if g.initca => gencert(&cli.token, &g),
-        Command::Gencert(g) => sign::gencert_ca(&cli.token, &g),
-        Command::Sign(s) => sign::sign(&cli.token, &s),
+        Command::Gencert(g) => match remote::wanted(&g.signing)? {
+            Some(plan) => remote::gencert(&g, &plan),
+            None => sign::gencert_ca(&cli.token, &g),
+        },
+        Command::Sign(s) => match remote::wanted(&s.signing)? {
+            Some(plan) => remote::sign(&s, &plan),
+            None => sign::sign(&cli.token, &s),
+        },
+        Command::Serve(a) => serve::serve(&cli.token, &a),
+        Command::Certs(c) => certs::run(&c),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
         Command::Token(TokenCommand::List) => keys::token_list(&cli.token),

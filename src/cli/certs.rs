@@ -1,0 +1,104 @@
+//! `p11ca certs list [--expiring 720h]` and `p11ca certs show SERIAL`: read the store that
+//! `serve` writes (the same `--db` / `-db-config` / `-config` choice as `serve`).
+
+use p11ca::cfssl::duration::GoDuration;
+use p11ca::db::{self, CertRecord, DbConfig, ListFilter, Store};
+use p11ca::{Error, Result};
+
+use super::args::{CertsCommand, DbArgs};
+use super::write_stdout;
+
+fn open(a: &DbArgs) -> Result<Store> {
+    let cfg = DbConfig::resolve(a.db_config.as_deref(), a.db.as_deref(), a.config.as_deref())?;
+    Store::open_existing(&cfg)
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn time(t: i64) -> String {
+    u64::try_from(t)
+        .ok()
+        .and_then(|s| der::DateTime::from_unix_duration(std::time::Duration::from_secs(s)).ok())
+        .map_or_else(|| t.to_string(), |d| d.to_string())
+}
+
+pub(super) fn run(c: &CertsCommand) -> Result<()> {
+    match c {
+        CertsCommand::List { db, expiring, json } => {
+            let not_after_by = match expiring.as_deref() {
+                None => None,
+                Some(s) => {
+                    let d = GoDuration::parse(s).map_err(|m| {
+                        Error::input(format!(
+                            "--expiring \"{s}\": {m}; give a Go duration such as 720h"
+                        ))
+                    })?;
+                    if d.is_negative() {
+                        return Err(Error::input(format!("--expiring \"{s}\" is negative")));
+                    }
+                    Some(db::now() + d.as_secs())
+                }
+            };
+            let records = open(db)?.list(ListFilter { not_after_by })?;
+            if *json {
+                return write_stdout(&format!("{}\n", to_json(&records)));
+            }
+            let now = db::now();
+            let mut out = String::from("SERIAL (hex)\tNOT AFTER\tSTATE\tPROFILE\tSUBJECT\tSANS\n");
+            for r in &records {
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\n",
+                    r.serial_hex,
+                    time(r.not_after),
+                    if r.not_after <= now {
+                        "expired"
+                    } else {
+                        "valid"
+                    },
+                    r.profile,
+                    r.subject,
+                    r.sans.join(",")
+                ));
+            }
+            write_stdout(&out)
+        }
+        CertsCommand::Show { db, serial, json } => {
+            let mut store = open(db)?;
+            let records = store.find(serial)?;
+            if records.is_empty() {
+                return Err(Error::input(format!(
+                    "serial {serial} is not in the certificate store; `p11ca certs list` shows what is"
+                )));
+            }
+            if *json {
+                return write_stdout(&format!("{}\n", to_json(&records)));
+            }
+            let mut out = String::new();
+            for r in &records {
+                out.push_str(&format!(
+                    "serial:         {} (hex {})\nissuer AKI:     {}\nsubject:        {}\nSANs:           {}\nprofile:        {}\nnot before:     {}\nnot after:      {}\nissued at:      {}\nrequested by:   {}{}\n{}",
+                    r.serial_number,
+                    r.serial_hex,
+                    r.authority_key_identifier,
+                    r.subject,
+                    r.sans.join(", "),
+                    r.profile,
+                    time(r.not_before),
+                    time(r.not_after),
+                    time(r.issued_at),
+                    r.requester,
+                    if r.auth_key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (auth_key {})", r.auth_key)
+                    },
+                    r.pem
+                ));
+            }
+            write_stdout(&out)
+        }
+    }
+}
+
+fn to_json(records: &[CertRecord]) -> String {
+    serde_json::to_string(records).unwrap_or_else(|_| "[]".into())
+}

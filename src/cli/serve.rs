@@ -1,0 +1,180 @@
+//! `p11ca serve`: check everything, log in once, then serve until SIGTERM/SIGINT.
+//!
+//! Startup fails fast, with the usual one error line and exit code, on: bad flags or config
+//! (1), a port that cannot be bound (1), a store that cannot be opened or migrated (4), a token,
+//! login or key problem (2), a CA certificate that does not match the key (3). On SIGTERM or
+//! SIGINT the server stops accepting, finishes and records what is in flight, and exits 0.
+
+use std::net::{TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use p11ca::batch;
+use p11ca::cfssl::config::SigningConfig;
+use p11ca::db::{DbConfig, Recorder, Store};
+use p11ca::issue::{CaKey, parse_ca_cert};
+use p11ca::serve::api::Service;
+use p11ca::serve::pool::SessionPool;
+use p11ca::serve::{Server, TlsOptions, tls, wake};
+use p11ca::token::key;
+use p11ca::x509::build;
+use p11ca::{Error, Result};
+use regex::Regex;
+
+use super::args::{ServeArgs, TokenArgs};
+use super::sign::ca_key_uri;
+use super::{open_and_login, read_input, warn};
+
+pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
+    // 1. Everything that can be checked without the token.
+    let ca =
+        a.ca.as_deref()
+            .ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
+    let ca_key = a.ca_key.as_deref().ok_or_else(|| {
+        Error::input("-ca-key is required: the key handle, e.g. -ca-key ca-key.uri")
+    })?;
+    let (bytes, ca_source) = read_input(ca)?;
+    let ca_cert = parse_ca_cert(&bytes, &ca_source)?;
+    let ca_pem = build::pem(
+        "CERTIFICATE",
+        &der::Encode::to_der(&ca_cert).map_err(|e| Error::input(format!("{ca_source}: {e}")))?,
+    )?;
+    let key_uri = ca_key_uri(ca_key)?;
+    let mut notices = Vec::new();
+    let config = match a.config.as_deref() {
+        Some(path) => {
+            let (bytes, name) = read_input(path)?;
+            SigningConfig::from_json(&bytes, &name, &mut notices)?
+        }
+        None => SigningConfig::cfssl_default(),
+    };
+    for n in &notices {
+        warn(n);
+    }
+    if a.max_body < 1024 {
+        return Err(Error::input("--max-body must be at least 1024 bytes"));
+    }
+    if a.jobs == Some(0) {
+        return Err(Error::input("--jobs must be at least 1"));
+    }
+    let db = DbConfig::resolve(a.db_config.as_deref(), a.db.as_deref(), a.config.as_deref())?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsOptions {
+            config: tls::server_config(cert, key, a.mutual_tls_ca.as_deref())?,
+            mutual: a.mutual_tls_ca.is_some(),
+            cn_regex: a
+                .mutual_tls_cn
+                .as_deref()
+                .map(|r| {
+                    Regex::new(r).map_err(|e| {
+                        Error::input(format!(
+                            "-mutual-tls-cn \"{r}\": invalid regular expression: {e}"
+                        ))
+                    })
+                })
+                .transpose()?,
+        }),
+        _ => None,
+    };
+
+    // 2. The port, before the token: a taken port costs no login.
+    let spec = if a.address.contains(':') && !a.address.starts_with('[') {
+        format!("[{}]:{}", a.address, a.port)
+    } else {
+        format!("{}:{}", a.address, a.port)
+    };
+    let addrs: Vec<_> = spec
+        .to_socket_addrs()
+        .map_err(|e| Error::input(format!("-address {}: {e}", a.address)))?
+        .collect();
+    let listener = TcpListener::bind(&addrs[..]).map_err(|e| {
+        Error::input(format!(
+            "cannot listen on {spec}: {e}; choose another -port or -address"
+        ))
+    })?;
+
+    // 3. The store (created and migrated if needed).
+    let store = Store::open(&db)?;
+
+    // 4. The token: one login; the CA certificate must belong to the key.
+    let opened = open_and_login(targs, Some(&key_uri))?;
+    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
+    let ca = CaKey::new(
+        &opened.module,
+        &opened.token,
+        ca_cert,
+        &ca_source,
+        &found,
+        &key_uri,
+    )?;
+    let sessions = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
+    let pool = SessionPool::open(&opened.module, &opened.token, sessions)?;
+
+    let service = Arc::new(Service {
+        ca,
+        ca_pem,
+        config,
+        pool,
+        login: Mutex::new(opened.session),
+        recorder: Recorder::start(store, db.clone()),
+        max_body: a.max_body,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mutual = if tls.as_ref().is_some_and(|t| t.mutual) {
+        ", client certificates required"
+    } else {
+        ""
+    };
+    let mut server = Server::new(service.clone(), listener, stop.clone());
+    if let Some(t) = tls {
+        server = server.with_tls(t);
+    }
+    let addr = server
+        .local_addr()
+        .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
+    let stats = server.stats.clone();
+
+    // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
+    // send one) change nothing.
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::input(format!("cannot install signal handlers: {e}")))?;
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if !stop2.swap(true, Ordering::SeqCst) {
+                eprintln!("p11ca: serve: stopping: finishing requests in flight");
+            }
+            wake(addr);
+        }
+    });
+
+    eprintln!(
+        "p11ca: serve: listening on {scheme}://{addr}{mutual} (token \"{}\", {} signing session{}, {} with {}, store: {})",
+        opened.token.label,
+        service.pool.size(),
+        if service.pool.size() == 1 { "" } else { "s" },
+        key_uri,
+        service.ca.mechanism().name(),
+        db.describe()
+    );
+    server.run();
+
+    // 6. Everything in flight has been answered; flush the store and say goodbye.
+    let (requests, issued, failed) = (
+        stats.requests.load(Ordering::Relaxed),
+        stats.issued.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+    );
+    if let Ok(service) = Arc::try_unwrap(service) {
+        service.recorder.close();
+    }
+    drop(opened.module);
+    eprintln!(
+        "p11ca: serve: stopped: {requests} requests, {issued} certificates issued and recorded, {failed} refused or failed"
+    );
+    Ok(())
+}

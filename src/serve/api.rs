@@ -1,0 +1,381 @@
+//! cfssl's v1 API on the token CA: request and result shapes, the response envelope
+//! `{success, result, errors, messages}`, and the status codes (`api/api.go`).
+//!
+//! | endpoint | method | request | result |
+//! |---|---|---|---|
+//! | `/api/v1/cfssl/sign` | POST | `{certificate_request, hosts \| hostname, subject, profile, label}` | `{certificate}` |
+//! | `/api/v1/cfssl/authsign` | POST | `{token, request, timestamp, remote_address}` (base64) | `{certificate}` |
+//! | `/api/v1/cfssl/info` | POST | `{label, profile}` | `{certificate, usages, expiry}` |
+//! | `/api/v1/cfssl/health` | GET | | `{healthy: true}` |
+//!
+//! Client mistakes are 400 (as cfssl), failed or missing authentication 401 (as multirootca),
+//! an oversized body 413, unknown paths 404 and wrong methods 405; failures of the server
+//! itself (token, store) are 500, or 503 when retrying may help. Every certificate is
+//! recorded in the store before it is returned; if it cannot be recorded it is not returned.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cryptoki::session::{Session, SessionState};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{self, AuthenticatedRequest};
+use super::pool::SessionPool;
+use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
+use crate::cfssl::csr::NameEntry;
+use crate::cfssl::json;
+use crate::db::{CertRecord, Recorder};
+use crate::error::{Error, Kind};
+use crate::issue::{CaKey, Issuer, LeafRequest};
+use crate::x509::hosts;
+use crate::x509::name::{self, SubjectOverride};
+use crate::x509::request;
+
+/// The API prefix.
+pub const PREFIX: &str = "/api/v1/cfssl/";
+
+/// How long a request waits for a free token session.
+const SESSION_WAIT: Duration = Duration::from_secs(30);
+
+/// An HTTP answer: status and envelope.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The JSON envelope.
+    pub body: Vec<u8>,
+    /// For the server log: what went wrong (failures only).
+    pub error: Option<String>,
+    /// How many certificates this reply carries (0 or 1).
+    pub issued: usize,
+}
+
+/// A success envelope.
+pub fn success(result: Value, messages: &[String]) -> Reply {
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"code": 0, "message": m}))
+        .collect();
+    let v = json!({"success": true, "result": result, "errors": [], "messages": messages});
+    Reply {
+        status: 200,
+        body: serde_json::to_vec(&v).unwrap_or_default(),
+        error: None,
+        issued: 0,
+    }
+}
+
+/// A failure envelope; the error code is the HTTP status (as cfssl does for request errors).
+pub fn failure(status: u16, message: &str) -> Reply {
+    let v = json!({
+        "success": false,
+        "result": null,
+        "errors": [{"code": status, "message": message}],
+        "messages": []
+    });
+    Reply {
+        status,
+        body: serde_json::to_vec(&v).unwrap_or_default(),
+        error: Some(message.to_string()),
+        issued: 0,
+    }
+}
+
+/// The status for a library error.
+fn status_of(e: &Error) -> u16 {
+    match e.kind() {
+        Kind::Input | Kind::Policy => 400,
+        Kind::Token if e.fault().is_some() => 503,
+        _ => 500,
+    }
+}
+
+fn fail(e: &Error) -> Reply {
+    failure(status_of(e), e.message())
+}
+
+/// The subject override of a sign request (`signer.Subject`).
+#[derive(Debug, Default, Deserialize)]
+struct RawSubject {
+    #[serde(default)]
+    cn: String,
+    #[serde(default)]
+    names: Vec<NameEntry>,
+    #[serde(default)]
+    serialnumber: String,
+}
+
+/// A sign request (`signer.SignRequest` plus the handler's `hostname`), keys folded.
+#[derive(Debug, Default, Deserialize)]
+struct SignRequest {
+    #[serde(default)]
+    certificate_request: String,
+    hosts: Option<Vec<String>>,
+    #[serde(default)]
+    hostname: String,
+    subject: Option<RawSubject>,
+    #[serde(default)]
+    profile: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InfoRequest {
+    #[serde(default)]
+    profile: String,
+}
+
+/// Everything the API needs: the CA key, the policy, the sessions and the store.
+pub struct Service {
+    /// The CA certificate and its key in the token.
+    pub ca: CaKey,
+    /// The CA certificate, PEM (for /info).
+    pub ca_pem: String,
+    /// The signing policy.
+    pub config: SigningConfig,
+    /// Token sessions for signing.
+    pub pool: SessionPool,
+    /// The login session, kept open (closing every session would log out); /health checks it.
+    pub login: Mutex<Session>,
+    /// The issued-certificate store.
+    pub recorder: Recorder,
+    /// Largest accepted request body.
+    pub max_body: usize,
+}
+
+impl Service {
+    /// Answer one request from `peer`.
+    pub fn handle(&self, method: &str, path: &str, body: &[u8], peer: &str) -> Reply {
+        let Some(endpoint) = path.strip_prefix(PREFIX) else {
+            return failure(
+                404,
+                &format!("no such endpoint {path}; the API is under {PREFIX}"),
+            );
+        };
+        let allowed = match endpoint {
+            "sign" | "authsign" | "info" => "POST",
+            "health" => "GET",
+            other => {
+                return failure(
+                    404,
+                    &format!(
+                        "p11ca serve does not offer {PREFIX}{other}; it offers sign, authsign, info and health"
+                    ),
+                );
+            }
+        };
+        if method != allowed {
+            return failure(405, &format!("Method is not allowed:\"{method}\""));
+        }
+        match endpoint {
+            "sign" => self.sign(body, peer),
+            "authsign" => self.authsign(body, peer),
+            "info" => self.info(body),
+            _ => self.health(),
+        }
+    }
+
+    fn sign(&self, body: &[u8], peer: &str) -> Reply {
+        let req = match parse_sign_request(body, "sign request") {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        let profile = match self.config.profile(Some(&req.profile)) {
+            Ok(p) => p,
+            Err(e) => return failure(400, e.message()),
+        };
+        if profile.auth_key.is_some() {
+            return failure(
+                401,
+                &format!(
+                    "authentication required: profile \"{}\" has an auth_key; send the request to {PREFIX}authsign",
+                    profile.name
+                ),
+            );
+        }
+        self.issue(&req, &profile, peer, "")
+    }
+
+    fn authsign(&self, body: &[u8], peer: &str) -> Reply {
+        let env: AuthenticatedRequest = match json::decode(body, "authenticated request", &[]) {
+            Ok(a) => a,
+            Err(e) => return failure(400, e.message()),
+        };
+        let (Some(inner), Some(token)) = (auth::unbase64(&env.request), auth::unbase64(&env.token))
+        else {
+            return failure(
+                400,
+                "authenticated request: \"request\" and \"token\" must be base64",
+            );
+        };
+        if inner.is_empty() || token.is_empty() {
+            return failure(
+                401,
+                "authentication required: the request or its token is empty",
+            );
+        }
+        let req = match parse_sign_request(&inner, "authenticated sign request") {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        let profile = match self.config.profile(Some(&req.profile)) {
+            Ok(p) => p,
+            Err(e) => return failure(400, e.message()),
+        };
+        let Some(key) = &profile.auth_key else {
+            return failure(
+                400,
+                &format!(
+                    "no authentication provider: profile \"{}\" has no auth_key; use {PREFIX}sign",
+                    profile.name
+                ),
+            );
+        };
+        let matched: Option<&AuthKey> = if auth::verify(key, &inner, &token) {
+            Some(key)
+        } else {
+            profile
+                .prev_auth_key
+                .as_ref()
+                .filter(|k| auth::verify(k, &inner, &token))
+        };
+        let Some(used) = matched else {
+            return failure(401, "invalid token");
+        };
+        let used = used.name.clone();
+        self.issue(&req, &profile, peer, &used)
+    }
+
+    /// Build, sign, verify, record, return.
+    fn issue(&self, req: &SignRequest, profile: &Profile, peer: &str, auth_key: &str) -> Reply {
+        if profile.remote.is_some() {
+            return failure(
+                400,
+                &format!(
+                    "profile \"{}\" forwards to a remote signer (remote/auth_remote); p11ca serve signs only with its own key",
+                    profile.name
+                ),
+            );
+        }
+        let leaf = match leaf_of(req) {
+            Ok(l) => l,
+            Err(e) => return fail(&e),
+        };
+        let issued = self.pool.with_session(SESSION_WAIT, |session| {
+            let issuer = Issuer::new(&self.ca, session)?;
+            let mut w = Vec::new();
+            let der = issuer.issue(&leaf, profile, &mut w)?;
+            Ok((der, w))
+        });
+        let (der, warnings) = match issued {
+            Ok(x) => x,
+            Err(e) => return fail(&e),
+        };
+        let record = match CertRecord::from_der(&der, &profile.name, peer, auth_key) {
+            Ok(r) => r,
+            Err(e) => return failure(500, e.message()),
+        };
+        let pem = record.pem.clone();
+        if let Err(e) = self.recorder.record(record) {
+            return failure(
+                500,
+                &format!(
+                    "{}; the certificate was not recorded, so it is not returned",
+                    e.message()
+                ),
+            );
+        }
+        let mut r = success(json!({"certificate": pem}), &warnings);
+        r.issued = 1;
+        r
+    }
+
+    fn info(&self, body: &[u8]) -> Reply {
+        let req: InfoRequest = if body.trim_ascii().is_empty() {
+            InfoRequest::default()
+        } else {
+            match json::decode(body, "info request", &[]) {
+                Ok(r) => r,
+                Err(e) => return failure(400, e.message()),
+            }
+        };
+        // An unknown name is an error; the default is shown even without usages.
+        if !req.profile.is_empty()
+            && req.profile != "default"
+            && !self.config.profile_names().contains(&req.profile)
+            && let Err(e) = self.config.profile(Some(&req.profile))
+        {
+            return failure(400, e.message());
+        }
+        let p = self.config.client_profile(Some(&req.profile));
+        success(
+            json!({
+                "certificate": self.ca_pem,
+                "usages": p.usage_names(),
+                "expiry": p.expiry_string(),
+            }),
+            &[],
+        )
+    }
+
+    fn health(&self) -> Reply {
+        let s = self.login.lock().unwrap_or_else(|p| p.into_inner());
+        match s.get_session_info() {
+            Ok(i)
+                if matches!(
+                    i.session_state(),
+                    SessionState::RwUser | SessionState::RoUser
+                ) =>
+            {
+                success(json!({"healthy": true}), &[])
+            }
+            Ok(i) => failure(
+                503,
+                &format!(
+                    "the token session is not logged in (state {:?}); restart p11ca serve",
+                    i.session_state()
+                ),
+            ),
+            Err(e) => {
+                let e = crate::token::ck("the token session is unusable", e);
+                failure(503, e.message())
+            }
+        }
+    }
+}
+
+fn parse_sign_request(body: &[u8], what: &str) -> crate::Result<SignRequest> {
+    let req: SignRequest = json::decode(body, what, &[])?;
+    if req.certificate_request.trim().is_empty() {
+        return Err(Error::input(format!(
+            "{what}: field \"certificate_request\" is missing or empty; give the PEM CSR"
+        )));
+    }
+    Ok(req)
+}
+
+/// The leaf to certify: the CSR with the request's subject and host overrides.
+fn leaf_of(req: &SignRequest) -> crate::Result<LeafRequest> {
+    let csr = request::parse(req.certificate_request.as_bytes(), "certificate_request")?;
+    let subj = req.subject.as_ref();
+    let ov = SubjectOverride {
+        cn: subj.map_or("", |s| s.cn.as_str()),
+        names: subj.map_or(&[], |s| s.names.as_slice()),
+        serial_number: subj.map_or("", |s| s.serialnumber.as_str()),
+    };
+    let subject = name::canonicalize(&csr.subject, &ov)?;
+    let sans = if !req.hostname.trim().is_empty() {
+        let list: Vec<&str> = req.hostname.split(',').collect();
+        hosts::parse_list(&list, "hostname")?
+    } else if let Some(h) = req.hosts.as_ref().filter(|h| !h.is_empty()) {
+        hosts::parse_list(h, "hosts")?
+    } else {
+        csr.sans.clone()
+    };
+    Ok(LeafRequest {
+        subject,
+        public_key: csr.public_key,
+        sans,
+        wants_ca: csr.wants_ca,
+    })
+}
