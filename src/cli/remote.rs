@@ -12,9 +12,8 @@ use x509_cert::Certificate;
 
 use p11ca::cfssl::config::{AuthKey, SigningConfig};
 use p11ca::remote::{RemoteClient, SignRequest, TlsClient};
+use p11ca::x509::build;
 use p11ca::x509::hosts::San;
-use p11ca::x509::name::{self, SubjectOverride};
-use p11ca::x509::{build, request};
 use p11ca::{Error, Result, batch};
 
 use super::args::{CaArgs, GencertArgs, SignArgs};
@@ -155,17 +154,7 @@ pub fn gencert(g: &GencertArgs, plan: &Plan) -> Result<()> {
             "--out {dir}: not a folder; create it first"
         )));
     }
-    let single = g.csr_json.len() == 1;
-    let mut items = Vec::new();
-    let mut failures = Vec::new();
-    for f in &g.csr_json {
-        let (bytes, name) = read_input(f)?;
-        match sign::gencert_item(&name, &bytes, g.cn.as_deref(), &host_override) {
-            Ok(i) => items.push(i),
-            Err(e) if single => return Err(e),
-            Err(e) => failures.push(e),
-        }
-    }
+    let (items, failures) = sign::gencert_items(g, &host_override)?;
     // The CSR already holds the hosts; cfssl sends -hostname as the request's hosts too.
     let mut results = sign_items(plan, &items, host_strings(&host_override), None)?;
     write_out(&g.signing, &items, &mut results);
@@ -186,14 +175,7 @@ pub fn sign(s: &SignArgs, plan: &Plan) -> Result<()> {
         }
         _ => None,
     };
-    let ov = match &subject_req {
-        Some(r) => SubjectOverride {
-            cn: &r.cn,
-            names: &r.names,
-            serial_number: &r.serialnumber,
-        },
-        None => SubjectOverride::default(),
-    };
+    let ov = sign::subject_override(subject_req.as_ref());
     let host_override = sign::hostname_sans(&s.signing)?;
     if let Some(dir) = s
         .signing
@@ -205,31 +187,11 @@ pub fn sign(s: &SignArgs, plan: &Plan) -> Result<()> {
             "--out {dir}: not a folder; create it first"
         )));
     }
-    let single = inputs.len() == 1;
-    let mut items = Vec::new();
-    let mut failures = Vec::new();
-    for (name, bytes) in &inputs {
-        let item = (|| -> Result<Item> {
-            let csr = request::parse(bytes, name)?;
-            let subject = name::canonicalize(&csr.subject, &ov).map_err(|e| e.context(name))?;
-            Ok(Item {
-                name: name.clone(),
-                leaf: p11ca::issue::LeafRequest {
-                    subject,
-                    public_key: csr.public_key.clone(),
-                    sans: host_override.clone().unwrap_or_else(|| csr.sans.clone()),
-                    wants_ca: csr.wants_ca,
-                },
-                csr_pem: build::pem("CERTIFICATE REQUEST", &csr.der)?,
-                key_pem: None,
-            })
-        })();
-        match item {
-            Ok(i) => items.push(i),
-            Err(e) if single => return Err(e),
-            Err(e) => failures.push(e),
-        }
-    }
+    let made = inputs
+        .iter()
+        .map(|(name, bytes)| sign::csr_item(name, bytes, &ov, &host_override))
+        .collect();
+    let (items, failures) = sign::collect_items(made)?;
     let mut results = sign_items(plan, &items, host_strings(&host_override), subject)?;
     write_out(&s.signing, &items, &mut results);
     sign::emit(&s.signing, &items, results, failures)

@@ -13,7 +13,6 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use p11ca::batch;
-use p11ca::cfssl::config::SigningConfig;
 use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::issue::{CaKey, parse_ca_cert};
 use p11ca::serve::api::Service;
@@ -26,7 +25,7 @@ use regex::Regex;
 
 use super::args::{ServeArgs, TokenArgs};
 use super::sign::ca_key_uri;
-use super::{open_and_login, read_input, warn};
+use super::{open_and_login, read_input};
 
 pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     // 1. Everything that can be checked without the token.
@@ -43,17 +42,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         &der::Encode::to_der(&ca_cert).map_err(|e| Error::input(format!("{ca_source}: {e}")))?,
     )?;
     let key_uri = ca_key_uri(ca_key)?;
-    let mut notices = Vec::new();
-    let config = match a.config.as_deref() {
-        Some(path) => {
-            let (bytes, name) = read_input(path)?;
-            SigningConfig::from_json(&bytes, &name, &mut notices)?
-        }
-        None => SigningConfig::cfssl_default(),
-    };
-    for n in &notices {
-        warn(n);
-    }
+    let config = super::sign::load_config(a.config.as_deref())?;
     if a.max_body < 1024 {
         return Err(Error::input("--max-body must be at least 1024 bytes"));
     }

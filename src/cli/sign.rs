@@ -51,6 +51,20 @@ pub fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {
     Pkcs11Uri::parse(text).map_err(|e| e.context(source))
 }
 
+/// The signing configuration from `-config`, or cfssl's default; notices go to stderr.
+pub(super) fn load_config(path: Option<&str>) -> Result<SigningConfig> {
+    let Some(path) = path else {
+        return Ok(SigningConfig::cfssl_default());
+    };
+    let (bytes, name) = read_input(path)?;
+    let mut notices = Vec::new();
+    let config = SigningConfig::from_json(&bytes, &name, &mut notices)?;
+    for n in &notices {
+        warn(n);
+    }
+    Ok(config)
+}
+
 /// Everything needed from -ca/-ca-key/-config/-profile, validated before the token is opened.
 struct Prepared {
     ca_cert: x509_cert::Certificate,
@@ -69,17 +83,7 @@ fn prepare(c: &CaArgs) -> Result<Prepared> {
     let (bytes, ca_source) = read_input(ca)?;
     let ca_cert = parse_ca_cert(&bytes, &ca_source)?;
     let key_uri = ca_key_uri(ca_key)?;
-    let mut notices = Vec::new();
-    let config = match c.config.as_deref() {
-        Some(path) => {
-            let (bytes, name) = read_input(path)?;
-            SigningConfig::from_json(&bytes, &name, &mut notices)?
-        }
-        None => SigningConfig::cfssl_default(),
-    };
-    for n in &notices {
-        warn(n);
-    }
+    let config = load_config(c.config.as_deref())?;
     let profile = config.profile(c.profile.as_deref())?;
     if let Some(dir) = c.out.as_deref().filter(|d| !Path::new(d).is_dir()) {
         return Err(Error::output(format!(
@@ -316,43 +320,67 @@ pub(super) fn looks_like_json(path: &str) -> bool {
         || std::fs::read(path).is_ok_and(|b| b.trim_ascii_start().first() == Some(&b'{'))
 }
 
-pub(super) fn sign(targs: &TokenArgs, s: &SignArgs) -> Result<()> {
-    let (inputs, subject_req) = sign_inputs(s)?;
-    let ov = match &subject_req {
+/// The subject override a cfssl subject.json gives (none without one).
+pub(super) fn subject_override(req: Option<&CsrRequest>) -> SubjectOverride<'_> {
+    match req {
         Some(r) => SubjectOverride {
             cn: &r.cn,
             names: &r.names,
             serial_number: &r.serialnumber,
         },
         None => SubjectOverride::default(),
-    };
-    let host_override = hostname_sans(&s.signing)?;
+    }
+}
+
+/// One CSR input as an item: self-signature checked, subject canonicalized with `ov`, SANs
+/// from the CSR unless `-hostname` replaces them.
+pub(super) fn csr_item(
+    name: &str,
+    bytes: &[u8],
+    ov: &SubjectOverride<'_>,
+    host_override: &Option<Vec<San>>,
+) -> Result<Item> {
+    let csr = request::parse(bytes, name)?;
+    let subject = name::canonicalize(&csr.subject, ov).map_err(|e| e.context(name))?;
+    let sans = host_override.clone().unwrap_or_else(|| csr.sans.clone());
+    Ok(Item {
+        name: name.to_string(),
+        leaf: LeafRequest {
+            subject,
+            public_key: csr.public_key.clone(),
+            sans,
+            wants_ca: csr.wants_ca,
+        },
+        csr_pem: build::pem("CERTIFICATE REQUEST", &csr.der)?,
+        key_pem: None,
+    })
+}
+
+/// Split per-input results into items and failures; with a single input its error is the
+/// run's error.
+pub(super) fn collect_items(made: Vec<Result<Item>>) -> Result<(Vec<Item>, Vec<Error>)> {
+    let single = made.len() == 1;
     let mut items = Vec::new();
     let mut failures = Vec::new();
-    let single = inputs.len() == 1;
-    for (name, bytes) in &inputs {
-        let item = (|| -> Result<Item> {
-            let csr = request::parse(bytes, name)?;
-            let subject = name::canonicalize(&csr.subject, &ov).map_err(|e| e.context(name))?;
-            let sans = host_override.clone().unwrap_or_else(|| csr.sans.clone());
-            Ok(Item {
-                name: name.clone(),
-                leaf: LeafRequest {
-                    subject,
-                    public_key: csr.public_key.clone(),
-                    sans,
-                    wants_ca: csr.wants_ca,
-                },
-                csr_pem: build::pem("CERTIFICATE REQUEST", &csr.der)?,
-                key_pem: None,
-            })
-        })();
-        match item {
+    for r in made {
+        match r {
             Ok(i) => items.push(i),
             Err(e) if single => return Err(e),
             Err(e) => failures.push(e),
         }
     }
+    Ok((items, failures))
+}
+
+pub(super) fn sign(targs: &TokenArgs, s: &SignArgs) -> Result<()> {
+    let (inputs, subject_req) = sign_inputs(s)?;
+    let ov = subject_override(subject_req.as_ref());
+    let host_override = hostname_sans(&s.signing)?;
+    let made = inputs
+        .iter()
+        .map(|(name, bytes)| csr_item(name, bytes, &ov, &host_override))
+        .collect();
+    let (items, failures) = collect_items(made)?;
     let prepared = prepare(&s.signing)?;
     let results = if items.is_empty() {
         Vec::new()
@@ -412,27 +440,26 @@ pub(super) fn gencert_item(
     })
 }
 
-pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
-    let host_override = hostname_sans(&g.signing)?;
+/// The items of `gencert -ca` (local or remote): each csr.json read, its node key made (in
+/// parallel, one thread per core: RSA generation is slow) and its CSR signed by that key.
+pub(super) fn gencert_items(
+    g: &GencertArgs,
+    host_override: &Option<Vec<San>>,
+) -> Result<(Vec<Item>, Vec<Error>)> {
     let mut inputs = Vec::new();
     for f in &g.csr_json {
         inputs.push(read_input(f)?);
     }
-    // Validate the signing side before spending time on keys.
-    let prepared = prepare(&g.signing)?;
-    let single = inputs.len() == 1;
-    // Node keys (RSA generation is slow) are made in parallel, one thread per core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let made: Vec<Result<Item>> = std::thread::scope(|scope| {
         let chunk = inputs.len().div_ceil(cores).max(1);
         let handles: Vec<_> = inputs
             .chunks(chunk)
             .map(|part| {
-                let ho = &host_override;
                 let cn = g.cn.as_deref();
                 scope.spawn(move || {
                     part.iter()
-                        .map(|(b, n)| gencert_item(n, b, cn, ho))
+                        .map(|(b, n)| gencert_item(n, b, cn, host_override))
                         .collect::<Vec<_>>()
                 })
             })
@@ -445,15 +472,14 @@ pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
             })
             .collect()
     });
-    let mut items = Vec::new();
-    let mut failures = Vec::new();
-    for r in made {
-        match r {
-            Ok(i) => items.push(i),
-            Err(e) if single => return Err(e),
-            Err(e) => failures.push(e),
-        }
-    }
+    collect_items(made)
+}
+
+pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
+    let host_override = hostname_sans(&g.signing)?;
+    // Validate the signing side before spending time on keys.
+    let prepared = prepare(&g.signing)?;
+    let (items, failures) = gencert_items(g, &host_override)?;
     let results = if items.is_empty() {
         Vec::new()
     } else {
