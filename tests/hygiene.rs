@@ -106,28 +106,10 @@ fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
     require("openssl");
     let t = Token::new("kill");
     seed_ca(&t);
-    std::fs::create_dir_all(t.path("csrs")).unwrap();
-    std::fs::create_dir_all(t.path("out")).unwrap();
-    for i in 0..60 {
-        sh(t.command("openssl").args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "/dev/null",
-            "-subj",
-            &format!("/CN=n{i}"),
-            "-out",
-            &format!("csrs/n{i:02}.csr"),
-        ]));
-    }
+    t.make_csrs("csrs", "n", 60);
     // Old outputs that a crash must not damage.
     for i in 0..60 {
-        std::fs::write(t.path(&format!("out/n{i:02}.pem")), "OLD").unwrap();
+        std::fs::write(t.path(&format!("out/n{i:03}.pem")), "OLD").unwrap();
     }
     let args = [
         "sign",
@@ -167,7 +149,7 @@ fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
         let killed = status.signal() == Some(9);
         let mut new = 0;
         for i in 0..60 {
-            let s = std::fs::read_to_string(t.path(&format!("out/n{i:02}.pem"))).unwrap();
+            let s = std::fs::read_to_string(t.path(&format!("out/n{i:03}.pem"))).unwrap();
             if s == "OLD" {
                 continue;
             }
@@ -175,18 +157,18 @@ fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
             assert!(
                 s.starts_with("-----BEGIN CERTIFICATE-----\n")
                     && s.ends_with("-----END CERTIFICATE-----\n"),
-                "truncated n{i:02}.pem after kill at {delay_ms} ms"
+                "truncated n{i:03}.pem after kill at {delay_ms} ms"
             );
             let v = run(
                 t.command("openssl").args([
                     "verify",
                     "-CAfile",
                     "ca.pem",
-                    &format!("out/n{i:02}.pem"),
+                    &format!("out/n{i:03}.pem"),
                 ]),
                 None,
             );
-            assert_eq!(v.code, 0, "n{i:02}.pem does not verify: {}", v.stdout);
+            assert_eq!(v.code, 0, "n{i:03}.pem does not verify: {}", v.stdout);
         }
         eprintln!(
             "kill after {delay_ms} ms (killed: {killed}): {new} of 60 certificates written whole"
@@ -196,7 +178,7 @@ fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
     t.run(&args).ok();
     for i in 0..60 {
         assert!(
-            t.read(&format!("out/n{i:02}.pem"))
+            t.read(&format!("out/n{i:03}.pem"))
                 .starts_with("-----BEGIN CERTIFICATE-----")
         );
     }

@@ -133,25 +133,7 @@ fn a_module_without_a_device_says_no_token_present() {
 fn batch_setup(t: &Token) {
     seed(t);
     t.initca("ca-csr.json", "ca");
-    std::fs::create_dir_all(t.path("csrs")).unwrap();
-    std::fs::create_dir_all(t.path("out")).unwrap();
-    for i in 0..6 {
-        sh(t.command("openssl").args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "/dev/null",
-            "-subj",
-            &format!("/CN=s{i}"),
-            "-out",
-            &format!("csrs/s{i}.csr"),
-        ]));
-    }
+    t.make_csrs("csrs", "s", 6);
 }
 
 fn serials_in_out(t: &Token) -> Vec<String> {
@@ -222,12 +204,12 @@ fn a_session_lost_inside_c_sign_is_never_retried() {
         .collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
     assert!(
-        errors[0].contains("csrs/s3.csr") && errors[0].contains("CKR_SESSION_HANDLE_INVALID"),
+        errors[0].contains("csrs/s003.csr") && errors[0].contains("CKR_SESSION_HANDLE_INVALID"),
         "{}",
         errors[0]
     );
     assert!(
-        !t.path("out/s3.pem").exists(),
+        !t.path("out/s003.pem").exists(),
         "the input whose signature may have been made is not written"
     );
     assert_eq!(
@@ -290,25 +272,7 @@ fn ca_key_deleted_by_another_process_mid_batch() {
     let t = Token::new("gone");
     seed(&t);
     t.initca("ca-csr.json", "ca");
-    std::fs::create_dir_all(t.path("csrs")).unwrap();
-    std::fs::create_dir_all(t.path("out")).unwrap();
-    for i in 0..150 {
-        sh(t.command("openssl").args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "/dev/null",
-            "-subj",
-            &format!("/CN=g{i}"),
-            "-out",
-            &format!("csrs/g{i:03}.csr"),
-        ]));
-    }
+    t.make_csrs("csrs", "g", 150);
     let id = t
         .read("ca-key.uri")
         .split("id=")

@@ -554,3 +554,30 @@ impl Token {
         }
     }
 }
+
+impl Token {
+    /// `n` P-256 CSRs made by OpenSSL in `dir` (created), named `{prefix}{i:03}.csr` with
+    /// CN `{prefix}{i}`; an empty `out/` folder next to them for `--out`.
+    pub fn make_csrs(&self, dir: &str, prefix: &str, n: usize) {
+        require("openssl");
+        std::fs::create_dir_all(self.path(dir)).unwrap();
+        std::fs::create_dir_all(self.path("out")).unwrap();
+        for i in 0..n {
+            sh(self.command("openssl").args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "/dev/null",
+                "-subj",
+                &format!("/CN={prefix}{i}"),
+                "-out",
+                &format!("{dir}/{prefix}{i:03}.csr"),
+            ]));
+        }
+    }
+}
