@@ -121,9 +121,15 @@ mod tests {
     #[test]
     fn detection() {
         assert_eq!(
-            for_identity("Yubico (www.yubico.com)", "YubiKey YK5"),
+            for_identity("Yubico (www.yubico.com)", "YubiKey YK5", ""),
             YKCS11
         );
-        assert_eq!(for_identity("SoftHSM project", "SoftHSM v2"), GENERIC);
+        let softhsm = "SoftHSM / Implementation of PKCS11";
+        assert_eq!(
+            for_identity("SoftHSM project", "SoftHSM v2", softhsm),
+            GENERIC
+        );
+        let tpm = "tpm2-software.github.io / TPM2.0 Cryptoki";
+        assert_eq!(for_identity("IBM", "SW   TPM", tpm), TPM2_PKCS11);
     }
 }
