@@ -15,6 +15,7 @@ use crate::cfssl::config::Profile;
 use crate::error::{Error, Result, TokenFault};
 use crate::issue::{CaKey, Issuer, LeafRequest};
 use crate::token::{Module, TokenSummary, ck};
+use crate::x509::build::SignedCertificate;
 use cryptoki::session::Session;
 
 /// One issued certificate (DER) and its warnings, or the error for that input.
@@ -79,82 +80,105 @@ pub fn issue_all_with(
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+    // Record one input's outcome (from a signing or a verifying thread).
+    let finish = |i: usize, r: Issued| {
+        on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
+        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    };
     let work = |given: Option<Session>| {
-        let fail = |e: Error| {
-            open_errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e)
-        };
-        // Sessions share the login made by the caller's session.
-        let mut session = match given
-            .map(Ok)
-            .unwrap_or_else(|| module.context().open_rw_session(token.slot))
-        {
-            Ok(s) => s,
-            Err(e) => return fail(ck("cannot open a signing session", e)),
-        };
-        let mut key = None;
-        let mut pending: Option<usize> = None;
-        loop {
-            let issuer = match key {
-                Some(h) => Issuer::with_handle(ca, &session, h),
-                None => Issuer::new(ca, &session),
+        // Each signing session has a verifier beside it: the token signs certificate k+1
+        // while certificate k is checked, and nothing is handed on before its check passes.
+        std::thread::scope(|vs| {
+            let (to_verify, verify_queue) =
+                std::sync::mpsc::sync_channel::<(usize, SignedCertificate, Vec<String>)>(16);
+            let finish = &finish;
+            vs.spawn(move || {
+                for (i, signed, warnings) in verify_queue {
+                    finish(i, signed.verified().map(|der| (der, warnings)));
+                }
+            });
+            let fail = |e: Error| {
+                open_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(e)
             };
-            let issuer = match issuer {
-                Ok(i) => i,
-                Err(e) => return fail(e),
+            // Sessions share the login made by the caller's session.
+            let mut session = match given
+                .map(Ok)
+                .unwrap_or_else(|| module.context().open_rw_session(token.slot))
+            {
+                Ok(s) => s,
+                Err(e) => return fail(ck("cannot open a signing session", e)),
             };
-            let mut stale = false;
-            let mut retried = pending.is_some();
+            let mut key = None;
+            let mut pending: Option<usize> = None;
             loop {
-                let i = pending
-                    .take()
-                    .unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed));
-                let Some(leaf) = leaves.get(i) else { break };
-                let mut warnings = Vec::new();
-                let r = inject_stale(i)
-                    .and_then(|()| issuer.issue(leaf, profile, &mut warnings))
-                    .map(|der| (der, warnings));
-                match r.as_ref().err().and_then(Error::fault) {
-                    // Nothing was signed yet: reopen and try this input once more.
-                    Some(TokenFault::Stale) if !retried => {
-                        pending = Some(i);
-                        stale = true;
+                let issuer = match key {
+                    Some(h) => Issuer::with_handle(ca, &session, h),
+                    None => Issuer::new(ca, &session),
+                };
+                let issuer = match issuer {
+                    Ok(i) => i,
+                    Err(e) => return fail(e),
+                };
+                let mut stale = false;
+                let mut retried = pending.is_some();
+                loop {
+                    let i = pending
+                        .take()
+                        .unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed));
+                    let Some(leaf) = leaves.get(i) else { break };
+                    let mut warnings = Vec::new();
+                    let signed = inject_stale(i)
+                        .and_then(|()| issuer.issue_signed(leaf, profile, &mut warnings));
+                    let r: Issued = match signed {
+                        Ok(signed) => {
+                            retried = false;
+                            if to_verify.send((i, signed, warnings)).is_err() {
+                                return fail(Error::token("the verifying thread stopped"));
+                            }
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match r.as_ref().err().and_then(Error::fault) {
+                        // Nothing was signed yet: reopen and try this input once more.
+                        Some(TokenFault::Stale) if !retried => {
+                            pending = Some(i);
+                            stale = true;
+                            break;
+                        }
+                        // C_Sign itself failed: the token may have signed; report, never
+                        // repeat, but reopen for the inputs that follow.
+                        Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
+                        _ => {}
+                    }
+                    retried = false;
+                    finish(i, r);
+                    if stale {
                         break;
                     }
-                    // C_Sign itself failed: the token may have signed; report, never
-                    // repeat, but reopen for the inputs that follow.
-                    Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
-                    _ => {}
                 }
-                retried = false;
-                on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                if stale {
+                if !stale {
                     break;
                 }
-            }
-            if !stale {
-                break;
-            }
-            drop(issuer);
-            match ca.reopen(module) {
-                Ok((s, h)) => {
-                    session = s;
-                    key = Some(h);
-                }
-                Err(e) => {
-                    // The token is gone for good: the pending input (if any) fails.
-                    if let Some(i) = pending.take() {
-                        let r: Issued = Err(e.clone());
-                        on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                drop(issuer);
+                match ca.reopen(module) {
+                    Ok((s, h)) => {
+                        session = s;
+                        key = Some(h);
                     }
-                    return fail(e);
+                    Err(e) => {
+                        // The token is gone for good: the pending input (if any) fails.
+                        if let Some(i) = pending.take() {
+                            finish(i, Err(e.clone()));
+                        }
+                        return fail(e);
+                    }
                 }
             }
-        }
+        })
     };
     let jobs = jobs.max(1);
     if jobs == 1 {

@@ -207,6 +207,17 @@ impl<'s> Issuer<'s> {
         profile: &Profile,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<u8>> {
+        self.issue_signed(leaf, profile, warnings)?.verified()
+    }
+
+    /// [`Issuer::issue`] up to the token's signature; the result must still be verified
+    /// ([`build::SignedCertificate::verified`]) before its DER can be used.
+    pub fn issue_signed(
+        &self,
+        leaf: &LeafRequest,
+        profile: &Profile,
+        warnings: &mut Vec<String>,
+    ) -> Result<build::SignedCertificate> {
         if leaf.wants_ca && !profile.is_ca {
             return Err(Error::policy(format!(
                 "the request asks for a CA certificate (CA:TRUE) but profile \"{}\" has no ca_constraint.is_ca",
@@ -300,7 +311,7 @@ impl<'s> Issuer<'s> {
             not_after,
             extensions: exts,
         };
-        build::certificate(&params, &self.signer)
+        build::certificate_signed(&params, &self.signer)
     }
 }
 

@@ -28,6 +28,7 @@ use x509_cert::time::Time;
 
 use crate::error::{Error, Result, der_err};
 use crate::x509::Signer;
+use crate::x509::alg::SigAlg;
 use crate::x509::verify::verify;
 
 #[derive(Sequence)]
@@ -241,8 +242,36 @@ fn sign_checked(signer: &dyn Signer, tbs: &[u8], what: &str) -> Result<Vec<u8>> 
     Ok(sig)
 }
 
+/// A certificate the token has signed but that is not yet checked: only
+/// [`SignedCertificate::verified`] gives out its DER.
+pub struct SignedCertificate {
+    der: Vec<u8>,
+    tbs: Vec<u8>,
+    signature: Vec<u8>,
+    alg: SigAlg,
+    issuer_key: SubjectPublicKeyInfoOwned,
+}
+
+impl SignedCertificate {
+    /// Verify the signature against the issuer's public key and re-parse the result; the DER
+    /// is returned only if both succeed. Kept apart from signing so a batch can verify one
+    /// certificate on another core while the token signs the next.
+    pub fn verified(self) -> Result<Vec<u8>> {
+        verify(&self.issuer_key, self.alg, &self.tbs, &self.signature).map_err(|e| {
+            e.context("the token's signature on the certificate was rejected; nothing was written")
+        })?;
+        Certificate::from_der(&self.der).map_err(|e| der_err("certificate (re-parse)", e))?;
+        Ok(self.der)
+    }
+}
+
 /// Build, sign and verify a v3 certificate; returns its DER.
 pub fn certificate(p: &CertParams, signer: &dyn Signer) -> Result<Vec<u8>> {
+    certificate_signed(p, signer)?.verified()
+}
+
+/// Build and sign a v3 certificate; the caller must call [`SignedCertificate::verified`].
+pub fn certificate_signed(p: &CertParams, signer: &dyn Signer) -> Result<SignedCertificate> {
     if p.not_after <= p.not_before {
         return Err(Error::policy("notAfter would not be after notBefore"));
     }
@@ -265,15 +294,20 @@ pub fn certificate(p: &CertParams, signer: &dyn Signer) -> Result<Vec<u8>> {
         },
     };
     let tbs_der = tbs.to_der().map_err(|e| der_err("certificate", e))?;
-    let sig = sign_checked(signer, &tbs_der, "certificate")?;
+    let sig = signer.sign(&tbs_der)?;
     let cert = CertDer {
         tbs,
         signature_algorithm: alg,
         signature: BitString::from_bytes(&sig).map_err(|e| der_err("signature", e))?,
     };
     let der = cert.to_der().map_err(|e| der_err("certificate", e))?;
-    Certificate::from_der(&der).map_err(|e| der_err("certificate (re-parse)", e))?;
-    Ok(der)
+    Ok(SignedCertificate {
+        der,
+        tbs: tbs_der,
+        signature: sig,
+        alg: signer.algorithm(),
+        issuer_key: signer.public_key().clone(),
+    })
 }
 
 /// Build, sign and verify a PKCS#10 CSR; returns its DER. With no extensions the attributes
