@@ -10,6 +10,7 @@ use cryptoki::types::AuthPin;
 use der::flagset::FlagSet;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
+use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsages, SubjectKeyIdentifier};
 use x509_cert::name::Name;
 
@@ -52,7 +53,6 @@ pub fn parse_ca_cert(bytes: &[u8], source: &str) -> Result<Certificate> {
 pub struct CaKey {
     ca: Certificate,
     ca_source: String,
-    ca_ski: Vec<u8>,
     key: cryptoki::object::ObjectHandle,
     spki: spki::SubjectPublicKeyInfoOwned,
     mech: SignMech,
@@ -60,6 +60,8 @@ pub struct CaKey {
     context_pin: Option<AuthPin>,
     key_uri: Pkcs11Uri,
     token: TokenSummary,
+    /// The authorityKeyIdentifier every issued certificate carries.
+    aki: Extension,
 }
 
 impl CaKey {
@@ -104,7 +106,6 @@ impl CaKey {
         Ok(Self {
             ca: ca_cert,
             ca_source: ca_source.to_string(),
-            ca_ski,
             key: key.handle,
             spki: key.spki.clone(),
             mech,
@@ -112,6 +113,7 @@ impl CaKey {
             context_pin: None,
             key_uri: key_uri.clone(),
             token: token.clone(),
+            aki: build::aki_ext(&ca_ski)?,
         })
     }
 
@@ -169,6 +171,9 @@ impl CaKey {
 pub struct Issuer<'s> {
     ca: &'s CaKey,
     signer: TokenSigner<'s>,
+    /// (profile name, key-usage bits) → the profile's extensions (before SKI, after SAN).
+    #[allow(clippy::type_complexity)] // a one-entry cache, used only here
+    profile_exts: std::cell::RefCell<Option<(String, u16, (Vec<Extension>, Vec<Extension>))>>,
 }
 
 impl<'s> Issuer<'s> {
@@ -191,7 +196,11 @@ impl<'s> Issuer<'s> {
             })?;
             signer = signer.with_context_login(pin);
         }
-        Ok(Self { ca, signer })
+        Ok(Self {
+            ca,
+            signer,
+            profile_exts: std::cell::RefCell::new(None),
+        })
     }
 
     /// The token signer (for benchmarks and batch use).
@@ -229,28 +238,31 @@ impl<'s> Issuer<'s> {
                 "the certificate would have neither a subject nor a subjectAltName; give a CN or hosts",
             ));
         }
-        let cn = leaf
-            .subject
-            .iter()
-            .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
-            .find_map(|atv| name::value_text(&atv.value))
-            .unwrap_or_default();
-        let san_texts: Vec<String> = leaf
-            .sans
-            .iter()
-            .map(|s| match s {
-                San::Dns(v) | San::Email(v) | San::Uri(v) => v.clone(),
-                San::Ip(ip) => ip.to_string(),
-            })
-            .collect();
-        profile.allows(&cn, &san_texts)?;
+        if profile.name_whitelist.is_some() {
+            let cn = leaf
+                .subject
+                .iter()
+                .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
+                .find_map(|atv| name::value_text(&atv.value))
+                .unwrap_or_default();
+            let san_texts: Vec<String> = leaf
+                .sans
+                .iter()
+                .map(|s| match s {
+                    San::Dns(v) | San::Email(v) | San::Uri(v) => v.clone(),
+                    San::Ip(ip) => ip.to_string(),
+                })
+                .collect();
+            profile.allows(&cn, &san_texts)?;
+        }
 
-        let mut profile = profile.clone();
-        let leaf_alg = KeyAlg::of(&leaf.public_key)?;
-        if !matches!(leaf_alg, KeyAlg::Rsa(_)) {
+        // RFC 8813: no encipherment key usages for EC keys.
+        let mut key_usage = profile.key_usage;
+        if leaf.public_key.algorithm.oid != const_oid::db::rfc5912::RSA_ENCRYPTION {
             let enc = FlagSet::from(KeyUsages::KeyEncipherment) | KeyUsages::DataEncipherment;
-            if profile.key_usage & enc != FlagSet::default() {
-                profile.key_usage -= enc;
+            if key_usage & enc != FlagSet::default() {
+                key_usage -= enc;
+                let leaf_alg = KeyAlg::of(&leaf.public_key)?;
                 warnings.push(format!(
                     "profile \"{}\": key/data encipherment dropped for the {} key (RFC 8813: ECDSA keys do not encipher)",
                     profile.name,
@@ -295,9 +307,25 @@ impl<'s> Issuer<'s> {
             }
         }
 
-        let (mut exts, after) = profile.extensions()?;
+        // The profile's extensions are the same for every certificate of a batch: built once
+        // per profile and key-usage variant.
+        let (mut exts, after) = {
+            let mut cache = self.profile_exts.borrow_mut();
+            let fresh = cache
+                .as_ref()
+                .is_none_or(|(n, ku, _)| *n != profile.name || *ku != key_usage.bits());
+            if fresh {
+                let mut p = profile.clone();
+                p.key_usage = key_usage;
+                *cache = Some((profile.name.clone(), key_usage.bits(), p.extensions()?));
+            }
+            cache
+                .as_ref()
+                .map(|(_, _, e)| e.clone())
+                .unwrap_or_default()
+        };
         exts.push(build::ski_ext(&leaf.public_key)?);
-        exts.push(build::aki_ext(&self.ca.ca_ski)?);
+        exts.push(self.ca.aki.clone());
         if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
             exts.push(san);
         }

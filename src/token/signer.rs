@@ -120,6 +120,8 @@ pub struct TokenSigner<'s> {
     alg: SigAlg,
     mech: SignMech,
     context_pin: Option<&'s AuthPin>,
+    /// Bytes from the token's RNG not used yet: one C_GenerateRandom serves many serials.
+    rng_pool: std::cell::RefCell<Vec<u8>>,
 }
 
 impl<'s> TokenSigner<'s> {
@@ -140,6 +142,7 @@ impl<'s> TokenSigner<'s> {
             alg,
             mech,
             context_pin: None,
+            rng_pool: std::cell::RefCell::new(Vec::new()),
         })
     }
 
@@ -252,8 +255,20 @@ impl Signer for TokenSigner<'_> {
     }
 
     fn random(&self, buf: &mut [u8]) -> Result<()> {
-        self.session
-            .generate_random_slice(buf)
-            .map_err(|e| ck("cannot get random bytes from the token", e))
+        const REFILL: usize = 1024;
+        let mut pool = self.rng_pool.borrow_mut();
+        if pool.len() < buf.len() {
+            let mut fresh = vec![0u8; REFILL.max(buf.len())];
+            self.session
+                .generate_random_slice(&mut fresh)
+                .map_err(|e| ck("cannot get random bytes from the token", e))?;
+            *pool = fresh;
+        }
+        let at = pool.len() - buf.len();
+        buf.copy_from_slice(&pool[at..]);
+        // Used bytes are dropped (and overwritten) so none is handed out twice.
+        pool[at..].fill(0);
+        pool.truncate(at);
+        Ok(())
     }
 }

@@ -51,9 +51,10 @@ struct TbsDer {
     extensions: Option<Vec<Extension>>,
 }
 
+/// The certificate around the exact TBS bytes that were signed (no second encoding of the TBS).
 #[derive(Sequence)]
-struct CertDer {
-    tbs: TbsDer,
+struct CertDer<'a> {
+    tbs: der::asn1::AnyRef<'a>,
     signature_algorithm: AlgorithmIdentifierOwned,
     signature: BitString,
 }
@@ -296,7 +297,8 @@ pub fn certificate_signed(p: &CertParams, signer: &dyn Signer) -> Result<SignedC
     let tbs_der = tbs.to_der().map_err(|e| der_err("certificate", e))?;
     let sig = signer.sign(&tbs_der)?;
     let cert = CertDer {
-        tbs,
+        tbs: der::asn1::AnyRef::try_from(tbs_der.as_slice())
+            .map_err(|e| der_err("certificate", e))?,
         signature_algorithm: alg,
         signature: BitString::from_bytes(&sig).map_err(|e| der_err("signature", e))?,
     };
