@@ -111,26 +111,11 @@ fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
     for i in 0..60 {
         std::fs::write(t.path(&format!("out/n{i:03}.pem")), "OLD").unwrap();
     }
-    let args = [
-        "sign",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-        "-profile",
-        "mosquitood-k8s",
-        "--batch",
-        "csrs",
-        "--out",
-        "out",
-        "--jobs",
-        "1",
-    ];
+    let mut args: Vec<&str> = crate::util::SIGN_BATCH.to_vec();
+    args.extend(["--jobs", "1"]);
     // How long a whole run takes here, so the kills land inside the batch on any machine.
     std::fs::create_dir_all(t.path("full")).unwrap();
-    let mut full_args = args;
+    let mut full_args = args.clone();
     full_args[12] = "full";
     let start = std::time::Instant::now();
     t.run(&full_args).ok();
@@ -138,7 +123,7 @@ fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
     for delay_ms in [whole / 4, whole / 2, whole * 3 / 4] {
         let mut child = t
             .p11ca()
-            .args(args)
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

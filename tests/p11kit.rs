@@ -13,23 +13,13 @@ use crate::util::{Backend, Token, repo, require, run, sh};
 const N: usize = 100;
 
 /// `sign` of every CSR in csrs/ into out/, two sessions.
-const BATCH: [&str; 15] = [
-    "sign",
-    "-ca",
-    "ca.pem",
-    "-ca-key",
-    "ca-key.uri",
-    "-config",
-    "ca-config.json",
-    "-profile",
-    "mosquitood-k8s",
-    "--batch",
-    "csrs",
-    "--out",
-    "out",
-    "--jobs",
-    "2",
-];
+fn batch_args() -> Vec<&'static str> {
+    crate::util::SIGN_BATCH
+        .iter()
+        .copied()
+        .chain(["--jobs", "2"])
+        .collect()
+}
 
 fn served_ca(label: &str) -> Token {
     require("openssl");
@@ -132,7 +122,7 @@ fn server_stopped_mid_batch_then_a_rerun_completes() {
     let stderr = std::fs::File::create(t.path("batch.err")).unwrap();
     let mut child = t
         .p11ca()
-        .args(BATCH)
+        .args(batch_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -209,7 +199,7 @@ fn server_stopped_mid_batch_then_a_rerun_completes() {
 
     // The server comes back; the same command completes the batch.
     t.start_service();
-    let r = t.run(&BATCH);
+    let r = t.run(&batch_args());
     r.ok();
     let certs = written(&t);
     assert_eq!(

@@ -150,21 +150,7 @@ fn serials_in_out(t: &Token) -> Vec<String> {
     v
 }
 
-const BATCH: [&str; 13] = [
-    "sign",
-    "-ca",
-    "ca.pem",
-    "-ca-key",
-    "ca-key.uri",
-    "-config",
-    "ca-config.json",
-    "-profile",
-    "mosquitood-k8s",
-    "--batch",
-    "csrs",
-    "--out",
-    "out",
-];
+use crate::util::SIGN_BATCH as BATCH;
 
 #[test]
 fn a_session_that_goes_stale_before_signing_is_reopened_once() {

@@ -581,3 +581,21 @@ impl Token {
         }
     }
 }
+
+/// `sign` of every CSR in `csrs/` into `out/` with the tutorial's CA, config and profile;
+/// callers add `--jobs N`.
+pub const SIGN_BATCH: [&str; 13] = [
+    "sign",
+    "-ca",
+    "ca.pem",
+    "-ca-key",
+    "ca-key.uri",
+    "-config",
+    "ca-config.json",
+    "-profile",
+    "mosquitood-k8s",
+    "--batch",
+    "csrs",
+    "--out",
+    "out",
+];
