@@ -164,7 +164,7 @@ pub fn issue_all_with(
                     break;
                 }
                 drop(issuer);
-                match ca.reopen(module) {
+                match ca.reopen(module, jobs <= 1) {
                     Ok((s, h)) => {
                         session = s;
                         key = Some(h);

@@ -60,6 +60,8 @@ pub struct CaKey {
     context_pin: Option<AuthPin>,
     key_uri: Pkcs11Uri,
     token: TokenSummary,
+    /// The token's current slot (it can change when the module is initialized again).
+    slot: std::sync::Mutex<cryptoki::slot::Slot>,
     /// The authorityKeyIdentifier every issued certificate carries.
     aki: Extension,
 }
@@ -113,6 +115,7 @@ impl CaKey {
             context_pin: None,
             key_uri: key_uri.clone(),
             token: token.clone(),
+            slot: std::sync::Mutex::new(token.slot),
             aki: build::aki_ext(&ca_ski)?,
         })
     }
@@ -120,11 +123,70 @@ impl CaKey {
     /// Open a fresh session after the old one went stale: log in again if the token lost the
     /// login (with the PIN given by [`CaKey::set_pin`]), and find the
     /// key again by its URI, since object handles may not survive. Checks the key is the same.
-    pub fn reopen(&self, module: &Module) -> Result<(Session, cryptoki::object::ObjectHandle)> {
-        let session = module
-            .context()
-            .open_rw_session(self.token.slot)
-            .map_err(|e| crate::token::ck("cannot reopen a session on the token", e))?;
+    /// With `may_reinitialize` (only when no other thread is using the module: C_Finalize
+    /// under another thread's call is undefined and crashes p11-kit's client), a module that
+    /// lost its token is initialized again, and a token that is away (a network HSM or p11-kit
+    /// server restarting) is waited for up to `P11CA_RECONNECT_SECS` seconds (default 5).
+    pub fn reopen(
+        &self,
+        module: &Module,
+        may_reinitialize: bool,
+    ) -> Result<(Session, cryptoki::object::ObjectHandle)> {
+        if !may_reinitialize {
+            return self.try_reopen(module, false);
+        }
+        let wait = std::env::var("P11CA_RECONNECT_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(5);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+        loop {
+            match self.try_reopen(module, true) {
+                Ok(x) => return Ok(x),
+                Err(e)
+                    if e.kind() == crate::error::Kind::Token
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn try_reopen(
+        &self,
+        module: &Module,
+        may_reinitialize: bool,
+    ) -> Result<(Session, cryptoki::object::ObjectHandle)> {
+        let seen = module.generation();
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let session = match module.context().open_rw_session(slot) {
+            Ok(s) => s,
+            // The module lost its token (device or server restarted): initialize the module
+            // again, find the token by label and serial (its slot may have changed), log in.
+            Err(cryptoki::error::Error::Pkcs11(rv, _))
+                if may_reinitialize
+                    && (crate::token::is_stale(&rv)
+                        || rv == cryptoki::error::RvError::SlotIdInvalid) =>
+            {
+                module.reinitialize(seen)?;
+                let sel = Pkcs11Uri {
+                    token: Some(self.token.label.clone()),
+                    serial: Some(self.token.serial.clone()),
+                    ..Pkcs11Uri::default()
+                };
+                let token = module.select_token(&sel)?;
+                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = token.slot;
+                module.context().open_rw_session(token.slot).map_err(|e| {
+                    crate::token::ck(
+                        "cannot reopen a session after re-initializing the module",
+                        e,
+                    )
+                })?
+            }
+            Err(e) => return Err(crate::token::ck("cannot reopen a session on the token", e)),
+        };
         if let Some(pin) = &self.context_pin {
             match session.login(cryptoki::session::UserType::User, Some(pin)) {
                 Ok(())

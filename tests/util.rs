@@ -556,8 +556,8 @@ impl Token {
 }
 
 impl Token {
-    /// `n` P-256 CSRs made by OpenSSL in `dir` (created), named `{prefix}{i:03}.csr` with
-    /// CN `{prefix}{i}`; an empty `out/` folder next to them for `--out`.
+    /// `n` P-256 CSRs made by OpenSSL in `dir` (created), named `{prefix}{i:03}.csr` with the
+    /// same CN; an empty `out/` folder next to them for `--out`.
     pub fn make_csrs(&self, dir: &str, prefix: &str, n: usize) {
         require("openssl");
         std::fs::create_dir_all(self.path(dir)).unwrap();
@@ -574,7 +574,7 @@ impl Token {
                 "-keyout",
                 "/dev/null",
                 "-subj",
-                &format!("/CN={prefix}{i}"),
+                &format!("/CN={prefix}{i:03}"),
                 "-out",
                 &format!("{dir}/{prefix}{i:03}.csr"),
             ]));

@@ -52,6 +52,7 @@ pub fn is_stale(rv: &RvError) -> bool {
         RvError::SessionHandleInvalid
             | RvError::SessionClosed
             | RvError::DeviceRemoved
+            | RvError::DeviceError
             | RvError::TokenNotPresent
             | RvError::CryptokiNotInitialized
     )
@@ -108,6 +109,9 @@ fn rv_hint(rv: &RvError) -> &'static str {
 pub struct Module {
     ctx: Pkcs11,
     path: PathBuf,
+    /// Counts re-initializations, so threads that all saw the token go away re-initialize it
+    /// once, not once each.
+    generation: std::sync::Mutex<u64>,
 }
 
 /// One token as the module reports it.
@@ -185,7 +189,43 @@ impl Module {
         Ok(Self {
             ctx,
             path: path.to_path_buf(),
+            generation: std::sync::Mutex::new(0),
         })
+    }
+
+    /// The current initialization generation (see [`Module::reinitialize`]).
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// C_Finalize and C_Initialize again, for a module that lost its device or server (a
+    /// restarted network HSM, a p11-kit server that came back). Every session and login is
+    /// gone afterwards. `seen` is the generation the caller worked with: if another thread
+    /// has re-initialized since, nothing is done.
+    pub fn reinitialize(&self, seen: u64) -> Result<()> {
+        let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        if *generation != seen {
+            return Ok(());
+        }
+        // The context is shared (sessions hold clones); finalizing through a clone ends the
+        // module's state for all of them, which is the point.
+        let _ = self.ctx.clone().finalize();
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+                *generation += 1;
+                Ok(())
+            }
+            Err(e) => Err(ck(
+                &format!(
+                    "cannot initialize PKCS#11 module {} again",
+                    self.path.display()
+                ),
+                e,
+            )),
+        }
     }
 
     /// The module's file path.
