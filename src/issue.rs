@@ -218,11 +218,6 @@ impl CaKey {
         self.context_pin = Some(pin);
     }
 
-    /// Whether the key needs a context-specific login before every signature.
-    pub fn needs_context_login(&self) -> bool {
-        self.always_authenticate
-    }
-
     /// The signing mechanism chosen for the token.
     pub fn mechanism(&self) -> SignMech {
         self.mech
@@ -403,9 +398,4 @@ impl<'s> Issuer<'s> {
         };
         build::certificate_signed(&params, &self.signer)
     }
-}
-
-/// The subject of a request, canonicalized with overrides (helper for the CLI).
-pub fn subject_of(requested: &Name, ov: &name::SubjectOverride<'_>) -> Result<Name> {
-    name::canonicalize(requested, ov)
 }

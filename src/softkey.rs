@@ -4,7 +4,6 @@
 //! the CA key is kept in the token. PEM forms follow cfssl: PKCS#1 `RSA PRIVATE KEY` and SEC1
 //! `EC PRIVATE KEY`.
 
-use der::Encode;
 use getrandom::SysRng;
 use rsa::Generate;
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -111,11 +110,6 @@ impl Signer for SoftKey {
     fn random(&self, buf: &mut [u8]) -> Result<()> {
         getrandom::fill(buf).map_err(|e| Error::input(format!("no randomness from the OS: {e}")))
     }
-}
-
-/// DER of the SPKI, for comparisons.
-pub fn spki_der(spki: &SubjectPublicKeyInfoOwned) -> Vec<u8> {
-    spki.to_der().unwrap_or_default()
 }
 
 #[cfg(test)]
