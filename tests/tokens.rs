@@ -352,3 +352,66 @@ fn rollback_after_a_refused_multi_part_signature() {
     );
     assert_eq!(t.object_count(), before);
 }
+
+#[test]
+fn pin_prompt_on_a_terminal_does_not_echo() {
+    // A real terminal (tmux): with no PIN source, p11ca prompts on the TTY; the typed PIN is
+    // not shown, and the login works.
+    crate::util::require("tmux");
+    let t = Token::new("tty");
+    let session = format!("p11ca-pin-{}", std::process::id());
+    let sock = t.path("tmux.sock");
+    let tmux = |args: &[&str]| {
+        let mut c = t.command("tmux");
+        c.arg("-S").arg(&sock).args(args);
+        crate::util::run(&mut c, None)
+    };
+    let script = t.write(
+        "prompt.sh",
+        &format!(
+            "#!/bin/sh\nunset P11CA_PIN\nexport P11CA_MODULE={} P11CA_TOKEN=tty\n{} key list > listing.txt; echo $? > rc.txt\nsleep 30\n",
+            t.module(),
+            env!("CARGO_BIN_EXE_p11ca")
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "10",
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "tmux: {}", r.stderr);
+    let screen = || tmux(&["capture-pane", "-t", &session, "-p"]).stdout;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !screen().contains("PIN for token \"tty\":") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no PIN prompt: {:?}",
+            screen()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tmux(&["send-keys", "-t", &session, crate::util::PIN, "Enter"]);
+    while !t.path("rc.txt").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p11ca did not finish: {:?}",
+            screen()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let shown = screen();
+    tmux(&["kill-server"]);
+    assert_eq!(t.read("rc.txt").trim(), "0", "{shown:?}");
+    assert!(t.read("listing.txt").contains("token \"tty\""));
+    assert!(
+        !shown.contains(crate::util::PIN),
+        "the PIN was echoed: {shown:?}"
+    );
+}
