@@ -96,25 +96,7 @@ fn assert_unique_serials(certs: &[(String, String)]) {
 #[test]
 fn server_stopped_mid_batch_then_a_rerun_completes() {
     let t = served_ca("net");
-    std::fs::create_dir_all(t.path("csrs")).unwrap();
-    std::fs::create_dir_all(t.path("out")).unwrap();
-    for i in 0..N {
-        sh(t.command("openssl").args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "/dev/null",
-            "-subj",
-            &format!("/CN=n{i:02}"),
-            "-out",
-            &format!("csrs/n{i:02}.csr"),
-        ]));
-    }
+    t.make_csrs("csrs", "n", N);
 
     // Start the batch; once some certificates are on disk, the server goes away.
     let stderr = std::fs::File::create(t.path("batch.err")).unwrap();
@@ -178,7 +160,7 @@ fn server_stopped_mid_batch_then_a_rerun_completes() {
     // Per-input errors must account for every input that has no certificate.
     if errors.iter().all(|l| l.contains("csrs/n")) {
         for i in 0..N {
-            let stem = format!("n{i:02}");
+            let stem = format!("n{i:03}");
             assert!(
                 certs.iter().any(|(s, _)| *s == stem)
                     || errors
