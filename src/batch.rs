@@ -2,20 +2,25 @@
 //! N sessions signing in parallel, one thread per session (a PKCS#11 session runs one operation
 //! at a time, so parallelism needs a session per worker).
 //!
+//! The sessions' threads do nothing but draw serials and call `C_Sign`: one builder thread
+//! encodes every TBSCertificate ahead of them into a shared queue, and a verifier thread beside
+//! each session checks its signatures in groups, so threads wake each other rarely.
+//!
 //! Each input gets its own result: a failure on one input is reported for that input and does
 //! not stop the others. Nothing is retried: a signature that may have been made is never made
 //! twice.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use cryptoki::slot::Limit;
 
 use crate::cfssl::config::Profile;
 use crate::error::{Error, Result, TokenFault};
-use crate::issue::{CaKey, Issuer, LeafRequest};
+use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::token::{Module, TokenSummary, ck};
-use crate::x509::build::SignedCertificate;
+use crate::x509::build::{SignedCertificate, UnsignedCertificate};
 use cryptoki::session::Session;
 
 /// One issued certificate (DER) and its warnings, or the error for that input.
@@ -63,7 +68,7 @@ pub fn issue_all(
 }
 
 /// [`issue_all`], with the caller's (logged-in) session used by the first worker; with one
-/// job that worker runs on the calling thread, so a one-shot run needs no thread and no
+/// input everything runs on the calling thread, so a one-shot run needs no thread and no
 /// second session.
 #[allow(clippy::too_many_arguments)] // issue_all's arguments plus the session to reuse
 pub fn issue_all_with(
@@ -77,7 +82,6 @@ pub fn issue_all_with(
     login_session: Option<Session>,
 ) -> Result<Vec<Issued>> {
     let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     // Record one input's outcome (from a signing or a verifying thread).
@@ -85,111 +89,92 @@ pub fn issue_all_with(
         on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
         *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
     };
-    let work = |given: Option<Session>| {
-        // Each signing session has a verifier beside it: the token signs certificate k+1
-        // while certificate k is checked, and nothing is handed on before its check passes.
-        std::thread::scope(|vs| {
-            let (to_verify, verify_queue) =
-                std::sync::mpsc::sync_channel::<(usize, SignedCertificate, Vec<String>)>(16);
-            let finish = &finish;
-            vs.spawn(move || {
-                for (i, signed, warnings) in verify_queue {
-                    finish(i, signed.verified().map(|der| (der, warnings)));
-                }
-            });
-            let fail = |e: Error| {
-                open_errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(e)
-            };
-            // Sessions share the login made by the caller's session.
-            let mut session = match given
-                .map(Ok)
-                .unwrap_or_else(|| module.context().open_rw_session(token.slot))
-            {
-                Ok(s) => s,
-                Err(e) => return fail(ck("cannot open a signing session", e)),
-            };
-            let mut key = None;
-            let mut pending: Option<usize> = None;
-            loop {
-                let issuer = match key {
-                    Some(h) => Issuer::with_handle(ca, &session, h),
-                    None => Issuer::new(ca, &session),
-                };
-                let issuer = match issuer {
-                    Ok(i) => i,
-                    Err(e) => return fail(e),
-                };
-                let mut stale = false;
-                let mut retried = pending.is_some();
-                loop {
-                    let i = pending
-                        .take()
-                        .unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed));
-                    let Some(leaf) = leaves.get(i) else { break };
-                    let mut warnings = Vec::new();
-                    let signed = inject_stale(i)
-                        .and_then(|()| issuer.issue_signed(leaf, profile, &mut warnings));
-                    let r: Issued = match signed {
-                        Ok(signed) => {
-                            retried = false;
-                            if to_verify.send((i, signed, warnings)).is_err() {
-                                return fail(Error::token("the verifying thread stopped"));
-                            }
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    };
-                    match r.as_ref().err().and_then(Error::fault) {
-                        // Nothing was signed yet: reopen and try this input once more.
-                        Some(TokenFault::Stale) if !retried => {
-                            pending = Some(i);
-                            stale = true;
-                            break;
-                        }
-                        // C_Sign itself failed: the token may have signed; report, never
-                        // repeat, but reopen for the inputs that follow.
-                        Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
-                        _ => {}
-                    }
-                    retried = false;
-                    finish(i, r);
-                    if stale {
+    let jobs = jobs.max(1);
+    if leaves.is_empty() {
+        return Ok(Vec::new());
+    }
+    if leaves.len() == 1 {
+        // A one-shot: prepare, sign and verify right here, in the caller's session.
+        let mut cache = ExtensionCache::default();
+        let mut first = Some(prepared(ca, profile, 0, &leaves[0], &mut cache));
+        let deliver = |batch: Vec<Signed>| {
+            for (i, signed, warnings) in batch {
+                finish(i, signed.verified().map(|der| (der, warnings)));
+            }
+        };
+        let session = SessionPlan {
+            given: login_session,
+            may_reinitialize: true,
+        };
+        let with = SessionWork {
+            module,
+            token,
+            ca,
+            deliver: &deliver,
+            finish: &finish,
+        };
+        if let Err(e) = sign_in_session(&with, session, &mut |_| first.take()) {
+            open_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e);
+        }
+    } else {
+        // A builder thread encodes the certificates ahead into one queue that every session
+        // takes from (so no session is left with a backlog at the end), each session's thread
+        // only writes the serial and calls C_Sign, and a verifier thread beside each session
+        // checks what it signed. Nothing is handed on before its check passes.
+        let queue = WorkQueue::new(jobs);
+        std::thread::scope(|scope| {
+            let queue = &queue;
+            scope.spawn(move || {
+                let mut cache = ExtensionCache::default();
+                for (i, leaf) in leaves.iter().enumerate() {
+                    if !queue.push(prepared(ca, profile, i, leaf, &mut cache)) {
                         break;
                     }
                 }
-                if !stale {
-                    break;
-                }
-                drop(issuer);
-                match ca.reopen(module, jobs <= 1) {
-                    Ok((s, h)) => {
-                        session = s;
-                        key = Some(h);
-                    }
-                    Err(e) => {
-                        // The token is gone for good: the pending input (if any) fails.
-                        if let Some(i) = pending.take() {
-                            finish(i, Err(e.clone()));
-                        }
-                        return fail(e);
-                    }
-                }
-            }
-        })
-    };
-    let jobs = jobs.max(1);
-    if jobs == 1 {
-        work(login_session);
-    } else {
-        let work = &work;
-        std::thread::scope(|scope| {
+                queue.close();
+            });
             let mut first = login_session;
             for _ in 0..jobs {
                 let given = first.take();
-                scope.spawn(move || work(given));
+                let (finish, open_errors) = (&finish, &open_errors);
+                scope.spawn(move || {
+                    let r = std::thread::scope(|vs| {
+                        let (to_verify, verify_queue) =
+                            std::sync::mpsc::sync_channel::<Vec<Signed>>(4);
+                        vs.spawn(move || {
+                            for (i, signed, warnings) in verify_queue.into_iter().flatten() {
+                                finish(i, signed.verified().map(|der| (der, warnings)));
+                            }
+                        });
+                        let deliver = |batch: Vec<Signed>| {
+                            // The verifier ends only with this sender, so this cannot fail;
+                            // if it did, the inputs would be reported by the fallback below.
+                            let _ = to_verify.send(batch);
+                        };
+                        let session = SessionPlan {
+                            given,
+                            may_reinitialize: jobs <= 1,
+                        };
+                        let with = SessionWork {
+                            module,
+                            token,
+                            ca,
+                            deliver: &deliver,
+                            finish,
+                        };
+                        sign_in_session(&with, session, &mut |before_wait| queue.pop(before_wait))
+                    });
+                    if let Err(e) = r {
+                        open_errors
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(e);
+                    }
+                    queue.signer_left();
+                });
             }
         });
     }
@@ -207,6 +192,281 @@ pub fn issue_all_with(
         })
         .collect();
     Ok(out)
+}
+
+/// An input with its certificate signed and not yet verified.
+type Signed = (usize, SignedCertificate, Vec<String>);
+/// An input with its certificate prepared for signing (or why it cannot be), and its warnings.
+type Prepared = (usize, Result<UnsignedCertificate>, Vec<String>);
+
+/// Prepare input `i`'s certificate (or say why it cannot be), with its warnings.
+fn prepared(
+    ca: &CaKey,
+    profile: &Profile,
+    i: usize,
+    leaf: &LeafRequest,
+    cache: &mut ExtensionCache,
+) -> Prepared {
+    let mut warnings = Vec::new();
+    let r = ca.prepare(leaf, profile, cache, &mut warnings);
+    (i, r, warnings)
+}
+
+/// The session a signer uses: the caller's (already logged in) or a new one, and whether a
+/// lost module may be initialized again (only when no other thread uses it: C_Finalize under
+/// another thread's call crashes p11-kit's client).
+struct SessionPlan {
+    given: Option<Session>,
+    may_reinitialize: bool,
+}
+
+/// Signed certificates are handed to the verifier in groups of this many (or sooner, when the
+/// signer would otherwise wait for work), so that the two threads wake each other rarely.
+const HAND_ON: usize = 8;
+
+/// Sign, in one session, every input `next` gives until it gives `None`; signed certificates
+/// go to `deliver` for verification, failures straight to `finish`. `next` calls its argument
+/// before it waits for work, so nothing signed sits undelivered meanwhile.
+///
+/// A session that goes stale before `C_Sign` is reopened and the input tried once more (with
+/// a fresh serial); one lost inside `C_Sign` reports that input, never signs it again, and is
+/// reopened for the inputs that follow. An error return means this session cannot go on.
+fn sign_in_session(
+    with: &SessionWork,
+    plan: SessionPlan,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Prepared>,
+) -> Result<()> {
+    let mut out = Vec::with_capacity(HAND_ON);
+    let r = sign_loop(with, plan, next, &mut out);
+    if !out.is_empty() {
+        (with.deliver)(out);
+    }
+    r
+}
+
+/// What one signing session works with: the token, the CA key, and where results go.
+struct SessionWork<'a> {
+    module: &'a Module,
+    token: &'a TokenSummary,
+    ca: &'a CaKey,
+    /// Signed certificates, to be verified.
+    deliver: &'a dyn Fn(Vec<Signed>),
+    /// An input's final result.
+    finish: &'a dyn Fn(usize, Issued),
+}
+
+fn sign_loop(
+    with: &SessionWork,
+    plan: SessionPlan,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Prepared>,
+    out: &mut Vec<Signed>,
+) -> Result<()> {
+    let SessionWork {
+        module,
+        token,
+        ca,
+        deliver,
+        finish,
+    } = *with;
+    // Sessions share the login made by the caller's session.
+    let mut session = match plan.given {
+        Some(s) => s,
+        None => module
+            .context()
+            .open_rw_session(token.slot)
+            .map_err(|e| ck("cannot open a signing session", e))?,
+    };
+    let mut key = None;
+    let mut pending: Option<(usize, UnsignedCertificate, Vec<String>)> = None;
+    loop {
+        let issuer = match key {
+            Some(h) => Issuer::with_handle(ca, &session, h),
+            None => Issuer::new(ca, &session),
+        };
+        let issuer = match issuer {
+            Ok(i) => i,
+            Err(e) => {
+                if let Some((i, _, _)) = pending.take() {
+                    finish(i, Err(e.clone()));
+                }
+                return Err(e);
+            }
+        };
+        let mut stale = false;
+        let mut retried = pending.is_some();
+        loop {
+            let (i, mut unsigned, warnings) = match pending.take() {
+                Some(p) => p,
+                None => {
+                    let mut hand_on = || {
+                        if !out.is_empty() {
+                            deliver(std::mem::take(out));
+                        }
+                    };
+                    match next(&mut hand_on) {
+                        None => break,
+                        Some((i, Err(e), _)) => {
+                            finish(i, Err(e));
+                            continue;
+                        }
+                        Some((i, Ok(u), w)) => (i, u, w),
+                    }
+                }
+            };
+            let e = match inject_stale(i).and_then(|()| issuer.sign(&mut unsigned)) {
+                Ok(signed) => {
+                    retried = false;
+                    out.push((i, signed, warnings));
+                    if out.len() >= HAND_ON {
+                        deliver(std::mem::take(out));
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            };
+            match e.fault() {
+                // Nothing was signed yet: reopen and try this input once more.
+                Some(TokenFault::Stale) if !retried => {
+                    pending = Some((i, unsigned, warnings));
+                    stale = true;
+                    break;
+                }
+                // C_Sign itself failed: the token may have signed; report, never repeat, but
+                // reopen for the inputs that follow.
+                Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
+                _ => {}
+            }
+            retried = false;
+            finish(i, Err(e));
+            if stale {
+                break;
+            }
+        }
+        if !stale {
+            return Ok(());
+        }
+        drop(issuer);
+        match ca.reopen(module, plan.may_reinitialize) {
+            Ok((s, h)) => {
+                session = s;
+                key = Some(h);
+            }
+            Err(e) => {
+                // The token is gone for good: the pending input (if any) fails.
+                if let Some((i, _, _)) = pending.take() {
+                    finish(i, Err(e.clone()));
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Prepared inputs between the builder thread and the signing sessions: every session takes
+/// the next input when it is free. The builder fills the queue up to `HIGH` and then sleeps
+/// until it is down to `LOW`, so it is woken once per many inputs, not once per signature.
+struct WorkQueue {
+    state: Mutex<QueueState>,
+    /// Signers wait here for inputs.
+    items: Condvar,
+    /// The builder waits here for room.
+    room: Condvar,
+}
+
+struct QueueState {
+    buf: VecDeque<Prepared>,
+    /// The builder has prepared every input.
+    closed: bool,
+    /// Signing sessions still at work; with none left the builder stops.
+    signers: usize,
+    /// Signers waiting on `items`.
+    waiting: usize,
+    /// The builder waits on `room`.
+    builder_waiting: bool,
+}
+
+impl WorkQueue {
+    const HIGH: usize = 64;
+    const LOW: usize = 16;
+
+    fn new(signers: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                buf: VecDeque::with_capacity(Self::HIGH),
+                closed: false,
+                signers,
+                waiting: 0,
+                builder_waiting: false,
+            }),
+            items: Condvar::new(),
+            room: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add one input (the builder). Returns false once no signer is left to take it.
+    fn push(&self, p: Prepared) -> bool {
+        let mut st = self.lock();
+        if st.signers == 0 {
+            return false;
+        }
+        st.buf.push_back(p);
+        if st.waiting > 0 {
+            self.items.notify_one();
+        }
+        while st.buf.len() >= Self::HIGH && st.signers > 0 {
+            st.builder_waiting = true;
+            st = self.room.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.signers > 0
+    }
+
+    /// No more inputs will come (the builder).
+    fn close(&self) {
+        self.lock().closed = true;
+        self.items.notify_all();
+    }
+
+    /// The next input, waiting for the builder if need be; `None` when all are taken.
+    /// `before_wait` runs (without the lock) before any wait.
+    fn pop(&self, before_wait: &mut dyn FnMut()) -> Option<Prepared> {
+        let mut st = self.lock();
+        let mut handed_on = false;
+        loop {
+            if let Some(p) = st.buf.pop_front() {
+                if st.builder_waiting && st.buf.len() <= Self::LOW {
+                    st.builder_waiting = false;
+                    self.room.notify_one();
+                }
+                return Some(p);
+            }
+            if st.closed {
+                return None;
+            }
+            if !handed_on {
+                drop(st);
+                before_wait();
+                handed_on = true;
+                st = self.lock();
+                continue;
+            }
+            st.waiting += 1;
+            st = self.items.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting -= 1;
+        }
+    }
+
+    /// A signing session has stopped for good (the builder stops when none is left).
+    fn signer_left(&self) {
+        let mut st = self.lock();
+        st.signers = st.signers.saturating_sub(1);
+        if st.signers == 0 {
+            self.room.notify_all();
+        }
+    }
 }
 
 /// Tests simulate a session that goes stale before (`stale-before-sign`) or inside
@@ -228,4 +488,76 @@ fn inject_stale(i: usize) -> Result<()> {
         Error::token("injected: C_Sign returned CKR_SESSION_HANDLE_INVALID (P11CA_FAULT)")
             .with_fault(fault),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: usize) -> Prepared {
+        (i, Err(Error::input(format!("input {i}"))), Vec::new())
+    }
+
+    #[test]
+    fn every_input_is_taken_exactly_once_by_competing_sessions() {
+        let n = 2000;
+        let q = WorkQueue::new(3);
+        let taken = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..n {
+                    assert!(q.push(item(i)));
+                }
+                q.close();
+            });
+            for _ in 0..3 {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    while let Some((i, _, _)) = q.pop(&mut || {}) {
+                        mine.push(i);
+                    }
+                    taken.lock().unwrap().extend(mine);
+                    q.signer_left();
+                });
+            }
+        });
+        let mut taken = taken.into_inner().unwrap();
+        taken.sort_unstable();
+        assert_eq!(taken, (0..n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_builder_stops_when_no_session_is_left() {
+        let q = WorkQueue::new(1);
+        std::thread::scope(|s| {
+            let builder = s.spawn(|| (0..).take_while(|i| q.push(item(*i))).count());
+            // The builder fills the queue and waits; the last session leaving wakes it.
+            while q.lock().buf.len() < WorkQueue::HIGH {
+                std::thread::yield_now();
+            }
+            q.signer_left();
+            assert_eq!(builder.join().unwrap(), WorkQueue::HIGH - 1);
+        });
+        assert!(!q.push(item(0)));
+    }
+
+    #[test]
+    fn a_session_hands_on_its_signatures_before_it_waits() {
+        let q = WorkQueue::new(1);
+        let mut calls = 0;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                q.push(item(7));
+                q.close();
+            });
+            let got = q.pop(&mut || calls += 1).map(|(i, _, _)| i);
+            assert_eq!(got, Some(7));
+        });
+        assert_eq!(calls, 1, "called once, before waiting");
+        assert!(
+            q.pop(&mut || panic!("nothing to wait for once closed"))
+                .is_none()
+        );
+    }
 }

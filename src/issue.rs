@@ -23,7 +23,7 @@ use crate::token::{Module, TokenSummary};
 use crate::x509::alg::{KeyAlg, SigAlg};
 use crate::x509::build::{self, CertParams};
 use crate::x509::hosts::{self, San};
-use crate::x509::{Signer, name};
+use crate::x509::name;
 
 /// Default backdate of notBefore, as cfssl.
 pub const DEFAULT_BACKDATE_SECS: i64 = 300;
@@ -64,6 +64,8 @@ pub struct CaKey {
     slot: std::sync::Mutex<cryptoki::slot::Slot>,
     /// The authorityKeyIdentifier every issued certificate carries.
     aki: Extension,
+    /// The signature algorithm of every certificate this key signs.
+    alg: SigAlg,
 }
 
 impl CaKey {
@@ -117,6 +119,7 @@ impl CaKey {
             token: token.clone(),
             slot: std::sync::Mutex::new(token.slot),
             aki: build::aki_ext(&ca_ski)?,
+            alg,
         })
     }
 
@@ -224,66 +227,49 @@ impl CaKey {
     }
 }
 
-/// A [`CaKey`] bound to one session: issues certificates one at a time.
-pub struct Issuer<'s> {
-    ca: &'s CaKey,
-    signer: TokenSigner<'s>,
+/// The profile's extensions, built once per profile and key-usage variant: they are the same
+/// for every certificate of a batch. One per thread that prepares certificates.
+#[derive(Default)]
+pub struct ExtensionCache {
     /// (profile name, key-usage bits) → the profile's extensions (before SKI, after SAN).
     #[allow(clippy::type_complexity)] // a one-entry cache, used only here
-    profile_exts: std::cell::RefCell<Option<(String, u16, (Vec<Extension>, Vec<Extension>))>>,
+    entry: Option<(String, u16, (Vec<Extension>, Vec<Extension>))>,
 }
 
-impl<'s> Issuer<'s> {
-    /// Issue with `ca` in `session` (which must be logged in, directly or through another
-    /// session of the same application).
-    pub fn new(ca: &'s CaKey, session: &'s Session) -> Result<Self> {
-        Self::with_handle(ca, session, ca.key)
-    }
-
-    /// Like [`Issuer::new`], with the key's handle as found in this session.
-    pub fn with_handle(
-        ca: &'s CaKey,
-        session: &'s Session,
-        key: cryptoki::object::ObjectHandle,
-    ) -> Result<Self> {
-        let mut signer = TokenSigner::new(session, key, ca.spki.clone(), ca.mech)?;
-        if ca.always_authenticate {
-            let pin = ca.context_pin.as_ref().ok_or_else(|| {
-                Error::token("the CA key needs a PIN for every signature (CKA_ALWAYS_AUTHENTICATE) and none was given")
-            })?;
-            signer = signer.with_context_login(pin);
+impl ExtensionCache {
+    fn get(
+        &mut self,
+        profile: &Profile,
+        key_usage: FlagSet<KeyUsages>,
+    ) -> Result<(Vec<Extension>, Vec<Extension>)> {
+        let fresh = self
+            .entry
+            .as_ref()
+            .is_none_or(|(n, ku, _)| *n != profile.name || *ku != key_usage.bits());
+        if fresh {
+            let mut p = profile.clone();
+            p.key_usage = key_usage;
+            self.entry = Some((profile.name.clone(), key_usage.bits(), p.extensions()?));
         }
-        Ok(Self {
-            ca,
-            signer,
-            profile_exts: std::cell::RefCell::new(None),
-        })
+        Ok(self
+            .entry
+            .as_ref()
+            .map(|(_, _, e)| e.clone())
+            .unwrap_or_default())
     }
+}
 
-    /// The token signer (for benchmarks and batch use).
-    pub fn signer(&self) -> &TokenSigner<'s> {
-        &self.signer
-    }
-
-    /// Issue one certificate; returns its DER (signature verified). `warnings` receives notes
-    /// such as a clipped validity.
-    pub fn issue(
+impl CaKey {
+    /// Everything of issuing but the serial and the signature: the profile's rules (CA
+    /// requests, names, RFC 8813, validity clipped to the CA's) and the encoded
+    /// TBSCertificate. Needs no token, so a batch runs it ahead of the signing session.
+    pub fn prepare(
         &self,
         leaf: &LeafRequest,
         profile: &Profile,
+        cache: &mut ExtensionCache,
         warnings: &mut Vec<String>,
-    ) -> Result<Vec<u8>> {
-        self.issue_signed(leaf, profile, warnings)?.verified()
-    }
-
-    /// [`Issuer::issue`] up to the token's signature; the result must still be verified
-    /// ([`build::SignedCertificate::verified`]) before its DER can be used.
-    pub fn issue_signed(
-        &self,
-        leaf: &LeafRequest,
-        profile: &Profile,
-        warnings: &mut Vec<String>,
-    ) -> Result<build::SignedCertificate> {
+    ) -> Result<build::UnsignedCertificate> {
         if leaf.wants_ca && !profile.is_ca {
             return Err(Error::policy(format!(
                 "the request asks for a CA certificate (CA:TRUE) but profile \"{}\" has no ca_constraint.is_ca",
@@ -344,7 +330,6 @@ impl<'s> Issuer<'s> {
         }
         let ca_not_after = self
             .ca
-            .ca
             .tbs_certificate()
             .validity()
             .not_after
@@ -353,49 +338,107 @@ impl<'s> Issuer<'s> {
         if not_after > ca_not_after {
             warnings.push(format!(
                 "the certificate would outlive the CA ({}); its notAfter is clipped to the CA's",
-                self.ca.ca_source
+                self.ca_source
             ));
             not_after = ca_not_after;
             if not_after <= not_before {
                 return Err(Error::policy(format!(
                     "{} has expired or expires before the certificate starts",
-                    self.ca.ca_source
+                    self.ca_source
                 )));
             }
         }
 
-        // The profile's extensions are the same for every certificate of a batch: built once
-        // per profile and key-usage variant.
-        let (mut exts, after) = {
-            let mut cache = self.profile_exts.borrow_mut();
-            let fresh = cache
-                .as_ref()
-                .is_none_or(|(n, ku, _)| *n != profile.name || *ku != key_usage.bits());
-            if fresh {
-                let mut p = profile.clone();
-                p.key_usage = key_usage;
-                *cache = Some((profile.name.clone(), key_usage.bits(), p.extensions()?));
-            }
-            cache
-                .as_ref()
-                .map(|(_, _, e)| e.clone())
-                .unwrap_or_default()
-        };
+        let (mut exts, after) = cache.get(profile, key_usage)?;
         exts.push(build::ski_ext(&leaf.public_key)?);
-        exts.push(self.ca.aki.clone());
+        exts.push(self.aki.clone());
         if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
             exts.push(san);
         }
         exts.extend(after);
         let params = CertParams {
-            serial: build::random_serial(&self.signer as &dyn Signer)?,
-            issuer: self.ca.ca.tbs_certificate().subject().clone(),
+            serial: build::serial_placeholder()?,
+            issuer: self.ca.tbs_certificate().subject().clone(),
             subject: leaf.subject.clone(),
             subject_key: leaf.public_key.clone(),
             not_before,
             not_after,
             extensions: exts,
         };
-        build::certificate_signed(&params, &self.signer)
+        build::certificate_unsigned(&params, self.alg)
+    }
+}
+
+/// A [`CaKey`] bound to one session: issues certificates one at a time.
+pub struct Issuer<'s> {
+    ca: &'s CaKey,
+    signer: TokenSigner<'s>,
+    cache: std::cell::RefCell<ExtensionCache>,
+}
+
+impl<'s> Issuer<'s> {
+    /// Issue with `ca` in `session` (which must be logged in, directly or through another
+    /// session of the same application).
+    pub fn new(ca: &'s CaKey, session: &'s Session) -> Result<Self> {
+        Self::with_handle(ca, session, ca.key)
+    }
+
+    /// Like [`Issuer::new`], with the key's handle as found in this session.
+    pub fn with_handle(
+        ca: &'s CaKey,
+        session: &'s Session,
+        key: cryptoki::object::ObjectHandle,
+    ) -> Result<Self> {
+        let mut signer = TokenSigner::new(session, key, ca.spki.clone(), ca.mech)?;
+        if ca.always_authenticate {
+            let pin = ca.context_pin.as_ref().ok_or_else(|| {
+                Error::token("the CA key needs a PIN for every signature (CKA_ALWAYS_AUTHENTICATE) and none was given")
+            })?;
+            signer = signer.with_context_login(pin);
+        }
+        Ok(Self {
+            ca,
+            signer,
+            cache: std::cell::RefCell::new(ExtensionCache::default()),
+        })
+    }
+
+    /// The token signer (for benchmarks and batch use).
+    pub fn signer(&self) -> &TokenSigner<'s> {
+        &self.signer
+    }
+
+    /// Issue one certificate; returns its DER (signature verified). `warnings` receives notes
+    /// such as a clipped validity.
+    pub fn issue(
+        &self,
+        leaf: &LeafRequest,
+        profile: &Profile,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<u8>> {
+        self.issue_signed(leaf, profile, warnings)?.verified()
+    }
+
+    /// [`Issuer::issue`] up to the token's signature; the result must still be verified
+    /// ([`build::SignedCertificate::verified`]) before its DER can be used.
+    pub fn issue_signed(
+        &self,
+        leaf: &LeafRequest,
+        profile: &Profile,
+        warnings: &mut Vec<String>,
+    ) -> Result<build::SignedCertificate> {
+        let mut unsigned =
+            self.ca
+                .prepare(leaf, profile, &mut self.cache.borrow_mut(), warnings)?;
+        self.sign(&mut unsigned)
+    }
+
+    /// Sign a certificate [`CaKey::prepared`](CaKey::prepare) for this CA: a fresh serial from
+    /// the token's RNG, then C_Sign. The result must still be verified.
+    pub fn sign(
+        &self,
+        unsigned: &mut build::UnsignedCertificate,
+    ) -> Result<build::SignedCertificate> {
+        unsigned.sign(&self.signer)
     }
 }

@@ -243,10 +243,77 @@ fn sign_checked(signer: &dyn Signer, tbs: &[u8], what: &str) -> Result<Vec<u8>> 
     Ok(sig)
 }
 
+/// A TBSCertificate encoded ahead of signing, its serial still to be drawn.
+///
+/// Serials are always 20 content octets (see [`random_serial`]), so the encoding's length does
+/// not depend on the serial: a batch encodes the whole TBS on a helper thread with a
+/// placeholder serial, and the signing thread only writes the serial in place and calls the
+/// token ([`UnsignedCertificate::sign`]).
+pub struct UnsignedCertificate {
+    tbs: Vec<u8>,
+    /// Where the serial's 20 content octets start in `tbs`.
+    serial_at: usize,
+    alg: SigAlg,
+}
+
+/// A serial that only reserves the place: [`UnsignedCertificate::sign`] replaces it.
+pub fn serial_placeholder() -> Result<SerialNumber> {
+    // Same shape as random_serial's: 20 octets, first octet non-zero with the top bit clear.
+    SerialNumber::new(&[0x7f; 20]).map_err(|e| der_err("serial number", e))
+}
+
+/// Encode the TBSCertificate of `p` for a signature with `alg`. `p.serial` must have 20 octets
+/// (use [`serial_placeholder`]); [`UnsignedCertificate::sign`] replaces it.
+pub fn certificate_unsigned(p: &CertParams, alg: SigAlg) -> Result<UnsignedCertificate> {
+    let tbs = encode_tbs(p, alg)?;
+    let serial_at = serial_offset(&tbs)?;
+    Ok(UnsignedCertificate {
+        tbs,
+        serial_at,
+        alg,
+    })
+}
+
+/// Offset of the serial's 20 content octets: after the outer header and `[0] version`.
+fn serial_offset(tbs: &[u8]) -> Result<usize> {
+    use der::{Header, Length, Reader, SliceReader, Tag};
+    let at = (|| -> der::Result<Option<usize>> {
+        let mut r = SliceReader::new(tbs)?;
+        Header::decode(&mut r)?;
+        der::asn1::AnyRef::decode(&mut r)?;
+        let h = Header::decode(&mut r)?;
+        Ok((h.tag() == Tag::Integer && h.length() == Length::new(20))
+            .then(|| u32::from(r.position()) as usize))
+    })()
+    .map_err(|e| der_err("certificate", e))?;
+    at.ok_or_else(|| Error::input("internal: the certificate's serial is not 20 octets"))
+}
+
+impl UnsignedCertificate {
+    /// Draw a fresh serial from `signer`'s RNG, write it in place and sign. On an error nothing
+    /// was signed unless the error says so; the certificate can be signed again (with another
+    /// serial).
+    pub fn sign(&mut self, signer: &dyn Signer) -> Result<SignedCertificate> {
+        if signer.algorithm() != self.alg {
+            return Err(Error::token(
+                "internal: the certificate was prepared for another signature algorithm",
+            ));
+        }
+        let serial = random_serial(signer)?;
+        self.tbs[self.serial_at..self.serial_at + 20].copy_from_slice(serial.as_bytes());
+        let sig = signer.sign(&self.tbs)?;
+        Ok(SignedCertificate {
+            tbs: self.tbs.clone(),
+            signature: sig,
+            alg: self.alg,
+            issuer_key: signer.public_key().clone(),
+        })
+    }
+}
+
 /// A certificate the token has signed but that is not yet checked: only
 /// [`SignedCertificate::verified`] gives out its DER.
 pub struct SignedCertificate {
-    der: Vec<u8>,
     tbs: Vec<u8>,
     signature: Vec<u8>,
     alg: SigAlg,
@@ -254,15 +321,23 @@ pub struct SignedCertificate {
 }
 
 impl SignedCertificate {
-    /// Verify the signature against the issuer's public key and re-parse the result; the DER
-    /// is returned only if both succeed. Kept apart from signing so a batch can verify one
-    /// certificate on another core while the token signs the next.
+    /// Verify the signature against the issuer's public key, assemble the certificate and
+    /// re-parse it; the DER is returned only if all succeed. Kept apart from signing so a batch
+    /// can verify one certificate on another core while the token signs the next.
     pub fn verified(self) -> Result<Vec<u8>> {
         verify(&self.issuer_key, self.alg, &self.tbs, &self.signature).map_err(|e| {
             e.context("the token's signature on the certificate was rejected; nothing was written")
         })?;
-        Certificate::from_der(&self.der).map_err(|e| der_err("certificate (re-parse)", e))?;
-        Ok(self.der)
+        let cert = CertDer {
+            tbs: der::asn1::AnyRef::try_from(self.tbs.as_slice())
+                .map_err(|e| der_err("certificate", e))?,
+            signature_algorithm: self.alg.algorithm_identifier(),
+            signature: BitString::from_bytes(&self.signature)
+                .map_err(|e| der_err("signature", e))?,
+        };
+        let der = cert.to_der().map_err(|e| der_err("certificate", e))?;
+        Certificate::from_der(&der).map_err(|e| der_err("certificate (re-parse)", e))?;
+        Ok(der)
     }
 }
 
@@ -271,16 +346,27 @@ pub fn certificate(p: &CertParams, signer: &dyn Signer) -> Result<Vec<u8>> {
     certificate_signed(p, signer)?.verified()
 }
 
-/// Build and sign a v3 certificate; the caller must call [`SignedCertificate::verified`].
+/// Build and sign a v3 certificate with the serial in `p`; the caller must call
+/// [`SignedCertificate::verified`].
 pub fn certificate_signed(p: &CertParams, signer: &dyn Signer) -> Result<SignedCertificate> {
+    let tbs = encode_tbs(p, signer.algorithm())?;
+    let sig = signer.sign(&tbs)?;
+    Ok(SignedCertificate {
+        tbs,
+        signature: sig,
+        alg: signer.algorithm(),
+        issuer_key: signer.public_key().clone(),
+    })
+}
+
+fn encode_tbs(p: &CertParams, alg: SigAlg) -> Result<Vec<u8>> {
     if p.not_after <= p.not_before {
         return Err(Error::policy("notAfter would not be after notBefore"));
     }
-    let alg = signer.algorithm().algorithm_identifier();
     let tbs = TbsDer {
         version: 2,
         serial_number: p.serial.clone(),
-        signature: alg.clone(),
+        signature: alg.algorithm_identifier(),
         issuer: p.issuer.clone(),
         validity: ValidityDer {
             not_before: x509_time(p.not_before)?,
@@ -294,22 +380,7 @@ pub fn certificate_signed(p: &CertParams, signer: &dyn Signer) -> Result<SignedC
             Some(p.extensions.clone())
         },
     };
-    let tbs_der = tbs.to_der().map_err(|e| der_err("certificate", e))?;
-    let sig = signer.sign(&tbs_der)?;
-    let cert = CertDer {
-        tbs: der::asn1::AnyRef::try_from(tbs_der.as_slice())
-            .map_err(|e| der_err("certificate", e))?,
-        signature_algorithm: alg,
-        signature: BitString::from_bytes(&sig).map_err(|e| der_err("signature", e))?,
-    };
-    let der = cert.to_der().map_err(|e| der_err("certificate", e))?;
-    Ok(SignedCertificate {
-        der,
-        tbs: tbs_der,
-        signature: sig,
-        alg: signer.algorithm(),
-        issuer_key: signer.public_key().clone(),
-    })
+    tbs.to_der().map_err(|e| der_err("certificate", e))
 }
 
 /// Build, sign and verify a PKCS#10 CSR; returns its DER. With no extensions the attributes
@@ -340,4 +411,79 @@ pub fn csr(subject: &Name, extensions: Vec<Extension>, signer: &dyn Signer) -> R
 pub fn pem(label: &str, der: &[u8]) -> Result<String> {
     der::pem::encode_string(label, der::pem::LineEnding::LF, der)
         .map_err(|e| Error::input(format!("cannot PEM-encode {label}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cfssl::csr::KeySpec;
+    use crate::softkey::SoftKey;
+
+    fn params(serial: SerialNumber, subject_key: SubjectPublicKeyInfoOwned) -> CertParams {
+        let name: Name = "CN=test".parse().unwrap();
+        CertParams {
+            serial,
+            issuer: name.clone(),
+            subject: name,
+            subject_key,
+            not_before: 1_700_000_000,
+            not_after: 1_800_000_000,
+            extensions: vec![basic_constraints_ext(false, None).unwrap()],
+        }
+    }
+
+    #[test]
+    fn a_prepared_certificate_gets_a_fresh_serial_at_each_signature() {
+        for spec in [KeySpec::EcP256, KeySpec::Rsa(2048)] {
+            let ca = SoftKey::generate(spec).unwrap();
+            let p = params(serial_placeholder().unwrap(), ca.public_key().clone());
+            let mut unsigned = certificate_unsigned(&p, ca.algorithm()).unwrap();
+            let serial_of = |der: &[u8]| {
+                let c = Certificate::from_der(der).unwrap();
+                c.tbs_certificate().serial_number().as_bytes().to_vec()
+            };
+            let a = unsigned.sign(&ca).unwrap().verified().unwrap();
+            let b = unsigned.sign(&ca).unwrap().verified().unwrap();
+            let (sa, sb) = (serial_of(&a), serial_of(&b));
+            assert_ne!(sa, sb);
+            for s in [&sa, &sb] {
+                assert_eq!(s.len(), 20);
+                assert!(s[0] != 0 && s[0] & 0x80 == 0);
+                assert_ne!(s.as_slice(), serial_placeholder().unwrap().as_bytes());
+            }
+            // Apart from the serial and the signature, the same certificate as one built
+            // with that serial directly.
+            let mut direct = p.clone();
+            direct.serial = SerialNumber::new(&sa).unwrap();
+            let d = certificate(&direct, &ca).unwrap();
+            let tbs = |der: &[u8]| {
+                Certificate::from_der(der)
+                    .unwrap()
+                    .tbs_certificate()
+                    .to_der()
+                    .unwrap()
+            };
+            assert_eq!(tbs(&a), tbs(&d));
+        }
+    }
+
+    #[test]
+    fn a_serial_that_is_not_twenty_octets_cannot_be_prepared() {
+        let ca = SoftKey::generate(KeySpec::EcP256).unwrap();
+        let p = params(
+            SerialNumber::new(&[1, 2, 3]).unwrap(),
+            ca.public_key().clone(),
+        );
+        let e = certificate_unsigned(&p, ca.algorithm()).err().unwrap();
+        assert!(e.to_string().contains("not 20 octets"), "{e}");
+    }
+
+    #[test]
+    fn a_prepared_certificate_refuses_another_algorithm() {
+        let ca = SoftKey::generate(KeySpec::EcP256).unwrap();
+        let other = SoftKey::generate(KeySpec::EcP384).unwrap();
+        let p = params(serial_placeholder().unwrap(), ca.public_key().clone());
+        let mut unsigned = certificate_unsigned(&p, ca.algorithm()).unwrap();
+        assert!(unsigned.sign(&other).is_err());
+    }
 }
