@@ -381,7 +381,7 @@ fn phases_only(args: &Args) -> Result<()> {
     let mut clock = Clock::start();
     let ready = one_shot(args, &mut clock)?;
     drop(ready);
-    clock.lap("teardown (C_CloseSession, drop module: dlclose, no C_Finalize)");
+    clock.lap("teardown (C_CloseSession, drop module: C_Finalize, dlclose)");
     let mode = if args.inline_issue {
         "one-shot-inline"
     } else {
