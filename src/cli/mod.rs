@@ -32,12 +32,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gencert(g) if g.initca => gencert(&cli.token, &g),
         Command::Gencert(g) => match remote::wanted(&g.signing)? {
-            Some(plan) => remote::gencert(&g, &plan),
-            None => sign::gencert_ca(&cli.token, &g),
+            remote::Mode::Remote(plan) => remote::gencert(&g, &plan),
+            remote::Mode::Local(config) => sign::gencert_ca(&cli.token, &g, *config),
         },
         Command::Sign(s) => match remote::wanted(&s.signing)? {
-            Some(plan) => remote::sign(&s, &plan),
-            None => sign::sign(&cli.token, &s),
+            remote::Mode::Remote(plan) => remote::sign(&s, &plan),
+            remote::Mode::Local(config) => sign::sign(&cli.token, &s, *config),
         },
         Command::Serve(a) => serve::serve(&cli.token, &a),
         Command::Certs(c) => certs::run(&c),

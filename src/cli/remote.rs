@@ -29,8 +29,23 @@ pub struct Plan {
     tls: TlsClient,
 }
 
-/// The remote plan, if these arguments sign remotely.
-pub fn wanted(c: &CaArgs) -> Result<Option<Plan>> {
+/// How these arguments sign: remotely, or locally with the signing config already read (so
+/// the file is read and parsed once).
+pub enum Mode {
+    /// Over cfssl's API.
+    Remote(Plan),
+    /// With the token here; the config's notices are not printed yet.
+    Local(Box<LocalConfig>),
+}
+
+/// `-config` as read for local signing, with the notices parsing it gave.
+pub struct LocalConfig {
+    pub(super) config: SigningConfig,
+    pub(super) notices: Vec<String>,
+}
+
+/// Whether these arguments sign remotely, and the plan if so.
+pub fn wanted(c: &CaArgs) -> Result<Mode> {
     let mut notices = Vec::new();
     let mut config = match c.config.as_deref() {
         Some(path) => {
@@ -44,7 +59,7 @@ pub fn wanted(c: &CaArgs) -> Result<Option<Plan>> {
     }
     let profile = config.client_profile(c.profile.as_deref());
     let Some(remote) = profile.remote.clone() else {
-        return Ok(None);
+        return Ok(Mode::Local(Box::new(LocalConfig { config, notices })));
     };
     // Local signing prints these itself; in remote mode nobody else will.
     for n in &notices {
@@ -56,7 +71,7 @@ pub fn wanted(c: &CaArgs) -> Result<Option<Plan>> {
     if c.jobs.is_some() {
         warn("--jobs is not used when signing remotely");
     }
-    Ok(Some(Plan {
+    Ok(Mode::Remote(Plan {
         server: remote.server,
         auth: remote.auth_key,
         profile: c.profile.clone().unwrap_or_default(),

@@ -21,6 +21,7 @@ use p11ca::x509::{Signer, build, request};
 use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs, TokenArgs};
+use super::remote::LocalConfig;
 use super::{open_and_login, read_input, warn, write_stdout};
 
 /// Turn a `-ca-key` value into the key's URI.
@@ -73,7 +74,7 @@ struct Prepared {
     profile: Profile,
 }
 
-fn prepare(c: &CaArgs) -> Result<Prepared> {
+fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
     let ca =
         c.ca.as_deref()
             .ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
@@ -83,8 +84,10 @@ fn prepare(c: &CaArgs) -> Result<Prepared> {
     let (bytes, ca_source) = read_input(ca)?;
     let ca_cert = parse_ca_cert(&bytes, &ca_source)?;
     let key_uri = ca_key_uri(ca_key)?;
-    let config = load_config(c.config.as_deref())?;
-    let profile = config.profile(c.profile.as_deref())?;
+    for n in &local.notices {
+        warn(n);
+    }
+    let profile = local.config.profile(c.profile.as_deref())?;
     if let Some(dir) = c.out.as_deref().filter(|d| !Path::new(d).is_dir()) {
         return Err(Error::output(format!(
             "--out {dir}: not a folder; create it first"
@@ -372,7 +375,7 @@ pub(super) fn collect_items(made: Vec<Result<Item>>) -> Result<(Vec<Item>, Vec<E
     Ok((items, failures))
 }
 
-pub(super) fn sign(targs: &TokenArgs, s: &SignArgs) -> Result<()> {
+pub(super) fn sign(targs: &TokenArgs, s: &SignArgs, local: LocalConfig) -> Result<()> {
     let (inputs, subject_req) = sign_inputs(s)?;
     let ov = subject_override(subject_req.as_ref());
     let host_override = hostname_sans(&s.signing)?;
@@ -381,7 +384,7 @@ pub(super) fn sign(targs: &TokenArgs, s: &SignArgs) -> Result<()> {
         .map(|(name, bytes)| csr_item(name, bytes, &ov, &host_override))
         .collect();
     let (items, failures) = collect_items(made)?;
-    let prepared = prepare(&s.signing)?;
+    let prepared = prepare(&s.signing, local)?;
     let results = if items.is_empty() {
         Vec::new()
     } else {
@@ -475,10 +478,10 @@ pub(super) fn gencert_items(
     collect_items(made)
 }
 
-pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
+pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) -> Result<()> {
     let host_override = hostname_sans(&g.signing)?;
     // Validate the signing side before spending time on keys.
-    let prepared = prepare(&g.signing)?;
+    let prepared = prepare(&g.signing, local)?;
     let (items, failures) = gencert_items(g, &host_override)?;
     let results = if items.is_empty() {
         Vec::new()
