@@ -64,7 +64,8 @@ pub struct CaKey {
     slot: std::sync::Mutex<cryptoki::slot::Slot>,
     /// The authorityKeyIdentifier every issued certificate carries.
     aki: Extension,
-    /// The signature algorithm of every certificate this key signs.
+    /// The key's algorithm and size, and the signature algorithm of every certificate it signs.
+    key_alg: KeyAlg,
     alg: SigAlg,
 }
 
@@ -100,7 +101,8 @@ impl CaKey {
             Some((_, ski)) => ski.0.as_bytes().to_vec(),
             None => build::key_id(&key.spki),
         };
-        let alg = SigAlg::for_key(KeyAlg::of(&key.spki)?);
+        let key_alg = KeyAlg::of(&key.spki)?;
+        let alg = SigAlg::for_key(key_alg);
         let mech = SignMech::choose_for_key(
             &module.mechanisms(token.slot)?,
             alg,
@@ -119,6 +121,7 @@ impl CaKey {
             token: token.clone(),
             slot: std::sync::Mutex::new(token.slot),
             aki: build::aki_ext(&ca_ski)?,
+            key_alg,
             alg,
         })
     }
@@ -389,7 +392,8 @@ impl<'s> Issuer<'s> {
         session: &'s Session,
         key: cryptoki::object::ObjectHandle,
     ) -> Result<Self> {
-        let mut signer = TokenSigner::new(session, key, ca.spki.clone(), ca.mech)?;
+        let mut signer =
+            TokenSigner::for_key_alg(session, key, ca.spki.clone(), ca.key_alg, ca.mech);
         if ca.always_authenticate {
             let pin = ca.context_pin.as_ref().ok_or_else(|| {
                 Error::token("the CA key needs a PIN for every signature (CKA_ALWAYS_AUTHENTICATE) and none was given")

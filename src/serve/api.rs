@@ -27,13 +27,19 @@ use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
 use crate::db::{CertRecord, Recorder};
 use crate::error::{Error, Kind};
-use crate::issue::{CaKey, Issuer, LeafRequest};
+use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::x509::hosts;
 use crate::x509::name::{self, SubjectOverride};
 use crate::x509::request;
 
 /// The API prefix.
 pub const PREFIX: &str = "/api/v1/cfssl/";
+
+thread_local! {
+    /// The signing profiles' extensions, built once per connection thread.
+    static PROFILE_EXTENSIONS: std::cell::RefCell<ExtensionCache> =
+        std::cell::RefCell::new(ExtensionCache::default());
+}
 
 /// How long a request waits for a free token session.
 const SESSION_WAIT: Duration = Duration::from_secs(30);
@@ -261,14 +267,21 @@ impl Service {
             Ok(l) => l,
             Err(e) => return fail(&e),
         };
-        let issued = self.pool.with_session(SESSION_WAIT, |session| {
-            let issuer = Issuer::new(&self.ca, session)?;
-            let mut w = Vec::new();
-            let der = issuer.issue(&leaf, profile, &mut w)?;
-            Ok((der, w))
+        // Only the serial and C_Sign need a token session: the certificate is encoded before
+        // one is borrowed and verified after it is back, so sessions go from one signature
+        // to the next.
+        let mut warnings = Vec::new();
+        let prepared = PROFILE_EXTENSIONS
+            .with_borrow_mut(|cache| self.ca.prepare(&leaf, profile, cache, &mut warnings));
+        let mut unsigned = match prepared {
+            Ok(u) => u,
+            Err(e) => return fail(&e),
+        };
+        let signed = self.pool.with_session(SESSION_WAIT, |session| {
+            Issuer::new(&self.ca, session)?.sign(&mut unsigned)
         });
-        let (der, warnings) = match issued {
-            Ok(x) => x,
+        let der = match signed.and_then(|s| s.verified()) {
+            Ok(der) => der,
             Err(e) => return fail(&e),
         };
         let record = match CertRecord::from_der(&der, &profile.name, peer, auth_key) {

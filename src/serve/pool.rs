@@ -148,7 +148,11 @@ impl SessionPool {
     }
 
     /// Run `f` with a session (waiting up to `wait` for one).
-    pub fn with_session<T>(&self, wait: Duration, f: impl Fn(&Session) -> Result<T>) -> Result<T> {
+    pub fn with_session<T>(
+        &self,
+        wait: Duration,
+        mut f: impl FnMut(&Session) -> Result<T>,
+    ) -> Result<T> {
         let s = self.take(wait)?;
         let r = match injected_fault(self.borrows.fetch_add(1, Ordering::Relaxed)) {
             Some(e) => Err(e),

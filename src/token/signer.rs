@@ -122,6 +122,9 @@ pub struct TokenSigner<'s> {
     context_pin: Option<&'s AuthPin>,
     /// Bytes from the token's RNG not used yet: one C_GenerateRandom serves many serials.
     rng_pool: std::cell::RefCell<Vec<u8>>,
+    /// C_GenerateRandom calls so far: the first asks only for what is needed, so a signer
+    /// made for one certificate (a request of `serve`) does not draw a whole pool.
+    rng_refills: std::cell::Cell<u32>,
 }
 
 impl<'s> TokenSigner<'s> {
@@ -133,8 +136,20 @@ impl<'s> TokenSigner<'s> {
         mech: SignMech,
     ) -> Result<Self> {
         let key_alg = KeyAlg::of(&spki)?;
+        Ok(Self::for_key_alg(session, key, spki, key_alg, mech))
+    }
+
+    /// [`TokenSigner::new`] with the key's algorithm already known (parsing an RSA key for its
+    /// size costs about 10 us, too much to repeat for every request of a signing service).
+    pub fn for_key_alg(
+        session: &'s Session,
+        key: ObjectHandle,
+        spki: SubjectPublicKeyInfoOwned,
+        key_alg: KeyAlg,
+        mech: SignMech,
+    ) -> Self {
         let alg = SigAlg::for_key(key_alg);
-        Ok(Self {
+        Self {
             session,
             key,
             spki,
@@ -143,7 +158,8 @@ impl<'s> TokenSigner<'s> {
             mech,
             context_pin: None,
             rng_pool: std::cell::RefCell::new(Vec::new()),
-        })
+            rng_refills: std::cell::Cell::new(0),
+        }
     }
 
     /// For CKA_ALWAYS_AUTHENTICATE keys: log in with `pin` as CKU_CONTEXT_SPECIFIC before every
@@ -258,7 +274,14 @@ impl Signer for TokenSigner<'_> {
         const REFILL: usize = 1024;
         let mut pool = self.rng_pool.borrow_mut();
         if pool.len() < buf.len() {
-            let mut fresh = vec![0u8; REFILL.max(buf.len())];
+            let want = if self.rng_refills.get() == 0 {
+                buf.len()
+            } else {
+                REFILL.max(buf.len())
+            };
+            self.rng_refills
+                .set(self.rng_refills.get().saturating_add(1));
+            let mut fresh = vec![0u8; want];
             self.session
                 .generate_random_slice(&mut fresh)
                 .map_err(|e| ck("cannot get random bytes from the token", e))?;
