@@ -10,7 +10,6 @@ use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5280;
 use der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString, SetOfVec, UtcTime};
 use der::{DateTime, Decode, Encode, Sequence};
-use sha1::Digest;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::Attribute;
 use x509_cert::certificate::Certificate;
@@ -117,7 +116,12 @@ pub fn now_rounded() -> i64 {
 
 /// RFC 5280 method-1 key identifier: SHA-1 of the subjectPublicKey BIT STRING contents.
 pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> Vec<u8> {
-    sha1::Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec()
+    ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        spki.subject_public_key.raw_bytes(),
+    )
+    .as_ref()
+    .to_vec()
 }
 
 fn ext_from<T: Encode>(
