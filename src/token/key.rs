@@ -521,18 +521,45 @@ pub fn find_private_key(
     };
     match found.as_slice() {
         [h] => {
-            let o = summarize(session, *h)?;
-            let spki = public_key(session, *h, None)?;
-            let always_authenticate = o
-                .attributes
-                .iter()
-                .any(|(n, v)| *n == "CKA_ALWAYS_AUTHENTICATE" && *v == Some(true));
+            // One attribute read for all a signer needs (each C_GetAttributeValue on a token
+            // object costs SoftHSM a check of its files): an RSA key's public half is on the
+            // private key object; otherwise public_key() finds it.
+            let a = session
+                .get_attributes(
+                    *h,
+                    &[
+                        AttributeType::Label,
+                        AttributeType::Id,
+                        AttributeType::KeyType,
+                        AttributeType::Modulus,
+                        AttributeType::PublicExponent,
+                        AttributeType::AlwaysAuthenticate,
+                    ],
+                )
+                .map_err(|e| ck("cannot read the key's attributes", e))?;
+            let (mut label, mut id, mut rsa, mut n, mut e, mut always) =
+                (String::new(), Vec::new(), false, None, None, false);
+            for x in a {
+                match x {
+                    Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                    Attribute::Id(i) => id = i,
+                    Attribute::KeyType(k) => rsa = k == KeyType::RSA,
+                    Attribute::Modulus(m) => n = Some(m),
+                    Attribute::PublicExponent(x) => e = Some(x),
+                    Attribute::AlwaysAuthenticate(b) => always = b,
+                    _ => {}
+                }
+            }
+            let spki = match (rsa, n, e) {
+                (true, Some(n), Some(e)) => rsa_spki(&n, &e)?,
+                _ => public_key(session, *h, None)?,
+            };
             Ok(FoundKey {
                 handle: *h,
-                label: o.label,
-                id: o.id,
+                label,
+                id,
                 spki,
-                always_authenticate,
+                always_authenticate: always,
             })
         }
         [] => {
