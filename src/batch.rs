@@ -17,7 +17,7 @@ use std::sync::{Condvar, Mutex};
 use cryptoki::slot::Limit;
 
 use crate::cfssl::config::Profile;
-use crate::error::{Error, Result, TokenFault};
+use crate::error::{Error, Kind, Result, TokenFault};
 use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::token::{Module, TokenSummary, ck};
 use crate::x509::build::{SignedCertificate, UnsignedCertificate};
@@ -313,6 +313,7 @@ fn sign_loop(
                     }
                 }
             };
+            inject_logout(i, &session);
             let e = match inject_stale(i).and_then(|()| issuer.sign(&mut unsigned)) {
                 Ok(signed) => {
                     retried = false;
@@ -324,16 +325,22 @@ fn sign_loop(
                 }
                 Err(e) => e,
             };
-            match e.fault() {
-                // Nothing was signed yet: reopen and try this input once more.
-                Some(TokenFault::Stale) if !retried => {
+            let fault = e.fault().or_else(|| {
+                (e.kind() == Kind::Token && crate::token::logged_out(&session))
+                    .then_some(TokenFault::LoggedOut)
+            });
+            match fault {
+                // Nothing was signed yet: reopen (logging in again) and try this input once more.
+                Some(TokenFault::Stale | TokenFault::LoggedOut | TokenFault::KeyHandleInvalid)
+                    if !retried =>
+                {
                     pending = Some((i, unsigned, warnings));
                     stale = true;
                     break;
                 }
                 // C_Sign itself failed: the token may have signed; report, never repeat, but
                 // reopen for the inputs that follow.
-                Some(TokenFault::StaleDuringSign | TokenFault::Stale) => stale = true,
+                Some(_) => stale = true,
                 _ => {}
             }
             retried = false;
@@ -466,6 +473,15 @@ impl WorkQueue {
         if st.signers == 0 {
             self.room.notify_all();
         }
+    }
+}
+
+/// Tests log the application out of the token for real (C_Logout) before input 3 is signed,
+/// as a token reset would (`logout-mid-batch`, debug builds only).
+fn inject_logout(i: usize, session: &Session) {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if i == 3 && !FIRED.swap(true, Ordering::Relaxed) && crate::fault::active("logout-mid-batch") {
+        let _ = session.logout();
     }
 }
 

@@ -45,6 +45,13 @@ pub enum TokenFault {
     /// Stale, and it happened in C_Sign: the token may have made the signature, so the
     /// operation must not be repeated blindly.
     StaleDuringSign,
+    /// The token dropped the login (CKR_USER_NOT_LOGGED_IN: it was reset, or every session was
+    /// closed): it refused to sign, so logging in again and retrying is safe.
+    LoggedOut,
+    /// C_SignInit refused the key's object handle (CKR_OBJECT_HANDLE_INVALID,
+    /// CKR_KEY_HANDLE_INVALID): nothing was signed; the key may be found again by its URI (a
+    /// token hands out new handles after a new login), or it was deleted.
+    KeyHandleInvalid,
 }
 
 /// A p11ca error: a kind and a one-line, self-explaining message.

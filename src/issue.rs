@@ -208,14 +208,26 @@ impl CaKey {
                 }
             }
         }
-        let found = crate::token::key::find_private_key(&session, &self.token, &self.key_uri)?;
+        let key = self.find_key(&session)?;
+        Ok((session, key))
+    }
+
+    /// Find the key again by its URI in `session` (object handles may change, e.g. after a
+    /// new login), checking it is still the same key.
+    pub fn find_key(&self, session: &Session) -> Result<cryptoki::object::ObjectHandle> {
+        let found = crate::token::key::find_private_key(session, &self.token, &self.key_uri)?;
         if found.spki.to_der().ok() != self.spki.to_der().ok() {
             return Err(Error::policy(format!(
-                "after reopening, {} names a different key; stopping",
+                "{} now names a different key; stopping",
                 self.key_uri
             )));
         }
-        Ok((session, found.handle))
+        Ok(found.handle)
+    }
+
+    /// The key's object handle as found at start.
+    pub fn key_handle(&self) -> cryptoki::object::ObjectHandle {
+        self.key
     }
 
     /// Keep the PIN (zeroized on drop) for re-login after a stale session and for keys that

@@ -1178,18 +1178,29 @@ fn p11ca_serve_with_fault(t: &Token, name: &str, fault: &str) -> Server {
     )
 }
 
-#[test]
-fn stale_sessions_are_reopened() {
-    let t = Token::new("serve-stale");
+/// A token with the CA set up, and a node CSR (PEM).
+fn token_and_node_csr(name: &str) -> (Token, String) {
+    let t = Token::new(name);
     setup(&t);
     let csr = ec_csr(&t, "node");
-    let req = SignRequest {
-        csr_pem: &csr,
+    (t, csr)
+}
+
+/// A plain sign request for `csr` with the kubernetes profile.
+fn kubernetes_request(csr: &str) -> SignRequest<'_> {
+    SignRequest {
+        csr_pem: csr,
         hosts: None,
         profile: "kubernetes",
         label: "",
         subject: None,
-    };
+    }
+}
+
+#[test]
+fn stale_sessions_are_reopened() {
+    let (t, csr) = token_and_node_csr("serve-stale");
+    let req = kubernetes_request(&csr);
     // Gone before signing: the session is replaced and the request signed on the new one.
     let srv = p11ca_serve_with_fault(&t, "stale", "serve-stale-session");
     let c = RemoteClient::new(&srv.url()).unwrap();
@@ -1222,6 +1233,33 @@ fn stale_sessions_are_reopened() {
     let recs = records(&t);
     assert_eq!(serials(&recs), pem_serials(&got).into_iter().collect());
     assert_eq!(recs.len(), 10);
+}
+
+#[test]
+fn a_dropped_login_is_redone_with_the_kept_pin() {
+    let (t, csr) = token_and_node_csr("serve-logout");
+    let req = kubernetes_request(&csr);
+    // At the fourth request the server is logged out of the token for real (C_Logout): the
+    // token refuses to sign (CKR_USER_NOT_LOGGED_IN) until the server logs in again.
+    let srv = p11ca_serve_with_fault(&t, "logout", "serve-logout");
+    let c = RemoteClient::new(&srv.url()).unwrap();
+    let mut got = Vec::new();
+    for i in 0..8 {
+        match c.sign(&req, None) {
+            Ok((pem, _)) => got.push(pem),
+            Err(e) => panic!("request {i} failed after the token dropped the login: {e}"),
+        }
+    }
+    let health = http(srv.port, "GET", "/api/v1/cfssl/health", b"");
+    drop(srv);
+    assert_eq!(
+        health.map(|(st, _)| st),
+        Some(200),
+        "healthy after logging in again"
+    );
+    let recs = records(&t);
+    assert_eq!(recs.len(), 8);
+    assert_eq!(serials(&recs), pem_serials(&got).into_iter().collect());
 }
 
 // ---- PostgreSQL ----

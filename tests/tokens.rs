@@ -172,6 +172,31 @@ fn a_session_that_goes_stale_before_signing_is_reopened_once() {
 }
 
 #[test]
+fn a_login_the_token_dropped_is_redone_and_the_key_found_again() {
+    let t = Token::new("logout");
+    batch_setup(&t);
+    // Before input 3 the process is logged out for real; SoftHSM then refuses the key's
+    // handle (CKR_OBJECT_HANDLE_INVALID) and hands out a new one after the next login.
+    for jobs in ["1", "2"] {
+        let _ = std::fs::remove_dir_all(t.path("out"));
+        std::fs::create_dir(t.path("out")).unwrap();
+        let r = run(
+            t.p11ca()
+                .env("P11CA_FAULT", "logout-mid-batch")
+                .args(BATCH)
+                .args(["--jobs", jobs]),
+            None,
+        );
+        r.ok();
+        let serials = serials_in_out(&t);
+        assert_eq!(serials.len(), 6, "--jobs {jobs}: every input issued once");
+        let mut uniq = serials.clone();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 6, "--jobs {jobs}: no serial twice");
+    }
+}
+
+#[test]
 fn a_session_lost_inside_c_sign_is_never_retried() {
     let t = Token::new("stale");
     batch_setup(&t);

@@ -37,6 +37,10 @@ use cryptoki::session::Session;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
+#[path = "common/procstat.rs"]
+mod procstat;
+use procstat::process_cpu_secs;
+
 use p11ca::batch;
 use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::output;
@@ -524,19 +528,6 @@ fn batch_run(ready: &Ready, leaves: &[LeafRequest], jobs: usize) -> Result<Durat
         r?;
     }
     Ok(d)
-}
-
-/// User + system CPU time of this process, all threads (from /proc/self/stat; 0 if absent).
-fn process_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // USER_HZ is 100 on every Linux the benchmark targets.
-    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// (busy, total) jiffies of the whole machine, from /proc/stat.

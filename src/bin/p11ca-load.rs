@@ -20,6 +20,10 @@ use clap::Parser;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
+#[path = "common/procstat.rs"]
+mod procstat;
+use procstat::process_cpu_secs;
+
 use p11ca::cfssl::config::AuthKey;
 use p11ca::remote::{RemoteClient, SignRequest};
 use p11ca::x509::alg::SigAlg;
@@ -91,6 +95,7 @@ fn main() -> std::process::ExitCode {
     let ca_spki = ca.tbs_certificate().subject_public_key_info().clone();
     let received: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::with_capacity(a.clients * a.requests));
     let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let cpu0 = process_cpu_secs();
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for i in 0..a.clients.max(1) {
@@ -125,6 +130,7 @@ fn main() -> std::process::ExitCode {
         }
     });
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs() - cpu0;
     let received = received.into_inner().unwrap();
     let errors = errors.into_inner().unwrap();
     // Check every certificate: signature by the CA, serials unique.
@@ -165,6 +171,7 @@ fn main() -> std::process::ExitCode {
             "verified": received.len() - bad,
             "unique_serials": serials.len(),
             "seconds": (secs * 1000.0).round() / 1000.0,
+            "client_cpu_seconds": cpu,
             "requests_per_second": ((received.len() as f64 / secs) * 10.0).round() / 10.0,
         })
     );

@@ -26,7 +26,7 @@ use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
 use crate::db::{CertRecord, Recorder};
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, TokenFault};
 use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::x509::hosts;
 use crate::x509::name::{self, SubjectOverride};
@@ -143,6 +143,8 @@ pub struct Service {
     pub pool: SessionPool,
     /// The login session, kept open (closing every session would log out); /health checks it.
     pub login: Mutex<Session>,
+    /// The CA key's object handle, found again when the token hands out a new one.
+    pub key: Mutex<cryptoki::object::ObjectHandle>,
     /// The issued-certificate store.
     pub recorder: Recorder,
     /// Largest accepted request body.
@@ -278,7 +280,15 @@ impl Service {
             Err(e) => return fail(&e),
         };
         let signed = self.pool.with_session(SESSION_WAIT, |session| {
-            Issuer::new(&self.ca, session)?.sign(&mut unsigned)
+            let key = *self.key.lock().unwrap_or_else(|p| p.into_inner());
+            let r = Issuer::with_handle(&self.ca, session, key)?.sign(&mut unsigned);
+            if r.as_ref().err().and_then(Error::fault) != Some(TokenFault::KeyHandleInvalid) {
+                return r;
+            }
+            // The token handed out a new handle (after a new login): find the key again.
+            let key = self.ca.find_key(session)?;
+            *self.key.lock().unwrap_or_else(|p| p.into_inner()) = key;
+            Issuer::with_handle(&self.ca, session, key)?.sign(&mut unsigned)
         });
         let der = match signed.and_then(|s| s.verified()) {
             Ok(der) => der,

@@ -11,10 +11,12 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
-use cryptoki::session::Session;
+use cryptoki::error::RvError;
+use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
 
-use crate::error::{Error, Result, TokenFault};
+use crate::error::{Error, Kind, Result, TokenFault};
 use crate::token::{Module, TokenSummary, ck};
 
 struct State {
@@ -32,10 +34,15 @@ pub struct SessionPool {
     state: Mutex<State>,
     cv: Condvar,
     borrows: AtomicUsize,
+    /// The PIN of the start-up login, kept (zeroized on drop) to log in again if the token
+    /// drops the login; cleared once the token refuses it, so a changed PIN is never tried
+    /// again and again towards a lockout.
+    pin: Mutex<Option<AuthPin>>,
 }
 
 /// Debug builds: `P11CA_FAULT=serve-stale-session` (or `serve-stale-during-sign`) makes every
-/// third borrowed session report itself gone before (or during) signing.
+/// third borrowed session report itself gone before (or during) signing;
+/// `P11CA_FAULT=serve-logout` logs the server out of the token for real at the fourth borrow.
 fn injected_fault(borrow: usize) -> Option<Error> {
     if borrow % 3 != 1 {
         return None;
@@ -82,7 +89,39 @@ impl SessionPool {
             state: Mutex::new(State { idle, missing: 0 }),
             cv: Condvar::new(),
             borrows: AtomicUsize::new(0),
+            pin: Mutex::new(None),
         })
+    }
+
+    /// Keep `pin` to log in again when the token drops the login.
+    pub fn with_relogin_pin(self, pin: AuthPin) -> Self {
+        *self.pin.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin);
+        self
+    }
+
+    /// Log in again after the token dropped the login (one attempt; a refused PIN is
+    /// forgotten so no later request tries it again).
+    fn relogin(&self, s: &Session) -> Result<()> {
+        let mut pin = self.pin.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = pin.as_ref() else {
+            return Err(Error::token(format!(
+                "token \"{}\" dropped the login and no PIN is kept to log in again; restart p11ca serve",
+                self.label
+            )));
+        };
+        match s.login(UserType::User, Some(p)) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(e) => {
+                *pin = None;
+                Err(ck(
+                    &format!(
+                        "token \"{}\" dropped the login and logging in again failed (not retried; restart p11ca serve)",
+                        self.label
+                    ),
+                    e,
+                ))
+            }
+        }
     }
 
     /// Number of sessions.
@@ -154,18 +193,31 @@ impl SessionPool {
         mut f: impl FnMut(&Session) -> Result<T>,
     ) -> Result<T> {
         let s = self.take(wait)?;
-        let r = match injected_fault(self.borrows.fetch_add(1, Ordering::Relaxed)) {
+        let borrow = self.borrows.fetch_add(1, Ordering::Relaxed);
+        if borrow == 3 && crate::fault::active("serve-logout") {
+            // A real logout (for the whole application), as a token reset would cause.
+            let _ = s.logout();
+        }
+        let r = match injected_fault(borrow) {
             Some(e) => Err(e),
             None => f(&s),
         };
         let fault = match &r {
-            Err(e) => e.fault(),
-            Ok(_) => None,
+            Err(e) if e.kind() == Kind::Token => e
+                .fault()
+                .or_else(|| crate::token::logged_out(&s).then_some(TokenFault::LoggedOut)),
+            _ => None,
         };
         let Some(fault) = fault else {
             self.put(s);
             return r;
         };
+        if fault == TokenFault::LoggedOut {
+            // The session is fine; the token refused to sign until we log in again.
+            let again = self.relogin(&s).and_then(|()| f(&s));
+            self.put(s);
+            return again;
+        }
         // The session is gone: close what is left of it and open a new one.
         drop(s);
         let fresh = match self.open_one() {

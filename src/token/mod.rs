@@ -58,6 +58,20 @@ pub fn is_stale(rv: &RvError) -> bool {
     )
 }
 
+/// True when `session` is open but no longer logged in: the token dropped the login (it was
+/// reset, or every session of the application was closed). Tokens then report a refused
+/// signature in different ways (CKR_USER_NOT_LOGGED_IN, or SoftHSM's CKR_OBJECT_HANDLE_INVALID
+/// for a private key it no longer shows), so callers ask the session itself.
+pub fn logged_out(session: &cryptoki::session::Session) -> bool {
+    use cryptoki::session::SessionState;
+    session.get_session_info().is_ok_and(|i| {
+        matches!(
+            i.session_state(),
+            SessionState::RoPublic | SessionState::RwPublic
+        )
+    })
+}
+
 /// Turn a cryptoki error into a one-line token error: "C_Sign failed: CKR_... (what)".
 /// Stale-session errors are marked so callers can reopen; in C_Sign they are marked as
 /// possibly signed, so nobody repeats them blindly.
@@ -70,6 +84,14 @@ pub fn ck(what: &str, e: CkError) -> Error {
                 ckr_name(&rv),
                 rv_hint(&rv)
             ));
+            if rv == RvError::UserNotLoggedIn {
+                return err.with_fault(TokenFault::LoggedOut);
+            }
+            if matches!(rv, RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
+                && matches!(f, Function::SignInit)
+            {
+                return err.with_fault(TokenFault::KeyHandleInvalid);
+            }
             if !is_stale(&rv) {
                 return err;
             }
