@@ -95,6 +95,11 @@ struct Args {
     /// With --phases-only: split the module load into dlopen / C_Initialize, and the teardown.
     #[arg(long, requires = "phases_only")]
     split_load: bool,
+    /// The floor of any one-shot PKCS#11 signer, for ci/bench to time as a process of its own:
+    /// load the module, C_Initialize, find the token, C_Login, find the key by its URI, one
+    /// C_Sign of a 700-byte message, C_Finalize, _exit. Nothing else (no X.509, no check).
+    #[arg(long, conflicts_with_all = ["phases_only", "split_load"])]
+    floor: bool,
     /// With --phases-only: issue in the login session on the main thread instead of through
     /// batch::issue_all (which starts a worker thread with a session of its own).
     #[arg(long, requires = "phases_only", conflicts_with = "split_load")]
@@ -103,7 +108,9 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let r = if args.split_load {
+    let r = if args.floor {
+        floor(&args)
+    } else if args.split_load {
         split_load(&args)
     } else if args.phases_only {
         phases_only(&args)
@@ -246,6 +253,52 @@ fn key_uri(value: &str) -> Result<Pkcs11Uri> {
         String::from_utf8_lossy(&read(Path::new(value))?).into_owned()
     };
     Pkcs11Uri::parse(text.trim())
+}
+
+fn floor(args: &Args) -> Result<()> {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, ObjectClass};
+    use cryptoki::session::UserType;
+    let uri = key_uri(&args.ca_key)?;
+    let path = Module::resolve_path(None, Some(&uri))?;
+    let ctx = Pkcs11::new(&path).map_err(|e| Error::token(format!("cannot load module: {e}")))?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| Error::token(format!("C_Initialize: {e}")))?;
+    let label = selector(&uri)?.token.unwrap_or_default();
+    let slot = ctx
+        .get_slots_with_token()
+        .map_err(|e| Error::token(format!("C_GetSlotList: {e}")))?
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .is_ok_and(|i| i.label().trim_end() == label)
+        })
+        .ok_or_else(|| Error::token(format!("no token labelled {label:?}")))?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(|e| Error::token(format!("C_OpenSession: {e}")))?;
+    let pin = std::env::var("P11CA_PIN").map_err(|_| Error::input("set P11CA_PIN"))?;
+    session
+        .login(UserType::User, Some(&pin.into()))
+        .map_err(|e| Error::token(format!("C_Login: {e}")))?;
+    let mut tpl = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+    if let Some(l) = &uri.object {
+        tpl.push(Attribute::Label(l.as_bytes().to_vec()));
+    }
+    let key = *session
+        .find_objects(&tpl)
+        .map_err(|e| Error::token(format!("C_FindObjects: {e}")))?
+        .first()
+        .ok_or_else(|| Error::token("no key"))?;
+    session
+        .sign(&Mechanism::Sha256RsaPkcs, key, &[0x5a; 700])
+        .map_err(|e| Error::token(format!("C_Sign: {e}")))?;
+    drop(session);
+    ctx.finalize()
+        .map_err(|e| Error::token(format!("C_Finalize: {e}")))?;
+    // As p11ca itself ends (see src/main.rs).
+    // SAFETY: ends the process; nothing of ours is left to run.
+    unsafe { libc::_exit(0) }
 }
 
 /// The token selector, as the CLI makes it: the key URI's token attributes, else
