@@ -1272,11 +1272,22 @@ struct Postgres {
 
 impl Postgres {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server that takes TCP connections over TLS only (`ci/pg-start --tls`); its DSN asks
+    /// for sslmode=verify-full against the cluster's throwaway CA.
+    fn start_tls() -> Self {
+        Self::start_with(&["--tls"])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port().to_string();
         let out = Command::new(repo("ci/pg-start"))
             .arg(dir.path().join("pg"))
             .arg(&port)
+            .args(extra)
             .output()
             .expect("run ci/pg-start");
         assert!(
@@ -1334,7 +1345,9 @@ fn ec_csr(t: &Token, name: &str) -> String {
 fn two_replicas_share_one_postgres_and_token_without_duplicates() {
     let t = Token::new("serve-pg2");
     setup(&t);
-    let pg = Postgres::start();
+    // Over TLS, as replicas on other hosts would reach it (the server refuses plain TCP).
+    let pg = Postgres::start_tls();
+    assert!(pg.dsn.contains("sslmode=verify-full"), "{}", pg.dsn);
     pg.db_config(&t);
     // Both replicas start together: the migration runs once, under its lock.
     let a = p11ca_serve(&t, "replica-a", &["-db-config", "db.json"]);
@@ -1366,6 +1379,61 @@ fn two_replicas_share_one_postgres_and_token_without_duplicates() {
     let r = t.run(&["certs", "list", "-db-config", "db.json", "--json"]);
     let v: Vec<Value> = serde_json::from_str(&r.ok().stdout).unwrap();
     assert_eq!(v.len(), 150);
+}
+
+#[test]
+fn postgres_over_tls_is_verified_and_never_downgraded() {
+    let t = Token::new("serve-pgtls");
+    let pg = Postgres::start_tls();
+    let db = |name: &str, dsn: &str| {
+        t.write(
+            name,
+            &serde_json::json!({"driver": "postgres", "data_source": dsn}).to_string(),
+        );
+    };
+    // The right CA: connects, migrates, lists (nothing yet).
+    db("ok.json", &pg.dsn);
+    let r = t.run(&["certs", "list", "-db-config", "ok.json", "--json"]);
+    assert_eq!(r.ok().stdout.trim(), "[]");
+    // Each refusal: exit code, one error line saying why.
+    let refused = |config: &str, code: i32, why: &str| {
+        let r = t.run(&["certs", "list", "-db-config", config]);
+        assert_eq!(r.code, code, "{config}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{config}: {}", r.stderr);
+        assert!(r.stderr.contains(why), "{config}: {}", r.stderr);
+    };
+    // Another CA: the handshake fails.
+    sh(t.command("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=not the PostgreSQL CA",
+        "-keyout",
+        "other-key.pem",
+        "-out",
+        "other.pem",
+    ]));
+    let root = pg.dsn.rsplit_once("sslrootcert=").unwrap().1.to_string();
+    let other = t.path("other.pem").display().to_string();
+    db("other.json", &pg.dsn.replace(&root, &other));
+    refused("other.json", 4, "invalid peer certificate");
+    // TLS asked for without a CA to check the server against: refused before connecting.
+    db(
+        "noroot.json",
+        &pg.dsn.replace(&format!("&sslrootcert={root}"), ""),
+    );
+    refused("noroot.json", 1, "needs sslrootcert=FILE");
+    // Plain text to this server: it refuses (so the TLS above was really used).
+    db(
+        "plain.json",
+        &pg.dsn.replace("sslmode=verify-full", "sslmode=disable"),
+    );
+    refused("plain.json", 4, "no encryption");
 }
 
 #[test]

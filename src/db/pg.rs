@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::{Client, Config, NoTls};
 
 use super::{COLUMNS, CertRecord, ListFilter, now, pending, select_sql};
@@ -12,6 +13,66 @@ use crate::error::{Error, Result};
 
 /// The advisory lock key that serializes migrations ("p11c").
 const MIGRATION_LOCK: i64 = 0x7031_3163;
+
+/// Take lib/pq's TLS options out of `dsn` (the driver knows only disable/prefer/require and no
+/// `sslrootcert`) and return the rest with the roots to verify the server against, if TLS is
+/// asked for. `sslmode=require`, `verify-ca` and `verify-full` all mean TLS with the server's
+/// certificate and name checked against `sslrootcert`, which is then required: unlike lib/pq,
+/// p11ca never sends the CA's records over TLS it has not verified. `disable`, `allow` and
+/// `prefer` (and no sslmode) connect in plain text, as before.
+fn tls_options(dsn: &str) -> Result<(String, Option<rustls::RootCertStore>)> {
+    let mut mode = None;
+    let mut root = None;
+    let rest = if let Some((base, query)) = dsn
+        .split_once('?')
+        .filter(|_| dsn.starts_with("postgres://") || dsn.starts_with("postgresql://"))
+    {
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
+            match k {
+                "sslmode" => mode = Some(v),
+                "sslrootcert" => root = Some(v),
+                _ => kept.push(pair),
+            }
+        }
+        if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        }
+    } else if dsn.contains("://") {
+        dsn.to_string()
+    } else {
+        let mut kept = Vec::new();
+        for word in dsn.split_whitespace() {
+            match word.split_once('=') {
+                Some(("sslmode", v)) => mode = Some(v.trim_matches('\'').to_string()),
+                Some(("sslrootcert", v)) => root = Some(v.trim_matches('\'').to_string()),
+                _ => kept.push(word),
+            }
+        }
+        kept.join(" ")
+    };
+    match mode.as_deref() {
+        None | Some("disable" | "allow" | "prefer") => Ok((rest, None)),
+        Some(m @ ("require" | "verify-ca" | "verify-full")) => {
+            let Some(root) = root else {
+                return Err(Error::input(format!(
+                    "PostgreSQL connection string: sslmode={m} needs sslrootcert=FILE (the CA of the server's certificate); p11ca always verifies the server"
+                )));
+            };
+            let roots = crate::serve::tls::roots(&root, "PostgreSQL sslrootcert")?;
+            Ok((rest, Some(roots)))
+        }
+        Some(m) => Err(Error::input(format!(
+            "PostgreSQL connection string: unknown sslmode={m}; use disable, require, verify-ca or verify-full"
+        ))),
+    }
+}
 
 /// An open PostgreSQL store.
 pub struct Pg {
@@ -57,7 +118,8 @@ fn row(r: &postgres::Row) -> CertRecord {
 impl Pg {
     /// Connect and migrate.
     pub fn open(dsn: &str) -> Result<Self> {
-        let mut config = Config::from_str(dsn).map_err(|e| {
+        let (dsn, tls) = tls_options(dsn)?;
+        let mut config = Config::from_str(&dsn).map_err(|e| {
             Error::input(format!(
                 "invalid connection string: {e}; use postgres://user:password@host:port/dbname"
             ))
@@ -65,9 +127,20 @@ impl Pg {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let client = config
-            .connect(NoTls)
-            .map_err(|e| err("cannot connect", e))?;
+        let client = match tls {
+            None => config.connect(NoTls),
+            Some(roots) => {
+                config.ssl_mode(SslMode::Require);
+                let tls =
+                    rustls::ClientConfig::builder_with_provider(crate::serve::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| Error::input(format!("TLS for PostgreSQL: {e}")))?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+            }
+        }
+        .map_err(|e| err("cannot connect", e))?;
         let mut s = Self { client };
         s.migrate()?;
         Ok(s)
