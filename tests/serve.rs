@@ -1262,6 +1262,63 @@ fn a_dropped_login_is_redone_with_the_kept_pin() {
     assert_eq!(serials(&recs), pem_serials(&got).into_iter().collect());
 }
 
+#[test]
+fn a_token_that_goes_away_and_comes_back_is_reconnected() {
+    // A network HSM stand-in: the token is served by p11-kit server, which is stopped for
+    // real while p11ca serve runs, then started again.
+    let t = Token::on(crate::util::Backend::P11Kit, "serve-net");
+    setup(&t);
+    let csr = ec_csr(&t, "node");
+    let req = kubernetes_request(&csr);
+    let srv = p11ca_serve(&t, "serve", &[]);
+    let c = RemoteClient::new(&srv.url()).unwrap();
+    let mut got = vec![
+        c.sign(&req, None)
+            .expect("signed before the token went away")
+            .0,
+    ];
+    let health = || http(srv.port, "GET", "/api/v1/cfssl/health", b"").map(|(st, _)| st);
+    t.stop_service();
+    // While it is away: each request gets a clear 503, nothing is recorded, the server lives.
+    for _ in 0..3 {
+        let e = c.sign(&req, None).expect_err("the token is away");
+        assert!(e.to_string().contains("HTTP 503"), "{e}");
+    }
+    assert_eq!(health(), Some(503));
+    t.start_service();
+    // Back: the module is initialized again and logged in; requests sign again.
+    let t0 = Instant::now();
+    loop {
+        match c.sign(&req, None) {
+            Ok((pem, _)) => {
+                got.push(pem);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "not reconnected after 20 s: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    for _ in 0..4 {
+        got.push(c.sign(&req, None).expect("signed after reconnecting").0);
+    }
+    assert_eq!(health(), Some(200));
+    drop(srv);
+    let err = t.read("serve.err");
+    assert!(err.contains("reconnected to token"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let recs = records(&t);
+    assert_eq!(recs.len(), 6, "only the certificates answered are recorded");
+    assert_eq!(serials(&recs), pem_serials(&got).into_iter().collect());
+    for (i, pem) in got.iter().enumerate() {
+        serial_of(&t, pem, &format!("back{i}.pem"));
+    }
+}
+
 // ---- PostgreSQL ----
 
 /// A throwaway PostgreSQL cluster (ci/pg-start), stopped on drop.

@@ -100,7 +100,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         &key_uri,
     )?;
     let sessions = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
-    let pool = SessionPool::open(&opened.module, &opened.token, sessions)?
+    let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
         .with_relogin_pin(opened.pin.clone());
 
     let key = ca.key_handle();
@@ -110,7 +110,6 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         config,
         pool,
         key: Mutex::new(key),
-        login: Mutex::new(opened.session),
         recorder: Recorder::start(store, db.clone()),
         max_body: a.max_body,
     });

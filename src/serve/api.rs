@@ -16,7 +16,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cryptoki::session::{Session, SessionState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -141,8 +140,6 @@ pub struct Service {
     pub config: SigningConfig,
     /// Token sessions for signing.
     pub pool: SessionPool,
-    /// The login session, kept open (closing every session would log out); /health checks it.
-    pub login: Mutex<Session>,
     /// The CA key's object handle, found again when the token hands out a new one.
     pub key: Mutex<cryptoki::object::ObjectHandle>,
     /// The issued-certificate store.
@@ -342,27 +339,9 @@ impl Service {
     }
 
     fn health(&self) -> Reply {
-        let s = self.login.lock().unwrap_or_else(|p| p.into_inner());
-        match s.get_session_info() {
-            Ok(i)
-                if matches!(
-                    i.session_state(),
-                    SessionState::RwUser | SessionState::RoUser
-                ) =>
-            {
-                success(json!({"healthy": true}), &[])
-            }
-            Ok(i) => failure(
-                503,
-                &format!(
-                    "the token session is not logged in (state {:?}); restart p11ca serve",
-                    i.session_state()
-                ),
-            ),
-            Err(e) => {
-                let e = crate::token::ck("the token session is unusable", e);
-                failure(503, e.message())
-            }
+        match self.pool.health() {
+            Ok(()) => success(json!({"healthy": true}), &[]),
+            Err(e) => failure(503, e.message()),
         }
     }
 }

@@ -6,13 +6,13 @@
 //! the new session; one that went stale *during* `C_Sign` is replaced but the request fails,
 //! since the token may have signed (nothing is signed twice blindly).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::Pkcs11;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
@@ -28,9 +28,21 @@ struct State {
 /// A fixed-size pool of read-write sessions on one token.
 pub struct SessionPool {
     ctx: Pkcs11,
-    slot: Slot,
+    /// The token's slot now (it can change when the module is initialized again).
+    slot: Mutex<Slot>,
     label: String,
+    serial: String,
     size: usize,
+    /// Every use of the module holds this for reading; initializing the module again holds it
+    /// for writing, so C_Finalize never runs under another thread's call.
+    gate: RwLock<()>,
+    /// The start-up login's session: kept open (closing every session would log out), and the
+    /// one /health asks. `None` while the token is away.
+    login: Mutex<Option<Session>>,
+    /// A session could not be opened: the module may have lost its token.
+    module_lost: AtomicBool,
+    /// When the module was last initialized again (at most once a second).
+    last_reinit: Mutex<Option<Instant>>,
     state: Mutex<State>,
     cv: Condvar,
     borrows: AtomicUsize,
@@ -62,30 +74,46 @@ fn injected_fault(borrow: usize) -> Option<Error> {
     None
 }
 
+/// Open `size` sessions in `slot` (fewer if the token refuses more; none is an error).
+fn open_sessions(ctx: &Pkcs11, slot: Slot, size: usize) -> Result<Vec<Session>> {
+    let mut idle = Vec::new();
+    let mut first_err = None;
+    for _ in 0..size.max(1) {
+        match ctx.open_rw_session(slot) {
+            Ok(s) => idle.push(s),
+            Err(e) => {
+                first_err = Some(ck("cannot open a signing session", e));
+                break;
+            }
+        }
+    }
+    if idle.is_empty() {
+        return Err(first_err.unwrap_or_else(|| Error::token("no signing session")));
+    }
+    Ok(idle)
+}
+
 impl SessionPool {
     /// Open `size` sessions on `token` (already logged in through another session of this
     /// process). Fewer may be opened if the token refuses more; none is an error.
-    pub fn open(module: &Module, token: &TokenSummary, size: usize) -> Result<Self> {
+    pub fn open(
+        module: &Module,
+        token: &TokenSummary,
+        size: usize,
+        login: Session,
+    ) -> Result<Self> {
         let ctx = module.context().clone();
-        let mut idle = Vec::new();
-        let mut first_err = None;
-        for _ in 0..size.max(1) {
-            match ctx.open_rw_session(token.slot) {
-                Ok(s) => idle.push(s),
-                Err(e) => {
-                    first_err = Some(ck("cannot open a signing session", e));
-                    break;
-                }
-            }
-        }
-        if idle.is_empty() {
-            return Err(first_err.unwrap_or_else(|| Error::token("no signing session")));
-        }
+        let idle = open_sessions(&ctx, token.slot, size)?;
         Ok(Self {
             ctx,
-            slot: token.slot,
+            slot: Mutex::new(token.slot),
             label: token.label.clone(),
+            serial: token.serial.clone(),
             size: idle.len(),
+            gate: RwLock::new(()),
+            login: Mutex::new(Some(login)),
+            module_lost: AtomicBool::new(false),
+            last_reinit: Mutex::new(None),
             state: Mutex::new(State { idle, missing: 0 }),
             cv: Condvar::new(),
             borrows: AtomicUsize::new(0),
@@ -134,14 +162,16 @@ impl SessionPool {
     }
 
     fn open_one(&self) -> Result<Session> {
-        self.ctx.open_rw_session(self.slot).map_err(|e| {
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        self.ctx.open_rw_session(slot).map_err(|e| {
+            // The module may have lost its token: the next request initializes it again.
+            self.module_lost.store(true, Ordering::Relaxed);
+            // Nothing was signed without a session: marked so the request may be retried.
             ck(
-                &format!(
-                    "cannot reopen a signing session on token \"{}\"",
-                    self.label
-                ),
+                &format!("cannot open a signing session on token \"{}\"", self.label),
                 e,
             )
+            .with_fault(TokenFault::Stale)
         })
     }
 
@@ -186,12 +216,128 @@ impl SessionPool {
         self.cv.notify_one();
     }
 
-    /// Run `f` with a session (waiting up to `wait` for one).
+    /// Run `f` with a session (waiting up to `wait` for one). If the module lost its token (a
+    /// network HSM or p11-kit server that restarted), it is initialized again, logged in with
+    /// the kept PIN, and a request that had not reached C_Sign is tried once more.
     pub fn with_session<T>(
         &self,
         wait: Duration,
         mut f: impl FnMut(&Session) -> Result<T>,
     ) -> Result<T> {
+        let r = self.with_session_once(wait, &mut f);
+        let retry = matches!(&r, Err(e) if e.fault() == Some(TokenFault::Stale));
+        if self.module_lost.load(Ordering::Relaxed) && self.reinitialize().is_ok() && retry {
+            return self.with_session_once(wait, &mut f);
+        }
+        r
+    }
+
+    /// Whether the start-up login still holds (for /health); a lost token is initialized
+    /// again first.
+    pub fn health(&self) -> Result<()> {
+        let r = self.check_login();
+        if r.is_err() {
+            self.module_lost.store(true, Ordering::Relaxed);
+            if self.reinitialize().is_ok() {
+                return self.check_login();
+            }
+        }
+        r
+    }
+
+    fn check_login(&self) -> Result<()> {
+        let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = login.as_ref() else {
+            return Err(Error::token(format!(
+                "token \"{}\" is not reachable; p11ca serve keeps trying to reconnect",
+                self.label
+            )));
+        };
+        match s.get_session_info() {
+            Ok(i)
+                if matches!(
+                    i.session_state(),
+                    SessionState::RwUser | SessionState::RoUser
+                ) =>
+            {
+                Ok(())
+            }
+            Ok(i) => Err(Error::token(format!(
+                "the token session is not logged in (state {:?})",
+                i.session_state()
+            ))),
+            Err(e) => Err(ck("the token session is unusable", e)),
+        }
+    }
+
+    /// C_Finalize and C_Initialize with no other thread in the module, then find the token
+    /// again (its slot may change), log in with the kept PIN and open every session anew. At
+    /// most once a second; until it works, requests fail with a clear error.
+    fn reinitialize(&self) -> Result<()> {
+        {
+            let mut last = self.last_reinit.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Err(Error::token("the token is being reconnected"));
+            }
+            *last = Some(Instant::now());
+        }
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        if !self.module_lost.load(Ordering::Relaxed) {
+            return Ok(()); // another thread did it while this one waited
+        }
+        // Close the old sessions before C_Finalize: a handle closed afterwards could belong to
+        // a new session.
+        let mut st = self.lock();
+        st.idle.clear();
+        st.missing = self.size;
+        *self.login.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let _ = self.ctx.clone().finalize();
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(ck("cannot initialize the PKCS#11 module again", e)),
+        }
+        let slot = self
+            .ctx
+            .get_slots_with_token()
+            .map_err(|e| ck("cannot list the module's tokens", e))?
+            .into_iter()
+            .find(|s| {
+                self.ctx.get_token_info(*s).is_ok_and(|i| {
+                    i.label().trim_end() == self.label
+                        && i.serial_number().trim_end() == self.serial
+                })
+            })
+            .ok_or_else(|| Error::token(format!("token \"{}\" is not back yet", self.label)))?;
+        let login = self
+            .ctx
+            .open_rw_session(slot)
+            .map_err(|e| ck("cannot open a session after reconnecting", e))?;
+        self.relogin(&login)?;
+        let idle = open_sessions(&self.ctx, slot, self.size)?;
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
+        *self.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(login);
+        st.missing = self.size - idle.len();
+        st.idle = idle;
+        self.module_lost.store(false, Ordering::Relaxed);
+        self.cv.notify_all();
+        eprintln!(
+            "p11ca: serve: reconnected to token \"{}\" (module initialized again, logged in)",
+            self.label
+        );
+        Ok(())
+    }
+
+    fn with_session_once<T>(
+        &self,
+        wait: Duration,
+        f: &mut impl FnMut(&Session) -> Result<T>,
+    ) -> Result<T> {
+        let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let s = self.take(wait)?;
         let borrow = self.borrows.fetch_add(1, Ordering::Relaxed);
         if borrow == 3 && crate::fault::active("serve-logout") {
