@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::RvError;
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
@@ -28,6 +28,7 @@ struct State {
 /// A fixed-size pool of read-write sessions on one token.
 pub struct SessionPool {
     ctx: Pkcs11,
+    path: std::path::PathBuf,
     /// The token's slot now (it can change when the module is initialized again).
     slot: Mutex<Slot>,
     label: String,
@@ -106,6 +107,7 @@ impl SessionPool {
         let idle = open_sessions(&ctx, token.slot, size)?;
         Ok(Self {
             ctx,
+            path: module.path().to_path_buf(),
             slot: Mutex::new(token.slot),
             label: token.label.clone(),
             serial: token.serial.clone(),
@@ -292,15 +294,7 @@ impl SessionPool {
         st.idle.clear();
         st.missing = self.size;
         *self.login.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let _ = self.ctx.clone().finalize();
-        match self
-            .ctx
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        {
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(ck("cannot initialize the PKCS#11 module again", e)),
-        }
+        crate::token::initialize_again(&self.ctx, &self.path)?;
         let slot = self
             .ctx
             .get_slots_with_token()

@@ -136,6 +136,21 @@ pub struct Module {
     generation: std::sync::Mutex<u64>,
 }
 
+/// C_Finalize and C_Initialize on a shared context (`path` names it in errors). The context is
+/// shared (sessions hold clones): finalizing through a clone ends the module's state for all of
+/// them, which is the point; every session and login is gone afterwards. The caller makes sure
+/// no other thread is inside the module.
+pub fn initialize_again(ctx: &Pkcs11, path: &Path) -> Result<()> {
+    let _ = ctx.clone().finalize();
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(ck(
+            &format!("cannot initialize PKCS#11 module {} again", path.display()),
+            e,
+        )),
+    }
+}
+
 impl Drop for Module {
     /// C_Finalize before the library is unloaded, as PKCS#11 asks. Besides closing a remote
     /// module's connection cleanly, it is faster: SoftHSM left initialized costs about 1 ms
@@ -238,25 +253,9 @@ impl Module {
         if *generation != seen {
             return Ok(());
         }
-        // The context is shared (sessions hold clones); finalizing through a clone ends the
-        // module's state for all of them, which is the point.
-        let _ = self.ctx.clone().finalize();
-        match self
-            .ctx
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
-                *generation += 1;
-                Ok(())
-            }
-            Err(e) => Err(ck(
-                &format!(
-                    "cannot initialize PKCS#11 module {} again",
-                    self.path.display()
-                ),
-                e,
-            )),
-        }
+        initialize_again(&self.ctx, &self.path)?;
+        *generation += 1;
+        Ok(())
     }
 
     /// The module's file path.
