@@ -64,9 +64,8 @@ pub struct CaKey {
     slot: std::sync::Mutex<cryptoki::slot::Slot>,
     /// The authorityKeyIdentifier every issued certificate carries.
     aki: Extension,
-    /// The key's algorithm and size, and the signature algorithm of every certificate it signs.
+    /// The key's algorithm and size (the signature algorithm follows from it).
     key_alg: KeyAlg,
-    alg: SigAlg,
 }
 
 impl CaKey {
@@ -122,7 +121,6 @@ impl CaKey {
             slot: std::sync::Mutex::new(token.slot),
             aki: build::aki_ext(&ca_ski)?,
             key_alg,
-            alg,
         })
     }
 
@@ -380,7 +378,7 @@ impl CaKey {
             not_after,
             extensions: exts,
         };
-        build::certificate_unsigned(&params, self.alg)
+        build::certificate_unsigned(&params, SigAlg::for_key(self.key_alg))
     }
 }
 

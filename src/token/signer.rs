@@ -122,9 +122,9 @@ pub struct TokenSigner<'s> {
     context_pin: Option<&'s AuthPin>,
     /// Bytes from the token's RNG not used yet: one C_GenerateRandom serves many serials.
     rng_pool: std::cell::RefCell<Vec<u8>>,
-    /// C_GenerateRandom calls so far: the first asks only for what is needed, so a signer
-    /// made for one certificate (a request of `serve`) does not draw a whole pool.
-    rng_refills: std::cell::Cell<u32>,
+    /// C_GenerateRandom was called before: the first call asks only for what is needed, so a
+    /// signer made for one certificate (a request of `serve`) does not draw a whole pool.
+    rng_drawn: std::cell::Cell<bool>,
 }
 
 impl<'s> TokenSigner<'s> {
@@ -158,7 +158,7 @@ impl<'s> TokenSigner<'s> {
             mech,
             context_pin: None,
             rng_pool: std::cell::RefCell::new(Vec::new()),
-            rng_refills: std::cell::Cell::new(0),
+            rng_drawn: std::cell::Cell::new(false),
         }
     }
 
@@ -274,13 +274,11 @@ impl Signer for TokenSigner<'_> {
         const REFILL: usize = 1024;
         let mut pool = self.rng_pool.borrow_mut();
         if pool.len() < buf.len() {
-            let want = if self.rng_refills.get() == 0 {
+            let want = if !self.rng_drawn.replace(true) {
                 buf.len()
             } else {
                 REFILL.max(buf.len())
             };
-            self.rng_refills
-                .set(self.rng_refills.get().saturating_add(1));
             let mut fresh = vec![0u8; want];
             self.session
                 .generate_random_slice(&mut fresh)
