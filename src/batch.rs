@@ -34,7 +34,8 @@ pub fn session_count(
     requested: Option<usize>,
     inputs: usize,
 ) -> usize {
-    if inputs <= 1 || requested == Some(1) || serializes_calls(module) {
+    if inputs <= 1 || requested == Some(1) || crate::token::quirks::serializes_calls(module.path())
+    {
         return 1;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -50,18 +51,6 @@ pub fn session_count(
         n = n.min((max.saturating_sub(open) as usize).max(1));
     }
     n
-}
-
-/// p11-kit's RPC client (a token served by `p11-kit server`): all calls share one connection,
-/// which the server answers one at a time, so more sessions add nothing; and with p11-kit 0.24
-/// a thread waiting for its reply can wait forever if the connection drops while another
-/// thread is reading (seen here: a batch hung when the server stopped). One session, and so
-/// one thread in the module, avoids both; it also lets a lost server be re-initialized.
-fn serializes_calls(module: &Module) -> bool {
-    module
-        .path()
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().contains("p11-kit-client"))
 }
 
 /// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `on_done` is called

@@ -79,6 +79,17 @@ pub fn for_identity(manufacturer: &str, model: &str, library: &str) -> Quirks {
     }
 }
 
+/// p11-kit's RPC client (a token served by `p11-kit server`): all calls share one connection,
+/// which the server answers one at a time, so more sessions add nothing; and with p11-kit 0.24
+/// a thread waiting for its reply can wait forever if the connection drops while another
+/// thread is reading (seen here: a batch hung when the server stopped). One session, and so
+/// one thread in the module, avoids both; it also lets a lost server be re-initialized.
+pub fn serializes_calls(module_path: &std::path::Path) -> bool {
+    module_path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("p11-kit-client"))
+}
+
 /// The ykcs11 CKA_ID for a PIV slot name such as `9c` or `82`.
 pub fn piv_slot_id(slot: &str) -> Result<u8> {
     let s = slot.trim().to_ascii_lowercase();
@@ -103,6 +114,20 @@ pub fn piv_slot_id(slot: &str) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p11kit_client_gets_one_session() {
+        use std::path::Path;
+        assert!(serializes_calls(Path::new(
+            "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+        )));
+        assert!(!serializes_calls(Path::new(
+            "/usr/lib/softhsm/libsofthsm2.so"
+        )));
+        assert!(!serializes_calls(Path::new(
+            "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+        )));
+    }
 
     #[test]
     fn piv_slots() {
