@@ -29,6 +29,8 @@ struct State {
 pub struct SessionPool {
     ctx: Pkcs11,
     path: std::path::PathBuf,
+    /// The module's initialized state, shared with the [`Module`].
+    initialized: std::sync::Arc<AtomicBool>,
     /// The token's slot now (it can change when the module is initialized again).
     slot: Mutex<Slot>,
     label: String,
@@ -108,6 +110,7 @@ impl SessionPool {
         Ok(Self {
             ctx,
             path: module.path().to_path_buf(),
+            initialized: module.initialized(),
             slot: Mutex::new(token.slot),
             label: token.label.clone(),
             serial: token.serial.clone(),
@@ -294,7 +297,7 @@ impl SessionPool {
         st.idle.clear();
         st.missing = self.size;
         *self.login.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        crate::token::initialize_again(&self.ctx, &self.path)?;
+        crate::token::initialize_again(&self.ctx, &self.path, &self.initialized)?;
         let slot = self
             .ctx
             .get_slots_with_token()

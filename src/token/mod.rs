@@ -8,6 +8,8 @@ pub mod signer;
 pub mod uri;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -134,16 +136,26 @@ pub struct Module {
     /// Counts re-initializations, so threads that all saw the token go away re-initialize it
     /// once, not once each.
     generation: std::sync::Mutex<u64>,
+    /// Whether the module is initialized now (false after a re-initialization that failed, so
+    /// C_Finalize is not called on a module that is not initialized: p11-kit's client prints
+    /// an assertion on stderr then). Shared with whoever else re-initializes the context.
+    initialized: Arc<AtomicBool>,
 }
 
-/// C_Finalize and C_Initialize on a shared context (`path` names it in errors). The context is
+/// C_Finalize (if `initialized`) and C_Initialize on a shared context (`path` names it in
+/// errors). The context is
 /// shared (sessions hold clones): finalizing through a clone ends the module's state for all of
 /// them, which is the point; every session and login is gone afterwards. The caller makes sure
 /// no other thread is inside the module.
-pub fn initialize_again(ctx: &Pkcs11, path: &Path) -> Result<()> {
-    let _ = ctx.clone().finalize();
+pub fn initialize_again(ctx: &Pkcs11, path: &Path, initialized: &AtomicBool) -> Result<()> {
+    if initialized.swap(false, Ordering::SeqCst) {
+        let _ = ctx.clone().finalize();
+    }
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            initialized.store(true, Ordering::SeqCst);
+            Ok(())
+        }
         Err(e) => Err(ck(
             &format!("cannot initialize PKCS#11 module {} again", path.display()),
             e,
@@ -156,7 +168,9 @@ impl Drop for Module {
     /// module's connection cleanly, it is faster: SoftHSM left initialized costs about 1 ms
     /// more at process exit (measured in `ci/bench`, one-shot profile) than its C_Finalize.
     fn drop(&mut self) {
-        let _ = self.ctx.clone().finalize();
+        if self.initialized.swap(false, Ordering::SeqCst) {
+            let _ = self.ctx.clone().finalize();
+        }
     }
 }
 
@@ -236,7 +250,14 @@ impl Module {
             ctx,
             path: path.to_path_buf(),
             generation: std::sync::Mutex::new(0),
+            initialized: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// Whether the module is initialized, shared with others that re-initialize its context
+    /// (the server's session pool).
+    pub fn initialized(&self) -> Arc<AtomicBool> {
+        self.initialized.clone()
     }
 
     /// The current initialization generation (see [`Module::reinitialize`]).
@@ -253,7 +274,7 @@ impl Module {
         if *generation != seen {
             return Ok(());
         }
-        initialize_again(&self.ctx, &self.path)?;
+        initialize_again(&self.ctx, &self.path, &self.initialized)?;
         *generation += 1;
         Ok(())
     }
