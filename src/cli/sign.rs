@@ -192,6 +192,9 @@ fn issue_items(
         &on_done,
         Some(session),
     )?;
+    // The process exits after this: finalize, but leave the library loaded.
+    drop(ca);
+    module.finalize_for_exit();
     for (i, e) in write_errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
         results[i] = Err(e);
     }
