@@ -1263,6 +1263,34 @@ fn a_dropped_login_is_redone_with_the_kept_pin() {
 }
 
 #[test]
+fn a_health_check_that_finds_the_login_gone_logs_in_again_without_reconnecting() {
+    let (t, csr) = token_and_node_csr("serve-health-logout");
+    // Every /health check first logs the server out of the token for real (C_Logout), as a
+    // token reset would; start-up waits for one such check to pass.
+    let srv = p11ca_serve_with_fault(&t, "health-logout", "serve-health-logout");
+    let health = || http(srv.port, "GET", "/api/v1/cfssl/health", b"").map(|(st, _)| st);
+    for i in 0..3 {
+        assert_eq!(
+            health(),
+            Some(200),
+            "health check {i} after the login was dropped"
+        );
+    }
+    let c = RemoteClient::new(&srv.url()).unwrap();
+    let (pem, _) = c
+        .sign(&kubernetes_request(&csr), None)
+        .expect("signed after the health checks logged in again");
+    drop(srv);
+    t.write("after-health.pem", &pem);
+    verify(&t, "after-health.pem");
+    // The token never went away: logging in again was enough, the module was not
+    // initialized anew (which would close every session and show in the log).
+    let log = t.read("health-logout.err");
+    assert!(!log.contains("initialized again"), "{log}");
+    assert_eq!(records(&t).len(), 1);
+}
+
+#[test]
 fn a_token_that_goes_away_and_comes_back_is_reconnected() {
     // A network HSM stand-in: the token is served by p11-kit server, which is stopped for
     // real while p11ca serve runs, then started again.

@@ -57,7 +57,8 @@ pub struct SessionPool {
 
 /// Debug builds: `P11CA_FAULT=serve-stale-session` (or `serve-stale-during-sign`) makes every
 /// third borrowed session report itself gone before (or during) signing;
-/// `P11CA_FAULT=serve-logout` logs the server out of the token for real at the fourth borrow.
+/// `P11CA_FAULT=serve-logout` logs the server out of the token for real at the fourth borrow,
+/// and `serve-health-logout` at every /health check.
 fn injected_fault(borrow: usize) -> Option<Error> {
     if borrow % 3 != 1 {
         return None;
@@ -237,24 +238,52 @@ impl SessionPool {
         r
     }
 
-    /// Whether the start-up login still holds (for /health); a lost token is initialized
-    /// again first.
+    /// Whether the start-up login still holds (for /health). A login the token dropped is
+    /// redone with the kept PIN, as a request would; only a session that is gone (the token
+    /// went away) has the module initialized again.
     pub fn health(&self) -> Result<()> {
-        let r = self.check_login();
-        if r.is_err() {
-            self.module_lost.store(true, Ordering::Relaxed);
-            if self.reinitialize().is_ok() {
-                return self.check_login();
+        if crate::fault::active("serve-health-logout") {
+            self.inject_logout();
+        }
+        match self.check_login() {
+            LoginCheck::Holds => Ok(()),
+            LoginCheck::LoggedOut(e) => {
+                let again = {
+                    let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
+                    let login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+                    login.as_ref().map_or(Err(e), |s| self.relogin(s))
+                };
+                again.and_then(|()| self.check_login().into_result())
+            }
+            LoginCheck::Unusable(e) => {
+                self.module_lost.store(true, Ordering::Relaxed);
+                if self.reinitialize().is_ok() {
+                    return self.check_login().into_result();
+                }
+                Err(e)
             }
         }
-        r
     }
 
-    fn check_login(&self) -> Result<()> {
+    /// A real C_Logout on the login session (debug builds, `P11CA_FAULT`): as a token reset
+    /// would leave it, with every session of the application logged out.
+    fn inject_logout(&self) {
+        let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = self
+            .login
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = s.logout();
+        }
+    }
+
+    fn check_login(&self) -> LoginCheck {
         let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let login = self.login.lock().unwrap_or_else(|p| p.into_inner());
         let Some(s) = login.as_ref() else {
-            return Err(Error::token(format!(
+            return LoginCheck::Unusable(Error::token(format!(
                 "token \"{}\" is not reachable; p11ca serve keeps trying to reconnect",
                 self.label
             )));
@@ -266,13 +295,13 @@ impl SessionPool {
                     SessionState::RwUser | SessionState::RoUser
                 ) =>
             {
-                Ok(())
+                LoginCheck::Holds
             }
-            Ok(i) => Err(Error::token(format!(
+            Ok(i) => LoginCheck::LoggedOut(Error::token(format!(
                 "the token session is not logged in (state {:?})",
                 i.session_state()
             ))),
-            Err(e) => Err(ck("the token session is unusable", e)),
+            Err(e) => LoginCheck::Unusable(ck("the token session is unusable", e)),
         }
     }
 
@@ -382,5 +411,24 @@ impl SessionPool {
         }
         self.put(fresh);
         r
+    }
+}
+
+/// What /health found of the login session.
+enum LoginCheck {
+    /// Logged in.
+    Holds,
+    /// The session is there but the token dropped the login.
+    LoggedOut(Error),
+    /// The session is gone (or was never reopened after the token went away).
+    Unusable(Error),
+}
+
+impl LoginCheck {
+    fn into_result(self) -> Result<()> {
+        match self {
+            LoginCheck::Holds => Ok(()),
+            LoginCheck::LoggedOut(e) | LoginCheck::Unusable(e) => Err(e),
+        }
     }
 }
