@@ -152,6 +152,16 @@ fn serials_in_out(t: &Token) -> Vec<String> {
 
 use crate::util::SIGN_BATCH as BATCH;
 
+/// The six inputs of `BATCH` each have one certificate in `out/`, with six distinct serials.
+#[track_caller]
+fn assert_six_issued_once(t: &Token, context: &str) {
+    let serials = serials_in_out(t);
+    assert_eq!(serials.len(), 6, "{context}: every input issued once");
+    let mut uniq = serials.clone();
+    uniq.dedup(); // sorted by serials_in_out
+    assert_eq!(uniq.len(), 6, "{context}: no serial twice");
+}
+
 #[test]
 fn a_session_that_goes_stale_before_signing_is_reopened_once() {
     let t = Token::new("stale");
@@ -164,11 +174,7 @@ fn a_session_that_goes_stale_before_signing_is_reopened_once() {
         None,
     );
     r.ok();
-    let serials = serials_in_out(&t);
-    assert_eq!(serials.len(), 6, "every input issued once after the reopen");
-    let mut uniq = serials.clone();
-    uniq.dedup();
-    assert_eq!(uniq.len(), 6, "no serial twice");
+    assert_six_issued_once(&t, "after the reopen");
 }
 
 #[test]
@@ -188,11 +194,7 @@ fn a_login_the_token_dropped_is_redone_and_the_key_found_again() {
             None,
         );
         r.ok();
-        let serials = serials_in_out(&t);
-        assert_eq!(serials.len(), 6, "--jobs {jobs}: every input issued once");
-        let mut uniq = serials.clone();
-        uniq.dedup();
-        assert_eq!(uniq.len(), 6, "--jobs {jobs}: no serial twice");
+        assert_six_issued_once(&t, &format!("--jobs {jobs}"));
     }
 }
 
