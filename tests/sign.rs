@@ -30,7 +30,7 @@ const SEED_SUBJECT: &str =
 
 /// The seed CA on `t`: tests/data/ca-csr.json and ca-config.json copied into the work dir, then
 /// `gencert -initca ca-csr.json | json -bare ca`.
-fn seed_ca(t: &Token) {
+pub(crate) fn seed_ca(t: &Token) {
     require("openssl");
     for f in ["ca-csr.json", "ca-config.json"] {
         std::fs::copy(repo(&format!("tests/data/{f}")), t.path(f)).unwrap();

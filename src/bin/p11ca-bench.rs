@@ -252,7 +252,9 @@ fn key_uri(value: &str) -> Result<Pkcs11Uri> {
     } else {
         String::from_utf8_lossy(&read(Path::new(value))?).into_owned()
     };
-    Pkcs11Uri::parse(text.trim())
+    let uri = Pkcs11Uri::parse(text.trim())?;
+    uri.check_key_handle("--ca-key")?;
+    Ok(uri)
 }
 
 fn floor(args: &Args) -> Result<()> {
@@ -260,7 +262,7 @@ fn floor(args: &Args) -> Result<()> {
     use cryptoki::object::{Attribute, ObjectClass};
     use cryptoki::session::UserType;
     let uri = key_uri(&args.ca_key)?;
-    let path = Module::resolve_path(None, Some(&uri))?;
+    let path = Module::resolve_path(None, None)?;
     let ctx = Pkcs11::new(&path).map_err(|e| Error::token(format!("cannot load module: {e}")))?;
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(|e| Error::token(format!("C_Initialize: {e}")))?;
@@ -304,20 +306,16 @@ fn floor(args: &Args) -> Result<()> {
 /// The token selector, as the CLI makes it: the key URI's token attributes, else
 /// `P11CA_TOKEN` (a label or a URI).
 fn selector(key_uri: &Pkcs11Uri) -> Result<Pkcs11Uri> {
-    if key_uri.selects_token() {
-        return Ok(key_uri.clone());
-    }
-    Ok(
-        match std::env::var("P11CA_TOKEN").ok().filter(|t| !t.is_empty()) {
-            Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(&t)?,
-            Some(t) => {
-                let mut u = Pkcs11Uri::default();
-                u.token = Some(t);
-                u
-            }
-            None => Pkcs11Uri::default(),
-        },
-    )
+    let operator = match std::env::var("P11CA_TOKEN").ok().filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(&t)?,
+        Some(t) => {
+            let mut u = Pkcs11Uri::default();
+            u.token = Some(t);
+            u
+        }
+        None => Pkcs11Uri::default(),
+    };
+    Pkcs11Uri::selector_for_key(key_uri, operator)
 }
 
 fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
+use crate::token::Pkcs11Uri;
 
 /// Render a cfssl-style result object: sorted keys, one line, trailing newline.
 pub fn result_json(fields: &BTreeMap<&str, String>) -> String {
@@ -83,6 +84,9 @@ pub fn files_from_json(input: &[u8], source: &str, bare: bool, base: &str) -> Re
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) if s.is_empty() => {}
                 Some(Value::String(s)) => {
+                    if *key == "key_uri" {
+                        check_key_uri(s, source)?;
+                    }
                     set.add(format!("{base}{suffix}"), s.as_bytes().to_vec(), *mode);
                 }
                 Some(_) => {
@@ -102,6 +106,16 @@ pub fn files_from_json(input: &[u8], source: &str, bare: bool, base: &str) -> Re
     Ok(set)
 }
 
+/// A `key_uri` is written only if it is a key handle and nothing more: the file is copied to
+/// every signing machine, and a module path or PIN source in it would be obeyed by whoever
+/// reads it next (see [`Pkcs11Uri::check_key_handle`]).
+fn check_key_uri(text: &str, source: &str) -> Result<()> {
+    let field = format!("{source}: field \"key_uri\"");
+    Pkcs11Uri::parse(text.trim())
+        .map_err(|e| e.context(&field))?
+        .check_key_handle(&field)
+}
+
 /// Base name check: refuse names that would write outside the intended folder by surprise.
 pub fn check_base(base: &str) -> Result<()> {
     if base.is_empty() || base.ends_with('/') || Path::new(base).file_name().is_none() {
@@ -119,19 +133,19 @@ mod tests {
     #[test]
     fn sorted_keys() {
         let mut m = BTreeMap::new();
-        m.insert("key_uri", "pkcs11:x".to_string());
+        m.insert("key_uri", "pkcs11:token=t;object=x".to_string());
         m.insert("csr", "C".to_string());
         m.insert("cert", "A".to_string());
         assert_eq!(
             result_json(&m),
-            "{\"cert\":\"A\",\"csr\":\"C\",\"key_uri\":\"pkcs11:x\"}\n"
+            "{\"cert\":\"A\",\"csr\":\"C\",\"key_uri\":\"pkcs11:token=t;object=x\"}\n"
         );
     }
 
     #[test]
     fn bare_files() {
         let set = files_from_json(
-            br#"{"cert":"A","csr":"C","key_uri":"pkcs11:x","bogus":"z","key":""}"#,
+            br#"{"cert":"A","csr":"C","key_uri":"pkcs11:token=t;object=x","bogus":"z","key":""}"#,
             "stdin",
             true,
             "ca",

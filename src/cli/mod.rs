@@ -89,13 +89,13 @@ pub struct Opened {
     pub pin: cryptoki::types::AuthPin,
 }
 
-/// The token selector: a key URI's token attributes win, then `--token` (label or URI).
-pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
-    if let Some(u) = key_uri.filter(|u| u.selects_token()) {
-        return Ok(u.clone());
-    }
+/// The operator's `--token` / `P11CA_TOKEN`: a label, or a URI that may also name the module
+/// and the PIN source (the operator's own command line or environment, unlike a key handle).
+fn operator_selector(args: &TokenArgs) -> Result<Pkcs11Uri> {
     Ok(match args.token.as_deref() {
-        Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(t)?,
+        Some(t) if t.starts_with("pkcs11:") => {
+            Pkcs11Uri::parse(t).map_err(|e| e.context("--token"))?
+        }
         Some(t) if !t.is_empty() => {
             let mut u = Pkcs11Uri::default();
             u.token = Some(t.to_string());
@@ -105,16 +105,23 @@ pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11U
     })
 }
 
+/// The token selector: the key handle's token attributes, which must agree with `--token`;
+/// the module and the PIN source only ever come from the operator.
+pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
+    let operator = operator_selector(args)?;
+    match key_uri {
+        Some(handle) => Pkcs11Uri::selector_for_key(handle, operator),
+        None => Ok(operator),
+    }
+}
+
 /// Load the module and choose the token, without logging in.
 pub fn open_module(
     args: &TokenArgs,
     key_uri: Option<&Pkcs11Uri>,
 ) -> Result<(Module, TokenSummary, Pkcs11Uri)> {
     let sel = selector(args, key_uri)?;
-    let path = Module::resolve_path(
-        args.module.as_deref(),
-        Some(&sel).filter(|s| s.module_path.is_some()).or(key_uri),
-    )?;
+    let path = Module::resolve_path(args.module.as_deref(), Some(&sel))?;
     let module = Module::load(&path)?;
     let token = module.select_token(&sel)?;
     Ok((module, token, sel))
@@ -124,12 +131,9 @@ pub fn open_module(
 pub fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
     let (module, token, sel) = open_module(args, key_uri)?;
     let mut warnings = Vec::new();
-    let pin_uri = key_uri
-        .filter(|u| u.pin_source.is_some() || u.pin_value.is_some())
-        .unwrap_or(&sel);
     let (pin, _origin) = pin::resolve(
         args.pin_source.as_deref(),
-        Some(pin_uri),
+        Some(&sel),
         &token.label,
         &mut warnings,
     )?;

@@ -49,7 +49,9 @@ pub fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {
             "{source} does not hold a pkcs11: URI; give the NAME-key.uri written by `p11ca json -bare` or a URI such as 'pkcs11:token=T;object=ca'"
         )));
     }
-    Pkcs11Uri::parse(text).map_err(|e| e.context(source))
+    let uri = Pkcs11Uri::parse(text).map_err(|e| e.context(&source))?;
+    uri.check_key_handle(&source)?;
+    Ok(uri)
 }
 
 /// The signing configuration from `-config`, or cfssl's default; notices go to stderr.

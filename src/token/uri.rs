@@ -263,6 +263,66 @@ impl Pkcs11Uri {
         Ok(out)
     }
 
+    /// Check that this URI, read from `source` (a `-ca-key` file, flag or variable), is a key
+    /// handle and nothing more. A handle file is copied to every machine that signs, so whoever
+    /// can write it must not choose the code p11ca loads (`module-path`, `module-name`) or where
+    /// the PIN goes and comes from (`pin-source`, `pin-value`): those are the operator's, given
+    /// with `--module`/`P11CA_MODULE` and `--pin-source`/`P11CA_PIN`.
+    pub fn check_key_handle(&self, source: &str) -> Result<()> {
+        let carried: Vec<&str> = [
+            ("module-path", self.module_path.is_some()),
+            ("module-name", self.module_name.is_some()),
+            ("pin-source", self.pin_source.is_some()),
+            ("pin-value", self.pin_value.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        if carried.is_empty() {
+            return Ok(());
+        }
+        Err(Error::input(format!(
+            "{source}: a key handle names a token and a key, nothing more, but this one carries {}; remove it, and give the module with --module or P11CA_MODULE and the PIN with --pin-source or P11CA_PIN",
+            carried.join(", ")
+        )))
+    }
+
+    /// The token selector for signing with the key `handle`, given the operator's own selector
+    /// (`--token`, a label or a URI, which may also name the module and the PIN source). The
+    /// handle's token attributes must agree with the operator's: a contradiction is an error,
+    /// never silently resolved in favour of either.
+    pub fn selector_for_key(handle: &Pkcs11Uri, operator: Pkcs11Uri) -> Result<Pkcs11Uri> {
+        handle.check_key_handle("the key handle")?;
+        let mut sel = operator;
+        let pairs = [
+            ("token", &handle.token, &mut sel.token),
+            ("serial", &handle.serial, &mut sel.serial),
+            ("model", &handle.model, &mut sel.model),
+            ("manufacturer", &handle.manufacturer, &mut sel.manufacturer),
+        ];
+        for (name, from_handle, from_operator) in pairs {
+            match (from_handle, from_operator.as_deref()) {
+                (Some(h), Some(o)) if h != o => {
+                    return Err(Error::input(format!(
+                        "the key handle names {name} \"{h}\" but --token (or P11CA_TOKEN) names {name} \"{o}\"; make them agree or unset P11CA_TOKEN"
+                    )));
+                }
+                (Some(h), _) => *from_operator = Some(h.clone()),
+                (None, _) => {}
+            }
+        }
+        match (handle.slot_id, sel.slot_id) {
+            (Some(h), Some(o)) if h != o => Err(Error::input(format!(
+                "the key handle names slot-id {h} but --token (or P11CA_TOKEN) names slot-id {o}; make them agree"
+            ))),
+            (Some(h), _) => {
+                sel.slot_id = Some(h);
+                Ok(sel)
+            }
+            (None, _) => Ok(sel),
+        }
+    }
+
     /// Whether any attribute selecting a token is present.
     pub fn selects_token(&self) -> bool {
         self.token.is_some()

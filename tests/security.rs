@@ -1,0 +1,136 @@
+//! The security model, each rule tested as the attack it prevents: a key handle names a key and
+//! nothing else; batches never lose or mix outputs; secrets stay out of the environment, the
+//! store's messages and core dumps.
+
+use crate::sign::seed_ca;
+use crate::util::{Token, repo, require, sh};
+
+/// A PKCS#11 "module" whose only effect is to prove it was loaded: its constructor (run by
+/// dlopen) writes `marker`. Built with the system C compiler in the test's work dir.
+fn shim_module(t: &Token, marker: &str) -> String {
+    require("cc");
+    let src = format!(
+        r#"#include <stdio.h>
+__attribute__((constructor)) static void loaded(void) {{
+  FILE *f = fopen("{marker}", "w");
+  if (f) {{ fputs("loaded\n", f); fclose(f); }}
+}}
+/* CKR_GENERAL_ERROR: a real shim would forward to the token and log C_Login's PIN. */
+unsigned long C_GetFunctionList(void **list) {{ (void)list; return 5; }}
+"#,
+        marker = t.path(marker).display()
+    );
+    t.write("shim.c", &src);
+    sh(t.command("cc")
+        .args(["-shared", "-fPIC", "-o", "shim.so", "shim.c"]));
+    t.path("shim.so").display().to_string()
+}
+
+#[test]
+fn a_key_handle_cannot_choose_the_module() {
+    let t = Token::new("handle");
+    seed_ca(&t);
+    std::fs::copy(repo("tests/data/node-csr.json"), t.path("node-csr.json")).unwrap();
+    let shim = shim_module(&t, "shim-loaded");
+    // The control: the operator's own --module does load it, so the marker is a real witness.
+    t.run(&["--module", &shim, "token", "list"]);
+    assert!(t.path("shim-loaded").exists(), "the shim never ran");
+    std::fs::remove_file(t.path("shim-loaded")).unwrap();
+
+    let handle = t.read("ca-key.uri");
+    let objects = t.object_count();
+    for (name, query) in [
+        ("module-path", format!("module-path={shim}")),
+        ("module-name", "module-name=shim".to_string()),
+    ] {
+        t.write("evil-key.uri", &format!("{}?{query}\n", handle.trim()));
+        t.run(&[
+            "gencert",
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "evil-key.uri",
+            "-config",
+            "ca-config.json",
+            "-profile",
+            "mosquitood-k8s",
+            "node-csr.json",
+        ])
+        .fails(1, &format!("evil-key.uri: a key handle names a token and a key, nothing more, but this one carries {name}"));
+        assert!(
+            !t.path("shim-loaded").exists(),
+            "{name}: the shim was loaded"
+        );
+    }
+    // The same through `serve`, `key show` and `json -bare`, which would write such a handle.
+    t.write(
+        "evil-key.uri",
+        &format!("{}?module-path={shim}\n", handle.trim()),
+    );
+    t.run(&[
+        "serve",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "evil-key.uri",
+        "-port",
+        "1",
+    ])
+    .fails(1, "carries module-path");
+    let evil = format!("{}?module-path={shim}", handle.trim());
+    t.run(&["key", "show", &evil])
+        .fails(1, "carries module-path");
+    let json = format!(r#"{{"cert":"x","key_uri":"{evil}"}}"#);
+    t.run_in(&["json", "-bare", "stolen"], json.as_bytes())
+        .fails(1, "field \"key_uri\"");
+    assert!(!t.path("stolen.pem").exists() && !t.path("stolen-key.uri").exists());
+    assert!(!t.path("shim-loaded").exists(), "the shim was loaded");
+    assert_eq!(t.object_count(), objects, "the token changed");
+}
+
+#[test]
+fn a_key_handle_cannot_choose_where_the_pin_comes_from() {
+    let t = Token::new("pinsrc");
+    seed_ca(&t);
+    let handle = t.read("ca-key.uri");
+    t.write("wrong-pin", "9999\n");
+    // /dev/zero would be read without end; a wrong PIN file would spend one of the token's
+    // tries on every run even though P11CA_PIN is right. Both are refused before any login.
+    for (name, query) in [
+        ("pin-source", "pin-source=file:wrong-pin"),
+        ("pin-source", "pin-source=file:/dev/zero"),
+        ("pin-value", "pin-value=9999"),
+    ] {
+        t.write("evil-key.uri", &format!("{}?{query}\n", handle.trim()));
+        let r = t.run(&["sign", "-ca", "ca.pem", "-ca-key", "evil-key.uri", "ca.csr"]);
+        r.fails(1, &format!("carries {name}"));
+        assert!(!r.stderr.contains("9999"), "{}", r.stderr);
+    }
+    // The handle as written still signs: the refusal is about what it carries.
+    t.run(&["sign", "-ca", "ca.pem", "-ca-key", "ca-key.uri", "ca.csr"])
+        .ok();
+}
+
+#[test]
+fn a_token_flag_that_contradicts_the_handle_is_an_error() {
+    let t = Token::new("agree");
+    seed_ca(&t);
+    let args = ["sign", "-ca", "ca.pem", "-ca-key", "ca-key.uri", "ca.csr"];
+    let r = crate::util::run(
+        t.p11ca().env("P11CA_TOKEN", "another-token").args(args),
+        None,
+    );
+    r.fails(
+        1,
+        "the key handle names token \"agree\" but --token (or P11CA_TOKEN) names token \"another-token\"",
+    );
+    let r = crate::util::run(
+        t.p11ca()
+            .args(["--token", "pkcs11:token=agree;serial=0000"])
+            .args(args),
+        None,
+    );
+    r.fails(2, "no token matches pkcs11:serial=0000;token=agree");
+    // Agreeing selectors sign.
+    crate::util::run(t.p11ca().env("P11CA_TOKEN", "agree").args(args), None).ok();
+}
