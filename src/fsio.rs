@@ -99,8 +99,11 @@ fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::output(format!("{}: not a file name", path.display())))?;
+    // Unique per call, not only per process: the threads of a batch stage files at once.
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.p11ca-tmp-{}",
+        ".{}.p11ca-tmp-{}-{n}",
         name.to_string_lossy(),
         std::process::id()
     ));

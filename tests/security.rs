@@ -3,7 +3,7 @@
 //! store's messages and core dumps.
 
 use crate::sign::seed_ca;
-use crate::util::{Token, repo, require, sh};
+use crate::util::{SIGN_BATCH, Token, repo, require, sh};
 
 /// A PKCS#11 "module" whose only effect is to prove it was loaded: its constructor (run by
 /// dlopen) writes `marker`. Built with the system C compiler in the test's work dir.
@@ -133,4 +133,40 @@ fn a_token_flag_that_contradicts_the_handle_is_an_error() {
     r.fails(2, "no token matches pkcs11:serial=0000;token=agree");
     // Agreeing selectors sign.
     crate::util::run(t.p11ca().env("P11CA_TOKEN", "agree").args(args), None).ok();
+}
+
+#[test]
+fn two_inputs_that_would_write_the_same_files_are_refused_before_signing() {
+    let t = Token::new("collide");
+    seed_ca(&t);
+    t.make_csrs("csrs", "a", 3);
+    // `a000.csr` and `a000-csr.csr` both write out/a000.pem, .csr: once, 39 runs in 40 lost a
+    // certificate with exit 0.
+    std::fs::copy(t.path("csrs/a001.csr"), t.path("csrs/a000-csr.csr")).unwrap();
+    t.run(&SIGN_BATCH).fails(
+        1,
+        "inputs csrs/a000-csr.csr and csrs/a000.csr would both write out/a000.pem",
+    );
+    let written = || std::fs::read_dir(t.path("out")).unwrap().count();
+    assert_eq!(written(), 0, "nothing is signed or written");
+    // Files named on the command line, from two folders.
+    std::fs::create_dir_all(t.path("other")).unwrap();
+    std::fs::copy(t.path("csrs/a002.csr"), t.path("other/a000.csr")).unwrap();
+    let mut args = SIGN_BATCH[..9].to_vec();
+    args.extend(["--out", "out", "csrs/a000.csr", "other/a000.csr"]);
+    t.run(&args).fails(1, "would both write out/a000.pem");
+    assert_eq!(written(), 0, "nothing is signed or written");
+    // Without the twin, every input is issued into its own files.
+    std::fs::remove_file(t.path("csrs/a000-csr.csr")).unwrap();
+    t.run(&SIGN_BATCH).ok();
+    for i in 0..3 {
+        let text = sh(t.command("openssl").args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-in",
+            &format!("out/a00{i}.pem"),
+        ]));
+        assert!(text.contains(&format!("CN = a00{i}")), "{text}");
+    }
 }

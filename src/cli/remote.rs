@@ -206,7 +206,7 @@ pub fn sign(s: &SignArgs, plan: &Plan) -> Result<()> {
         .iter()
         .map(|(name, bytes)| sign::csr_item(name, bytes, &ov, &host_override))
         .collect();
-    let (items, failures) = sign::collect_items(made)?;
+    let (items, failures) = sign::collect_items(made, s.signing.out.as_deref())?;
     let mut results = sign_items(plan, &items, host_strings(&host_override), subject)?;
     write_out(&s.signing, &items, &mut results);
     sign::emit(&s.signing, &items, results, failures)

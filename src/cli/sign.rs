@@ -364,9 +364,30 @@ pub(super) fn csr_item(
     })
 }
 
+/// Refuse a batch in which two inputs would write the same `--out` files (`a.csr` and
+/// `a-csr.csr` both write `a.pem`): one certificate would silently replace the other, or the
+/// files of one input would end up beside the key or CSR of the other.
+fn check_out_names(out: Option<&str>, items: &[Item]) -> Result<()> {
+    let Some(dir) = out else { return Ok(()) };
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for item in items {
+        let base = out_base(&item.name, dir);
+        if let Some(first) = seen.insert(base.clone(), &item.name) {
+            return Err(Error::input(format!(
+                "inputs {first} and {} would both write {base}.pem (and its .csr); rename one of them. Nothing was signed",
+                item.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Split per-input results into items and failures; with a single input its error is the
-/// run's error.
-pub(super) fn collect_items(made: Vec<Result<Item>>) -> Result<(Vec<Item>, Vec<Error>)> {
+/// run's error. Inputs whose `--out` files would collide refuse the whole run.
+pub(super) fn collect_items(
+    made: Vec<Result<Item>>,
+    out: Option<&str>,
+) -> Result<(Vec<Item>, Vec<Error>)> {
     let single = made.len() == 1;
     let mut items = Vec::new();
     let mut failures = Vec::new();
@@ -377,6 +398,7 @@ pub(super) fn collect_items(made: Vec<Result<Item>>) -> Result<(Vec<Item>, Vec<E
             Err(e) => failures.push(e),
         }
     }
+    check_out_names(out, &items)?;
     Ok((items, failures))
 }
 
@@ -388,7 +410,7 @@ pub(super) fn sign(targs: &TokenArgs, s: &SignArgs, local: LocalConfig) -> Resul
         .iter()
         .map(|(name, bytes)| csr_item(name, bytes, &ov, &host_override))
         .collect();
-    let (items, failures) = collect_items(made)?;
+    let (items, failures) = collect_items(made, s.signing.out.as_deref())?;
     let prepared = prepare(&s.signing, local)?;
     let results = if items.is_empty() {
         Vec::new()
@@ -480,7 +502,7 @@ pub(super) fn gencert_items(
             })
             .collect()
     });
-    collect_items(made)
+    collect_items(made, g.signing.out.as_deref())
 }
 
 pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) -> Result<()> {
