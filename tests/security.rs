@@ -2,6 +2,9 @@
 //! nothing else; batches never lose or mix outputs; secrets stay out of the environment, the
 //! store's messages and core dumps.
 
+use std::path::Path;
+use std::process::Command;
+
 use crate::sign::seed_ca;
 use crate::util::{SIGN_BATCH, Token, repo, require, sh};
 
@@ -169,4 +172,75 @@ fn two_inputs_that_would_write_the_same_files_are_refused_before_signing() {
         ]));
         assert!(text.contains(&format!("CN = a00{i}")), "{text}");
     }
+}
+
+/// Start `program args` in `dir` under `ulimit -c unlimited` with `env`, its stdin an open pipe
+/// (so `cat` and `p11ca json` wait), and wait until it runs and (but for the `cat` witness) its
+/// environment no longer holds `secret` (p11ca's first act), or 5 s pass. Then kill it with
+/// SIGQUIT, whose default is a core dump; returns whether `secret` was still in
+/// `/proc/PID/environ` and the files left in `dir`.
+fn crash(
+    t: &Token,
+    dir: &str,
+    env: (&str, &str),
+    program: &str,
+    args: &[&str],
+) -> (bool, Vec<String>) {
+    use std::os::unix::process::ExitStatusExt;
+    std::fs::create_dir_all(t.path(dir)).unwrap();
+    let mut child = t
+        .command("bash")
+        .args(["-c", "ulimit -c unlimited && exec \"$@\"", "crash", program])
+        .args(args)
+        .env(env.0, env.1)
+        .current_dir(t.path(dir))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let environ = format!("/proc/{}/environ", child.id());
+    let exe = format!("/proc/{}/exe", child.id());
+    let started = std::time::Instant::now();
+    let mut leaked = true;
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        let execed = std::fs::read_link(&exe)
+            .is_ok_and(|p| p.ends_with(Path::new(program).file_name().unwrap()));
+        // An unreadable environ proves nothing: keep polling (and fail) rather than pass.
+        if let Ok(environ) = std::fs::read(&environ) {
+            leaked = environ.windows(env.1.len()).any(|w| w == env.1.as_bytes());
+            if execed && (!leaked || program.ends_with("cat")) {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SIGQUIT, not SIGSEGV: Rust's runtime handles a SIGSEGV that is not a fault and goes on.
+    sh(Command::new("kill").args(["-QUIT", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(3),
+        "{program} did not die of SIGQUIT: {status:?}"
+    );
+    let files = std::fs::read_dir(t.path(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    (leaked, files)
+}
+
+#[test]
+fn the_pin_leaves_the_environment_and_no_core_is_dumped() {
+    let t = Token::new("dump");
+    let secret = ("P11CA_PIN", "pin-7c3e9f-never-dumped");
+    // The witness: on this machine a process that may dump core does, in its folder.
+    let cat = sh(Command::new("bash").args(["-c", "command -v cat"]));
+    let (_, files) = crash(&t, "witness", secret, cat.trim(), &[]);
+    assert!(
+        files.iter().any(|f| f.starts_with("core")),
+        "no core file from the witness (is /proc/sys/kernel/core_pattern a pipe?): {files:?}"
+    );
+    let p11ca = env!("CARGO_BIN_EXE_p11ca");
+    let (leaked, files) = crash(&t, "p11ca", secret, p11ca, &["json", "-bare", "x"]);
+    assert!(!leaked, "P11CA_PIN is still readable in /proc/PID/environ");
+    assert!(files.is_empty(), "p11ca left {files:?}");
 }

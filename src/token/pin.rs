@@ -6,6 +6,7 @@
 
 use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Mutex;
 
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
@@ -24,6 +25,28 @@ pub enum PinOrigin {
     UriValue,
     /// A terminal prompt.
     Prompt,
+}
+
+/// `P11CA_PIN` as the program took it out of its environment at start (see
+/// [`keep_environment_pin`]).
+static ENVIRONMENT_PIN: Mutex<Option<Zeroizing<String>>> = Mutex::new(None);
+
+/// Keep `P11CA_PIN`'s value for [`resolve`] after the program removed the variable from its
+/// environment, where `/proc/PID/environ`, child processes and core dumps would show it.
+/// Library users who never call this get the variable read as it is.
+pub fn keep_environment_pin(pin: Zeroizing<String>) {
+    *ENVIRONMENT_PIN.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin);
+}
+
+fn environment_pin() -> Option<Zeroizing<String>> {
+    if let Some(pin) = ENVIRONMENT_PIN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        return Some(pin.clone());
+    }
+    std::env::var_os("P11CA_PIN").map(|v| Zeroizing::new(v.to_string_lossy().into_owned()))
 }
 
 /// Resolve the PIN. `warnings` receives notes such as a world-readable PIN file.
@@ -45,8 +68,7 @@ pub fn resolve(
         );
         return Ok((AuthPin::from(v.as_str().to_string()), PinOrigin::UriValue));
     }
-    if let Some(v) = std::env::var_os("P11CA_PIN") {
-        let v = Zeroizing::new(v.to_string_lossy().into_owned());
+    if let Some(v) = environment_pin() {
         return Ok((
             AuthPin::from(v.as_str().to_string()),
             PinOrigin::Env("P11CA_PIN".into()),
@@ -65,10 +87,15 @@ pub fn resolve(
 
 fn from_source(src: &str, what: &str, warnings: &mut Vec<String>) -> Result<(AuthPin, PinOrigin)> {
     if let Some(var) = src.strip_prefix("env:") {
-        let v = std::env::var_os(var).ok_or_else(|| {
-            Error::input(format!("{what} env:{var}: the variable {var} is not set"))
-        })?;
-        let v = Zeroizing::new(v.to_string_lossy().into_owned());
+        let v = match (var == "P11CA_PIN").then(environment_pin).flatten() {
+            Some(kept) => kept,
+            None => {
+                let v = std::env::var_os(var).ok_or_else(|| {
+                    Error::input(format!("{what} env:{var}: the variable {var} is not set"))
+                })?;
+                Zeroizing::new(v.to_string_lossy().into_owned())
+            }
+        };
         return Ok((
             AuthPin::from(v.as_str().to_string()),
             PinOrigin::Env(var.into()),
