@@ -6,7 +6,7 @@
 //! - [`token`]: the PKCS#11 module, token, PIN, keys and token signing (the only `cryptoki` user);
 //! - [`x509`]: certificate and CSR building and signature verification (no token code);
 //! - [`ca`]: the CA workflows that tie them together;
-//! - [`fsio`]: atomic output files;
+//! - [`fsio`]: atomic output files; [`text`]: outside text made safe to print;
 //! - [`serve`]: the cfssl-compatible signing service, [`db`] its issued-certificate store and
 //!   [`remote`] the client of the same protocol.
 
@@ -24,6 +24,7 @@ pub mod issue;
 pub mod remote;
 pub mod serve;
 pub mod softkey;
+pub mod text;
 pub mod token;
 pub mod x509;
 

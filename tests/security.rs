@@ -244,3 +244,53 @@ fn the_pin_leaves_the_environment_and_no_core_is_dumped() {
     assert!(!leaked, "P11CA_PIN is still readable in /proc/PID/environ");
     assert!(files.is_empty(), "p11ca left {files:?}");
 }
+
+#[test]
+fn outside_text_cannot_forge_rows_or_terminal_output_in_certs_list() {
+    use p11ca::db::{CertRecord, DbConfig, Store};
+    let t = Token::new("escape");
+    let forged = "node1\n0a\t2099-01-01T00:00:00Z\tvalid\tforged\t\u{1b}[2J";
+    let record = CertRecord {
+        serial_number: "10".into(),
+        authority_key_identifier: "ab".into(),
+        serial_hex: "0a".into(),
+        subject: format!("CN={forged}"),
+        common_name: forged.into(),
+        sans: vec![forged.into(), "ok.example.com".into()],
+        profile: format!("p{forged}"),
+        not_before: 0,
+        not_after: 4_000_000_000,
+        pem: String::new(),
+        requester: format!("127.0.0.1:1 {forged}"),
+        auth_key: String::new(),
+        issued_at: 0,
+    };
+    let mut store = Store::open(&DbConfig::Sqlite(t.path("certs.db"))).unwrap();
+    store.insert(&[&record]).unwrap();
+    drop(store);
+    for args in [
+        ["certs", "list", "--db", "certs.db"].as_slice(),
+        ["certs", "show", "0a", "--db", "certs.db"].as_slice(),
+    ] {
+        let out = t.run(args);
+        out.ok();
+        assert!(!out.stdout.contains('\u{1b}'), "{args:?}: ESC printed raw");
+        assert!(
+            out.stdout.contains("node1\\n0a\\t2099"),
+            "{args:?}: {}",
+            out.stdout
+        );
+        assert!(
+            !out.stdout.lines().any(|l| l.starts_with("0a\t2099")),
+            "{args:?}: a forged row"
+        );
+    }
+    let list = t.run(&["certs", "list", "--db", "certs.db"]);
+    assert_eq!(
+        list.stdout.lines().count(),
+        2,
+        "header and one row: {}",
+        list.stdout
+    );
+    assert_eq!(list.stdout.lines().nth(1).unwrap().matches('\t').count(), 5);
+}

@@ -3,6 +3,7 @@
 
 use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::{self, CertRecord, DbConfig, ListFilter, Store};
+use p11ca::text::printable;
 use p11ca::{Error, Result};
 
 use super::args::{CertsCommand, DbArgs};
@@ -54,9 +55,9 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                     } else {
                         "valid"
                     },
-                    r.profile,
-                    r.subject,
-                    r.sans.join(",")
+                    printable(&r.profile),
+                    printable(&r.subject),
+                    printable(&r.sans.join(","))
                 ));
             }
             write_stdout(&out)
@@ -79,17 +80,17 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                     r.serial_number,
                     r.serial_hex,
                     r.authority_key_identifier,
-                    r.subject,
-                    r.sans.join(", "),
-                    r.profile,
+                    printable(&r.subject),
+                    printable(&r.sans.join(", ")),
+                    printable(&r.profile),
                     time(r.not_before),
                     time(r.not_after),
                     time(r.issued_at),
-                    r.requester,
+                    printable(&r.requester),
                     if r.auth_key.is_empty() {
                         String::new()
                     } else {
-                        format!(" (auth_key {})", r.auth_key)
+                        format!(" (auth_key {})", printable(&r.auth_key))
                     },
                     r.pem
                 ));

@@ -235,7 +235,7 @@ impl DbConfig {
     pub fn describe(&self) -> String {
         match self {
             Self::Sqlite(p) => format!("SQLite {}", p.display()),
-            Self::Postgres(dsn) => format!("PostgreSQL {}", redact(dsn)),
+            Self::Postgres(dsn) => format!("PostgreSQL {}", pg::describe(dsn)),
         }
     }
 
@@ -261,30 +261,6 @@ impl DbConfig {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         Ok(Self::Sqlite(dir.join(DEFAULT_SQLITE_NAME)))
     }
-}
-
-/// A connection string without its password.
-fn redact(dsn: &str) -> String {
-    if let Some(rest) = dsn
-        .strip_prefix("postgres://")
-        .or_else(|| dsn.strip_prefix("postgresql://"))
-    {
-        if let Some((cred, host)) = rest.split_once('@') {
-            let user = cred.split(':').next().unwrap_or("");
-            return format!("postgres://{user}@{host}");
-        }
-        return dsn.to_string();
-    }
-    dsn.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Which records [`Store::list`] returns.
@@ -433,10 +409,48 @@ mod tests {
         assert!(e.message().contains("not supported"), "{e}");
         let e = DbConfig::from_json(br#"{"driver":"postgres"}"#, "db.json").unwrap_err();
         assert!(e.message().contains("data_source"), "{e}");
-        assert_eq!(
-            redact("host=/tmp user=x password=y dbname=z"),
-            "host=/tmp user=x password=*** dbname=z"
-        );
+    }
+
+    #[test]
+    fn no_spelling_of_a_postgres_password_is_described() {
+        for (dsn, shown) in [
+            (
+                "postgres://u:hunter2@db:5433/certs",
+                "postgres://u@db:5433/certs",
+            ),
+            (
+                "postgres://u@db/certs?password=hunter2",
+                "postgres://u@db:5432/certs",
+            ),
+            (
+                "postgres://u:hun%40ter2@db/certs",
+                "postgres://u@db:5432/certs",
+            ),
+            (
+                "postgres://u:hun@ter2@db/certs",
+                "(a connection string whose host name does not parse; not shown)",
+            ),
+            (
+                "host=/tmp user=x password=hunter2 dbname=z",
+                "postgres://x@/tmp/z",
+            ),
+            (
+                "host=db user=x password='hunter2 with space' dbname=z",
+                "postgres://x@db/z",
+            ),
+            (
+                "host=db password=hunter2 sslmode=require sslrootcert=/ca.pem",
+                "postgres://@db/",
+            ),
+            (
+                "postgres://u:hunter2@db/certs?bogus=1",
+                "(a connection string that does not parse; not shown)",
+            ),
+        ] {
+            let d = DbConfig::Postgres(dsn.into()).describe();
+            assert!(!d.contains("hunter2") && !d.contains("ter2"), "{dsn}: {d}");
+            assert_eq!(d, format!("PostgreSQL {shown}"), "{dsn}");
+        }
     }
 
     #[test]

@@ -20,7 +20,9 @@ const MIGRATION_LOCK: i64 = 0x7031_3163;
 /// certificate and name checked against `sslrootcert`, which is then required: unlike lib/pq,
 /// p11ca never sends the CA's records over TLS it has not verified. `disable`, `allow` and
 /// `prefer` (and no sslmode) connect in plain text, as before.
-fn tls_options(dsn: &str) -> Result<(String, Option<rustls::RootCertStore>)> {
+/// The connection string without p11ca's own TLS keys, and their values (sslmode, sslrootcert),
+/// which the driver's parser does not take.
+fn split_tls(dsn: &str) -> (String, Option<String>, Option<String>) {
     let mut mode = None;
     let mut root = None;
     let rest = if let Some((base, query)) = dsn
@@ -57,6 +59,11 @@ fn tls_options(dsn: &str) -> Result<(String, Option<rustls::RootCertStore>)> {
         }
         kept.join(" ")
     };
+    (rest, mode, root)
+}
+
+fn tls_options(dsn: &str) -> Result<(String, Option<rustls::RootCertStore>)> {
+    let (rest, mode, root) = split_tls(dsn);
     match mode.as_deref() {
         None | Some("disable" | "allow" | "prefer") => Ok((rest, None)),
         Some(m @ ("require" | "verify-ca" | "verify-full")) => {
@@ -113,6 +120,48 @@ fn row(r: &postgres::Row) -> CertRecord {
         auth_key: r.get(11),
         issued_at: r.get(12),
     }
+}
+
+/// Where the store is, for messages: rebuilt from what the driver's own parser read, so no
+/// spelling of the password (in the URL, as `?password=`, quoted with spaces) can survive. A
+/// string the parser refuses is not shown at all.
+pub fn describe(dsn: &str) -> String {
+    use postgres::config::Host;
+    let Ok(c) = Config::from_str(&split_tls(dsn).0) else {
+        return "(a connection string that does not parse; not shown)".into();
+    };
+    // An unencoded '@' in a URL password leaves part of it in the host name.
+    let odd = |h: &Host| match h {
+        Host::Tcp(name) => !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ".-_:[]%".contains(ch)),
+        Host::Unix(_) => false,
+    };
+    if c.get_hosts().iter().any(odd) {
+        return "(a connection string whose host name does not parse; not shown)".into();
+    }
+    let ports = c.get_ports();
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        c.get_user().unwrap_or(""),
+        hosts.join(","),
+        c.get_dbname().unwrap_or("")
+    )
 }
 
 impl Pg {
