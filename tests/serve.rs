@@ -38,7 +38,7 @@ const SERVER_CONFIG: &str = r#"{
   },
   "auth_keys": {
     "current": {"type": "standard", "key": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"},
-    "old": {"type": "standard", "key": "ff"}
+    "old": {"type": "standard", "key": "ffffffffffffffffffffffffffffffff"}
   }
 }"#;
 
@@ -731,16 +731,22 @@ fn bad_requests_get_a_4xx_envelope_and_record_nothing() {
     assert!(records(&t).is_empty());
     let (st, _) = http(p, "GET", "/api/v1/cfssl/health", b"").unwrap();
     assert_eq!(st, 200);
-    let (st, body) = http(p, "POST", AUTHSIGN, &authsign(&sign("secure"), &key)).unwrap();
+    let captured = authsign(&sign("secure"), &key);
+    let (st, body) = http(p, "POST", AUTHSIGN, &captured).unwrap();
     assert_eq!(st, 200, "{body}");
-    // The previous key (prev_auth_key) is accepted too, and recorded as such.
-    let (st, body) = http(
-        p,
-        "POST",
-        AUTHSIGN,
-        &authsign(&sign("secure"), &AuthKey::new("old", vec![0xff])),
-    )
-    .unwrap();
+    // A captured request replayed, as it was or with a fresh timestamp: refused.
+    let (st, body) = http(p, "POST", AUTHSIGN, &captured).unwrap();
+    assert!(st == 401 && body.contains("already used"), "{st} {body}");
+    let (st, body) = http(p, "POST", AUTHSIGN, &with_timestamp(&captured, 0)).unwrap();
+    assert!(st == 401 && body.contains("already used"), "{st} {body}");
+    // The previous key (prev_auth_key) is accepted too, and recorded as such; an hour-old
+    // timestamp is not.
+    let by_old_key = authsign(&sign("secure"), &AuthKey::new("old", vec![0xff; 16]));
+    let an_hour_ago = p11ca::db::now() - 3600;
+    let stale = with_timestamp(&by_old_key, an_hour_ago);
+    let (st, body) = http(p, "POST", AUTHSIGN, &stale).unwrap();
+    assert!(st == 401 && body.contains("timestamp"), "{st} {body}");
+    let (st, body) = http(p, "POST", AUTHSIGN, &by_old_key).unwrap();
     assert_eq!(st, 200, "{body}");
     let recs = records(&t);
     assert_eq!(recs.len(), 2);
@@ -748,6 +754,13 @@ fn bad_requests_get_a_4xx_envelope_and_record_nothing() {
     assert_eq!(keys, ["current", "old"].into_iter().collect());
     let err = t.read("serve.err");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// An authsign envelope with its (unauthenticated, as in cfssl) timestamp replaced.
+fn with_timestamp(envelope: &[u8], timestamp: i64) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+    v["timestamp"] = timestamp.into();
+    v.to_string().into_bytes()
 }
 
 fn base64_of(b: &[u8]) -> String {
@@ -1013,7 +1026,10 @@ fn p11ca_client_against_cfssl_serve_with_a_software_key() {
     // cfssl's refusals come back as one error line.
     t.run(&["sign", "-remote", &url, "-profile", "secure", "n1.csr"])
         .fails(3, "refused");
-    t.write("bad-config.json", &client_config(&url, "00ff"));
+    t.write(
+        "bad-config.json",
+        &client_config(&url, "00ff00ff00ff00ff00ff00ff00ff00ff"),
+    );
     t.run(&[
         "sign",
         "-config",

@@ -424,6 +424,28 @@ struct Ctx<'a> {
     remotes: &'a BTreeMap<String, String>,
 }
 
+/// The shortest `auth_keys` key accepted: a shorter one can be guessed or searched for.
+pub const MIN_AUTH_KEY_BYTES: usize = 16;
+
+/// Read an `auth_keys` key file, which anyone who can read it can use to get certificates, so
+/// it must be readable by its owner only (as PIN files should be).
+fn read_key_file(path: &str, at: &str) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let cannot =
+        |e: std::io::Error| Error::input(format!("{at}.key\": file:{path}: cannot read: {e}"));
+    let mode = std::fs::metadata(path)
+        .map_err(cannot)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::input(format!(
+            "{at}.key\": file:{path} can be read or written by group or others (mode {:o}); chmod 600 it",
+            mode & 0o777
+        )));
+    }
+    std::fs::read_to_string(path).map_err(cannot)
+}
+
 /// Decode hex (either case); `None` if it is not an even number of hex digits.
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -492,9 +514,7 @@ impl Ctx<'_> {
             })?;
             (v, format!("env:{var}"))
         } else if let Some(path) = raw.key.strip_prefix("file:") {
-            let v = std::fs::read_to_string(path)
-                .map_err(|e| Error::input(format!("{at}.key\": file:{path}: cannot read: {e}")))?;
-            (v, format!("file:{path}"))
+            (read_key_file(path, &at)?, format!("file:{path}"))
         } else {
             (raw.key.clone(), "the key".to_string())
         };
@@ -503,9 +523,10 @@ impl Ctx<'_> {
                 "{at}.key\": {origin} is not hex; give the shared key as hex digits, env:VAR or file:PATH"
             ))
         })?;
-        if key.is_empty() {
+        if key.len() < MIN_AUTH_KEY_BYTES {
             return Err(Error::input(format!(
-                "{at}.key\": {origin} is empty; an empty key authenticates nothing"
+                "{at}.key\": {origin} is {} bytes; an HMAC key needs at least {MIN_AUTH_KEY_BYTES} (make one with `openssl rand -hex 32`)",
+                key.len()
             )));
         }
         Ok(AuthKey {
@@ -1504,7 +1525,7 @@ mod tests {
                 "r":{"remote":"srv","copy_extensions":false},
                 "a":{"auth_remote":{"remote":"srv","auth_key":"k"}},
                 "s":{"usages":["signing"],"expiry":"1h","auth_key":"k","prev_auth_key":"old","copy_extensions":true}}},
-               "auth_keys":{"k":{"type":"standard","key":"00ff"},"old":{"type":"standard","key":"0A"}},
+               "auth_keys":{"k":{"type":"standard","key":"00ff00ff00ff00ff00ff00ff00ff00ff"},"old":{"type":"standard","key":"0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A"}},
                "remotes":{"srv":"127.0.0.1:8888"}}"#,
         );
         // Only the unsupported option is noticed now.
@@ -1514,9 +1535,9 @@ mod tests {
             "{n:?}"
         );
         let s = c.profile(Some("s")).unwrap();
-        assert_eq!(s.auth_key.as_ref().unwrap().secret(), [0, 0xff]);
+        assert_eq!(s.auth_key.as_ref().unwrap().secret(), [0, 0xff].repeat(8));
         assert_eq!(s.auth_key.as_ref().unwrap().name, "k");
-        assert_eq!(s.prev_auth_key.as_ref().unwrap().secret(), [0x0a]);
+        assert_eq!(s.prev_auth_key.as_ref().unwrap().secret(), [0x0a; 16]);
         assert!(s.remote.is_none());
         assert!(!format!("{s:?}").contains("255"), "Debug shows no secret");
         let r = c.client_profile(Some("r"));
@@ -1546,6 +1567,37 @@ mod tests {
     }
 
     #[test]
+    fn short_auth_keys_and_shared_key_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let cfg = |key: &str| {
+            load(&format!(
+                r#"{{"signing":{{"default":{{"expiry":"1h","auth_key":"k"}}}},
+                   "auth_keys":{{"k":{{"type":"standard","key":"{key}"}}}}}}"#
+            ))
+        };
+        let m = input_err(cfg("00ff"));
+        assert!(
+            m.contains("auth_keys.k.key") && m.contains("is 2 bytes"),
+            "{m}"
+        );
+        assert!(input_err(cfg("")).contains("is 0 bytes"));
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("k.hex");
+        std::fs::write(&f, "000102030405060708090a0b0c0d0e0f\n").unwrap();
+        let src = format!("file:{}", f.display());
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let m = input_err(cfg(&src));
+            assert!(
+                m.contains("chmod 600") && m.contains(&format!("{mode:o}")),
+                "{m}"
+            );
+        }
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(cfg(&src).is_ok());
+    }
+
+    #[test]
     fn auth_and_remote_errors() {
         let cfg = |prof: &str, keys: &str| {
             load(&format!(
@@ -1555,7 +1607,7 @@ mod tests {
         };
         let m = input_err(cfg(
             r#""auth_key":"nope""#,
-            r#""k":{"type":"standard","key":"00"}"#,
+            r#""k":{"type":"standard","key":"000102030405060708090a0b0c0d0e0f"}"#,
         ));
         assert!(
             m.contains("signing.profiles.p.auth_key") && m.contains("it has: k"),
@@ -1583,7 +1635,7 @@ mod tests {
         assert!(m.contains("\"other\" is not in the remotes section"), "{m}");
         let m = input_err(cfg(
             r#""remote":"srv","auth_remote":{"remote":"srv","auth_key":"k"}"#,
-            r#""k":{"type":"standard","key":"00"}"#,
+            r#""k":{"type":"standard","key":"000102030405060708090a0b0c0d0e0f"}"#,
         ));
         assert!(m.contains("not both"), "{m}");
         let m = input_err(cfg(r#""auth_remote":{"remote":"srv"}"#, ""));

@@ -112,6 +112,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         key: Mutex::new(key),
         recorder: Recorder::start(store, db.clone()),
         max_body: a.max_body,
+        replays: Default::default(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let scheme = if tls.is_some() { "https" } else { "http" };

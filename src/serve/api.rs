@@ -146,6 +146,8 @@ pub struct Service {
     pub recorder: Recorder,
     /// Largest accepted request body.
     pub max_body: usize,
+    /// authsign tokens accepted recently (replays are refused).
+    pub replays: auth::ReplayGuard,
 }
 
 impl Service {
@@ -247,6 +249,9 @@ impl Service {
         let Some(used) = matched else {
             return failure(401, "invalid token");
         };
+        if let Err(why) = self.replays.admit(&token, env.timestamp, crate::db::now()) {
+            return failure(401, &why);
+        }
         let used = used.name.clone();
         self.issue(&req, &profile, peer, &used)
     }
