@@ -422,6 +422,13 @@ const CONFIG_KEYS: &[&str] = &[
     "auth_keys",
     "remotes",
     "ocsp",
+    "policy",
+    "max_sans",
+    "min_rsa_bits",
+    "allowed_key_algorithms",
+    "subject",
+    "allow",
+    "deny",
 ];
 
 const USAGES: &[&str] = &[
@@ -587,6 +594,7 @@ fn profile() -> BoxedStrategy<Value> {
         ),
         ("remote", field(json_leaf(), json_leaf())),
         ("copy_extensions", field(json_leaf(), json_leaf())),
+        ("policy", field(issuance_policy(), json_value(CONFIG_KEYS))),
     ];
     let (names, strategies): (Vec<&str>, Vec<_>) = fields.into_iter().unzip();
     strategies
@@ -598,6 +606,41 @@ fn profile() -> BoxedStrategy<Value> {
                     .filter_map(|(k, v)| Some((k.to_string(), v?)))
                     .collect(),
             )
+        })
+        .boxed()
+}
+
+/// A profile's `policy` object: mostly valid values, some out of range or unknown.
+fn issuance_policy() -> BoxedStrategy<Value> {
+    let list = prop::collection::vec(
+        select(&["system:masters", "acme", "node1", "", "O"][..]),
+        0..3,
+    );
+    let lists = prop::collection::btree_map(select(&["O", "ou", "CN", "L"][..]), list, 0..3);
+    (
+        prop::option::of(prop_oneof![1usize..200, Just(0), Just(20_000)]),
+        prop::option::of(prop_oneof![Just(2048usize), Just(3072), Just(1024)]),
+        prop::option::of(prop::collection::vec(
+            select(&["rsa", "ECDSA", "dsa"][..]),
+            0..3,
+        )),
+        prop::option::of((lists.clone(), lists)),
+    )
+        .prop_map(|(max, bits, algs, subject)| {
+            let mut p = json!({});
+            if let Some(m) = max {
+                p["max_sans"] = json!(m);
+            }
+            if let Some(b) = bits {
+                p["min_rsa_bits"] = json!(b);
+            }
+            if let Some(a) = algs {
+                p["allowed_key_algorithms"] = json!(a);
+            }
+            if let Some((allow, deny)) = subject {
+                p["subject"] = json!({"allow": allow, "deny": deny});
+            }
+            p
         })
         .boxed()
 }
@@ -649,6 +692,19 @@ fn use_config(c: &SigningConfig) {
                 "node.example.com",
                 &["a.example.com".into(), "10.0.0.1".into()],
             );
+            // The configured issuance policy, on a real request and CA.
+            let csr = request::parse(CSR_EC, "node-ec.csr").unwrap();
+            let ca = p11ca::issue::parse_ca_cert(CA_CERT, "ca.pem").unwrap();
+            let ca_subject = ca.tbs_certificate().subject();
+            if let Err(e) = p.policy.check(
+                &p.name,
+                &csr.subject,
+                &csr.sans,
+                &csr.public_key,
+                ca_subject,
+            ) {
+                assert_eq!(e.kind(), Kind::Policy, "{e}");
+            }
         }
     }
 }
@@ -1309,5 +1365,44 @@ proptest! {
             .unwrap_err();
         prop_assert_eq!(e.kind(), Kind::Input);
         prop_assert!(e.message().contains("must be a string"), "{}", e);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuance policy: host names
+
+/// Host-name-like strings: mostly LDH labels, with dots, stars and stray bytes mixed in.
+fn host_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "(\\*\\.)?([a-zA-Z0-9-]{0,70}\\.){0,5}[a-zA-Z0-9-]{0,70}",
+        "[a-z*.\\x00-\\x1f _@:/\\[\\]-]{0,40}",
+        "\\PC{0,40}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(3000))]
+
+    /// Whatever the string, the check does not panic, a refusal is one policy line without raw
+    /// control characters, and an accepted DNS name is a real host name.
+    #[test]
+    fn accepted_dns_names_are_host_names(h in host_like()) {
+        use p11ca::x509::hosts::San;
+        match p11ca::x509::policy::check_san(&San::Dns(h.clone())) {
+            Ok(()) => {
+                prop_assert!(h.len() <= 253, "{:?}", h);
+                let bare = h.strip_prefix("*.").unwrap_or(&h);
+                prop_assert!(bare.contains('.') || !h.starts_with("*."), "{:?}", h);
+                for label in bare.split('.') {
+                    prop_assert!((1..=63).contains(&label.len()), "{:?}", h);
+                    prop_assert!(label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{:?}", h);
+                    prop_assert!(!label.starts_with('-') && !label.ends_with('-'), "{:?}", h);
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind(), Kind::Policy);
+                prop_assert!(!e.message().chars().any(char::is_control), "{:?}", e.message());
+            }
+        }
     }
 }

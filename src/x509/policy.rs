@@ -158,21 +158,14 @@ pub fn host_fault(name: &str, wildcard_ok: bool) -> Option<String> {
         ));
     }
     let mut labels: Vec<&str> = name.split('.').collect();
-    if labels.first() == Some(&"*") {
+    let wildcard = labels.first() == Some(&"*");
+    if wildcard {
         if !wildcard_ok {
             return Some("a wildcard is not allowed here".into());
         }
         labels.remove(0);
         if labels.is_empty() {
             return Some("a bare \"*\" would match every host".into());
-        }
-        // Built-in stand-in for a public suffix list: `*.<one label>` covers a whole top-level
-        // domain (`*.com`). Multi-label public suffixes (`*.co.uk`) are not known here.
-        if labels.len() == 1 {
-            return Some(format!(
-                "a wildcard directly on the top-level domain \"{}\" would match every host under it",
-                labels[0]
-            ));
         }
     }
     if let Some(fault) = labels.iter().find_map(|l| label_fault(l)) {
@@ -185,6 +178,14 @@ pub fn host_fault(name: &str, wildcard_ok: bool) -> Option<String> {
         .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
     {
         return Some("the last label is all digits; give an IP address as an IP".into());
+    }
+    // Built-in stand-in for a public suffix list: `*.<one label>` covers a whole top-level
+    // domain (`*.com`). Multi-label public suffixes (`*.co.uk`) are not known here.
+    if wildcard && labels.len() == 1 {
+        return Some(format!(
+            "a wildcard directly on the top-level domain \"{}\" would match every host under it",
+            labels[0]
+        ));
     }
     None
 }
@@ -525,6 +526,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9GkFZlZw03vJF4rnuT0Jt8Cw0AGn
             ("space", "a b.example.com", "' ' is not allowed"),
             ("bare star", "*", "bare \"*\""),
             ("star on a TLD", "*.com", "top-level domain \"com\""),
+            ("star on a NUL", "*.\0", "'\\0' is not allowed"),
             ("star inside", "a.*.example.com", "'*' is not allowed"),
             ("partial star", "a*.example.com", "'*' is not allowed"),
             ("64-octet label", &long_label, "a label of 64 octets"),
