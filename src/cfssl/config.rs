@@ -13,6 +13,10 @@
 //! `p11ca serve` and by the remote client) and `remotes` / `remote` / `auth_remote` (signing on a
 //! cfssl-protocol server) are parsed and checked as cfssl does. The few signing options p11ca
 //! does not implement are accepted and ignored with a notice.
+//!
+//! A profile's `policy` object (p11ca's own, not cfssl's) configures the issuance policy of
+//! `x509::policy`; there an unknown key is an error, since a misspelt security setting must not
+//! fall back to a default unnoticed. See docs/policy.md.
 
 use std::collections::BTreeMap;
 
