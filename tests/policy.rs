@@ -224,9 +224,19 @@ fn attacks_are_refused_by_gencert_and_sign_with_nothing_written() {
     rsa_1024_csr(&t, "weak.csr");
     t.run(&with_ca(&["sign"], &["weak.csr"]))
         .fails(3, RSA_1024_RULE);
+    // -hostname replaces a good CSR's SANs: the same rules apply to it.
+    t.write(
+        "good.csr",
+        &request_csr(&case("good", "good.example.com", "")),
+    );
+    let r = t.run(&with_ca(
+        &["sign", "-hostname", "ok.example.com,*"],
+        &["good.csr"],
+    ));
+    r.fails(3, "a bare \"*\" would match every host");
     // Nothing was written besides the inputs, and no token object appeared.
     let mut expected = files;
-    expected.extend(["req.csr", "req.json", "weak.csr"].map(String::from));
+    expected.extend(["good.csr", "req.csr", "req.json", "weak.csr"].map(String::from));
     expected.sort();
     assert_eq!(t.files(), expected);
     assert_eq!(t.object_count(), objects);
@@ -439,9 +449,13 @@ fn serve_answers_400_with_the_rule_and_records_nothing() {
             assert_eq!(st, 400, "{}: {msg}", c.name);
             assert!(msg.contains(c.rule), "{}: {msg}", c.name);
         }
-        // ... and the hosts given in the request (cfssl's `hosts` field) over a good CSR.
+        // ... and the hosts given in the request (cfssl's `hosts` field, or the `hostname`
+        // list) over a good CSR.
         if c.names == "[]" {
             let req = json!({"certificate_request": good, "hosts": c.hosts, "profile": "leaf"});
+            let (st, msg) = sign(port, &req);
+            assert_eq!((st, msg.contains(c.rule)), (400, true), "{}: {msg}", c.name);
+            let req = json!({"certificate_request": good, "hostname": c.hosts.join(","), "profile": "leaf"});
             let (st, msg) = sign(port, &req);
             assert_eq!((st, msg.contains(c.rule)), (400, true), "{}: {msg}", c.name);
         }

@@ -366,7 +366,8 @@ fn listed(list: &[(SubjectAttr, Vec<String>)], attr: SubjectAttr) -> Option<&[St
 }
 
 fn contains(list: &[String], value: &str) -> bool {
-    list.iter().any(|v| v.eq_ignore_ascii_case(value.trim()))
+    list.iter()
+        .any(|v| v.trim().eq_ignore_ascii_case(value.trim()))
 }
 
 impl Policy {
