@@ -216,10 +216,13 @@ fn attacks_are_refused_by_gencert_and_sign_with_nothing_written() {
         t.write("req.json", &request_json(&c));
         let r = t.run(&with_ca(&["gencert"], &["req.json"]));
         r.fails(3, c.rule);
+        assert!(r.stderr.contains("error: req.json: "), "{}", r.stderr);
         assert!(!r.stderr.contains('\0'), "{}: raw NUL on stderr", c.name);
         // sign with a CSR that carries the same SANs and subject.
         t.write("req.csr", &request_csr(&c));
-        t.run(&with_ca(&["sign"], &["req.csr"])).fails(3, c.rule);
+        let r = t.run(&with_ca(&["sign"], &["req.csr"]));
+        r.fails(3, c.rule);
+        assert!(r.stderr.contains("error: req.csr: "), "{}", r.stderr);
     }
     rsa_1024_csr(&t, "weak.csr");
     t.run(&with_ca(&["sign"], &["weak.csr"]))

@@ -363,7 +363,7 @@ pub(super) fn csr_item(
 }
 
 /// The issuance policy, checked for every item before the token is opened (the signing code
-/// checks again): refused items become failures, named by input when there are several.
+/// checks again): refused items become failures, named by input.
 fn screen(items: Vec<Item>, failures: &mut Vec<Error>, p: &Prepared) -> Result<Vec<Item>> {
     let single = items.len() + failures.len() == 1;
     let ca_subject = p.ca_cert.tbs_certificate().subject();
@@ -371,7 +371,7 @@ fn screen(items: Vec<Item>, failures: &mut Vec<Error>, p: &Prepared) -> Result<V
     for item in items {
         match check_leaf(&item.leaf, &p.profile, ca_subject) {
             Ok(()) => kept.push(item),
-            Err(e) if single => return Err(e),
+            Err(e) if single => return Err(e.context(&item.name)),
             Err(e) => failures.push(e.context(&item.name)),
         }
     }
