@@ -272,6 +272,38 @@ impl ExtensionCache {
     }
 }
 
+/// The issuance policy for `leaf` under `profile` (names, subject, key; see
+/// [`crate::x509::policy`]) and cfssl's `name_whitelist`, against the CA whose subject is
+/// `ca_subject`. Needs no token: callers run it before they log in, and [`CaKey::prepare`]
+/// runs it again so no path can skip it.
+pub fn check_leaf(leaf: &LeafRequest, profile: &Profile, ca_subject: &Name) -> Result<()> {
+    profile.policy.check(
+        &profile.name,
+        &leaf.subject,
+        &leaf.sans,
+        &leaf.public_key,
+        ca_subject,
+    )?;
+    if profile.name_whitelist.is_some() {
+        let cn = leaf
+            .subject
+            .iter()
+            .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
+            .find_map(|atv| name::value_text(&atv.value))
+            .unwrap_or_default();
+        let san_texts: Vec<String> = leaf
+            .sans
+            .iter()
+            .map(|s| match s {
+                San::Dns(v) | San::Email(v) | San::Uri(v) => v.clone(),
+                San::Ip(ip) => ip.to_string(),
+            })
+            .collect();
+        profile.allows(&cn, &san_texts)?;
+    }
+    Ok(())
+}
+
 impl CaKey {
     /// Everything of issuing but the serial and the signature: the profile's rules (CA
     /// requests, names, RFC 8813, validity clipped to the CA's) and the encoded
@@ -294,23 +326,7 @@ impl CaKey {
                 "the certificate would have neither a subject nor a subjectAltName; give a CN or hosts",
             ));
         }
-        if profile.name_whitelist.is_some() {
-            let cn = leaf
-                .subject
-                .iter()
-                .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
-                .find_map(|atv| name::value_text(&atv.value))
-                .unwrap_or_default();
-            let san_texts: Vec<String> = leaf
-                .sans
-                .iter()
-                .map(|s| match s {
-                    San::Dns(v) | San::Email(v) | San::Uri(v) => v.clone(),
-                    San::Ip(ip) => ip.to_string(),
-                })
-                .collect();
-            profile.allows(&cn, &san_texts)?;
-        }
+        check_leaf(leaf, profile, self.ca.tbs_certificate().subject())?;
 
         // RFC 8813: no encipherment key usages for EC keys.
         let mut key_usage = profile.key_usage;

@@ -422,6 +422,13 @@ const CONFIG_KEYS: &[&str] = &[
     "auth_keys",
     "remotes",
     "ocsp",
+    "policy",
+    "max_sans",
+    "min_rsa_bits",
+    "allowed_key_algorithms",
+    "subject",
+    "allow",
+    "deny",
 ];
 
 const USAGES: &[&str] = &[
@@ -587,6 +594,7 @@ fn profile() -> BoxedStrategy<Value> {
         ),
         ("remote", field(json_leaf(), json_leaf())),
         ("copy_extensions", field(json_leaf(), json_leaf())),
+        ("policy", field(issuance_policy(), json_value(CONFIG_KEYS))),
     ];
     let (names, strategies): (Vec<&str>, Vec<_>) = fields.into_iter().unzip();
     strategies
@@ -598,6 +606,41 @@ fn profile() -> BoxedStrategy<Value> {
                     .filter_map(|(k, v)| Some((k.to_string(), v?)))
                     .collect(),
             )
+        })
+        .boxed()
+}
+
+/// A profile's `policy` object: mostly valid values, some out of range or unknown.
+fn issuance_policy() -> BoxedStrategy<Value> {
+    let list = prop::collection::vec(
+        select(&["system:masters", "acme", "node1", "", "O"][..]),
+        0..3,
+    );
+    let lists = prop::collection::btree_map(select(&["O", "ou", "CN", "L"][..]), list, 0..3);
+    (
+        prop::option::of(prop_oneof![1usize..200, Just(0), Just(20_000)]),
+        prop::option::of(prop_oneof![Just(2048usize), Just(3072), Just(1024)]),
+        prop::option::of(prop::collection::vec(
+            select(&["rsa", "ECDSA", "dsa"][..]),
+            0..3,
+        )),
+        prop::option::of((lists.clone(), lists)),
+    )
+        .prop_map(|(max, bits, algs, subject)| {
+            let mut p = json!({});
+            if let Some(m) = max {
+                p["max_sans"] = json!(m);
+            }
+            if let Some(b) = bits {
+                p["min_rsa_bits"] = json!(b);
+            }
+            if let Some(a) = algs {
+                p["allowed_key_algorithms"] = json!(a);
+            }
+            if let Some((allow, deny)) = subject {
+                p["subject"] = json!({"allow": allow, "deny": deny});
+            }
+            p
         })
         .boxed()
 }
@@ -649,6 +692,19 @@ fn use_config(c: &SigningConfig) {
                 "node.example.com",
                 &["a.example.com".into(), "10.0.0.1".into()],
             );
+            // The configured issuance policy, on a real request and CA.
+            let csr = request::parse(CSR_EC, "node-ec.csr").unwrap();
+            let ca = p11ca::issue::parse_ca_cert(CA_CERT, "ca.pem").unwrap();
+            let ca_subject = ca.tbs_certificate().subject();
+            if let Err(e) = p.policy.check(
+                &p.name,
+                &csr.subject,
+                &csr.sans,
+                &csr.public_key,
+                ca_subject,
+            ) {
+                assert_eq!(e.kind(), Kind::Policy, "{e}");
+            }
         }
     }
 }
@@ -1235,6 +1291,10 @@ fn output_model(obj: &Map<String, Value>, base: &str) -> Option<Vec<String>> {
             match obj.get(*key) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) if s.is_empty() => {}
+                // A key_uri is written only if it is a key handle and nothing more.
+                Some(Value::String(s)) if *key == "key_uri" && !is_bare_key_handle(s) => {
+                    return None;
+                }
                 Some(Value::String(_)) => files.push(format!("{base}{suffix}")),
                 Some(_) => return None,
             }
@@ -1244,8 +1304,19 @@ fn output_model(obj: &Map<String, Value>, base: &str) -> Option<Vec<String>> {
     (!files.is_empty()).then_some(files)
 }
 
+fn is_bare_key_handle(s: &str) -> bool {
+    p11ca::token::Pkcs11Uri::parse(s.trim()).is_ok_and(|u| {
+        u.module_path.is_none()
+            && u.module_name.is_none()
+            && u.pin_source.is_none()
+            && u.pin_value.is_none()
+    })
+}
+
 fn output_object() -> impl Strategy<Value = Map<String, Value>> {
     let value = prop_oneof![
+        2 => "pkcs11:token=[a-z]{1,4}(;object=[a-z]{1,3})?(\\?(module-path=/x|pin-source=file:/p|pin-value=1))?"
+            .prop_map(Value::from),
         3 => "\\PC{0,5}".prop_map(Value::from),
         1 => Just(Value::from("")),
         2 => json_leaf(),
@@ -1309,5 +1380,44 @@ proptest! {
             .unwrap_err();
         prop_assert_eq!(e.kind(), Kind::Input);
         prop_assert!(e.message().contains("must be a string"), "{}", e);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuance policy: host names
+
+/// Host-name-like strings: mostly LDH labels, with dots, stars and stray bytes mixed in.
+fn host_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "(\\*\\.)?([a-zA-Z0-9-]{0,70}\\.){0,5}[a-zA-Z0-9-]{0,70}",
+        "[a-z*.\\x00-\\x1f _@:/\\[\\]-]{0,40}",
+        "\\PC{0,40}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(3000))]
+
+    /// Whatever the string, the check does not panic, a refusal is one policy line without raw
+    /// control characters, and an accepted DNS name is a real host name.
+    #[test]
+    fn accepted_dns_names_are_host_names(h in host_like()) {
+        use p11ca::x509::hosts::San;
+        match p11ca::x509::policy::check_san(&San::Dns(h.clone())) {
+            Ok(()) => {
+                prop_assert!(h.len() <= 253, "{:?}", h);
+                let bare = h.strip_prefix("*.").unwrap_or(&h);
+                prop_assert!(bare.contains('.') || !h.starts_with("*."), "{:?}", h);
+                for label in bare.split('.') {
+                    prop_assert!((1..=63).contains(&label.len()), "{:?}", h);
+                    prop_assert!(label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{:?}", h);
+                    prop_assert!(!label.starts_with('-') && !label.ends_with('-'), "{:?}", h);
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind(), Kind::Policy);
+                prop_assert!(!e.message().chars().any(char::is_control), "{:?}", e.message());
+            }
+        }
     }
 }

@@ -95,6 +95,7 @@ fn a_key_handle_cannot_choose_the_module() {
 fn a_key_handle_cannot_choose_where_the_pin_comes_from() {
     let t = Token::new("pinsrc");
     seed_ca(&t);
+    t.make_csrs("csrs", "node", 1);
     let handle = t.read("ca-key.uri");
     t.write("wrong-pin", "9999\n");
     // /dev/zero would be read without end; a wrong PIN file would spend one of the token's
@@ -105,20 +106,42 @@ fn a_key_handle_cannot_choose_where_the_pin_comes_from() {
         ("pin-value", "pin-value=9999"),
     ] {
         t.write("evil-key.uri", &format!("{}?{query}\n", handle.trim()));
-        let r = t.run(&["sign", "-ca", "ca.pem", "-ca-key", "evil-key.uri", "ca.csr"]);
+        let r = t.run(&[
+            "sign",
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "evil-key.uri",
+            "csrs/node000.csr",
+        ]);
         r.fails(1, &format!("carries {name}"));
         assert!(!r.stderr.contains("9999"), "{}", r.stderr);
     }
     // The handle as written still signs: the refusal is about what it carries.
-    t.run(&["sign", "-ca", "ca.pem", "-ca-key", "ca-key.uri", "ca.csr"])
-        .ok();
+    t.run(&[
+        "sign",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "csrs/node000.csr",
+    ])
+    .ok();
 }
 
 #[test]
 fn a_token_flag_that_contradicts_the_handle_is_an_error() {
     let t = Token::new("agree");
     seed_ca(&t);
-    let args = ["sign", "-ca", "ca.pem", "-ca-key", "ca-key.uri", "ca.csr"];
+    t.make_csrs("csrs", "node", 1);
+    let args = [
+        "sign",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "csrs/node000.csr",
+    ];
     let r = crate::util::run(
         t.p11ca().env("P11CA_TOKEN", "another-token").args(args),
         None,

@@ -9,6 +9,7 @@ mod hygiene;
 mod initca;
 mod json;
 mod p11kit;
+mod policy;
 mod security;
 mod serve;
 mod sign;

@@ -13,6 +13,10 @@
 //! `p11ca serve` and by the remote client) and `remotes` / `remote` / `auth_remote` (signing on a
 //! cfssl-protocol server) are parsed and checked as cfssl does. The few signing options p11ca
 //! does not implement are accepted and ignored with a notice.
+//!
+//! A profile's `policy` object (p11ca's own, not cfssl's) configures the issuance policy of
+//! `x509::policy`; there an unknown key is an error, since a misspelt security setting must not
+//! fall back to a default unnoticed. See docs/policy.md.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +38,7 @@ use crate::cfssl::duration::GoDuration;
 use crate::cfssl::json;
 use crate::error::{Error, Result, der_err};
 use crate::x509::build;
+use crate::x509::policy::{Policy, SubjectAttr};
 
 /// cfssl's default expiry (`config.DefaultConfig`): one year.
 const DEFAULT_EXPIRY_SECS: i64 = 8760 * 3600;
@@ -160,8 +165,10 @@ pub struct Profile {
     pub issuer_urls: Vec<String>,
     /// Add id-pkix-ocsp-nocheck.
     pub ocsp_no_check: bool,
-    /// The `name_whitelist` regular expression source; see [`Profile::allows`].
-    pub name_whitelist: Option<String>,
+    /// The `name_whitelist` regular expression, compiled once; see [`Profile::allows`].
+    pub name_whitelist: Option<Regex>,
+    /// The issuance policy (`policy`; [`Policy::default`] when absent).
+    pub policy: Policy,
     /// certificatePolicies entries.
     pub policies: Vec<PolicyInfo>,
     /// `auth_key`: a server accepts this profile only through /authsign with this key.
@@ -232,6 +239,8 @@ struct RawProfile {
     ocsp_no_check: Option<bool>,
     name_whitelist: Option<String>,
     policies: Option<Vec<RawPolicy>>,
+    /// p11ca's issuance policy (not in cfssl).
+    policy: Option<RawIssuance>,
     // Authentication and remote signing.
     auth_key: Option<String>,
     prev_auth_key: Option<String>,
@@ -258,6 +267,26 @@ struct RawCaConstraint {
     max_path_len: i64,
     #[serde(default)]
     max_path_len_zero: bool,
+}
+
+/// The `policy` object of a profile. p11ca's own section, so unlike cfssl's fields an unknown
+/// key is an error: a misspelt security setting must not silently fall back to a default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuance {
+    max_sans: Option<usize>,
+    min_rsa_bits: Option<usize>,
+    allowed_key_algorithms: Option<Vec<String>>,
+    subject: Option<RawSubjectRules>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubjectRules {
+    #[serde(default)]
+    allow: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    deny: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -558,6 +587,81 @@ impl Ctx<'_> {
     }
 }
 
+/// Upper bound for `max_sans`: beyond this a certificate is a store-bloating attack, not a
+/// cluster.
+const MAX_SANS_LIMIT: usize = 10_000;
+
+/// The `policy` object of a profile; keys not given take the built-in defaults.
+fn issuance_policy(ctx: &Ctx<'_>, raw: &RawIssuance) -> Result<Policy> {
+    let mut p = Policy::default();
+    if let Some(n) = raw.max_sans {
+        if !(1..=MAX_SANS_LIMIT).contains(&n) {
+            return Err(ctx.field_err(
+                "policy.max_sans",
+                format!("{n} is out of range; give 1 to {MAX_SANS_LIMIT}"),
+            ));
+        }
+        p.max_sans = n;
+    }
+    if let Some(bits) = raw.min_rsa_bits {
+        if !(2048..=8192).contains(&bits) {
+            return Err(ctx.field_err(
+                "policy.min_rsa_bits",
+                format!("{bits} is out of range; give 2048 to 8192 (RSA under 2048 bits is broken-grade)"),
+            ));
+        }
+        p.min_rsa_bits = bits;
+    }
+    if let Some(algs) = &raw.allowed_key_algorithms {
+        (p.allow_rsa, p.allow_ecdsa) = (false, false);
+        for (i, a) in algs.iter().enumerate() {
+            match a.to_ascii_lowercase().as_str() {
+                "rsa" => p.allow_rsa = true,
+                "ecdsa" => p.allow_ecdsa = true,
+                _ => {
+                    return Err(ctx.field_err(
+                        &format!("policy.allowed_key_algorithms[{i}]"),
+                        format!("unknown algorithm \"{a}\"; use \"rsa\" or \"ecdsa\""),
+                    ));
+                }
+            }
+        }
+        if algs.is_empty() {
+            return Err(ctx.field_err(
+                "policy.allowed_key_algorithms",
+                "empty, so nothing could be signed; list \"rsa\" and/or \"ecdsa\"",
+            ));
+        }
+    }
+    if let Some(s) = &raw.subject {
+        p.allow = subject_lists(ctx, "policy.subject.allow", &s.allow)?;
+        p.deny = subject_lists(ctx, "policy.subject.deny", &s.deny)?;
+    }
+    Ok(p)
+}
+
+/// `{"O": [...], "OU": [...], "CN": [...]}`: attribute names checked, values non-empty.
+fn subject_lists(
+    ctx: &Ctx<'_>,
+    field: &str,
+    raw: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<(SubjectAttr, Vec<String>)>> {
+    let mut out = Vec::new();
+    for (key, values) in raw {
+        let attr = SubjectAttr::parse(key).ok_or_else(|| {
+            ctx.field_err(
+                &format!("{field}.{key}"),
+                "unknown subject attribute; use \"O\", \"OU\" or \"CN\"",
+            )
+        })?;
+        if let Some(i) = values.iter().position(|v| v.trim().is_empty()) {
+            return Err(ctx.field_err(&format!("{field}.{key}[{i}]"), "empty value"));
+        }
+        out.push((attr, values.clone()));
+    }
+    Ok(out)
+}
+
 /// Turn one raw profile into a [`Profile`]. `default` is the already-built default profile
 /// (`None` while building the default itself).
 fn build_profile(
@@ -787,15 +891,20 @@ fn build_profile(
 
     let name_whitelist = match raw.name_whitelist.as_deref().filter(|v| !v.is_empty()) {
         Some(re) => {
-            Regex::new(re).map_err(|e| {
+            let compiled = Regex::new(re).map_err(|e| {
                 ctx.field_err(
                     "name_whitelist",
                     format!("invalid regular expression \"{re}\": {e}"),
                 )
             })?;
-            Some(re.to_string())
+            Some(compiled)
         }
         None => None,
+    };
+    // A profile without a policy takes the default profile's (itself the built-in default).
+    let policy = match &raw.policy {
+        Some(p) => issuance_policy(ctx, p)?,
+        None => default.map(|d| d.policy.clone()).unwrap_or_default(),
     };
 
     let mut policies = Vec::new();
@@ -858,6 +967,7 @@ fn build_profile(
         issuer_urls,
         ocsp_no_check: raw.ocsp_no_check.unwrap_or(false),
         name_whitelist,
+        policy,
         policies,
         auth_key,
         prev_auth_key,
@@ -935,6 +1045,7 @@ impl SigningConfig {
             issuer_urls: Vec::new(),
             ocsp_no_check: false,
             name_whitelist: None,
+            policy: Policy::default(),
             policies: Vec::new(),
             auth_key: None,
             prev_auth_key: None,
@@ -1140,14 +1251,10 @@ impl Profile {
     /// there is no whitelist or everything matches; otherwise a policy error naming the first
     /// value that does not match.
     pub fn allows(&self, cn: &str, sans: &[String]) -> Result<()> {
-        let Some(src) = &self.name_whitelist else {
+        let Some(re) = &self.name_whitelist else {
             return Ok(());
         };
-        let re = Regex::new(src).map_err(|e| {
-            Error::input(format!(
-                "invalid name_whitelist regular expression \"{src}\": {e}"
-            ))
-        })?;
+        let src = re.as_str();
         let cn_item = (!cn.is_empty()).then_some(("CN", cn));
         for (what, value) in cn_item
             .into_iter()
@@ -1516,6 +1623,80 @@ mod tests {
         );
         let m = input_err(one(r#""usages":["server auth"],"name_whitelist":"(""#));
         assert!(m.contains("signing.profiles.p.name_whitelist"), "{m}");
+    }
+
+    #[test]
+    fn issuance_policy_is_parsed_with_defaults() {
+        let p = one(r#""usages":["server auth"]"#).unwrap();
+        assert_eq!(p.policy, Policy::default());
+        let p = one(
+            r#""usages":["server auth"],"Policy":{"Max_SANs":5,"min_rsa_bits":3072,
+               "allowed_key_algorithms":["ECDSA"],
+               "subject":{"allow":{"O":["system:masters"]},"deny":{"cn":["root"]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.policy.max_sans, 5);
+        assert_eq!(p.policy.min_rsa_bits, 3072);
+        assert!(!p.policy.allow_rsa && p.policy.allow_ecdsa);
+        assert_eq!(
+            p.policy.allow,
+            [(SubjectAttr::O, vec!["system:masters".to_string()])]
+        );
+        assert_eq!(p.policy.deny, [(SubjectAttr::Cn, vec!["root".to_string()])]);
+        // Keys not given keep their defaults.
+        let p = one(r#""usages":["server auth"],"policy":{"max_sans":7}"#).unwrap();
+        assert_eq!(p.policy.min_rsa_bits, 2048);
+        assert!(p.policy.allow_rsa && p.policy.allow_ecdsa);
+    }
+
+    #[test]
+    fn profiles_inherit_the_default_policy() {
+        let c = load(
+            r#"{"signing":{"default":{"usages":["signing"],"expiry":"1h","policy":{"max_sans":3}},
+                "profiles":{"a":{"usages":["signing"]},"b":{"usages":["signing"],"policy":{}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.profile(None).unwrap().policy.max_sans, 3);
+        assert_eq!(c.profile(Some("a")).unwrap().policy.max_sans, 3);
+        assert_eq!(c.profile(Some("b")).unwrap().policy.max_sans, 100);
+    }
+
+    #[test]
+    fn issuance_policy_errors_name_the_field() {
+        let cases = [
+            (r#"{"max_san":5}"#, "unknown field `max_san`"),
+            (r#"{"max_sans":0}"#, "policy.max_sans\": 0 is out of range"),
+            (r#"{"max_sans":-1}"#, "max_sans"),
+            (
+                r#"{"min_rsa_bits":1024}"#,
+                "policy.min_rsa_bits\": 1024 is out of range",
+            ),
+            (
+                r#"{"allowed_key_algorithms":["dsa"]}"#,
+                "unknown algorithm \"dsa\"",
+            ),
+            (
+                r#"{"allowed_key_algorithms":[]}"#,
+                "nothing could be signed",
+            ),
+            (
+                r#"{"subject":{"allow":{"L":["x"]}}}"#,
+                "policy.subject.allow.l\": unknown subject attribute",
+            ),
+            (
+                r#"{"subject":{"deny":{"O":[""]}}}"#,
+                "policy.subject.deny.o[0]\": empty value",
+            ),
+            (r#"{"subject":{"permit":{}}}"#, "unknown field `permit`"),
+        ];
+        for (policy, needle) in cases {
+            let m = input_err(one(&format!(r#""usages":["signing"],"policy":{policy}"#)));
+            assert!(m.contains(needle), "{policy}: {m}");
+            assert!(
+                m.starts_with("ca-config.json: field \"signing.profiles.p"),
+                "{m}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
 use p11ca::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
-use p11ca::issue::{CaKey, LeafRequest, parse_ca_cert};
+use p11ca::issue::{CaKey, LeafRequest, check_leaf, parse_ca_cert};
 use p11ca::softkey::SoftKey;
 use p11ca::token::Pkcs11Uri;
 use p11ca::token::key;
@@ -382,6 +382,22 @@ fn check_out_names(out: Option<&str>, items: &[Item]) -> Result<()> {
     Ok(())
 }
 
+/// The issuance policy, checked for every item before the token is opened (the signing code
+/// checks again): refused items become failures, named by input.
+fn screen(items: Vec<Item>, failures: &mut Vec<Error>, p: &Prepared) -> Result<Vec<Item>> {
+    let single = items.len() + failures.len() == 1;
+    let ca_subject = p.ca_cert.tbs_certificate().subject();
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        match check_leaf(&item.leaf, &p.profile, ca_subject) {
+            Ok(()) => kept.push(item),
+            Err(e) if single => return Err(e.context(&item.name)),
+            Err(e) => failures.push(e.context(&item.name)),
+        }
+    }
+    Ok(kept)
+}
+
 /// Split per-input results into items and failures; with a single input its error is the
 /// run's error. Inputs whose `--out` files would collide refuse the whole run.
 pub(super) fn collect_items(
@@ -410,8 +426,9 @@ pub(super) fn sign(targs: &TokenArgs, s: &SignArgs, local: LocalConfig) -> Resul
         .iter()
         .map(|(name, bytes)| csr_item(name, bytes, &ov, &host_override))
         .collect();
-    let (items, failures) = collect_items(made, s.signing.out.as_deref())?;
+    let (items, mut failures) = collect_items(made, s.signing.out.as_deref())?;
     let prepared = prepare(&s.signing, local)?;
+    let items = screen(items, &mut failures, &prepared)?;
     let results = if items.is_empty() {
         Vec::new()
     } else {
@@ -509,7 +526,8 @@ pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig)
     let host_override = hostname_sans(&g.signing)?;
     // Validate the signing side before spending time on keys.
     let prepared = prepare(&g.signing, local)?;
-    let (items, failures) = gencert_items(g, &host_override)?;
+    let (items, mut failures) = gencert_items(g, &host_override)?;
+    let items = screen(items, &mut failures, &prepared)?;
     let results = if items.is_empty() {
         Vec::new()
     } else {

@@ -8,6 +8,7 @@ pub mod build;
 pub mod hosts;
 pub mod name;
 pub mod pem;
+pub mod policy;
 pub mod request;
 pub mod verify;
 
