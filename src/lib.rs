@@ -7,6 +7,7 @@
 //! - [`x509`]: certificate and CSR building and signature verification (no token code);
 //! - [`ca`]: the CA workflows that tie them together;
 //! - [`fsio`]: atomic output files;
+//! - [`text`]: untrusted text made safe for logs and terminals;
 //! - [`serve`]: the cfssl-compatible signing service, [`db`] its issued-certificate store and
 //!   [`remote`] the client of the same protocol.
 
@@ -24,6 +25,7 @@ pub mod issue;
 pub mod remote;
 pub mod serve;
 pub mod softkey;
+pub mod text;
 pub mod token;
 pub mod x509;
 
