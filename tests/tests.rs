@@ -10,5 +10,6 @@ mod initca;
 mod json;
 mod p11kit;
 mod serve;
+mod serve_hostile;
 mod sign;
 mod tokens;

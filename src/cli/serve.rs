@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use socket2::{Domain, Socket, Type};
 
 use p11ca::batch;
 use p11ca::cfssl::config::SigningConfig;
@@ -28,6 +29,9 @@ use regex::Regex;
 use super::args::{ServeArgs, TokenArgs};
 use super::sign::ca_key_uri;
 use super::{open_and_login, read_input};
+
+/// Pending connections the kernel holds for the accept thread (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 1024;
 
 pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     // 1. Everything that can be checked without the token.
@@ -71,7 +75,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         .map_err(|e| Error::input(format!("-address {}: {e}", a.address)))?
         .collect();
     check_plaintext(a, tls.is_some(), &addrs)?;
-    let listener = TcpListener::bind(&addrs[..]).map_err(|e| {
+    let listener = listen(&addrs).map_err(|e| {
         Error::input(format!(
             "cannot listen on {spec}: {e}; choose another -port or -address"
         ))
@@ -233,4 +237,23 @@ fn check_plaintext(a: &ServeArgs, tls: bool, addrs: &[SocketAddr]) -> Result<()>
         ))),
         None => Ok(()),
     }
+}
+
+/// Listen on the first of `addrs` that can be bound (as `TcpListener::bind`), with a backlog
+/// that absorbs a burst of connects while the accept thread catches up.
+fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+    for a in addrs {
+        let bound = Socket::new(Domain::for_address(*a), Type::STREAM, None).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&(*a).into())?;
+            s.listen(LISTEN_BACKLOG)?;
+            Ok(s)
+        });
+        match bound {
+            Ok(s) => return Ok(s.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }

@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::text::escape_for_log;
-
 /// At most one log line per client and reason in this interval.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Entries kept in the per-client tables before idle ones are dropped.
@@ -377,8 +375,7 @@ pub fn refuse_request(
         return Some((
             421,
             format!(
-                "this server does not serve the host \"{}\"; the operator can allow it with -allowed-host",
-                escape_for_log(h)
+                "this server does not serve the host \"{h}\"; the operator can allow it with -allowed-host"
             ),
         ));
     }
@@ -389,10 +386,7 @@ pub fn refuse_request(
     {
         return Some((
             403,
-            format!(
-                "cross-origin request from \"{}\" refused: the API is not for web pages",
-                escape_for_log(o)
-            ),
+            format!("cross-origin request from \"{o}\" refused: the API is not for web pages"),
         ));
     }
     if req.method == "POST" && !is_json(req.content_type.as_deref()) {
@@ -400,7 +394,7 @@ pub fn refuse_request(
             415,
             format!(
                 "Content-Type must be application/json, not \"{}\"",
-                escape_for_log(req.content_type.as_deref().unwrap_or(""))
+                req.content_type.as_deref().unwrap_or("")
             ),
         ));
     }

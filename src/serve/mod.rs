@@ -34,7 +34,7 @@ pub mod http;
 pub mod pool;
 pub mod tls;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -197,10 +197,15 @@ impl Server {
 
     /// Refuse a connection without blocking the accept thread: one non-blocking write of the
     /// answer on a plain socket (a new socket's send buffer takes it), nothing on a TLS one
-    /// (answering would need a handshake); then close.
+    /// (answering would need a handshake); then close. What the client already sent is read
+    /// first, so that the close is not a reset that could discard the answer.
     fn refuse(&self, stream: TcpStream, ip: IpAddr, why: Refusal) {
         self.guard.log_refusal(ip, why);
-        if self.tls.is_none() && stream.set_nonblocking(true).is_ok() {
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let _ = (&stream).read(&mut [0u8; 4096]);
+        if self.tls.is_none() {
             let (status, message) = why.answer(&self.guard.limits);
             let r = api::failure(status, &message);
             let _ = (&stream).write(&http::response(status, &r.body, false));
@@ -299,7 +304,7 @@ fn cn_refusal(tls: Option<&TlsOptions>, cn: Option<&str>) -> Option<(u16, String
             403,
             format!(
                 "client certificate CN \"{}\" does not match -mutual-tls-cn /{re}/",
-                escape_for_log(cn.unwrap_or(""))
+                cn.unwrap_or("")
             ),
         )),
     }
