@@ -31,14 +31,16 @@ pub struct Limits {
     pub rate: u32,
 }
 
-/// Defaults: generous enough that a few busy clients on one address (a load test, a
-/// deployment tool) are never limited, tight enough that one address cannot take every slot.
+/// Defaults: one address cannot take more than a sixteenth of the connection slots, and the
+/// request rate is limited only well above what a token signs per second on a small machine,
+/// so that a load test from one address (ci/bench-serve) or a busy deployment tool is never
+/// refused; a shared signer sets `--rate-limit` lower.
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
             per_client: 64,
-            rate: 1000,
+            rate: 10_000,
         }
     }
 }
