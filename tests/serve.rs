@@ -73,7 +73,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// The server process itself (the child of `timeout`), for signals.
-    fn pid(&self) -> Option<String> {
+    pub(crate) fn pid(&self) -> Option<String> {
         let out = Command::new("pgrep")
             .args(["-P", &self.child.id().to_string()])
             .output()
@@ -141,7 +141,7 @@ pub(crate) fn start(
 }
 
 /// [`start`] with extra environment variables.
-fn start_env(
+pub(crate) fn start_env(
     t: &Token,
     name: &str,
     program: &str,

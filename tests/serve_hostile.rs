@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::serve::{Server, http, p11ca_serve, records, serve_args, setup, start};
+use crate::serve::{Server, http, p11ca_serve, records, serve_args, setup, start, start_env};
 use crate::util::{Token, free_port, require, run, sh};
 
 /// The server's head deadline (src/serve/http.rs HEAD_LIMIT).
@@ -553,4 +553,39 @@ fn client_controlled_fields_are_escaped_in_the_log() {
         !log.lines().any(|l| l.starts_with(" p11ca: serve: 200")),
         "a forged line: {log}"
     );
+}
+
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    let t = Token::new("hostile-nofile");
+    setup(&t);
+    let hard = sh(t.command("sh").args(["-c", "ulimit -Hn"]));
+    let hard = hard.trim();
+    assert!(
+        hard.parse::<u64>().is_ok_and(|h| h > 256),
+        "hard limit {hard}"
+    );
+    let port = free_port();
+    let p = port.to_string();
+    let p11ca = t.p11ca();
+    let env: Vec<(String, String)> = p11ca
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let script = format!(
+        "ulimit -Sn 256 && exec {} \"$@\"",
+        p11ca.get_program().to_string_lossy()
+    );
+    let mut args = vec!["-c", script.as_str(), "sh"];
+    args.extend(serve_args(&p, &[]));
+    let srv = start_env(&t, "serve", "sh", &args, port, true, &env);
+    let pid = srv.pid().expect("the server process");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft = line.split_whitespace().nth(3).unwrap();
+    assert_eq!(soft, hard, "{line}");
 }

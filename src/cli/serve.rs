@@ -75,6 +75,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         .map_err(|e| Error::input(format!("-address {}: {e}", a.address)))?
         .collect();
     check_plaintext(a, tls.is_some(), &addrs)?;
+    raise_open_file_limit(a.max_connections);
     let listener = listen(&addrs).map_err(|e| {
         Error::input(format!(
             "cannot listen on {spec}: {e}; choose another -port or -address"
@@ -119,22 +120,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     let bound = listener
         .local_addr()
         .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
-    let tls_names = match &a.tls_cert {
-        Some(cert) => tls::cert_names(cert)?,
-        None => Vec::new(),
-    };
-    let hosts = HostPolicy::new(&a.address, bound.ip(), &tls_names, &a.allowed_host);
-    let limits = Limits {
-        max_connections: a.max_connections,
-        per_client: a.max_conns_per_client,
-        rate: a.rate_limit,
-    };
-    let mut server = Server::new(
-        service.clone(),
-        listener,
-        stop.clone(),
-        Guard::new(limits, hosts),
-    );
+    let mut server = Server::new(service.clone(), listener, stop.clone(), guard(a, bound)?);
     if let Some(t) = tls {
         server = server.with_tls(t);
     }
@@ -256,4 +242,39 @@ fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
         }
     }
     Err(last)
+}
+
+/// The server's limits and the host names it answers to.
+fn guard(a: &ServeArgs, bound: SocketAddr) -> Result<Guard> {
+    let tls_names = match &a.tls_cert {
+        Some(cert) => tls::cert_names(cert)?,
+        None => Vec::new(),
+    };
+    let hosts = HostPolicy::new(&a.address, bound.ip(), &tls_names, &a.allowed_host);
+    let limits = Limits {
+        max_connections: a.max_connections,
+        per_client: a.max_conns_per_client,
+        rate: a.rate_limit,
+    };
+    Ok(Guard::new(limits, hosts))
+}
+
+/// Raise the soft open-file limit to the hard one: every connection is a descriptor, and at
+/// the limit `accept` fails for everyone. Warn if it is still below what the caps allow.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
+        && soft < hard
+    {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    // The store, the token module and the listener need some descriptors of their own.
+    let needed = max_connections as u64 + 64;
+    if let Some(n) = getrlimit(Resource::Nofile).current.filter(|n| *n < needed) {
+        eprintln!(
+            "p11ca: warning: serve: the open-file limit is {n}, below --max-connections + 64 ({needed}); raise it (ulimit -n) or lower --max-connections"
+        );
+    }
 }
