@@ -54,7 +54,7 @@ pub enum Refusal {
     ClientConnections,
     /// This client sends requests faster than the rate limit.
     Rate,
-    /// A request head that did not arrive in time.
+    /// A request head (or body) that did not arrive in time.
     SlowRequest,
     /// A TLS handshake that failed or did not finish in time.
     Handshake,
@@ -85,7 +85,7 @@ impl Refusal {
                     limits.rate
                 ),
             ),
-            Self::SlowRequest => (408, "the request head took too long to arrive".into()),
+            Self::SlowRequest => (408, "the request took too long to arrive".into()),
             Self::Handshake => (0, "TLS handshake failed or took too long".into()),
         }
     }
