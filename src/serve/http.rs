@@ -453,6 +453,35 @@ mod tests {
     }
 
     #[test]
+    fn headers_for_the_guard() {
+        let stop = AtomicBool::new(false);
+        let mut c = conn(
+            "POST / HTTP/1.1\r\nHOST: CA.example:8888 \r\norigin: http://a\r\nContent-Type: Application/JSON; charset=utf-8\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+        );
+        let r = c.read_request(100, &stop).unwrap();
+        assert_eq!(r.host.as_deref(), Some("CA.example:8888"));
+        assert_eq!(r.origin.as_deref(), Some("http://a"));
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("Application/JSON; charset=utf-8")
+        );
+        let r = c.read_request(100, &stop).unwrap();
+        assert_eq!((r.host, r.origin, r.content_type), (None, None, None));
+        for twice in [
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nOrigin: a\r\norigin: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    conn(twice).read_request(100, &stop),
+                    Err(ReadError::Bad(400, _))
+                ),
+                "{twice:?}"
+            );
+        }
+    }
+
+    #[test]
     fn response_format() {
         let mut c = conn("");
         c.respond(404, b"{}", false).unwrap();
