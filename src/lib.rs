@@ -6,7 +6,8 @@
 //! - [`token`]: the PKCS#11 module, token, PIN, keys and token signing (the only `cryptoki` user);
 //! - [`x509`]: certificate and CSR building and signature verification (no token code);
 //! - [`ca`]: the CA workflows that tie them together;
-//! - [`fsio`]: atomic output files; [`text`]: outside text made safe to print;
+//! - [`fsio`]: atomic output files;
+//! - [`text`]: untrusted text made safe for logs and terminals;
 //! - [`serve`]: the cfssl-compatible signing service, [`db`] its issued-certificate store and
 //!   [`remote`] the client of the same protocol.
 

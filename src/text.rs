@@ -1,55 +1,72 @@
-//! Text that came from outside (a request, a certificate, the store) made safe to print on a
-//! terminal or into a log line: a subject or SAN holding a newline, a tab or an escape sequence
-//! must not forge a row, a column or terminal output.
+//! Text helpers shared by the CLI and the server.
 
-use std::borrow::Cow;
 use std::fmt::Write;
 
-/// `s` with every control character (C0, DEL, C1), and the bidirectional overrides that
-/// reorder what a reader sees, written as an escape (`\n`, `\t`, `\x1b`, `\u{202e}`).
-pub fn printable(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
+/// `s` made safe to print on one log line or terminal row: control characters (newline, CR,
+/// ESC, DEL, C1), Unicode line/paragraph separators and bidirectional or invisible formatting
+/// characters are written as escapes (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`), and a backslash
+/// as `\\` so that an escape in the output always came from this function. Everything else,
+/// including non-ASCII text, is kept as it is.
+pub fn escape_for_log(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x100 && needs_escape(c) => {
+            c if (c as u32) < 0x80 && c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c if needs_escape(c) => {
+            c if c.is_control() || is_invisible_format(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
-    Cow::Owned(out)
+    out
 }
 
-fn needs_escape(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+/// Characters that change how a line is displayed without being visible themselves: zero
+/// widths, bidirectional overrides and isolates, line and paragraph separators, BOM.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{061c}'
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::escape_for_log;
 
     #[test]
-    fn controls_and_overrides_are_escaped() {
-        for (raw, shown) in [
-            ("node1.example.com", "node1.example.com"),
-            ("a\nfake row", "a\\nfake row"),
-            ("a\r\tb", "a\\r\\tb"),
-            ("\u{1b}[2Jcleared", "\\x1b[2Jcleared"),
-            ("nul\0x", "nul\\x00x"),
-            ("c1\u{9b}31m", "c1\\x9b31m"),
-            ("moc.\u{202e}evil", "moc.\\u{202e}evil"),
-            ("CN=Zoë", "CN=Zoë"),
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_for_log("a\nb\rc\td\x1b[31me\x7f\u{0}"),
+            "a\\nb\\rc\\td\\x1b[31me\\x7f\\x00"
+        );
+        assert_eq!(escape_for_log("x\u{85}y\u{9b}"), "x\\u{85}y\\u{9b}");
+        assert_eq!(
+            escape_for_log("evil\u{202e}txt.exe\u{2028}"),
+            "evil\\u{202e}txt.exe\\u{2028}"
+        );
+        assert_eq!(escape_for_log(r"C:\x1b"), r"C:\\x1b");
+    }
+
+    #[test]
+    fn ordinary_text_is_kept() {
+        for s in [
+            "",
+            "node-1.example.com",
+            "Zürich Ωmega 東京",
+            "CN=a, O=b/c \"q\"",
         ] {
-            assert_eq!(printable(raw), shown, "{raw:?}");
+            assert_eq!(escape_for_log(s), s);
         }
     }
 }

@@ -12,5 +12,6 @@ mod p11kit;
 mod policy;
 mod security;
 mod serve;
+mod serve_hostile;
 mod sign;
 mod tokens;

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use p11ca::serve::guard::Limits;
 
 /// Exit codes, also listed in the README.
 pub const EXIT_CODES: &str = "\
@@ -151,9 +152,34 @@ pub struct ServeArgs {
     /// Mutual TLS: require client certificates issued by these CAs (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub mutual_tls_ca: Option<String>,
-    /// Mutual TLS: a regular expression the client certificate's CN must match (else 403).
+    /// Mutual TLS: a regular expression the whole client certificate CN must match (else
+    /// 403); it is anchored, so `admin` matches only "admin" (write `node-.*` for a prefix).
     #[arg(long, value_name = "REGEX", requires = "mutual_tls_ca")]
     pub mutual_tls_cn: Option<String>,
+    /// Also accept requests whose Host (or Origin) is NAME (repeatable). Always accepted: the
+    /// listen address, the TLS certificate's DNS and IP names, the address a connection came
+    /// in on, and localhost/127.0.0.1/::1 on a loopback or wildcard listener. Other hosts get
+    /// 421 (DNS rebinding), other origins 403.
+    #[arg(long, value_name = "NAME")]
+    pub allowed_host: Vec<String>,
+    /// Most connections served at once; more are refused (503 without TLS, closed with TLS).
+    #[arg(long, default_value_t = Limits::default().max_connections, value_name = "N")]
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: one /64); more are
+    /// refused (429 without TLS, closed with TLS).
+    #[arg(long, default_value_t = Limits::default().per_client, value_name = "N")]
+    pub max_conns_per_client: usize,
+    /// Requests per second (and burst) one client address may send; more get 429. 0: no limit.
+    #[arg(long, default_value_t = Limits::default().rate, value_name = "N")]
+    pub rate_limit: u32,
+    /// Start even though a profile with ca_constraint.is_ca has no auth_key, so that any
+    /// caller can get an intermediate CA certificate.
+    #[arg(long)]
+    pub allow_unauthenticated_ca: bool,
+    /// Start even though -address is not a loopback address and there is no -tls-cert, so
+    /// that requests and certificates cross the network in plain text.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
 
 /// Where `certs` finds the database (the same choice as `serve`).
@@ -337,6 +363,12 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "tls-remote-ca",
     "mutual-tls-client-cert",
     "mutual-tls-client-key",
+    "allowed-host",
+    "max-connections",
+    "max-conns-per-client",
+    "rate-limit",
+    "allow-unauthenticated-ca",
+    "insecure-plaintext",
 ];
 
 /// Rewrite `-initca` to `--initca` (and `-ca-key=x` to `--ca-key=x`) for known long flags.

@@ -3,7 +3,7 @@
 
 use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::{self, CertRecord, DbConfig, ListFilter, Store};
-use p11ca::text::printable;
+use p11ca::text::escape_for_log;
 use p11ca::{Error, Result};
 
 use super::args::{CertsCommand, DbArgs};
@@ -55,9 +55,9 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                     } else {
                         "valid"
                     },
-                    printable(&r.profile),
-                    printable(&r.subject),
-                    printable(&r.sans.join(","))
+                    escape_for_log(&r.profile),
+                    escape_for_log(&r.subject),
+                    escape_for_log(&r.sans.join(","))
                 ));
             }
             write_stdout(&out)
@@ -80,17 +80,17 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                     r.serial_number,
                     r.serial_hex,
                     r.authority_key_identifier,
-                    printable(&r.subject),
-                    printable(&r.sans.join(", ")),
-                    printable(&r.profile),
+                    escape_for_log(&r.subject),
+                    escape_for_log(&r.sans.join(", ")),
+                    escape_for_log(&r.profile),
                     time(r.not_before),
                     time(r.not_after),
                     time(r.issued_at),
-                    printable(&r.requester),
+                    escape_for_log(&r.requester),
                     if r.auth_key.is_empty() {
                         String::new()
                     } else {
-                        format!(" (auth_key {})", printable(&r.auth_key))
+                        format!(" (auth_key {})", escape_for_log(&r.auth_key))
                     },
                     r.pem
                 ));

@@ -5,17 +5,20 @@
 //! login or key problem (2), a CA certificate that does not match the key (3). On SIGTERM or
 //! SIGINT the server stops accepting, finishes and records what is in flight, and exits 0.
 
-use std::net::{TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use socket2::{Domain, Socket, Type};
 
 use p11ca::batch;
+use p11ca::cfssl::config::SigningConfig;
 use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::issue::{CaKey, parse_ca_cert};
 use p11ca::serve::api::Service;
+use p11ca::serve::guard::{Guard, HostPolicy, Limits};
 use p11ca::serve::pool::SessionPool;
 use p11ca::serve::{Server, TlsOptions, tls, wake};
 use p11ca::token::key;
@@ -26,6 +29,9 @@ use regex::Regex;
 use super::args::{ServeArgs, TokenArgs};
 use super::sign::ca_key_uri;
 use super::{open_and_login, read_input};
+
+/// Pending connections the kernel holds for the accept thread (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 1024;
 
 pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     // 1. Everything that can be checked without the token.
@@ -49,25 +55,14 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     if a.jobs == Some(0) {
         return Err(Error::input("--jobs must be at least 1"));
     }
+    if a.max_connections == 0 || a.max_conns_per_client == 0 {
+        return Err(Error::input(
+            "--max-connections and --max-conns-per-client must be at least 1",
+        ));
+    }
     let db = DbConfig::resolve(a.db_config.as_deref(), a.db.as_deref(), a.config.as_deref())?;
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsOptions {
-            config: tls::server_config(cert, key, a.mutual_tls_ca.as_deref())?,
-            mutual: a.mutual_tls_ca.is_some(),
-            cn_regex: a
-                .mutual_tls_cn
-                .as_deref()
-                .map(|r| {
-                    Regex::new(r).map_err(|e| {
-                        Error::input(format!(
-                            "-mutual-tls-cn \"{r}\": invalid regular expression: {e}"
-                        ))
-                    })
-                })
-                .transpose()?,
-        }),
-        _ => None,
-    };
+    check_profiles(&config, a)?;
+    let tls = tls_options(a)?;
 
     // 2. The port, before the token: a taken port costs no login.
     let spec = if a.address.contains(':') && !a.address.starts_with('[') {
@@ -79,7 +74,9 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         .to_socket_addrs()
         .map_err(|e| Error::input(format!("-address {}: {e}", a.address)))?
         .collect();
-    let listener = TcpListener::bind(&addrs[..]).map_err(|e| {
+    check_plaintext(a, tls.is_some(), &addrs)?;
+    raise_open_file_limit(a.max_connections);
+    let listener = listen(&addrs).map_err(|e| {
         Error::input(format!(
             "cannot listen on {spec}: {e}; choose another -port or -address"
         ))
@@ -121,13 +118,14 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     } else {
         ""
     };
-    let mut server = Server::new(service.clone(), listener, stop.clone());
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
+    let mut server = Server::new(service.clone(), listener, stop.clone(), guard(a, bound)?);
     if let Some(t) = tls {
         server = server.with_tls(t);
     }
-    let addr = server
-        .local_addr()
-        .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
+    let addr = bound;
     let stats = server.stats.clone();
 
     // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
@@ -169,4 +167,115 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         "p11ca: serve: stopped: {requests} requests, {issued} certificates issued and recorded, {failed} refused or failed"
     );
     Ok(())
+}
+
+/// TLS options from the flags; `-mutual-tls-cn` is anchored so that it matches whole CNs.
+fn tls_options(a: &ServeArgs) -> Result<Option<TlsOptions>> {
+    let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) else {
+        return Ok(None);
+    };
+    let cn_regex = a
+        .mutual_tls_cn
+        .as_deref()
+        .map(|r| {
+            Regex::new(&format!("^(?:{r})$")).map_err(|e| {
+                Error::input(format!(
+                    "-mutual-tls-cn \"{r}\": invalid regular expression: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(Some(TlsOptions {
+        config: tls::server_config(cert, key, a.mutual_tls_ca.as_deref())?,
+        mutual: a.mutual_tls_ca.is_some(),
+        cn_regex,
+    }))
+}
+
+/// Refuse a profile that issues CA certificates to any caller (no auth_key), unless the
+/// operator says so.
+fn check_profiles(config: &SigningConfig, a: &ServeArgs) -> Result<()> {
+    if a.allow_unauthenticated_ca {
+        return Ok(());
+    }
+    let names = std::iter::once("default".to_string()).chain(config.profile_names());
+    for name in names {
+        let p = config.client_profile(Some(&name));
+        if p.is_ca && p.auth_key.is_none() && p.remote.is_none() {
+            return Err(Error::input(format!(
+                "profile \"{name}\" in {} issues CA certificates (ca_constraint.is_ca) without an auth_key, so any client of serve could get an intermediate CA; give the profile an auth_key, or pass --allow-unauthenticated-ca",
+                a.config.as_deref().unwrap_or("the configuration")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse plain HTTP beyond this machine, unless the operator says so.
+fn check_plaintext(a: &ServeArgs, tls: bool, addrs: &[SocketAddr]) -> Result<()> {
+    if tls || a.insecure_plaintext {
+        return Ok(());
+    }
+    match addrs.iter().find(|s| !s.ip().is_loopback()) {
+        Some(s) => Err(Error::input(format!(
+            "-address {} ({}) is reachable from other machines and there is no -tls-cert: requests and certificates would cross the network in plain text and unauthenticated; give -tls-cert and -tls-key, or pass --insecure-plaintext",
+            a.address,
+            s.ip()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Listen on the first of `addrs` that can be bound (as `TcpListener::bind`), with a backlog
+/// that absorbs a burst of connects while the accept thread catches up.
+fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+    for a in addrs {
+        let bound = Socket::new(Domain::for_address(*a), Type::STREAM, None).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&(*a).into())?;
+            s.listen(LISTEN_BACKLOG)?;
+            Ok(s)
+        });
+        match bound {
+            Ok(s) => return Ok(s.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The server's limits and the host names it answers to.
+fn guard(a: &ServeArgs, bound: SocketAddr) -> Result<Guard> {
+    let tls_names = match &a.tls_cert {
+        Some(cert) => tls::cert_names(cert)?,
+        None => Vec::new(),
+    };
+    let hosts = HostPolicy::new(&a.address, bound.ip(), &tls_names, &a.allowed_host);
+    let limits = Limits {
+        max_connections: a.max_connections,
+        per_client: a.max_conns_per_client,
+        rate: a.rate_limit,
+    };
+    Ok(Guard::new(limits, hosts))
+}
+
+/// Raise the soft open-file limit to the hard one: every connection is a descriptor, and at
+/// the limit `accept` fails for everyone. Warn if it is still below what the caps allow.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
+        && soft < hard
+    {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    // The store, the token module and the listener need some descriptors of their own.
+    let needed = max_connections as u64 + 64;
+    if let Some(n) = getrlimit(Resource::Nofile).current.filter(|n| *n < needed) {
+        eprintln!(
+            "p11ca: warning: serve: the open-file limit is {n}, below --max-connections + 64 ({needed}); raise it (ulimit -n) or lower --max-connections"
+        );
+    }
 }

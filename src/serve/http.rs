@@ -1,8 +1,12 @@
 //! Just enough HTTP/1.1 for the cfssl API: request heads parsed by `httparse`, bodies by
 //! Content-Length only (with a size limit), keep-alive, and responses with a JSON body.
 //!
-//! Reads poll with a short timeout so that an idle connection notices shutdown; a request that
-//! has started arriving is always read to its end and answered.
+//! Reads poll with a short timeout ([`POLL`]) so that an idle connection notices shutdown and
+//! deadlines are checked between reads. The deadlines cover a whole head or body, not each
+//! read, so a client that dribbles a byte at a time gains nothing: a new connection has
+//! [`HEAD_LIMIT`] to deliver its first request head, a kept-alive one may be idle for
+//! [`IDLE_LIMIT`] and then has [`HEAD_LIMIT`] from the first byte of the next head; a body has
+//! [`BODY_LIMIT`]. A request whose head has arrived is always read to its end and answered.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +15,11 @@ use std::time::{Duration, Instant};
 /// Longest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 /// How long an idle keep-alive connection is kept.
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
-/// How long a request may take to arrive once it has started.
-const REQUEST_LIMIT: Duration = Duration::from_secs(30);
+pub const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// How long a request head may take to arrive, in all.
+pub const HEAD_LIMIT: Duration = Duration::from_secs(5);
+/// How long a request body may take to arrive once the head is in.
+pub const BODY_LIMIT: Duration = Duration::from_secs(30);
 /// The read poll interval (how fast an idle connection notices shutdown).
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -28,6 +34,12 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Whether the client wants the connection kept open.
     pub keep_alive: bool,
+    /// The `Host` header.
+    pub host: Option<String>,
+    /// The `Origin` header (sent by browsers).
+    pub origin: Option<String>,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
 }
 
 /// Why no request was read.
@@ -46,6 +58,24 @@ pub enum ReadError {
 pub struct Conn<S> {
     stream: S,
     buf: Vec<u8>,
+    /// When the current head must be in: set from the start for a new connection, and from
+    /// the first byte of a head on a kept-alive one.
+    head_deadline: Option<Instant>,
+}
+
+/// A parsed request head.
+struct Head {
+    len: usize,
+    method: String,
+    path: String,
+    version: u8,
+    content_length: Option<u64>,
+    chunked: bool,
+    connection: Option<String>,
+    expect_continue: bool,
+    host: Option<String>,
+    origin: Option<String>,
+    content_type: Option<String>,
 }
 
 fn timed_out(e: &io::Error) -> bool {
@@ -55,12 +85,89 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
+/// Parse a complete head at the start of `buf`; `None` while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(ReadError::Bad(
+                431,
+                format!("request head over {MAX_HEAD} bytes"),
+            ));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(ReadError::Bad(400, format!("malformed HTTP request: {e}")));
+        }
+    };
+    let mut head = Head {
+        len,
+        method: req.method.unwrap_or("").to_string(),
+        path: req.path.unwrap_or("/").to_string(),
+        version: req.version.unwrap_or(1),
+        content_length: None,
+        chunked: false,
+        connection: None,
+        expect_continue: false,
+        host: None,
+        origin: None,
+        content_type: None,
+    };
+    for h in req.headers.iter() {
+        let raw = String::from_utf8_lossy(h.value).trim().to_string();
+        let v = raw.to_ascii_lowercase();
+        let name = h.name.to_ascii_lowercase();
+        match name.as_str() {
+            "content-length" => match v.parse::<u64>() {
+                Ok(l) if head.content_length.is_none_or(|c| c == l) => {
+                    head.content_length = Some(l)
+                }
+                _ => {
+                    return Err(ReadError::Bad(
+                        400,
+                        format!("invalid Content-Length \"{v}\""),
+                    ));
+                }
+            },
+            "transfer-encoding" => head.chunked = v != "identity",
+            "connection" => head.connection = Some(v),
+            "expect" => head.expect_continue = v == "100-continue",
+            // A second Host or Origin could hide the first from a check: refuse.
+            "host" | "origin" if head.header(&name).is_some() => {
+                return Err(ReadError::Bad(
+                    400,
+                    format!("more than one {} header", h.name),
+                ));
+            }
+            "host" => head.host = Some(raw),
+            "origin" => head.origin = Some(raw),
+            "content-type" => head.content_type = Some(raw),
+            _ => {}
+        }
+    }
+    Ok(Some(head))
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        match name {
+            "host" => self.host.as_deref(),
+            "origin" => self.origin.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 impl<S: Read + Write> Conn<S> {
-    /// Wrap a stream whose read timeout is [`POLL`].
+    /// Wrap a new connection's stream whose read timeout is [`POLL`]; its first request head
+    /// is due within [`HEAD_LIMIT`] from now.
     pub fn new(stream: S) -> Self {
         Self {
             stream,
             buf: Vec::with_capacity(4096),
+            head_deadline: Some(Instant::now() + HEAD_LIMIT),
         }
     }
 
@@ -83,95 +190,38 @@ impl<S: Read + Write> Conn<S> {
         Ok(n)
     }
 
-    /// Read the next request. `stop` is checked while no byte of a request has arrived.
-    pub fn read_request(
-        &mut self,
-        max_body: usize,
-        stop: &AtomicBool,
-    ) -> Result<Request, ReadError> {
+    /// Read the next head. `stop` is checked while no byte of it has arrived.
+    fn read_head(&mut self, stop: &AtomicBool) -> Result<Head, ReadError> {
         let idle_since = Instant::now();
-        let mut started: Option<Instant> = None;
-        // The head.
-        let (
-            head_len,
-            method,
-            path,
-            version,
-            content_length,
-            chunked,
-            keep_alive_hdr,
-            expect_continue,
-        ) = loop {
-            if !self.buf.is_empty() {
-                started.get_or_insert_with(Instant::now);
-                let mut headers = [httparse::EMPTY_HEADER; 64];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let mut content_length: Option<u64> = None;
-                        let mut chunked = false;
-                        let mut connection = None;
-                        let mut expect = false;
-                        for h in req.headers.iter() {
-                            let v = String::from_utf8_lossy(h.value).trim().to_ascii_lowercase();
-                            if h.name.eq_ignore_ascii_case("content-length") {
-                                match v.parse::<u64>() {
-                                    Ok(l) if content_length.is_none_or(|c| c == l) => {
-                                        content_length = Some(l)
-                                    }
-                                    _ => {
-                                        return Err(ReadError::Bad(
-                                            400,
-                                            format!("invalid Content-Length \"{v}\""),
-                                        ));
-                                    }
-                                }
-                            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                                chunked = v != "identity";
-                            } else if h.name.eq_ignore_ascii_case("connection") {
-                                connection = Some(v);
-                            } else if h.name.eq_ignore_ascii_case("expect") {
-                                expect = v == "100-continue";
-                            }
-                        }
-                        break (
-                            n,
-                            req.method.unwrap_or("").to_string(),
-                            req.path.unwrap_or("/").to_string(),
-                            req.version.unwrap_or(1),
-                            content_length,
-                            chunked,
-                            connection,
-                            expect,
-                        );
-                    }
-                    Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
-                        return Err(ReadError::Bad(
-                            431,
-                            format!("request head over {MAX_HEAD} bytes"),
-                        ));
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => {
-                        return Err(ReadError::Bad(400, format!("malformed HTTP request: {e}")));
-                    }
+        loop {
+            let started = !self.buf.is_empty();
+            if started {
+                self.head_deadline
+                    .get_or_insert_with(|| Instant::now() + HEAD_LIMIT);
+                if let Some(head) = parse_head(&self.buf)? {
+                    self.head_deadline = None;
+                    return Ok(head);
                 }
             }
-            match (started, stop.load(Ordering::Relaxed)) {
-                (None, true) => return Err(ReadError::Closed),
-                (None, false) if idle_since.elapsed() > IDLE_LIMIT => {
-                    return Err(ReadError::Closed);
-                }
-                (Some(t), _) if t.elapsed() > REQUEST_LIMIT => {
+            if !started && stop.load(Ordering::Relaxed) {
+                return Err(ReadError::Closed);
+            }
+            match self.head_deadline {
+                Some(d) if Instant::now() > d && started => {
                     return Err(ReadError::Bad(
                         408,
-                        "the request took too long to arrive".into(),
+                        format!(
+                            "the request head did not arrive within {} s",
+                            HEAD_LIMIT.as_secs()
+                        ),
                     ));
                 }
+                Some(d) if Instant::now() > d => return Err(ReadError::Closed),
+                None if idle_since.elapsed() > IDLE_LIMIT => return Err(ReadError::Closed),
                 _ => {}
             }
             match self.fill() {
-                Ok(0) if started.is_none() => return Err(ReadError::Closed),
+                Ok(0) if !started => return Err(ReadError::Closed),
                 Ok(0) => {
                     return Err(ReadError::Io(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -180,42 +230,67 @@ impl<S: Read + Write> Conn<S> {
                 }
                 Ok(_) => {}
                 Err(e) if timed_out(&e) => {}
-                Err(e) if started.is_none() => {
-                    let _ = e;
-                    return Err(ReadError::Closed);
-                }
+                Err(_) if !started => return Err(ReadError::Closed),
                 Err(e) => return Err(ReadError::Io(e)),
             }
-        };
-        let keep_alive = match keep_alive_hdr.as_deref() {
+        }
+    }
+
+    /// Read the next request. `stop` is checked while no byte of it has arrived.
+    pub fn read_request(
+        &mut self,
+        max_body: usize,
+        stop: &AtomicBool,
+    ) -> Result<Request, ReadError> {
+        let head = self.read_head(stop)?;
+        let keep_alive = match head.connection.as_deref() {
             Some(c) if c.contains("close") => false,
             Some(c) if c.contains("keep-alive") => true,
-            _ => version >= 1,
+            _ => head.version >= 1,
         };
-        if chunked {
+        if head.chunked {
             return Err(ReadError::Bad(
                 411,
                 "chunked request bodies are not accepted; send Content-Length".into(),
             ));
         }
-        let len = content_length.unwrap_or(0);
+        let len = head.content_length.unwrap_or(0);
         if len > max_body as u64 {
-            self.buf.drain(..head_len.min(self.buf.len()));
+            self.buf.drain(..head.len.min(self.buf.len()));
             self.discard(len);
             return Err(ReadError::Bad(
                 413,
                 format!("request body of {len} bytes is over the limit of {max_body} bytes"),
             ));
         }
-        let len = len as usize;
+        let body = self.read_body(head.len, len as usize, head.expect_continue)?;
+        let path = head.path.split('?').next().unwrap_or("/").to_string();
+        Ok(Request {
+            method: head.method,
+            path,
+            body,
+            keep_alive,
+            host: head.host,
+            origin: head.origin,
+            content_type: head.content_type,
+        })
+    }
+
+    /// The `len` body bytes after a head of `head_len` bytes, within [`BODY_LIMIT`].
+    fn read_body(
+        &mut self,
+        head_len: usize,
+        len: usize,
+        expect_continue: bool,
+    ) -> Result<Vec<u8>, ReadError> {
         if expect_continue && self.buf.len() < head_len + len {
             self.stream
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .map_err(ReadError::Io)?;
         }
-        let t = started.unwrap_or_else(Instant::now);
+        let t = Instant::now();
         while self.buf.len() < head_len + len {
-            if t.elapsed() > REQUEST_LIMIT {
+            if t.elapsed() > BODY_LIMIT {
                 return Err(ReadError::Bad(
                     408,
                     "the request body took too long to arrive".into(),
@@ -235,13 +310,7 @@ impl<S: Read + Write> Conn<S> {
         }
         let body = self.buf[head_len..head_len + len].to_vec();
         self.buf.drain(..head_len + len);
-        let path = path.split('?').next().unwrap_or("/").to_string();
-        Ok(Request {
-            method,
-            path,
-            body,
-            keep_alive,
-        })
+        Ok(body)
     }
 
     /// Read and drop up to `len` body bytes (bounded in time), so that a client still sending
@@ -263,17 +332,22 @@ impl<S: Read + Write> Conn<S> {
 
     /// Write a response with a JSON body.
     pub fn respond(&mut self, status: u16, body: &[u8], keep_alive: bool) -> io::Result<()> {
-        let mut out = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
-            reason(status),
-            body.len(),
-            if keep_alive { "keep-alive" } else { "close" }
-        )
-        .into_bytes();
-        out.extend_from_slice(body);
-        self.stream.write_all(&out)?;
+        self.stream.write_all(&response(status, body, keep_alive))?;
         self.stream.flush()
     }
+}
+
+/// A response with a JSON body, as bytes.
+pub fn response(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        reason(status),
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// The reason phrase of a status code.
@@ -288,6 +362,9 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        421 => "Misdirected Request",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -373,6 +450,35 @@ mod tests {
             c.read_request(100, &stop),
             Err(ReadError::Bad(400, _))
         ));
+    }
+
+    #[test]
+    fn headers_for_the_guard() {
+        let stop = AtomicBool::new(false);
+        let mut c = conn(
+            "POST / HTTP/1.1\r\nHOST: CA.example:8888 \r\norigin: http://a\r\nContent-Type: Application/JSON; charset=utf-8\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+        );
+        let r = c.read_request(100, &stop).unwrap();
+        assert_eq!(r.host.as_deref(), Some("CA.example:8888"));
+        assert_eq!(r.origin.as_deref(), Some("http://a"));
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("Application/JSON; charset=utf-8")
+        );
+        let r = c.read_request(100, &stop).unwrap();
+        assert_eq!((r.host, r.origin, r.content_type), (None, None, None));
+        for twice in [
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nOrigin: a\r\norigin: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    conn(twice).read_request(100, &stop),
+                    Err(ReadError::Bad(400, _))
+                ),
+                "{twice:?}"
+            );
+        }
     }
 
     #[test]

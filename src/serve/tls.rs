@@ -8,12 +8,16 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use der::Decode;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
 
 use crate::error::{Error, Result};
 use crate::x509::name;
@@ -81,6 +85,42 @@ pub fn server_config(cert: &str, key: &str, client_ca: Option<&str>) -> Result<A
     Ok(Arc::new(config))
 }
 
+/// The DNS names and IP addresses in the subjectAltName of the first certificate in `path`
+/// (the server's own): the names clients may use to reach it.
+pub fn cert_names(path: &str) -> Result<Vec<String>> {
+    let certs = load_certs(path, "-tls-cert")?;
+    let bad = |e: der::Error| {
+        Error::input(format!(
+            "-tls-cert {path}: cannot parse the certificate: {e}"
+        ))
+    };
+    let cert = x509_cert::Certificate::from_der(certs[0].as_ref()).map_err(bad)?;
+    let Some((_, alt)) = cert
+        .tbs_certificate()
+        .get_extension::<SubjectAltName>()
+        .map_err(bad)?
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(alt
+        .0
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::DnsName(d) => Some(d.to_string()),
+            GeneralName::IpAddress(ip) => match ip.as_bytes().len() {
+                4 => <[u8; 4]>::try_from(ip.as_bytes())
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(ip.as_bytes())
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect())
+}
+
 /// A connection, plain or TLS.
 pub enum Stream {
     /// Plain TCP.
@@ -99,6 +139,34 @@ impl Stream {
                 Self::Tls(Box::new(StreamOwned::new(conn, tcp)))
             }
         })
+    }
+
+    /// Finish the TLS handshake (nothing for plain TCP) within `limit`, giving up early if
+    /// `stop` is set. The socket's read timeout is the poll interval, so the deadline is
+    /// checked between reads.
+    pub fn handshake(&mut self, limit: Duration, stop: &AtomicBool) -> io::Result<()> {
+        let Self::Tls(s) = self else { return Ok(()) };
+        let t = Instant::now();
+        while s.conn.is_handshaking() {
+            if t.elapsed() > limit || stop.load(Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake did not finish in time",
+                ));
+            }
+            match s.conn.complete_io(&mut s.sock) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The CN of the client certificate (mutual TLS), once the handshake is done.
