@@ -6,8 +6,6 @@
 //! and `serve`) with one error line naming the value and the rule, no certificate, no token
 //! object and no record. The positive cases show a profile can still say yes on purpose.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,6 +15,7 @@ use p11ca::softkey::SoftKey;
 use p11ca::x509::{build, hosts};
 use serde_json::{Value, json};
 
+use crate::serve::http;
 use crate::util::{Token, free_port, repo, require, sh};
 
 /// `leaf`: no policy (the defaults); `admin`: names system:masters in its allow-list;
@@ -393,7 +392,7 @@ fn serve(t: &Token, port: u16) -> Serve {
         .stderr(err);
     let s = Serve(c.spawn().expect("spawn p11ca serve"));
     let t0 = Instant::now();
-    while post(port, "/api/v1/cfssl/health", "GET", b"").is_none_or(|(st, _)| st != 200) {
+    while http(port, "GET", "/api/v1/cfssl/health", b"").is_none_or(|(st, _)| st != 200) {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
             "serve did not come up: {}",
@@ -404,27 +403,10 @@ fn serve(t: &Token, port: u16) -> Serve {
     s
 }
 
-/// One HTTP/1.1 request; `(status, body)`.
-fn post(port: u16, path: &str, method: &str, body: &[u8]) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
-}
-
 /// POST a sign request and return (status, the first error message or the certificate).
 fn sign(port: u16, req: &Value) -> (u16, String) {
     let body = serde_json::to_vec(req).unwrap();
-    let (st, text) = post(port, "/api/v1/cfssl/sign", "POST", &body).expect("an answer");
+    let (st, text) = http(port, "POST", "/api/v1/cfssl/sign", &body).expect("an answer");
     let v: Value = serde_json::from_str(&text).unwrap();
     let msg = v["errors"][0]["message"]
         .as_str()
