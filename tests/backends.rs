@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::util::{Backend, Run, Token, ca_csr, repo, require, run, sh, x509_text};
+use crate::util::{Backend, Run, Token, ca_csr, require, run, sh, x509_text};
 
 /// The seed's profile in tests/data/ca-config.json.
 const PROFILE: &str = "mosquitood-k8s";
@@ -113,7 +113,7 @@ fn initca_p384() {
 fn ca(algo: &str, size: u32) -> Token {
     require("openssl");
     let t = Token::new("k8s");
-    std::fs::copy(repo("tests/data/ca-config.json"), t.path("ca-config.json")).unwrap();
+    t.seed_files(&["ca-config.json"]);
     t.write("ca-csr.json", &ca_csr(algo, size));
     t.initca("ca-csr.json", "ca");
     t

@@ -5,7 +5,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{MODULE, Token, repo, require, run, sh};
+use crate::util::{MODULE, Token, ca_args, require, run, sh};
 
 /// A mount point of its own (tmpfs), unmounted on drop. The tests that need one run as root,
 /// as CI does; anything else fails loudly.
@@ -34,16 +34,10 @@ impl Drop for Mount {
     }
 }
 
-fn seed_ca(t: &Token) {
-    std::fs::copy(repo("tests/data/ca-csr.json"), t.path("ca-csr.json")).unwrap();
-    std::fs::copy(repo("tests/data/ca-config.json"), t.path("ca-config.json")).unwrap();
-    t.initca("ca-csr.json", "ca");
-}
-
 #[test]
 fn disk_full_during_write_leaves_old_files() {
     let t = Token::new("full");
-    seed_ca(&t);
+    t.seed_ca();
     let g = t.run(&["gencert", "-initca", "--key-label", "second", "ca-csr.json"]);
     g.ok();
     let _m = Mount::tmpfs(t.path("small"), "size=4k");
@@ -65,7 +59,7 @@ fn disk_full_during_write_leaves_old_files() {
 #[test]
 fn read_only_output_folder() {
     let t = Token::new("ro");
-    seed_ca(&t);
+    t.seed_ca();
     let g = t.run(&["gencert", "-initca", "--key-label", "second", "ca-csr.json"]);
     let _m = Mount::tmpfs(t.path("ro"), "ro,size=64k");
     t.run_in(&["json", "-bare", "ro/ca"], g.stdout.as_bytes())
@@ -75,7 +69,7 @@ fn read_only_output_folder() {
 #[test]
 fn crash_between_renames_leaves_old_or_new_never_truncated() {
     let t = Token::new("crash");
-    seed_ca(&t);
+    t.seed_ca();
     let old_pem = t.read("ca.pem");
     let old_csr = t.read("ca.csr");
     let g = t.run(&["gencert", "-initca", "--key-label", "second", "ca-csr.json"]);
@@ -105,7 +99,7 @@ fn crash_between_renames_leaves_old_or_new_never_truncated() {
 fn sigkill_during_a_batch_never_leaves_a_truncated_file() {
     require("openssl");
     let t = Token::new("kill");
-    seed_ca(&t);
+    t.seed_ca();
     t.make_csrs("csrs", "n", 60);
     // Old outputs that a crash must not damage.
     for i in 0..60 {
@@ -212,24 +206,13 @@ fn token_capabilities_are_checked_before_anything_is_created() {
 fn csr_with_an_unsupported_algorithm() {
     require("openssl");
     let t = Token::new("algo");
-    seed_ca(&t);
+    t.seed_ca();
     sh(t.command("openssl")
         .args(["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]));
     sh(t.command("openssl").args([
         "req", "-new", "-key", "ed.key", "-subj", "/CN=ed", "-out", "ed.csr",
     ]));
-    t.run(&[
-        "sign",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-        "-profile",
-        "mosquitood-k8s",
-        "ed.csr",
-    ])
-    .fails(1, "ed.csr: unsupported signature algorithm 1.3.101.112");
+    t.run(&ca_args("sign", &["ed.csr"]))
+        .fails(1, "ed.csr: unsupported signature algorithm 1.3.101.112");
     assert!(!t.path("ed.pem").exists());
 }

@@ -1,16 +1,12 @@
 //! `gencert -initca`: the CA key is born in the token and the outputs are right.
 
-use crate::util::{Token, ca_csr, repo, require, sh, x509_text};
-
-fn seed(t: &Token) {
-    std::fs::copy(repo("tests/data/ca-csr.json"), t.path("ca-csr.json")).unwrap();
-}
+use crate::util::{Token, ca_csr, require, sh, x509_text};
 
 #[test]
 fn seed_ca_end_to_end_with_openssl() {
     require("openssl");
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     let g = t.initca("ca-csr.json", "ca");
     assert_eq!(t.files(), ["ca-csr.json", "ca-key.uri", "ca.csr", "ca.pem"]);
 
@@ -99,7 +95,7 @@ fn seed_ca_end_to_end_with_openssl() {
 #[test]
 fn no_private_key_in_any_output() {
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     let g = t.initca("ca-csr.json", "ca");
     assert!(!g.stdout.contains("PRIVATE KEY"));
     for f in t.files() {
@@ -115,7 +111,7 @@ fn no_private_key_in_any_output() {
 fn key_attributes_read_back_and_secret_refused() {
     // SoftHSM2's exact answers; backends::key_attributes_* checks every back-end.
     let t = Token::softhsm("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     t.initca("ca-csr.json", "ca");
     let uri = t.read("ca-key.uri");
     let r = t.run(&["key", "show", &uri, "--json"]);
@@ -171,7 +167,7 @@ fn key_attributes_read_back_and_secret_refused() {
 fn certificate_stored_in_token_equals_ca_pem() {
     require("pkcs11-tool");
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     t.initca("ca-csr.json", "ca");
     let uri = t.read("ca-key.uri");
     let id = uri
@@ -318,7 +314,7 @@ fn ca_section_pathlen_expiry_backdate_hosts_crl() {
 #[test]
 fn key_label_and_id_flags() {
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     let g = t.run(&[
         "gencert",
         "-initca",
@@ -339,7 +335,7 @@ fn key_label_and_id_flags() {
 #[test]
 fn duplicate_label_or_id_is_refused_and_token_unchanged() {
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     t.initca("ca-csr.json", "ca");
     assert_eq!(t.object_count(), 3);
     // Same CN → same default label.
@@ -374,7 +370,7 @@ fn duplicate_label_or_id_is_refused_and_token_unchanged() {
 #[test]
 fn rollback_after_a_failure_leaves_the_token_as_before() {
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     let before = t.object_count();
     for point in ["after-keygen", "before-store-cert", "after-store-cert"] {
         let r = crate::util::run(
@@ -401,7 +397,7 @@ fn rollback_after_a_failure_leaves_the_token_as_before() {
 fn real_cfssljson_consumes_our_stdout() {
     require("cfssljson");
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     let g = t.run(&["gencert", "-initca", "ca-csr.json"]);
     g.ok();
     let r = crate::util::run(
@@ -427,7 +423,7 @@ fn handle_works_in_openssl_pkcs11_engine() {
         "libengine-pkcs11-openssl is not installed: run ci/setup"
     );
     let t = Token::softhsm("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     t.initca("ca-csr.json", "ca");
     let uri = t.read("ca-key.uri");
     t.write("msg", "signed by the token through OpenSSL");
@@ -494,7 +490,7 @@ fn token_list_shows_label_serial_and_capabilities() {
 #[test]
 fn token_chosen_by_uri_or_by_the_only_token() {
     let t = Token::new("k8s");
-    seed(&t);
+    t.seed_files(&["ca-csr.json"]);
     let serial = {
         let r = t.run(&["token", "list"]);
         r.stdout

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{Backend, Token, repo, require, run, sh};
+use crate::util::{Backend, Token, ca_args, require, run, sh};
 
 /// Inputs in the interrupted batch.
 const N: usize = 100;
@@ -24,10 +24,7 @@ fn batch_args() -> Vec<&'static str> {
 fn served_ca(label: &str) -> Token {
     require("openssl");
     let t = Token::on(Backend::P11Kit, label);
-    for f in ["ca-csr.json", "ca-config.json"] {
-        std::fs::copy(repo(&format!("tests/data/{f}")), t.path(f)).unwrap();
-    }
-    t.initca("ca-csr.json", "ca");
+    t.seed_ca();
     t
 }
 
@@ -201,34 +198,11 @@ fn no_server_is_a_clear_error_and_writes_nothing() {
     t.write("node.json", r#"{"CN":"node","hosts":["node.example"]}"#);
     t.stop_service();
     let before = t.files();
-    t.run(&[
-        "gencert",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-        "-profile",
-        "mosquitood-k8s",
-        "node.json",
-    ])
-    .fails(2, "no token present in module");
+    t.run(&ca_args("gencert", &["node.json"]))
+        .fails(2, "no token present in module");
     assert_eq!(t.files(), before);
     t.start_service();
-    t.run(&[
-        "gencert",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-        "-profile",
-        "mosquitood-k8s",
-        "node.json",
-    ])
-    .ok();
+    t.run(&ca_args("gencert", &["node.json"])).ok();
 }
 
 #[test]

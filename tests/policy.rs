@@ -16,7 +16,7 @@ use p11ca::x509::{build, hosts};
 use serde_json::{Value, json};
 
 use crate::serve::http;
-use crate::util::{Token, free_port, repo, require, sh};
+use crate::util::{Token, free_port, require, sh};
 
 /// `leaf`: no policy (the defaults); `admin`: names system:masters in its allow-list;
 /// `wl`: cfssl's name_whitelist.
@@ -127,7 +127,7 @@ fn cases() -> Vec<Case> {
 fn setup(label: &str) -> Token {
     require("openssl");
     let t = Token::new(label);
-    std::fs::copy(repo("tests/data/ca-csr.json"), t.path("ca-csr.json")).unwrap();
+    t.seed_files(&["ca-csr.json"]);
     t.initca("ca-csr.json", "ca");
     t.write("ca-config.json", CONFIG);
     t

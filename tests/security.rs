@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::sign::seed_ca;
-use crate::util::{SIGN_BATCH, Token, repo, require, sh};
+use crate::util::{SIGN_BATCH, Token, require, sh};
 
 /// A PKCS#11 "module" whose only effect is to prove it was loaded: its constructor (run by
 /// dlopen) writes `marker`. Built with the system C compiler in the test's work dir.
@@ -32,11 +31,12 @@ unsigned long C_GetFunctionList(void **list) {{ (void)list; return 5; }}
 #[test]
 fn a_key_handle_cannot_choose_the_module() {
     let t = Token::new("handle");
-    seed_ca(&t);
-    std::fs::copy(repo("tests/data/node-csr.json"), t.path("node-csr.json")).unwrap();
+    t.seed_ca();
+    t.seed_files(&["node-csr.json"]);
     let shim = shim_module(&t, "shim-loaded");
     // The control: the operator's own --module does load it, so the marker is a real witness.
-    t.run(&["--module", &shim, "token", "list"]);
+    t.run(&["--module", &shim, "token", "list"])
+        .fails(2, "shim.so");
     assert!(t.path("shim-loaded").exists(), "the shim never ran");
     std::fs::remove_file(t.path("shim-loaded")).unwrap();
 
@@ -94,7 +94,7 @@ fn a_key_handle_cannot_choose_the_module() {
 #[test]
 fn a_key_handle_cannot_choose_where_the_pin_comes_from() {
     let t = Token::new("pinsrc");
-    seed_ca(&t);
+    t.seed_ca();
     t.make_csrs("csrs", "node", 1);
     let handle = t.read("ca-key.uri");
     t.write("wrong-pin", "9999\n");
@@ -132,7 +132,7 @@ fn a_key_handle_cannot_choose_where_the_pin_comes_from() {
 #[test]
 fn a_token_flag_that_contradicts_the_handle_is_an_error() {
     let t = Token::new("agree");
-    seed_ca(&t);
+    t.seed_ca();
     t.make_csrs("csrs", "node", 1);
     let args = [
         "sign",
@@ -164,7 +164,7 @@ fn a_token_flag_that_contradicts_the_handle_is_an_error() {
 #[test]
 fn two_inputs_that_would_write_the_same_files_are_refused_before_signing() {
     let t = Token::new("collide");
-    seed_ca(&t);
+    t.seed_ca();
     t.make_csrs("csrs", "a", 3);
     // `a000.csr` and `a000-csr.csr` both write out/a000.pem, .csr: once, 39 runs in 40 lost a
     // certificate with exit 0.

@@ -242,7 +242,7 @@ fn refused(port: u16, method: &str, path: &str, body: &[u8], status: u16, needle
 /// The CA on `t` (RSA, tests/data/ca-csr.json) and the server config.
 pub(crate) fn setup(t: &Token) {
     require("openssl");
-    std::fs::copy(repo("tests/data/ca-csr.json"), t.path("ca-csr.json")).unwrap();
+    t.seed_files(&["ca-csr.json"]);
     t.initca("ca-csr.json", "ca");
     t.write("server-config.json", SERVER_CONFIG);
     t.write("node-csr.json", NODE_CSR_JSON);
@@ -556,21 +556,7 @@ fn bad_requests_get_a_4xx_envelope_and_record_nothing() {
     setup(&t);
     let srv = p11ca_serve(&t, "serve", &["--max-body", "4096"]);
     let p = srv.port;
-    sh(t.command("openssl").args([
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "k.pem",
-        "-subj",
-        "/CN=x",
-        "-out",
-        "x.csr",
-    ]));
+    t.ec_csr("x", "x");
     let csr = t.read("x.csr");
     let sign = |profile: &str| {
         serde_json::to_vec(&serde_json::json!({"certificate_request": csr, "profile": profile}))
@@ -885,21 +871,7 @@ fn sigterm_finishes_and_records_requests_in_flight() {
     setup(&t);
     // One session, so that requests queue for the token and are in flight at SIGTERM.
     let srv = p11ca_serve(&t, "serve", &["--jobs", "1"]);
-    sh(t.command("openssl").args([
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "k.pem",
-        "-subj",
-        "/CN=load",
-        "-out",
-        "load.csr",
-    ]));
+    t.ec_csr("load", "load");
     let csr = t.read("load.csr");
     let stop = AtomicBool::new(false);
     let received = Mutex::new(Vec::new());
@@ -1205,7 +1177,7 @@ fn p11ca_serve_with_fault(t: &Token, name: &str, fault: &str) -> Server {
 fn token_and_node_csr(name: &str) -> (Token, String) {
     let t = Token::new(name);
     setup(&t);
-    let csr = ec_csr(&t, "node");
+    let csr = t.ec_csr("node", "node");
     (t, csr)
 }
 
@@ -1319,7 +1291,7 @@ fn a_token_that_goes_away_and_comes_back_is_reconnected() {
     // real while p11ca serve runs, then started again.
     let t = Token::on(crate::util::Backend::P11Kit, "serve-net");
     setup(&t);
-    let csr = ec_csr(&t, "node");
+    let csr = t.ec_csr("node", "node");
     let req = kubernetes_request(&csr);
     let srv = p11ca_serve(&t, "serve", &[]);
     let c = RemoteClient::new(&srv.url()).unwrap();
@@ -1430,25 +1402,6 @@ impl Drop for Postgres {
     }
 }
 
-fn ec_csr(t: &Token, name: &str) -> String {
-    sh(t.command("openssl").args([
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &format!("{name}-key.pem"),
-        "-subj",
-        &format!("/CN={name}"),
-        "-out",
-        &format!("{name}.csr"),
-    ]));
-    t.read(&format!("{name}.csr"))
-}
-
 #[test]
 fn two_replicas_share_one_postgres_and_token_without_duplicates() {
     let t = Token::new("serve-pg2");
@@ -1460,7 +1413,7 @@ fn two_replicas_share_one_postgres_and_token_without_duplicates() {
     // Both replicas start together: the migration runs once, under its lock.
     let a = p11ca_serve(&t, "replica-a", &["-db-config", "db.json"]);
     let b = p11ca_serve(&t, "replica-b", &["-db-config", "db.json"]);
-    let csr = ec_csr(&t, "load");
+    let csr = t.ec_csr("load", "load");
     let received = Mutex::new(Vec::new());
     let errors = load(
         &[a.url(), b.url()],
@@ -1551,7 +1504,7 @@ fn sigkill_mid_load_leaves_a_consistent_store_with_every_answered_certificate() 
     let pg = Postgres::start();
     pg.db_config(&t);
     let srv = p11ca_serve(&t, "serve", &["-db-config", "db.json"]);
-    let csr = ec_csr(&t, "load");
+    let csr = t.ec_csr("load", "load");
     let stop = AtomicBool::new(false);
     let received = Mutex::new(Vec::new());
     let url = srv.url();

@@ -157,21 +157,7 @@ fn curl_health(t: &Token, port: u16, extra: &[&str]) -> (String, Duration) {
 
 /// A sign request body for a fresh P-256 CSR, profile kubernetes.
 fn sign_body(t: &Token) -> Vec<u8> {
-    sh(t.command("openssl").args([
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "k.pem",
-        "-subj",
-        "/CN=web.example",
-        "-out",
-        "web.csr",
-    ]));
+    t.ec_csr("web", "web.example");
     serde_json::to_vec(
         &serde_json::json!({"certificate_request": t.read("web.csr"), "profile": "kubernetes"}),
     )

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{Background, Run, Token, free_port, repo, require, run, sh, x509_text};
+use crate::util::{Background, Run, Token, ca_args, free_port, require, run, sh, x509_text};
 
 /// The seed's profile in tests/data/ca-config.json.
 const PROFILE: &str = "mosquitood-k8s";
@@ -27,33 +27,6 @@ const NODE_SAN: &str = "DNS:node1.example.com, DNS:*.wild.example.com, email:adm
 
 const SEED_SUBJECT: &str =
     "C = CN, ST = TianJin, L = TianJin, O = k8s, OU = System, CN = mosquitood-k8s";
-
-/// The seed CA on `t`: tests/data/ca-csr.json and ca-config.json copied into the work dir, then
-/// `gencert -initca ca-csr.json | json -bare ca`.
-pub(crate) fn seed_ca(t: &Token) {
-    require("openssl");
-    for f in ["ca-csr.json", "ca-config.json"] {
-        std::fs::copy(repo(&format!("tests/data/{f}")), t.path(f)).unwrap();
-    }
-    t.initca("ca-csr.json", "ca");
-}
-
-/// `-ca ca.pem -ca-key ca-key.uri -config ca-config.json -profile PROFILE` then `rest`.
-fn seed_args<'a>(cmd: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        cmd,
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-        "-profile",
-        PROFILE,
-    ];
-    v.extend_from_slice(rest);
-    v
-}
 
 /// Run p11ca `args` (asserting success) and pipe its stdout into `json -bare NAME`.
 #[track_caller]
@@ -198,10 +171,10 @@ fn openssl_csr(t: &Token, name: &str, subj: &str, addext: &[&str]) {
 #[test]
 fn seed_flow_gencert_node_certificate() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write("node-csr.json", NODE_CSR);
     assert_eq!(t.object_count(), 3);
-    let g = issue(&t, &seed_args("gencert", &["node-csr.json"]), "node");
+    let g = issue(&t, &ca_args("gencert", &["node-csr.json"]), "node");
 
     // stdout: cfssl's {"cert","csr","key"}, with the node's software key.
     assert_eq!(json_keys(&g.stdout), ["cert", "csr", "key"]);
@@ -312,12 +285,12 @@ fn seed_flow_gencert_node_certificate() {
 #[test]
 fn ecdsa_node_key_drops_key_encipherment_with_a_warning() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write(
         "ec-csr.json",
         r#"{"CN":"ecnode","hosts":["ec.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
     );
-    let g = issue(&t, &seed_args("gencert", &["ec-csr.json"]), "ec");
+    let g = issue(&t, &ca_args("gencert", &["ec-csr.json"]), "ec");
     let w = warnings(&g);
     assert_eq!(w.len(), 1, "{}", g.stderr);
     assert!(
@@ -346,11 +319,11 @@ fn ecdsa_node_key_drops_key_encipherment_with_a_warning() {
 #[test]
 fn gencert_hostname_and_cn_flags_replace_the_request() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write("node-csr.json", NODE_CSR);
     issue(
         &t,
-        &seed_args(
+        &ca_args(
             "gencert",
             &[
                 "-hostname",
@@ -385,7 +358,7 @@ fn gencert_hostname_and_cn_flags_replace_the_request() {
         "nohosts.json",
         r#"{"CN":"client","key":{"algo":"rsa","size":2048}}"#,
     );
-    let g = issue(&t, &seed_args("gencert", &["nohosts.json"]), "client");
+    let g = issue(&t, &ca_args("gencert", &["nohosts.json"]), "client");
     assert!(
         warnings(&g)
             .iter()
@@ -401,7 +374,7 @@ fn gencert_hostname_and_cn_flags_replace_the_request() {
 #[test]
 fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     openssl_csr(
         &t,
         "osslnode",
@@ -410,7 +383,7 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
             "subjectAltName=DNS:osslnode.example.com,IP:10.1.2.3,email:o@acme.test,URI:spiffe://acme/o",
         ],
     );
-    let s = issue(&t, &seed_args("sign", &["osslnode.csr"]), "signed");
+    let s = issue(&t, &ca_args("sign", &["osslnode.csr"]), "signed");
     assert_eq!(json_keys(&s.stdout), ["cert", "csr"], "sign prints no key");
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
     assert_eq!(v["csr"], t.read("osslnode.csr"), "csr = the input CSR");
@@ -442,7 +415,7 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
     // -hostname replaces the CSR's SANs.
     issue(
         &t,
-        &seed_args(
+        &ca_args(
             "sign",
             &["-hostname", "other.example.com,192.168.1.1", "osslnode.csr"],
         ),
@@ -460,7 +433,7 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
     );
     issue(
         &t,
-        &seed_args("sign", &["osslnode.csr", "subject.json"]),
+        &ca_args("sign", &["osslnode.csr", "subject.json"]),
         "ov",
     );
     let text = x509_text(&t, "ov.pem");
@@ -487,7 +460,7 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
             "osslnode.der",
         ],
     );
-    let s = issue(&t, &seed_args("sign", &["osslnode.der"]), "der");
+    let s = issue(&t, &ca_args("sign", &["osslnode.der"]), "der");
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
     assert_eq!(
         v["csr"],
@@ -498,10 +471,7 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
     assert!(x509_text(&t, "der.pem").contains("Subject: C = US, O = acme, CN = osslnode"));
 
     // And from stdin.
-    let r = t.run_in(
-        &seed_args("sign", &["-"]),
-        t.read("osslnode.csr").as_bytes(),
-    );
+    let r = t.run_in(&ca_args("sign", &["-"]), t.read("osslnode.csr").as_bytes());
     r.ok();
     assert_eq!(json_keys(&r.stdout), ["cert", "csr"]);
     assert_eq!(t.object_count(), 3);
@@ -513,7 +483,7 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
 #[test]
 fn sign_accepts_pem_with_explanatory_text_before_the_block() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     openssl_csr(&t, "n", "/CN=n", &["subjectAltName=DNS:n.example.com"]);
     openssl(&t, &["req", "-in", "n.csr", "-text", "-out", "n-text.csr"]);
     openssl(
@@ -527,7 +497,7 @@ fn sign_accepts_pem_with_explanatory_text_before_the_block() {
     t.run(&["certinfo", "-cert", "ca-text.pem"]).ok();
 
     // The CSR with text before its PEM block.
-    let s = issue(&t, &seed_args("sign", &["n-text.csr"]), "a");
+    let s = issue(&t, &ca_args("sign", &["n-text.csr"]), "a");
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
     assert!(
         v["csr"].as_str().unwrap().contains(t.read("n.csr").trim()),
@@ -537,12 +507,12 @@ fn sign_accepts_pem_with_explanatory_text_before_the_block() {
     verify_ok(&t, &["-CAfile", "ca.pem", "a.pem"]);
 
     // The CA certificate with text before its PEM block, for sign and gencert.
-    let mut a = seed_args("sign", &["n.csr"]);
+    let mut a = ca_args("sign", &["n.csr"]);
     a[2] = "ca-text.pem";
     issue(&t, &a, "b");
     verify_ok(&t, &["-CAfile", "ca.pem", "b.pem"]);
     t.write("node-csr.json", NODE_CSR);
-    let mut a = seed_args("gencert", &["node-csr.json"]);
+    let mut a = ca_args("gencert", &["node-csr.json"]);
     a[2] = "ca-text.pem";
     issue(&t, &a, "c");
     verify_ok(&t, &["-CAfile", "ca.pem", "c.pem"]);
@@ -551,7 +521,7 @@ fn sign_accepts_pem_with_explanatory_text_before_the_block() {
 #[test]
 fn ca_key_accepts_handle_file_uri_file_and_env() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     openssl_csr(&t, "n", "/CN=n", &["subjectAltName=DNS:n.example.com"]);
     let uri = t.read("ca-key.uri");
     let by_label = "pkcs11:object=mosquitood-k8s;type=private";
@@ -672,7 +642,7 @@ fn tls_client(t: &Token, port: u16, client: Option<(&str, &str)>) -> Run {
 fn mutual_tls_handshake_with_token_issued_certificates() {
     require("timeout");
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write("tls-config.json", TLS_CONFIG);
     t.write(
         "server-csr.json",
@@ -777,7 +747,7 @@ fn mutual_tls_handshake_with_token_issued_certificates() {
 #[test]
 fn three_level_chain_with_both_ca_keys_in_the_token() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write(
         "chain-config.json",
         r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{
@@ -928,7 +898,7 @@ fn trap_args<'a>(profile: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn profile_and_config_traps_are_refused() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write("traps.json", TRAP_CONFIG);
     openssl_csr(
         &t,
@@ -1028,7 +998,7 @@ fn profile_and_config_traps_are_refused() {
 #[test]
 fn wrong_ca_certificate_or_key_is_refused() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write("traps.json", TRAP_CONFIG);
     openssl_csr(
         &t,
@@ -1166,7 +1136,7 @@ fn wrong_ca_certificate_or_key_is_refused() {
 #[test]
 fn bad_csrs_are_refused() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write("traps.json", TRAP_CONFIG);
     openssl_csr(
         &t,
@@ -1233,28 +1203,28 @@ fn bad_csrs_are_refused() {
 #[test]
 fn gencert_request_traps_are_refused() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write(
         "with-ca.json",
         r#"{"CN":"node","hosts":["n.example.com"],"key":{"algo":"rsa","size":2048},"ca":{"expiry":"1h"}}"#,
     );
     refuse(
         &t,
-        &seed_args("gencert", &["with-ca.json"]),
+        &ca_args("gencert", &["with-ca.json"]),
         1,
         "with-ca.json: the \"ca\" section is only allowed with -initca",
     );
     t.write("node-csr.json", NODE_CSR);
     refuse(
         &t,
-        &seed_args("gencert", &["-hostname", "a,,b", "node-csr.json"]),
+        &ca_args("gencert", &["-hostname", "a,,b", "node-csr.json"]),
         1,
         "-hostname: entry 2 is empty",
     );
     openssl_csr(&t, "n", "/CN=n", &[]);
     refuse(
         &t,
-        &seed_args("sign", &["-hostname", "a,,b", "n.csr"]),
+        &ca_args("sign", &["-hostname", "a,,b", "n.csr"]),
         1,
         "-hostname: entry 2 is empty",
     );
@@ -1263,7 +1233,7 @@ fn gencert_request_traps_are_refused() {
 #[test]
 fn certificate_never_outlives_its_ca() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write(
         "short-ca.json",
         r#"{"CN":"short-lived CA","key":{"algo":"ecdsa","size":256},"ca":{"expiry":"2h"}}"#,
@@ -1381,9 +1351,9 @@ fn compare_with_cfssl_certinfo(t: &Token, file: &str) {
 fn certinfo_matches_cfssl_certinfo() {
     require("cfssl-certinfo");
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     t.write("node-csr.json", NODE_CSR);
-    issue(&t, &seed_args("gencert", &["node-csr.json"]), "node");
+    issue(&t, &ca_args("gencert", &["node-csr.json"]), "node");
     // And one signed by an ECDSA CA (ECDSAWithSHA256), from an OpenSSL CSR with emailAddress.
     t.write(
         "ec-ca.json",
@@ -1462,12 +1432,12 @@ fn certinfo_matches_cfssl_certinfo() {
 #[test]
 fn ca_key_never_leaves_the_token_while_signing() {
     let t = Token::new("k8s");
-    seed_ca(&t);
+    t.seed_ca();
     assert_eq!(t.object_count(), 3);
     t.write("node-csr.json", NODE_CSR);
-    let g = issue(&t, &seed_args("gencert", &["node-csr.json"]), "node");
+    let g = issue(&t, &ca_args("gencert", &["node-csr.json"]), "node");
     assert_eq!(t.object_count(), 3, "gencert -ca created no token object");
-    let s = issue(&t, &seed_args("sign", &["node.csr"]), "again");
+    let s = issue(&t, &ca_args("sign", &["node.csr"]), "again");
     assert_eq!(t.object_count(), 3, "sign created no token object");
     assert!(!s.stdout.contains("PRIVATE KEY"));
     // The only private key on disk (or printed) is the node's own software key.

@@ -1,17 +1,12 @@
 //! Token rules beyond the plain case: keys that need the PIN for every signature, and modules
 //! with no device behind them.
 
-use crate::util::{Token, repo, run, sh};
-
-fn seed(t: &Token) {
-    std::fs::copy(repo("tests/data/ca-csr.json"), t.path("ca-csr.json")).unwrap();
-    std::fs::copy(repo("tests/data/ca-config.json"), t.path("ca-config.json")).unwrap();
-}
+use crate::util::{Token, run, sh};
 
 #[test]
 fn always_authenticate_key_signs_with_a_context_login_per_signature() {
     let t = Token::new("aa");
-    seed(&t);
+    t.seed_files(&["ca-csr.json", "ca-config.json"]);
     let g = t.run(&["gencert", "-initca", "--always-authenticate", "ca-csr.json"]);
     g.ok();
     t.run_in(&["json", "-bare", "ca"], g.stdout.as_bytes()).ok();
@@ -61,7 +56,7 @@ fn always_authenticate_key_signs_with_a_context_login_per_signature() {
 #[test]
 fn the_token_enforces_the_per_signature_login() {
     let t = Token::new("aa");
-    seed(&t);
+    t.seed_files(&["ca-csr.json", "ca-config.json"]);
     t.run(&["gencert", "-initca", "--always-authenticate", "ca-csr.json"])
         .ok();
     let g = t.run(&[
@@ -131,7 +126,7 @@ fn a_module_without_a_device_says_no_token_present() {
 
 /// Six node CSRs and the CA, for the stale-session tests.
 fn batch_setup(t: &Token) {
-    seed(t);
+    t.seed_files(&["ca-csr.json", "ca-config.json"]);
     t.initca("ca-csr.json", "ca");
     t.make_csrs("csrs", "s", 6);
 }
@@ -236,7 +231,7 @@ fn a_session_lost_inside_c_sign_is_never_retried() {
 fn piv_slot_names_map_to_ykcs11_key_ids() {
     // On any token --piv-slot sets the one-byte CKA_ID ykcs11 uses for that PIV slot.
     let t = Token::new("piv");
-    seed(&t);
+    t.seed_files(&["ca-csr.json", "ca-config.json"]);
     for (slot, id) in [("9c", "%02"), ("9a", "%01"), ("95", "%18")] {
         let g = t.run(&[
             "gencert",
@@ -283,7 +278,7 @@ fn piv_slot_names_map_to_ykcs11_key_ids() {
 fn ca_key_deleted_by_another_process_mid_batch() {
     crate::util::require("pkcs11-tool");
     let t = Token::new("gone");
-    seed(&t);
+    t.seed_files(&["ca-csr.json", "ca-config.json"]);
     t.initca("ca-csr.json", "ca");
     t.make_csrs("csrs", "g", 150);
     let id = t
@@ -362,7 +357,7 @@ fn rollback_after_a_refused_multi_part_signature() {
     // The first signature (the CSR) fails inside C_SignUpdate with the operation still active;
     // every object the run created must still be removed.
     let t = Token::new("aa");
-    seed(&t);
+    t.seed_files(&["ca-csr.json", "ca-config.json"]);
     let before = t.object_count();
     let r = run(
         t.p11ca().env("P11CA_FAULT", "skip-context-login").args([

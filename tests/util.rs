@@ -310,11 +310,13 @@ impl Token {
         c
     }
 
-    /// Run p11ca with `args` (and optional stdin).
+    /// Run p11ca with `args` (and optional stdin). Nothing is checked: the caller must.
+    #[must_use = "check the run with .ok() or .fails(), or read its fields"]
     pub fn run(&self, args: &[&str]) -> Run {
         run(self.p11ca().args(args), None)
     }
 
+    #[must_use = "check the run with .ok() or .fails(), or read its fields"]
     pub fn run_in(&self, args: &[&str], stdin: &[u8]) -> Run {
         run(self.p11ca().args(args), Some(stdin))
     }
@@ -402,6 +404,7 @@ pub struct Run {
     pub stderr: String,
 }
 
+#[must_use = "check the run with .ok() or .fails(), or read its fields"]
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Run {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -563,21 +566,8 @@ impl Token {
         std::fs::create_dir_all(self.path(dir)).unwrap();
         std::fs::create_dir_all(self.path("out")).unwrap();
         for i in 0..n {
-            sh(self.command("openssl").args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "/dev/null",
-                "-subj",
-                &format!("/CN={prefix}{i:03}"),
-                "-out",
-                &format!("{dir}/{prefix}{i:03}.csr"),
-            ]));
+            let out = format!("{dir}/{prefix}{i:03}.csr");
+            self.openssl_ec_csr("/dev/null", &format!("{prefix}{i:03}"), &out);
         }
     }
 }
@@ -599,3 +589,58 @@ pub const SIGN_BATCH: [&str; 13] = [
     "--out",
     "out",
 ];
+
+impl Token {
+    /// `{name}.csr` (returned as text) for a fresh P-256 key `{name}-key.pem`, made by OpenSSL,
+    /// with subject `/CN={cn}`.
+    pub fn ec_csr(&self, name: &str, cn: &str) -> String {
+        let out = format!("{name}.csr");
+        self.openssl_ec_csr(&format!("{name}-key.pem"), cn, &out);
+        self.read(&out)
+    }
+
+    /// OpenSSL's CSR `out` for a fresh P-256 key written to `keyout`, subject `/CN={cn}`.
+    fn openssl_ec_csr(&self, keyout: &str, cn: &str, out: &str) {
+        require("openssl");
+        sh(self.command("openssl").args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            keyout,
+            "-subj",
+            &format!("/CN={cn}"),
+            "-out",
+            out,
+        ]));
+    }
+
+    /// Copy files from tests/data into the work dir.
+    pub fn seed_files(&self, names: &[&str]) {
+        for f in names {
+            std::fs::copy(repo(&format!("tests/data/{f}")), self.path(f))
+                .unwrap_or_else(|e| panic!("copy tests/data/{f}: {e}"));
+        }
+    }
+
+    /// The seed CA: tests/data/ca-csr.json and ca-config.json copied into the work dir, then
+    /// `gencert -initca ca-csr.json | json -bare ca`.
+    pub fn seed_ca(&self) {
+        require("openssl");
+        self.seed_files(&["ca-csr.json", "ca-config.json"]);
+        self.initca("ca-csr.json", "ca");
+    }
+}
+
+/// `CMD -ca ca.pem -ca-key ca-key.uri -config ca-config.json -profile mosquitood-k8s` then
+/// `rest`: the seed CA's arguments for `gencert` and `sign`.
+pub fn ca_args<'a>(cmd: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![cmd];
+    v.extend_from_slice(&SIGN_BATCH[1..9]);
+    v.extend_from_slice(rest);
+    v
+}
