@@ -223,19 +223,27 @@ pub(crate) fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Option<(
     Some((status, body))
 }
 
-/// Assert a failure envelope with `status` whose message contains `needle`.
+/// Assert a failure envelope with `status` whose message contains `needle`; `what` names the case.
 #[track_caller]
-fn refused(port: u16, method: &str, path: &str, body: &[u8], status: u16, needle: &str) {
+fn refused(
+    port: u16,
+    what: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    status: u16,
+    needle: &str,
+) {
     let (st, text) = http(port, method, path, body).expect("an answer");
-    assert_eq!(st, status, "{method} {path}: {text}");
+    assert_eq!(st, status, "{what}: {text}");
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("envelope {text:?}: {e}"));
-    assert_eq!(v["success"], false, "{text}");
-    assert!(v["result"].is_null(), "{text}");
-    assert_eq!(v["messages"], serde_json::json!([]), "{text}");
+    assert_eq!(v["success"], false, "{what}: {text}");
+    assert!(v["result"].is_null(), "{what}: {text}");
+    assert_eq!(v["messages"], serde_json::json!([]), "{what}: {text}");
     let msg = v["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains(needle),
-        "{method} {path}: {msg:?} should mention {needle:?}"
+        "{what}: {msg:?} should mention {needle:?}"
     );
 }
 
@@ -550,181 +558,130 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
     );
 }
 
+/// One refused request: a name, the request, and the status and message it must get.
+struct Refusal {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+    status: u16,
+    needle: &'static str,
+}
+
+const SIGN: &str = "/api/v1/cfssl/sign";
+const AUTHSIGN: &str = "/api/v1/cfssl/authsign";
+
+/// A sign request for `csr` with `profile`.
+fn sign_request(csr: &str, profile: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"certificate_request": csr, "profile": profile}))
+        .unwrap()
+}
+
+/// An authsign envelope for `req` under `key`.
+fn authsign(req: &[u8], key: &AuthKey) -> Vec<u8> {
+    p11ca::serve::auth::wrap(key, req).into_bytes()
+}
+
+/// The authsign envelope of `req` under `key`, with `edit` applied to its JSON.
+fn edited_envelope(req: &[u8], key: &AuthKey, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut env: Value = serde_json::from_slice(&authsign(req, key)).unwrap();
+    edit(&mut env);
+    env.to_string().into_bytes()
+}
+
+/// Malformed bodies, bad CSRs, oversize bodies, missing or wrong authentication, wrong
+/// methods and paths, for a server with `--max-body 4096` and `key` as profile secure's key.
+fn refusals(csr: &str, key: &AuthKey) -> Vec<Refusal> {
+    let sign = |profile: &str| sign_request(csr, profile);
+    // A tampered CSR: its self-signature no longer verifies.
+    let mut der = der::pem::decode_vec(csr.as_bytes()).unwrap().1;
+    let mid = der.len() / 2;
+    der[mid] ^= 0x01;
+    let tampered = p11ca::x509::build::pem("CERTIFICATE REQUEST", &der).unwrap();
+    let mut longer = sign("secure");
+    longer.push(b' ');
+    let r = |name, method, path, body: &[u8], status, needle| Refusal {
+        name,
+        method,
+        path,
+        body: body.to_vec(),
+        status,
+        needle,
+    };
+    vec![
+        r("not JSON", "POST", SIGN, b"{not json", 400, "malformed JSON"),
+        r("an array", "POST", SIGN, b"[1,2]", 400, "expected a JSON object"),
+        r("empty", "POST", SIGN, b"", 400, "unexpected end of JSON"),
+        r("no CSR", "POST", SIGN, br#"{"profile":"kubernetes"}"#, 400, "certificate_request"),
+        r("CSR not a string", "POST", SIGN, br#"{"certificate_request":7}"#, 400, "certificate_request"),
+        r("unknown profile", "POST", SIGN, &sign("nope"), 400, "unknown profile \"nope\""),
+        r("CSR not DER", "POST", SIGN, br#"{"certificate_request":"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n","profile":"kubernetes"}"#, 400, "certificate_request"),
+        r("tampered CSR", "POST", SIGN, &sign_request(&tampered, "kubernetes"), 400, "certificate_request"),
+        r("over --max-body", "POST", SIGN, &[b' '; 5000], 413, "over the limit of 4096 bytes"),
+        r("3 MB", "POST", SIGN, &vec![b'x'; 3_000_000], 413, "over the limit"),
+        r("auth_key profile on /sign", "POST", SIGN, &sign("secure"), 401, "authentication required"),
+        r("wrong key", "POST", AUTHSIGN, &authsign(&sign("secure"), &AuthKey::new("x", vec![9; 32])), 401, "invalid token"),
+        r("profile without auth_key", "POST", AUTHSIGN, &edited_envelope(&sign("secure"), key, |e| e["request"] = base64_of(&sign("kubernetes")).into()), 400, "no authentication provider"),
+        r("empty token", "POST", AUTHSIGN, &edited_envelope(&sign("secure"), key, |e| { e["request"] = base64_of(&sign("kubernetes")).into(); e["token"] = "".into(); }), 401, "authentication required"),
+        r("not base64", "POST", AUTHSIGN, br#"{"token":"!!","request":"%%"}"#, 400, "base64"),
+        r("envelope not JSON", "POST", AUTHSIGN, b"nope", 400, "malformed JSON"),
+        // The token covers the request bytes: change one byte and it fails.
+        r("request changed by a byte", "POST", AUTHSIGN, &edited_envelope(&sign("secure"), key, |e| e["request"] = base64_of(&longer).into()), 401, "invalid token"),
+        r("GET /sign", "GET", SIGN, b"", 405, "Method is not allowed:\"GET\""),
+        r("POST /health", "POST", "/api/v1/cfssl/health", b"", 405, "Method is not allowed"),
+        r("unknown endpoint", "POST", "/api/v1/cfssl/newcert", b"{}", 404, "does not offer"),
+        r("outside the API", "GET", "/", b"", 404, "no such endpoint"),
+        r("info, unknown profile", "POST", "/api/v1/cfssl/info", br#"{"profile":"nope"}"#, 400, "unknown profile"),
+    ]
+}
+
+/// The raw answer to `bytes` sent on a fresh connection.
+fn raw_exchange(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 #[test]
 fn bad_requests_get_a_4xx_envelope_and_record_nothing() {
     let t = Token::new("serve-bad");
     setup(&t);
     let srv = p11ca_serve(&t, "serve", &["--max-body", "4096"]);
     let p = srv.port;
-    t.ec_csr("x", "x");
-    let csr = t.read("x.csr");
-    let sign = |profile: &str| {
-        serde_json::to_vec(&serde_json::json!({"certificate_request": csr, "profile": profile}))
-            .unwrap()
-    };
+    let csr = t.ec_csr("x", "x");
     let key = AuthKey::new("current", (0..32).collect());
-    let authsign = |req: &[u8], k: &AuthKey| p11ca::serve::auth::wrap(k, req).into_bytes();
-    const SIGN: &str = "/api/v1/cfssl/sign";
-    const AUTHSIGN: &str = "/api/v1/cfssl/authsign";
-
-    refused(p, "POST", SIGN, b"{not json", 400, "malformed JSON");
-    refused(p, "POST", SIGN, b"[1,2]", 400, "expected a JSON object");
-    refused(p, "POST", SIGN, b"", 400, "unexpected end of JSON");
-    refused(
-        p,
-        "POST",
-        SIGN,
-        br#"{"profile":"kubernetes"}"#,
-        400,
-        "certificate_request",
-    );
-    refused(
-        p,
-        "POST",
-        SIGN,
-        br#"{"certificate_request":7}"#,
-        400,
-        "certificate_request",
-    );
-    refused(
-        p,
-        "POST",
-        SIGN,
-        &sign("nope"),
-        400,
-        "unknown profile \"nope\"",
-    );
-    refused(p, "POST", SIGN, br#"{"certificate_request":"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n","profile":"kubernetes"}"#, 400, "certificate_request");
-    // A tampered CSR: its self-signature no longer verifies.
-    let mut der = der::pem::decode_vec(csr.as_bytes()).unwrap().1;
-    let mid = der.len() / 2;
-    der[mid] ^= 0x01;
-    let tampered = p11ca::x509::build::pem("CERTIFICATE REQUEST", &der).unwrap();
-    let body = serde_json::to_vec(
-        &serde_json::json!({"certificate_request": tampered, "profile": "kubernetes"}),
-    )
-    .unwrap();
-    refused(p, "POST", SIGN, &body, 400, "certificate_request");
-    refused(
-        p,
-        "POST",
-        SIGN,
-        &vec![b' '; 5000],
-        413,
-        "over the limit of 4096 bytes",
-    );
-    refused(
-        p,
-        "POST",
-        SIGN,
-        &vec![b'x'; 3_000_000],
-        413,
-        "over the limit",
-    );
-    // Authentication: missing, wrong, not base64, on a profile without a key.
-    refused(
-        p,
-        "POST",
-        SIGN,
-        &sign("secure"),
-        401,
-        "authentication required",
-    );
-    refused(
-        p,
-        "POST",
-        AUTHSIGN,
-        &authsign(&sign("secure"), &AuthKey::new("x", vec![9; 32])),
-        401,
-        "invalid token",
-    );
-    let mut env: Value = serde_json::from_slice(&authsign(&sign("secure"), &key)).unwrap();
-    env["request"] = Value::from(base64_of(&sign("kubernetes")));
-    refused(
-        p,
-        "POST",
-        AUTHSIGN,
-        env.to_string().as_bytes(),
-        400,
-        "no authentication provider",
-    );
-    env["token"] = Value::from("");
-    refused(
-        p,
-        "POST",
-        AUTHSIGN,
-        env.to_string().as_bytes(),
-        401,
-        "authentication required",
-    );
-    refused(
-        p,
-        "POST",
-        AUTHSIGN,
-        br#"{"token":"!!","request":"%%"}"#,
-        400,
-        "base64",
-    );
-    refused(p, "POST", AUTHSIGN, b"nope", 400, "malformed JSON");
-    // The token covers the request bytes: change one byte and it fails.
-    let mut env: Value = serde_json::from_slice(&authsign(&sign("secure"), &key)).unwrap();
-    let mut other = sign("secure");
-    other.push(b' ');
-    env["request"] = Value::from(base64_of(&other));
-    refused(
-        p,
-        "POST",
-        AUTHSIGN,
-        env.to_string().as_bytes(),
-        401,
-        "invalid token",
-    );
-    // Methods and paths.
-    refused(p, "GET", SIGN, b"", 405, "Method is not allowed:\"GET\"");
-    refused(
-        p,
-        "POST",
-        "/api/v1/cfssl/health",
-        b"",
-        405,
-        "Method is not allowed",
-    );
-    refused(
-        p,
-        "POST",
-        "/api/v1/cfssl/newcert",
-        b"{}",
-        404,
-        "does not offer",
-    );
-    refused(p, "GET", "/", b"", 404, "no such endpoint");
-    refused(
-        p,
-        "POST",
-        "/api/v1/cfssl/info",
-        br#"{"profile":"nope"}"#,
-        400,
-        "unknown profile",
-    );
+    for c in refusals(&csr, &key) {
+        refused(p, c.name, c.method, c.path, &c.body, c.status, c.needle);
+    }
     // Not HTTP at all, and a chunked body.
-    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"\x16\x03\x01 hello\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
+    let out = raw_exchange(p, b"\x16\x03\x01 hello\r\n\r\n");
     assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
-    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"POST /api/v1/cfssl/sign HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
+    let chunked = b"POST /api/v1/cfssl/sign HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    let out = raw_exchange(p, chunked);
     assert!(out.starts_with("HTTP/1.1 411 "), "{out}");
-
     // Nothing was recorded, and the server is still healthy and signs.
     assert!(records(&t).is_empty());
     let (st, _) = http(p, "GET", "/api/v1/cfssl/health", b"").unwrap();
     assert_eq!(st, 200);
-    let captured = authsign(&sign("secure"), &key);
+    let (st, body) = http(p, "POST", SIGN, &sign_request(&csr, "kubernetes")).unwrap();
+    assert_eq!(st, 200, "{body}");
+    let err = t.read("serve.err");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn authsign_refuses_replays_and_stale_timestamps_and_takes_the_previous_key() {
+    let t = Token::new("serve-replay");
+    setup(&t);
+    let srv = p11ca_serve(&t, "serve", &[]);
+    let p = srv.port;
+    let csr = t.ec_csr("x", "x");
+    let request = sign_request(&csr, "secure");
+    let key = AuthKey::new("current", (0..32).collect());
+    let captured = authsign(&request, &key);
     let (st, body) = http(p, "POST", AUTHSIGN, &captured).unwrap();
     assert_eq!(st, 200, "{body}");
     // A captured request replayed, as it was or with a fresh timestamp: refused.
@@ -734,7 +691,7 @@ fn bad_requests_get_a_4xx_envelope_and_record_nothing() {
     assert!(st == 401 && body.contains("already used"), "{st} {body}");
     // The previous key (prev_auth_key) is accepted too, and recorded as such; an hour-old
     // timestamp is not.
-    let by_old_key = authsign(&sign("secure"), &AuthKey::new("old", vec![0xff; 16]));
+    let by_old_key = authsign(&request, &AuthKey::new("old", vec![0xff; 16]));
     let an_hour_ago = p11ca::db::now() - 3600;
     let stale = with_timestamp(&by_old_key, an_hour_ago);
     let (st, body) = http(p, "POST", AUTHSIGN, &stale).unwrap();
@@ -745,8 +702,6 @@ fn bad_requests_get_a_4xx_envelope_and_record_nothing() {
     assert_eq!(recs.len(), 2);
     let keys: BTreeSet<&str> = recs.iter().map(|r| r.auth_key.as_str()).collect();
     assert_eq!(keys, ["current", "old"].into_iter().collect());
-    let err = t.read("serve.err");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// An authsign envelope with its (unauthenticated, as in cfssl) timestamp replaced.
