@@ -357,30 +357,48 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
     ]));
 
     let mut got = BTreeMap::new();
-    // 1. cfssl gencert -remote and cfssl sign -remote, plain /sign.
+    cfssl_clients(&t, &local, &url, &mut got);
+    p11ca_clients(&t, &srv.url(), &mut got);
+    records_match(&t, &got);
+    certs_commands_read_the_store(&t, got.len());
+    info_and_health(&t, port, &srv.url());
+    // SIGTERM: exit 0 and a closing line.
+    srv.signal("TERM");
+    assert_eq!(srv.wait(Duration::from_secs(10)), 0);
+    let err = t.read("serve.err");
+    assert!(
+        err.contains(&format!("{} certificates issued and recorded", got.len())),
+        "{err}"
+    );
+}
+
+/// cfssl's clients against serve: `gencert`/`sign -remote` (plain /sign) and the client config
+/// (authsign); a wrong key is refused. `got`: serial → profile of each certificate.
+fn cfssl_clients(t: &Token, local: &str, url: &str, got: &mut BTreeMap<String, &'static str>) {
+    // cfssl gencert -remote and cfssl sign -remote, plain /sign.
     pipeline(
-        &t,
+        t,
         &format!(
             "cfssl gencert -remote {local} -profile kubernetes node-csr.json | cfssljson -bare c1"
         ),
     );
-    got.insert(verify(&t, "c1.pem"), "kubernetes");
+    got.insert(verify(t, "c1.pem"), "kubernetes");
     pipeline(
-        &t,
+        t,
         &format!("cfssl sign -remote {url} -profile kubernetes x.csr | cfssljson -bare c2"),
     );
-    got.insert(verify(&t, "c2.pem"), "kubernetes");
-    // 2. cfssl with authsign through its client config (auth_remote + remotes + auth_keys).
+    got.insert(verify(t, "c2.pem"), "kubernetes");
+    // cfssl with authsign through its client config (auth_remote + remotes + auth_keys).
     pipeline(
-        &t,
+        t,
         "cfssl gencert -config client-config.json -profile secure node-csr.json | cfssljson -bare c3",
     );
-    got.insert(verify(&t, "c3.pem"), "secure");
+    got.insert(verify(t, "c3.pem"), "secure");
     pipeline(
-        &t,
+        t,
         "cfssl sign -config client-config.json -profile secure x.csr | cfssljson -bare c4",
     );
-    got.insert(verify(&t, "c4.pem"), "secure");
+    got.insert(verify(t, "c4.pem"), "secure");
     let ext = sh(t.command("openssl").args([
         "x509",
         "-noout",
@@ -398,7 +416,7 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
         "{ext}"
     );
     // cfssl with a wrong key is refused.
-    t.write("bad-config.json", &client_config(&local, "00ff"));
+    t.write("bad-config.json", &client_config(local, "00ff"));
     let r = run(
         t.command("sh").args([
             "-c",
@@ -408,12 +426,15 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
     );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("invalid token"), "{}", r.stderr);
+}
 
-    // 3. p11ca's client: -remote (plain) and the client config (authsign).
+/// p11ca's own client: -remote (plain) and the client config (authsign), a subject override
+/// and -hostname, and the refusals it reports.
+fn p11ca_clients(t: &Token, server: &str, got: &mut BTreeMap<String, &'static str>) {
     let g = t.run(&[
         "gencert",
         "-remote",
-        &srv.url(),
+        server,
         "-profile",
         "kubernetes",
         "node-csr.json",
@@ -421,7 +442,7 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
     g.ok();
     t.run_in(&["json", "-bare", "p1"], g.stdout.as_bytes()).ok();
     assert!(t.read("p1-key.pem").contains("PRIVATE KEY"));
-    got.insert(verify(&t, "p1.pem"), "kubernetes");
+    got.insert(verify(t, "p1.pem"), "kubernetes");
     let s = t.run(&[
         "sign",
         "-config",
@@ -432,13 +453,13 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
     ]);
     s.ok();
     t.run_in(&["json", "-bare", "p2"], s.stdout.as_bytes()).ok();
-    got.insert(verify(&t, "p2.pem"), "secure");
+    got.insert(verify(t, "p2.pem"), "secure");
     // p11ca sends a subject override and -hostname as cfssl does.
     t.write("subject.json", r#"{"CN":"renamed","names":[{"O":"acme"}]}"#);
     let s = t.run(&[
         "sign",
         "-remote",
-        &srv.url(),
+        server,
         "-profile",
         "kubernetes",
         "-hostname",
@@ -448,7 +469,7 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
     ]);
     s.ok();
     t.run_in(&["json", "-bare", "p3"], s.stdout.as_bytes()).ok();
-    got.insert(verify(&t, "p3.pem"), "kubernetes");
+    got.insert(verify(t, "p3.pem"), "kubernetes");
     let text = sh(t.command("openssl").args([
         "x509",
         "-noout",
@@ -464,15 +485,17 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
         "{text}"
     );
     // Plain /sign on the authenticated profile, and an unknown profile, are refused (exit 3).
-    t.run(&["sign", "-remote", &srv.url(), "-profile", "secure", "x.csr"])
+    t.run(&["sign", "-remote", server, "-profile", "secure", "x.csr"])
         .fails(3, "authentication required");
-    t.run(&["sign", "-remote", &srv.url(), "-profile", "nope", "x.csr"])
+    t.run(&["sign", "-remote", server, "-profile", "nope", "x.csr"])
         .fails(3, "unknown profile \"nope\"");
     t.run(&["sign", "-remote", "127.0.0.1:1", "x.csr"])
         .fails(2, "cannot reach it");
+}
 
-    // 4. The database holds exactly the certificates handed out, with their details.
-    let recs = records(&t);
+/// The database holds exactly the certificates handed out, with their details.
+fn records_match(t: &Token, got: &BTreeMap<String, &'static str>) {
+    let recs = records(t);
     assert_eq!(recs.len(), got.len(), "{recs:?}");
     assert_eq!(serials(&recs), got.keys().cloned().collect());
     for r in &recs {
@@ -488,16 +511,18 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
     }
     let c1 = recs
         .iter()
-        .find(|r| r.serial_hex.trim_start_matches('0') == verify(&t, "c1.pem"))
+        .find(|r| r.serial_hex.trim_start_matches('0') == verify(t, "c1.pem"))
         .unwrap();
     assert_eq!(c1.common_name, "node1");
     assert_eq!(c1.sans, ["node1.example.com", "10.0.0.1"]);
+}
 
-    // 5. certs list / show, from the config's folder.
+/// certs list / show, from the config's folder and by --db.
+fn certs_commands_read_the_store(t: &Token, issued: usize) {
     let l = t.run(&["certs", "list", "-config", "server-config.json", "--json"]);
     l.ok();
     let listed: Vec<Value> = serde_json::from_str(&l.stdout).unwrap();
-    assert_eq!(listed.len(), got.len());
+    assert_eq!(listed.len(), issued);
     let soon = t.run(&[
         "certs",
         "list",
@@ -514,16 +539,18 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
         "the three 720h certificates expire within 721h"
     );
     let text = t.run(&["certs", "list", "--db", "p11ca-certs.db"]);
-    assert_eq!(text.ok().stdout.lines().count(), got.len() + 1);
-    let serial = verify(&t, "c1.pem");
+    assert_eq!(text.ok().stdout.lines().count(), issued + 1);
+    let serial = verify(t, "c1.pem");
     let show = t.run(&["certs", "show", "-config", "server-config.json", &serial]);
     assert!(show.ok().stdout.contains("CN=node1"), "{}", show.stdout);
     t.run(&["certs", "show", "--db", "p11ca-certs.db", "1234"])
         .fails(1, "not in the certificate store");
     t.run(&["certs", "list", "--db", "missing.db"])
         .fails(1, "does not exist");
+}
 
-    // 6. info and health.
+/// info (raw and through p11ca's client) for both profiles.
+fn info_and_health(t: &Token, port: u16, server: &str) {
     let (st, body) = http(
         port,
         "POST",
@@ -542,20 +569,11 @@ fn cfssl_and_p11ca_clients_sign_through_serve_and_every_certificate_is_recorded(
         v["result"]["certificate"].as_str().unwrap().trim(),
         t.read("ca.pem").trim()
     );
-    let info = RemoteClient::new(&srv.url())
+    let info = RemoteClient::new(server)
         .unwrap()
         .info("", "kubernetes")
         .unwrap();
     assert_eq!(info["expiry"], "8760h0m0s");
-
-    // 7. SIGTERM: exit 0 and a closing line.
-    srv.signal("TERM");
-    assert_eq!(srv.wait(Duration::from_secs(10)), 0);
-    let err = t.read("serve.err");
-    assert!(
-        err.contains(&format!("{} certificates issued and recorded", got.len())),
-        "{err}"
-    );
 }
 
 /// One refused request: a name, the request, and the status and message it must get.
