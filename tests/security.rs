@@ -317,3 +317,21 @@ fn outside_text_cannot_forge_rows_or_terminal_output_in_certs_list() {
     );
     assert_eq!(list.stdout.lines().nth(1).unwrap().matches('\t').count(), 5);
 }
+
+#[test]
+fn serve_keeps_its_memory_and_the_pin_out_of_swap() {
+    let t = Token::new("mlock");
+    crate::serve::setup(&t);
+    // Tests run as root (CAP_IPC_LOCK), so serve locks its memory rather than warning.
+    let srv = crate::serve::p11ca_serve(&t, "serve", &[]);
+    let pid = srv.pid().expect("the server's pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let locked_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmLck in /proc/PID/status");
+    assert!(locked_kb > 0, "serve locked no memory: {status}");
+    let err = t.read("serve.err");
+    assert!(!err.contains("memory is not locked"), "{err}");
+}

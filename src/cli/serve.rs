@@ -76,6 +76,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         .collect();
     check_plaintext(a, tls.is_some(), &addrs)?;
     raise_open_file_limit(a.max_connections);
+    lock_memory();
     let listener = listen(&addrs).map_err(|e| {
         Error::input(format!(
             "cannot listen on {spec}: {e}; choose another -port or -address"
@@ -258,6 +259,41 @@ fn guard(a: &ServeArgs, bound: SocketAddr) -> Result<Guard> {
         rate: a.rate_limit,
     };
     Ok(Guard::new(limits, hosts))
+}
+
+/// Lock the server's memory, as it comes into use, so that the PIN it keeps for re-logins (and
+/// the sessions' state) is never written to swap. Only where the lock cannot hit a limit later
+/// (RLIMIT_MEMLOCK unlimited, or CAP_IPC_LOCK): under a finite limit a locked process would
+/// fail to allocate once it grows past it, so there the server warns instead.
+fn lock_memory() {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    use rustix::process::{Resource, getrlimit};
+    let unlimited = getrlimit(Resource::Memlock).current.is_none();
+    if !unlimited && !has_cap_ipc_lock() {
+        eprintln!(
+            "p11ca: warning: serve: memory is not locked (RLIMIT_MEMLOCK is finite and there is no CAP_IPC_LOCK), so the kept PIN could reach swap; run with LimitMEMLOCK=infinity (systemd) or ulimit -l unlimited"
+        );
+        return;
+    }
+    let flags = MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT;
+    if let Err(e) = mlockall(flags) {
+        eprintln!(
+            "p11ca: warning: serve: cannot lock memory ({e}), so the kept PIN could reach swap"
+        );
+    }
+}
+
+/// Whether this process holds CAP_IPC_LOCK (bit 14 of CapEff in /proc/self/status).
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// Raise the soft open-file limit to the hard one: every connection is a descriptor, and at
