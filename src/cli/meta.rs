@@ -11,7 +11,8 @@ use p11ca::{Error, Result};
 use super::args::{Cli, Defaults};
 use super::write_stdout;
 
-/// `cfssl print-defaults csr`, byte for byte (cfssl 1.6's cli/printdefault/defaults.go).
+/// `cfssl print-defaults csr` (cli/printdefault/defaults.go in cfssl 1.6; cfssl prints one
+/// blank line more).
 const DEFAULT_CSR: &str = r#"{
     "CN": "example.net",
     "hosts": [
@@ -32,7 +33,7 @@ const DEFAULT_CSR: &str = r#"{
 }
 "#;
 
-/// `cfssl print-defaults config`, byte for byte.
+/// `cfssl print-defaults config`, the same way.
 const DEFAULT_CONFIG: &str = r#"{
     "signing": {
         "default": {
@@ -91,9 +92,7 @@ pub fn man(dir: &Path) -> Result<()> {
         Error::output(format!("{}: cannot {what}: {e}", dir.display()))
     };
     std::fs::create_dir_all(dir).map_err(|e| fail("create the folder", e))?;
-    let mut cmd = Cli::command();
-    cmd.build();
-    clap_mangen::generate_to(cmd, dir).map_err(|e| fail("write the man pages", e))
+    clap_mangen::generate_to(Cli::command(), dir).map_err(|e| fail("write the man pages", e))
 }
 
 /// A clap parse error as the one line p11ca promises: `p11ca: error: MESSAGE` with clap's
