@@ -478,13 +478,17 @@ fn no_hosts_warning_only_for_server_profiles() {
         "config.json",
         r#"{"signing":{"default":{"expiry":"8760h","usages":["signing","server auth"]},
             "profiles":{"client":{"expiry":"8760h","usages":["signing","client auth"]},
-                        "any":{"expiry":"8760h","usages":["signing","any"]}}}}"#,
+                        "any":{"expiry":"8760h","usages":["signing","any"]},
+                        "plain":{"expiry":"8760h","usages":["signing"]},
+                        "mail":{"expiry":"8760h","usages":["signing","email protection"]}}}}"#,
     );
     t.write("node.json", r#"{"CN":"no hosts"}"#);
     let cases: &[(&str, Option<&str>, bool)] = &[
         ("default profile (server auth)", None, true),
         ("client profile", Some("client"), false),
         ("any usage", Some("any"), true),
+        ("no extended usage: unrestricted", Some("plain"), true),
+        ("email protection", Some("mail"), false),
     ];
     for (name, profile, warned) in cases {
         let mut args = vec![

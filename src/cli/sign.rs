@@ -447,13 +447,15 @@ pub(super) fn parse_request(bytes: &[u8], name: &str) -> Result<CsrRequest> {
     Ok(req)
 }
 
-/// Whether certificates of this profile are for TLS servers (server auth, or any usage).
+/// Whether certificates of this profile can serve TLS: server auth, any, or no extended key
+/// usage at all (which restricts nothing).
 pub(super) fn for_servers(profile: &Profile) -> bool {
     use const_oid::db::rfc5280::{ANY_EXTENDED_KEY_USAGE, ID_KP_SERVER_AUTH};
-    profile
-        .ext_key_usage
-        .iter()
-        .any(|o| *o == ID_KP_SERVER_AUTH || *o == ANY_EXTENDED_KEY_USAGE)
+    profile.ext_key_usage.is_empty()
+        || profile
+            .ext_key_usage
+            .iter()
+            .any(|o| *o == ID_KP_SERVER_AUTH || *o == ANY_EXTENDED_KEY_USAGE)
 }
 
 /// Build one `gencert -ca` item: parse, make the node key, and its CSR. `for_servers`: the
