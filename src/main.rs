@@ -23,12 +23,17 @@ fn main() {
 /// Parse, run, and map the outcome to an exit code.
 fn run() -> u8 {
     let args = cli::args::cfssl_style(std::env::args_os());
-    let parsed = match cli::args::Cli::try_parse_from(args) {
+    let parsed = match cli::args::Cli::try_parse_from(&args) {
         Ok(p) => p,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        // --help and --version print as clap writes them; every other parse error is one
+        // `p11ca: error:` line, like the errors of the commands themselves.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("{}", cli::parse_error_line(&e, &args));
+            return 1;
         }
     };
     match cli::run(parsed) {

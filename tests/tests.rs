@@ -5,6 +5,7 @@ mod util;
 
 mod backends;
 mod bad_input;
+mod cli;
 mod hygiene;
 mod initca;
 mod json;

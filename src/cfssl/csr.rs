@@ -134,6 +134,19 @@ impl CsrRequest {
         json::decode(bytes, file, &["oid"])
     }
 
+    /// [`CsrRequest::from_json`], with one line in `notices` per field it ignores (as cfssl
+    /// does, silently), suggesting the field meant when one is close: `FILE: unknown field
+    /// "hsots" ignored; did you mean "hosts"?`.
+    pub fn from_json_noting(bytes: &[u8], file: &str, notices: &mut Vec<String>) -> Result<Self> {
+        let req = Self::from_json(bytes, file)?;
+        if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            for note in ignored_fields(&raw) {
+                notices.push(format!("{file}: {note}"));
+            }
+        }
+        Ok(req)
+    }
+
     /// The key to generate, with cfssl's defaults (ECDSA P-256 when `key` is absent; a
     /// missing `size` stays at 256 as in cfssl, which makes `{"algo":"rsa"}` too weak).
     pub fn key_spec(&self, file: &str) -> Result<KeySpec> {
@@ -212,6 +225,118 @@ impl CsrRequest {
     }
 }
 
+/// The request's fields as cfssl spells them, per object.
+const TOP_FIELDS: &[&str] = &[
+    "CN",
+    "names",
+    "hosts",
+    "key",
+    "ca",
+    "serialnumber",
+    "crl_url",
+];
+const NAME_FIELDS: &[&str] = &["C", "ST", "L", "O", "OU", "E", "OID"];
+const KEY_FIELDS: &[&str] = &["algo", "size"];
+const CA_FIELDS: &[&str] = &["pathlen", "pathlenzero", "expiry", "backdate"];
+/// Fields cfssl reads that p11ca does not.
+const CFSSL_ONLY_TOP: &[&str] = &["delegation_enabled", "extensions"];
+const CFSSL_ONLY_NAME: &[&str] = &["SerialNumber"];
+
+/// What to say about each ignored field of a request.
+fn ignored_fields(raw: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    check_object(raw, "", TOP_FIELDS, CFSSL_ONLY_TOP, &mut out);
+    for (field, known) in [("key", KEY_FIELDS), ("ca", CA_FIELDS)] {
+        if let Some(v) = member(raw, field) {
+            check_object(v, &format!("{field}."), known, &[], &mut out);
+        }
+    }
+    if let Some(serde_json::Value::Array(names)) = member(raw, "names") {
+        for (i, n) in names.iter().enumerate() {
+            check_object(
+                n,
+                &format!("names[{i}]."),
+                NAME_FIELDS,
+                CFSSL_ONLY_NAME,
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+/// A member of an object, its key matched case-insensitively as Go does.
+fn member<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    v.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+fn check_object(
+    v: &serde_json::Value,
+    prefix: &str,
+    known: &[&str],
+    cfssl_only: &[&str],
+    out: &mut Vec<String>,
+) {
+    let Some(obj) = v.as_object() else { return };
+    for key in obj.keys() {
+        let is = |f: &&str| f.eq_ignore_ascii_case(key);
+        if known.iter().any(is) {
+            continue;
+        }
+        out.push(if cfssl_only.iter().any(is) {
+            format!("field \"{prefix}{key}\" is not supported by p11ca; ignored")
+        } else {
+            match closest(key, known) {
+                Some(m) => {
+                    format!(
+                        "unknown field \"{prefix}{key}\" ignored; did you mean \"{prefix}{m}\"?"
+                    )
+                }
+                None => format!("unknown field \"{prefix}{key}\" ignored"),
+            }
+        });
+    }
+}
+
+/// The known field nearest to `key` within two edits (letter case aside), if it is closer
+/// than the length of `key` itself (so "x" suggests nothing).
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(&key.to_lowercase(), &k.to_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2 && *d < key.chars().count())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Edit distance counting an insertion, deletion, substitution or swap of neighbours as one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d: Vec<Vec<usize>> = (0..=a.len())
+        .map(|i| {
+            (0..=b.len())
+                .map(|j| if i == 0 { j } else { i * usize::from(j == 0) })
+                .collect()
+        })
+        .collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +405,71 @@ mod tests {
             .ca_times("t.json")
             .unwrap_err();
         assert!(e.message().contains("negative"), "{e}");
+    }
+
+    #[test]
+    fn ignored_fields_are_noted() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "known fields, any case",
+                r#"{"cn":"a","HOSTS":[],"Key":{"ALGO":"rsa","size":2048}}"#,
+                &[],
+            ),
+            (
+                "transposed",
+                r#"{"hsots":["a"]}"#,
+                &[r#"t.json: unknown field "hsots" ignored; did you mean "hosts"?"#],
+            ),
+            (
+                "nested",
+                r#"{"key":{"sise":256},"ca":{"expirey":"1h"}}"#,
+                &[
+                    r#"t.json: unknown field "key.sise" ignored; did you mean "key.size"?"#,
+                    r#"t.json: unknown field "ca.expirey" ignored; did you mean "ca.expiry"?"#,
+                ],
+            ),
+            (
+                "names entry",
+                r#"{"names":[{"C":"US"},{"OUU":"x","x":"y"}]}"#,
+                &[
+                    r#"t.json: unknown field "names[1].OUU" ignored; did you mean "names[1].OU"?"#,
+                    r#"t.json: unknown field "names[1].x" ignored"#,
+                ],
+            ),
+            (
+                "nothing close",
+                r#"{"colour":"red"}"#,
+                &[r#"t.json: unknown field "colour" ignored"#],
+            ),
+            (
+                "cfssl only",
+                r#"{"extensions":[]}"#,
+                &[r#"t.json: field "extensions" is not supported by p11ca; ignored"#],
+            ),
+            (
+                "oid keys are data",
+                r#"{"names":[{"OID":{"1.2.3":"x"}}]}"#,
+                &[],
+            ),
+        ];
+        for (name, json, want) in cases {
+            let mut notes = Vec::new();
+            CsrRequest::from_json_noting(json.as_bytes(), "t.json", &mut notes).unwrap();
+            assert_eq!(notes, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn edit_distances() {
+        for (a, b, d) in [
+            ("hosts", "hosts", 0),
+            ("hsots", "hosts", 1),
+            ("host", "hosts", 1),
+            ("cn", "ca", 1),
+            ("abc", "", 3),
+        ] {
+            assert_eq!(edit_distance(a, b), d, "{a} {b}");
+        }
     }
 
     #[test]

@@ -29,18 +29,46 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How to reach the token (valid before or after the subcommand).
-#[derive(Debug, Args)]
+/// How to reach the token. Accepted before the subcommand (for every command, as before) and
+/// after it for the commands that use a token; only those show it in their `--help`.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Token options")]
 pub struct TokenArgs {
     /// PKCS#11 module (.so); default: $P11CA_MODULE, else the p11-kit proxy.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     pub module: Option<PathBuf>,
-    /// Token by label, or a pkcs11: URI (token=, serial=, model=, manufacturer=, slot-id=).
-    #[arg(long, global = true, env = "P11CA_TOKEN", value_name = "LABEL|URI")]
+    /// Token by label, or a pkcs11: URI (token=, serial=, model=, manufacturer=, slot-id=);
+    /// default: $P11CA_TOKEN, else the only initialized token.
+    #[arg(long, value_name = "LABEL|URI")]
     pub token: Option<String>,
     /// Where to read the user PIN: file:PATH or env:VAR (default: $P11CA_PIN, else a prompt).
-    #[arg(long, global = true, value_name = "file:PATH|env:VAR")]
+    #[arg(long, value_name = "file:PATH|env:VAR")]
     pub pin_source: Option<String>,
+}
+
+impl TokenArgs {
+    /// These options (given after the subcommand) over `before` (given before it), and
+    /// `P11CA_TOKEN` when neither names a token.
+    pub fn over(&self, before: &TokenArgs) -> p11ca::Result<TokenArgs> {
+        let token = match self.token.clone().or_else(|| before.token.clone()) {
+            Some(t) => Some(t),
+            None => match std::env::var_os("P11CA_TOKEN") {
+                Some(v) if !v.is_empty() => Some(
+                    v.into_string()
+                        .map_err(|_| p11ca::Error::input("P11CA_TOKEN is not valid UTF-8"))?,
+                ),
+                _ => None,
+            },
+        };
+        Ok(TokenArgs {
+            module: self.module.clone().or_else(|| before.module.clone()),
+            token,
+            pin_source: self
+                .pin_source
+                .clone()
+                .or_else(|| before.pin_source.clone()),
+        })
+    }
 }
 
 /// Subcommands.
@@ -67,6 +95,36 @@ pub enum Command {
     /// Certificates recorded by `serve`.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Print p11ca's version, the Rust compiler that built it and the target, like
+    /// `cfssl version`.
+    Version,
+    /// Print a default CSR JSON or signing configuration to start from, like
+    /// `cfssl print-defaults`.
+    PrintDefaults {
+        /// What to print.
+        #[arg(value_enum)]
+        what: Defaults,
+    },
+    /// Print a shell completion script (e.g. `p11ca completion bash > /etc/bash_completion.d/p11ca`).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (p11ca.1 and one per subcommand, such as p11ca-sign.1) into DIR.
+    Man {
+        /// The folder to write into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// What `print-defaults` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Defaults {
+    /// A CSR JSON (ca-csr.json, csr.json), cfssl's.
+    Csr,
+    /// A signing configuration (ca-config.json), cfssl's.
+    Config,
 }
 
 /// Options shared by everything that signs with the CA (cfssl names).
@@ -180,6 +238,8 @@ pub struct ServeArgs {
     /// that requests and certificates cross the network in plain text.
     #[arg(long)]
     pub insecure_plaintext: bool,
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// Where `certs` finds the database (the same choice as `serve`).
@@ -253,6 +313,8 @@ pub struct GencertArgs {
     /// The cfssl CSR JSON file(s) (`-` for stdin); several only with -ca.
     #[arg(required = true)]
     pub csr_json: Vec<String>,
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// `sign` options (cfssl's).
@@ -266,6 +328,20 @@ pub struct SignArgs {
     /// Sign every *.csr in DIR (`-`: PEM CSRs concatenated on stdin).
     #[arg(long, value_name = "DIR")]
     pub batch: Option<String>,
+    /// The CSR file (cfssl's `-csr FILE`); an INPUT after it is then the subject JSON.
+    #[arg(long, value_name = "FILE", conflicts_with = "batch")]
+    pub csr: Option<String>,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+impl SignArgs {
+    /// Put `-csr FILE` first among the inputs, where cfssl reads the CSR.
+    pub fn fold_csr(&mut self) {
+        if let Some(csr) = self.csr.take() {
+            self.inputs.insert(0, csr);
+        }
+    }
 }
 
 /// `certinfo` options (cfssl's).
@@ -301,7 +377,10 @@ pub struct JsonArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// List slots and tokens with what each can do for p11ca.
-    List,
+    List {
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 /// `key` subcommands.
@@ -312,6 +391,8 @@ pub enum KeyCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Show one private key's attributes and prove its secret cannot be read.
     Show {
@@ -320,6 +401,8 @@ pub enum KeyCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        token: TokenArgs,
     },
 }
 
@@ -371,7 +454,48 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "insecure-plaintext",
 ];
 
-/// Rewrite `-initca` to `--initca` (and `-ca-key=x` to `--ca-key=x`) for known long flags.
+/// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
+const CFSSL_BOOL_FLAGS: &[&str] = &[
+    "initca",
+    "bare",
+    "stdout",
+    "always-authenticate",
+    "json",
+    "allow-unauthenticated-ca",
+    "insecure-plaintext",
+];
+
+/// Go's spellings of a boolean flag's value (strconv.ParseBool).
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// One argument in clap's form: `-initca` becomes `--initca` (and `-ca-key=x` `--ca-key=x`)
+/// for known long flags; a boolean flag with a Go value (`-initca=true`, `--bare=0`) becomes
+/// the bare flag, or nothing when false. Other arguments are returned unchanged.
+fn cfssl_arg(s: &str) -> Option<Option<String>> {
+    let body = s.strip_prefix("--").or_else(|| s.strip_prefix('-'))?;
+    let (name, value) = match body.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (body, None),
+    };
+    if !CFSSL_LONG_FLAGS.contains(&name) || (s.starts_with("--") && value.is_none()) {
+        return None;
+    }
+    if let Some(on) = value
+        .and_then(go_bool)
+        .filter(|_| CFSSL_BOOL_FLAGS.contains(&name))
+    {
+        return Some(on.then(|| format!("--{name}")));
+    }
+    Some(Some(format!("--{body}")))
+}
+
+/// Rewrite cfssl's spellings of long flags to clap's (see [`cfssl_arg`]); nothing after `--`.
 pub fn cfssl_style(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut rest = false;
@@ -389,14 +513,11 @@ pub fn cfssl_style(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             out.push(a);
             continue;
         }
-        if let Some(body) = s.strip_prefix('-').filter(|b| !b.starts_with('-')) {
-            let name = body.split('=').next().unwrap_or(body);
-            if CFSSL_LONG_FLAGS.contains(&name) {
-                out.push(OsString::from(format!("-{s}")));
-                continue;
-            }
+        match cfssl_arg(s) {
+            Some(Some(rewritten)) => out.push(OsString::from(rewritten)),
+            Some(None) => {}
+            None => out.push(a),
         }
-        out.push(a);
     }
     out
 }
@@ -431,6 +552,76 @@ mod tests {
             rw(&["certinfo", "-cert", "a", "-csr=b"]),
             ["certinfo", "--cert", "a", "--csr=b"]
         );
+    }
+
+    #[test]
+    fn go_boolean_values() {
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (
+                "true",
+                &["gencert", "-initca=true", "x"],
+                &["gencert", "--initca", "x"],
+            ),
+            (
+                "one",
+                &["json", "-bare=1", "-stdout=T"],
+                &["json", "--bare", "--stdout"],
+            ),
+            (
+                "false drops",
+                &["gencert", "-initca=false", "x"],
+                &["gencert", "x"],
+            ),
+            (
+                "double dash",
+                &["key", "list", "--json=0"],
+                &["key", "list"],
+            ),
+            (
+                "not Go",
+                &["gencert", "-initca=yes"],
+                &["gencert", "--initca=yes"],
+            ),
+            (
+                "valued flag",
+                &["sign", "-csr=a.csr"],
+                &["sign", "--csr=a.csr"],
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(rw(input), *want, "{name}");
+        }
+    }
+
+    /// Every long flag of every subcommand (help and version aside).
+    fn long_flags(cmd: &clap::Command, out: &mut Vec<(String, bool)>) {
+        for a in cmd.get_arguments() {
+            if let Some(l) = a.get_long().filter(|l| !["help", "version"].contains(l)) {
+                let boolean = matches!(a.get_action(), clap::ArgAction::SetTrue);
+                out.push((l.to_string(), boolean));
+            }
+        }
+        for sc in cmd.get_subcommands() {
+            long_flags(sc, out);
+        }
+    }
+
+    #[test]
+    fn cfssl_flag_lists_match_the_definition() {
+        use clap::CommandFactory;
+        let mut flags = Vec::new();
+        long_flags(&Cli::command(), &mut flags);
+        for (flag, boolean) in &flags {
+            assert!(CFSSL_LONG_FLAGS.contains(&flag.as_str()), "-{flag} missing");
+            assert_eq!(
+                CFSSL_BOOL_FLAGS.contains(&flag.as_str()),
+                *boolean,
+                "-{flag} boolean?"
+            );
+        }
+        for f in CFSSL_LONG_FLAGS {
+            assert!(flags.iter().any(|(l, _)| l == f), "-{f} is no flag");
+        }
     }
 
     #[test]

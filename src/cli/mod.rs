@@ -3,9 +3,12 @@
 pub mod args;
 mod certs;
 mod keys;
+mod meta;
 mod remote;
 mod serve;
 mod sign;
+
+pub use meta::parse_error_line;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -13,7 +16,6 @@ use std::io::{Read, Write};
 use cryptoki::session::Session;
 
 use p11ca::ca::{InitCaOptions, InitCaPlan};
-use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
 use p11ca::token::{Module, Pkcs11Uri, TokenSummary, pin, quirks};
 use p11ca::{Error, Result};
@@ -27,25 +29,37 @@ pub fn warn(msg: &str) {
     eprintln!("p11ca: warning: {msg}");
 }
 
-/// Run one command.
+/// Run one command. Token options given after the subcommand win over those before it.
 pub fn run(cli: Cli) -> Result<()> {
+    let before = &cli.token;
     match cli.command {
-        Command::Gencert(g) if g.initca => gencert(&cli.token, &g),
+        Command::Gencert(g) if g.initca => gencert(&g.token.over(before)?, &g),
         Command::Gencert(g) => match remote::wanted(&g.signing)? {
             remote::Mode::Remote(plan) => remote::gencert(&g, &plan),
-            remote::Mode::Local(config) => sign::gencert_ca(&cli.token, &g, *config),
+            remote::Mode::Local(config) => sign::gencert_ca(&g.token.over(before)?, &g, *config),
         },
-        Command::Sign(s) => match remote::wanted(&s.signing)? {
-            remote::Mode::Remote(plan) => remote::sign(&s, &plan),
-            remote::Mode::Local(config) => sign::sign(&cli.token, &s, *config),
-        },
-        Command::Serve(a) => serve::serve(&cli.token, &a),
+        Command::Sign(mut s) => {
+            s.fold_csr();
+            match remote::wanted(&s.signing)? {
+                remote::Mode::Remote(plan) => remote::sign(&s, &plan),
+                remote::Mode::Local(config) => sign::sign(&s.token.over(before)?, &s, *config),
+            }
+        }
+        Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
-        Command::Token(TokenCommand::List) => keys::token_list(&cli.token),
-        Command::Key(KeyCommand::List { json }) => keys::key_list(&cli.token, json),
-        Command::Key(KeyCommand::Show { uri, json }) => keys::key_show(&cli.token, &uri, json),
+        Command::Token(TokenCommand::List { token }) => keys::token_list(&token.over(before)?),
+        Command::Key(KeyCommand::List { json, token }) => {
+            keys::key_list(&token.over(before)?, json)
+        }
+        Command::Key(KeyCommand::Show { uri, json, token }) => {
+            keys::key_show(&token.over(before)?, &uri, json)
+        }
+        Command::Version => meta::version(),
+        Command::PrintDefaults { what } => meta::print_defaults(what),
+        Command::Completion { shell } => meta::completion(shell),
+        Command::Man { dir } => meta::man(&dir),
     }
 }
 
@@ -149,7 +163,7 @@ pub fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<O
     })
 }
 
-fn write_stdout(s: &str) -> Result<()> {
+pub(crate) fn write_stdout(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(s.as_bytes())
         .and_then(|()| out.flush())
@@ -163,7 +177,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         ));
     };
     let (bytes, name) = read_input(file)?;
-    let req = CsrRequest::from_json(&bytes, &name)?;
+    let req = sign::parse_request(&bytes, &name)?;
     let key_id = match (&g.piv_slot, &g.key_id) {
         (Some(slot), _) => Some(vec![quirks::piv_slot_id(slot)?]),
         (None, Some(hex)) => Some(parse_hex(hex, "--key-id")?),

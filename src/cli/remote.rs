@@ -27,6 +27,8 @@ pub struct Plan {
     profile: String,
     label: String,
     tls: TlsClient,
+    /// The profile, as the local config (or cfssl's default) knows it, is for TLS servers.
+    for_servers: bool,
 }
 
 /// How these arguments sign: remotely, or locally with the signing config already read (so
@@ -72,6 +74,7 @@ pub fn wanted(c: &CaArgs) -> Result<Mode> {
         warn("--jobs is not used when signing remotely");
     }
     Ok(Mode::Remote(Plan {
+        for_servers: sign::for_servers(profile),
         server: remote.server,
         auth: remote.auth_key,
         profile: c.profile.clone().unwrap_or_default(),
@@ -169,7 +172,7 @@ pub fn gencert(g: &GencertArgs, plan: &Plan) -> Result<()> {
             "--out {dir}: not a folder; create it first"
         )));
     }
-    let (items, failures) = sign::gencert_items(g, &host_override)?;
+    let (items, failures) = sign::gencert_items(g, &host_override, plan.for_servers)?;
     // The CSR already holds the hosts; cfssl sends -hostname as the request's hosts too.
     let mut results = sign_items(plan, &items, host_strings(&host_override), None)?;
     write_out(&g.signing, &items, &mut results);

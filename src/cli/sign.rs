@@ -306,7 +306,7 @@ pub(super) fn sign_inputs(s: &SignArgs) -> Result<(Inputs, Option<CsrRequest>)> 
         }
         (None, [csr, second]) if looks_like_json(second) => {
             let (b, n) = read_input(second)?;
-            subject = Some(CsrRequest::from_json(&b, &n)?);
+            subject = Some(parse_request(&b, &n)?);
             let (b, n) = read_input(csr)?;
             inputs.push((n, b));
         }
@@ -437,14 +437,37 @@ pub(super) fn sign(targs: &TokenArgs, s: &SignArgs, local: LocalConfig) -> Resul
     emit(&s.signing, &items, results, failures)
 }
 
-/// Build one `gencert -ca` item: parse, make the node key, and its CSR.
+/// A CSR JSON (or subject JSON) file, each field it ignores warned about.
+pub(super) fn parse_request(bytes: &[u8], name: &str) -> Result<CsrRequest> {
+    let mut notices = Vec::new();
+    let req = CsrRequest::from_json_noting(bytes, name, &mut notices)?;
+    for n in &notices {
+        warn(n);
+    }
+    Ok(req)
+}
+
+/// Whether certificates of this profile can serve TLS: server auth, any, or no extended key
+/// usage at all (which restricts nothing).
+pub(super) fn for_servers(profile: &Profile) -> bool {
+    use const_oid::db::rfc5280::{ANY_EXTENDED_KEY_USAGE, ID_KP_SERVER_AUTH};
+    profile.ext_key_usage.is_empty()
+        || profile
+            .ext_key_usage
+            .iter()
+            .any(|o| *o == ID_KP_SERVER_AUTH || *o == ANY_EXTENDED_KEY_USAGE)
+}
+
+/// Build one `gencert -ca` item: parse, make the node key, and its CSR. `for_servers`: the
+/// profile is for TLS servers, so a certificate without hosts is warned about.
 pub(super) fn gencert_item(
     name: &str,
     bytes: &[u8],
     cn: Option<&str>,
     host_override: &Option<Vec<San>>,
+    for_servers: bool,
 ) -> Result<Item> {
-    let req = CsrRequest::from_json(bytes, name)?;
+    let req = parse_request(bytes, name)?;
     if req.ca.is_some() {
         return Err(Error::input(format!(
             "{name}: the \"ca\" section is only allowed with -initca"
@@ -462,7 +485,7 @@ pub(super) fn gencert_item(
         Some(s) => s.clone(),
         None => hosts::parse_list(&req.hosts, &format!("{name}: hosts"))?,
     };
-    if sans.is_empty() {
+    if sans.is_empty() && for_servers {
         warn(&format!(
             "{name}: this certificate lacks a \"hosts\" field, so it is not suitable for websites (as cfssl warns)"
         ));
@@ -492,6 +515,7 @@ pub(super) fn gencert_item(
 pub(super) fn gencert_items(
     g: &GencertArgs,
     host_override: &Option<Vec<San>>,
+    for_servers: bool,
 ) -> Result<(Vec<Item>, Vec<Error>)> {
     let mut inputs = Vec::new();
     for f in &g.csr_json {
@@ -506,7 +530,7 @@ pub(super) fn gencert_items(
                 let cn = g.cn.as_deref();
                 scope.spawn(move || {
                     part.iter()
-                        .map(|(b, n)| gencert_item(n, b, cn, host_override))
+                        .map(|(b, n)| gencert_item(n, b, cn, host_override, for_servers))
                         .collect::<Vec<_>>()
                 })
             })
@@ -526,7 +550,8 @@ pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig)
     let host_override = hostname_sans(&g.signing)?;
     // Validate the signing side before spending time on keys.
     let prepared = prepare(&g.signing, local)?;
-    let (items, mut failures) = gencert_items(g, &host_override)?;
+    let servers = for_servers(&prepared.profile);
+    let (items, mut failures) = gencert_items(g, &host_override, servers)?;
     let items = screen(items, &mut failures, &prepared)?;
     let results = if items.is_empty() {
         Vec::new()
