@@ -14,14 +14,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use cryptoki::slot::Limit;
-
 use crate::cfssl::config::Profile;
 use crate::error::{Error, Kind, Result, TokenFault};
 use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
-use crate::token::{Module, TokenSummary, ck};
+use crate::token::{Module, Session, TokenSummary};
 use crate::x509::build::{SignedCertificate, UnsignedCertificate};
-use cryptoki::session::Session;
 
 /// One issued certificate (DER) and its warnings, or the error for that input.
 pub type Issued = Result<(Vec<u8>, Vec<String>)>;
@@ -40,15 +37,8 @@ pub fn session_count(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut n = requested.unwrap_or(cores).max(1).min(inputs);
-    let info = module.context().get_token_info(token.slot);
-    if let Ok(Limit::Max(max)) = info.as_ref().map(|i| i.max_session_count()) {
-        // Sessions already open (at least the login's) count against the limit.
-        let open = info
-            .as_ref()
-            .ok()
-            .and_then(|i| i.session_count())
-            .unwrap_or(1);
-        n = n.min((max.saturating_sub(open) as usize).max(1));
+    if let Some(left) = module.sessions_left(token.slot) {
+        n = n.min(left.max(1));
     }
     n
 }
@@ -272,10 +262,7 @@ fn sign_loop(
     // Sessions share the login made by the caller's session.
     let mut session = match plan.given {
         Some(s) => s,
-        None => module
-            .context()
-            .open_rw_session(token.slot)
-            .map_err(|e| ck("cannot open a signing session", e))?,
+        None => module.open_session(token, "cannot open a signing session")?,
     };
     let mut key = None;
     let mut pending: Option<(usize, UnsignedCertificate, Vec<String>)> = None;

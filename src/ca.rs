@@ -5,9 +5,6 @@
 //! verified in software); store the certificate next to the key. If any step after key
 //! generation fails, every object this run created is destroyed, so the token is as before.
 
-use cryptoki::object::ObjectHandle;
-use cryptoki::session::Session;
-use cryptoki::types::AuthPin;
 use der::flagset::FlagSet;
 use x509_cert::ext::pkix::KeyUsages;
 
@@ -17,7 +14,7 @@ use crate::token::key::{self, GeneratedKey};
 use crate::token::quirks::{self, Quirks};
 use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
-use crate::token::{Module, TokenSummary};
+use crate::token::{AuthPin, KeyHandle, Module, Session, TokenSummary};
 use crate::x509::alg::{KeyAlg, SigAlg};
 use crate::x509::build::{self, CertParams};
 use crate::x509::hosts::{self, San};
@@ -197,7 +194,7 @@ impl InitCaPlan {
         )
         .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
-        let mut created: Vec<ObjectHandle> = vec![generated.private, generated.public];
+        let mut created: Vec<KeyHandle> = vec![generated.private, generated.public];
         match self.finish(session, &rules, &generated, mech, pin, &mut created) {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
                 cert_pem,
@@ -211,25 +208,7 @@ impl InitCaPlan {
                 warnings: self.warnings.clone(),
             }),
             Err(e) => {
-                // A signing operation left active by the failure can make the token refuse to
-                // destroy in this session (tpm2-pkcs11 does): retry those from a fresh one.
-                let failed: Vec<ObjectHandle> = created
-                    .iter()
-                    .rev()
-                    .copied()
-                    .filter(|h| session.destroy_object(*h).is_err())
-                    .collect();
-                let leftover = match (
-                    failed.is_empty(),
-                    module.context().open_rw_session(token.slot),
-                ) {
-                    (true, _) => 0,
-                    (false, Ok(fresh)) => failed
-                        .iter()
-                        .filter(|h| fresh.destroy_object(**h).is_err())
-                        .count(),
-                    (false, Err(_)) => failed.len(),
-                };
+                let leftover = key::destroy_objects(module, token, session, &created);
                 let note = if leftover == 0 {
                     "every object this run created was removed from the token".to_string()
                 } else {
@@ -249,7 +228,7 @@ impl InitCaPlan {
         generated: &GeneratedKey,
         mech: SignMech,
         pin: Option<&AuthPin>,
-        created: &mut Vec<ObjectHandle>,
+        created: &mut Vec<KeyHandle>,
     ) -> Result<(String, String)> {
         fault::point("after-keygen")?;
         let mut signer =

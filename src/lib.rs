@@ -3,7 +3,8 @@
 //!
 //! The library is usable without the CLI:
 //! - [`cfssl`]: cfssl's JSON inputs and outputs;
-//! - [`token`]: the PKCS#11 module, token, PIN, keys and token signing (the only `cryptoki` user);
+//! - [`token`]: the PKCS#11 module, token, PIN, sessions, keys and token signing (the only
+//!   user of the PKCS#11 crate);
 //! - [`x509`]: certificate and CSR building and signature verification (no token code);
 //! - [`ca`]: the CA workflows that tie them together;
 //! - [`fsio`]: atomic output files;
@@ -25,6 +26,7 @@ pub mod issue;
 pub mod remote;
 pub mod serve;
 pub mod softkey;
+pub mod sync;
 pub mod text;
 pub mod token;
 pub mod x509;

@@ -23,7 +23,7 @@
 //! `--phases-only` runs just the one-shot profile and prints it as one JSON line, so that
 //! `ci/bench` can repeat it in fresh processes; `--inline-issue` issues in the login session on
 //! the main thread instead of through `batch::issue_all`; `--split-load` instead splits the
-//! module load into dlopen and `C_Initialize` (with cryptoki directly) and times the first
+//! module load into dlopen and `C_Initialize` ([`p11ca::token::Library`]) and times the first
 //! signatures of the process apart from later ones.
 
 use std::io::Write;
@@ -32,8 +32,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::session::Session;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
@@ -45,7 +43,9 @@ use p11ca::batch;
 use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::output;
 use p11ca::issue::{CaKey, Issuer, LeafRequest, parse_ca_cert};
-use p11ca::token::{Module, Pkcs11Uri, TokenSummary, key, pin};
+use p11ca::token::signer::{SignMech, TokenSigner};
+use p11ca::token::{AuthPin, Library, Module, Pkcs11Uri, Session, TokenSummary, key, pin};
+use p11ca::x509::alg::HashAlg;
 use p11ca::x509::name::{self, SubjectOverride};
 use p11ca::x509::{Signer, build, request, verify};
 use p11ca::{Error, Result};
@@ -258,46 +258,17 @@ fn key_uri(value: &str) -> Result<Pkcs11Uri> {
 }
 
 fn floor(args: &Args) -> Result<()> {
-    use cryptoki::mechanism::Mechanism;
-    use cryptoki::object::{Attribute, ObjectClass};
-    use cryptoki::session::UserType;
     let uri = key_uri(&args.ca_key)?;
     let path = Module::resolve_path(None, None)?;
-    let ctx = Pkcs11::new(&path).map_err(|e| Error::token(format!("cannot load module: {e}")))?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| Error::token(format!("C_Initialize: {e}")))?;
-    let label = selector(&uri)?.token.unwrap_or_default();
-    let slot = ctx
-        .get_slots_with_token()
-        .map_err(|e| Error::token(format!("C_GetSlotList: {e}")))?
-        .into_iter()
-        .find(|s| {
-            ctx.get_token_info(*s)
-                .is_ok_and(|i| i.label().trim_end() == label)
-        })
-        .ok_or_else(|| Error::token(format!("no token labelled {label:?}")))?;
-    let session = ctx
-        .open_rw_session(slot)
-        .map_err(|e| Error::token(format!("C_OpenSession: {e}")))?;
+    let module = Module::load(&path)?;
+    let token = module.select_token(&selector(&uri)?)?;
     let pin = std::env::var("P11CA_PIN").map_err(|_| Error::input("set P11CA_PIN"))?;
-    session
-        .login(UserType::User, Some(&pin.into()))
-        .map_err(|e| Error::token(format!("C_Login: {e}")))?;
-    let mut tpl = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
-    if let Some(l) = &uri.object {
-        tpl.push(Attribute::Label(l.as_bytes().to_vec()));
-    }
-    let key = *session
-        .find_objects(&tpl)
-        .map_err(|e| Error::token(format!("C_FindObjects: {e}")))?
-        .first()
-        .ok_or_else(|| Error::token("no key"))?;
-    session
-        .sign(&Mechanism::Sha256RsaPkcs, key, &[0x5a; 700])
-        .map_err(|e| Error::token(format!("C_Sign: {e}")))?;
+    let session = module.login(&token, &AuthPin::from(pin))?;
+    let found = key::find_private_key(&session, &token, &uri)?;
+    let mech = SignMech::RsaWithHash(HashAlg::Sha256);
+    TokenSigner::new(&session, found.handle, found.spki, mech)?.raw_sign(&[0x5a; 700])?;
     drop(session);
-    ctx.finalize()
-        .map_err(|e| Error::token(format!("C_Finalize: {e}")))?;
+    drop(module); // C_Finalize
     // As p11ca itself ends (see src/main.rs).
     // SAFETY: ends the process; nothing of ours is left to run.
     unsafe { libc::_exit(0) }
@@ -398,11 +369,7 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
     })?;
     drop(issuer);
     clock.aside("  aside: C_OpenSession + C_CloseSession", || {
-        module
-            .context()
-            .open_rw_session(token.slot)
-            .map(drop)
-            .map_err(|e| Error::token(format!("C_OpenSession: {e}")))
+        module.open_session(&token, "C_OpenSession").map(drop)
     })?;
     Ok(Ready {
         module,
@@ -446,7 +413,7 @@ fn phases_only(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The module load split in its parts (with cryptoki directly; Module::load does both), and
+/// The module load split in its parts ([`Library`]; Module::load does both), and
 /// the first signatures of a process apart from later ones: where a cold one-shot run spends
 /// its time inside "issue, 1 leaf".
 fn split_load(args: &Args) -> Result<()> {
@@ -464,14 +431,11 @@ fn split_load(args: &Args) -> Result<()> {
     let msg = vec![0x5a_u8; 700];
 
     let mut clock = Clock::start();
-    let ctx = Pkcs11::new(&path).map_err(|e| Error::token(format!("cannot load module: {e}")))?;
+    let library = Library::open(&path)?;
     clock.lap("dlopen + C_GetInterface/C_GetFunctionList");
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| Error::token(format!("C_Initialize: {e}")))?;
+    let module = library.initialize()?;
     clock.lap("C_Initialize");
     {
-        // Module::load now finds the module loaded and initialized (CKR_CRYPTOKI_ALREADY_INITIALIZED).
-        let module = Module::load(&path)?;
         let sel = selector(&key_uri)?;
         let token = module.select_token(&sel)?;
         let (pin, _) = pin::resolve(None, Some(&sel), &token.label, &mut Vec::new())?;
@@ -490,8 +454,9 @@ fn split_load(args: &Args) -> Result<()> {
         issuer.issue(&leaf, &profile, &mut Vec::new())?;
         clock.lap("second Issuer::issue");
     }
+    drop(module);
     clock.lap("C_CloseSession, drop module (C_Finalize)");
-    drop(ctx);
+    drop(library);
     clock.lap("dlclose");
     println!("{}", phases_json(&clock, "split-load"));
     Ok(())
@@ -537,10 +502,7 @@ fn raw_parallel(ready: &Ready, msg: &[u8], total: usize, jobs: usize) -> Result<
         let handles: Vec<_> = (0..jobs.max(1))
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
-                    let s = module
-                        .context()
-                        .open_rw_session(token.slot)
-                        .map_err(|e| Error::token(format!("C_OpenSession: {e}")))?;
+                    let s = module.open_session(token, "C_OpenSession")?;
                     let issuer = Issuer::new(ca, &s)?;
                     while next.fetch_add(1, Ordering::Relaxed) < total {
                         issuer.signer().raw_sign(msg)?;

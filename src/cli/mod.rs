@@ -10,12 +10,10 @@ mod sign;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use cryptoki::session::Session;
-
 use p11ca::ca::{InitCaOptions, InitCaPlan};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
-use p11ca::token::{Module, Pkcs11Uri, TokenSummary, pin, quirks};
+use p11ca::token::{AuthPin, Module, Pkcs11Uri, Session, TokenSummary, pin, quirks};
 use p11ca::{Error, Result};
 
 use args::{
@@ -86,7 +84,7 @@ pub struct Opened {
     /// A logged-in read-write session.
     pub session: Session,
     /// The PIN, kept (zeroized on drop) for keys that need it for every signature.
-    pub pin: cryptoki::types::AuthPin,
+    pub pin: AuthPin,
 }
 
 /// The operator's `--token` / `P11CA_TOKEN`: a label, or a URI that may also name the module
@@ -195,7 +193,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
             ))
         })?;
         let (so_pin, _) = pin::resolve(Some(src), None, &token.label, &mut warnings)?;
-        module.login_as(&token, cryptoki::session::UserType::So, &so_pin)?
+        module.login_so(&token, &so_pin)?
     } else {
         if g.so_pin_source.is_some() {
             warnings.push(format!(

@@ -6,8 +6,8 @@
 //! SIGINT the server stops accepting, finishes and records what is in flight, and exits 0.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -19,9 +19,9 @@ use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::issue::{CaKey, parse_ca_cert};
 use p11ca::serve::api::Service;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
-use p11ca::serve::pool::SessionPool;
 use p11ca::serve::{Server, TlsOptions, tls, wake};
 use p11ca::token::key;
+use p11ca::token::pool::SessionPool;
 use p11ca::x509::build;
 use p11ca::{Error, Result};
 use regex::Regex;
@@ -100,13 +100,11 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
         .with_relogin_pin(opened.pin.clone());
 
-    let key = ca.key_handle();
     let service = Arc::new(Service {
         ca,
         ca_pem,
         config,
         pool,
-        key: Mutex::new(key),
         recorder: Recorder::start(store, db.clone()),
         max_body: a.max_body,
         replays: Default::default(),

@@ -2,7 +2,7 @@
 //!
 //! The design is synchronous on purpose. PKCS#11 calls block and a session runs one operation
 //! at a time, so the server is a thread per connection (HTTP/1.1 with keep-alive) that borrows
-//! a token session from a fixed pool for the signature ([`pool`]); the pool is sized to the
+//! a token session from a fixed pool for the signature ([`crate::token::pool`]); the pool is sized to the
 //! token's session limit and the machine's cores, and the login is done once at start. Every
 //! certificate is recorded by the store's writer thread (group commit, [`crate::db`]) before
 //! its response is written.
@@ -31,7 +31,6 @@ pub mod api;
 pub mod auth;
 pub mod guard;
 pub mod http;
-pub mod pool;
 pub mod tls;
 
 use std::io::{Read, Write};

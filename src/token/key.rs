@@ -751,3 +751,30 @@ pub fn store_certificate(
         .create_object(&tpl)
         .map_err(|e| ck("cannot store the CA certificate in the token", e))
 }
+
+/// Destroy `objects`, last first. A signing operation left active by a failure can make the
+/// token refuse to destroy in `session` (tpm2-pkcs11 does): those are retried from a fresh
+/// session. Returns how many could not be removed.
+pub fn destroy_objects(
+    module: &Module,
+    token: &TokenSummary,
+    session: &Session,
+    objects: &[ObjectHandle],
+) -> usize {
+    let failed: Vec<ObjectHandle> = objects
+        .iter()
+        .rev()
+        .copied()
+        .filter(|h| session.destroy_object(*h).is_err())
+        .collect();
+    if failed.is_empty() {
+        return 0;
+    }
+    match module.context().open_rw_session(token.slot) {
+        Ok(fresh) => failed
+            .iter()
+            .filter(|h| fresh.destroy_object(**h).is_err())
+            .count(),
+        Err(_) => failed.len(),
+    }
+}
