@@ -301,8 +301,13 @@ fn sign_loop(
                     }
                 }
             };
+            #[cfg(feature = "fault-injection")]
             inject_logout(i, &session);
-            let e = match inject_stale(i).and_then(|()| issuer.sign(&mut unsigned)) {
+            #[cfg(feature = "fault-injection")]
+            let signed = inject_stale(i).and_then(|()| issuer.sign(&mut unsigned));
+            #[cfg(not(feature = "fault-injection"))]
+            let signed = issuer.sign(&mut unsigned);
+            let e = match signed {
                 Ok(signed) => {
                     retried = false;
                     out.push((i, signed, warnings));
@@ -465,7 +470,8 @@ impl WorkQueue {
 }
 
 /// Tests log the application out of the token for real (C_Logout) before input 3 is signed,
-/// as a token reset would (`logout-mid-batch`, debug builds only).
+/// as a token reset would (`logout-mid-batch`, `fault-injection` feature only).
+#[cfg(feature = "fault-injection")]
 fn inject_logout(i: usize, session: &Session) {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if i == 3 && !FIRED.swap(true, Ordering::Relaxed) && crate::fault::active("logout-mid-batch") {
@@ -474,7 +480,8 @@ fn inject_logout(i: usize, session: &Session) {
 }
 
 /// Tests simulate a session that goes stale before (`stale-before-sign`) or inside
-/// (`stale-during-sign`) the signature of input 3 (debug builds only).
+/// (`stale-during-sign`) the signature of input 3 (`fault-injection` feature only).
+#[cfg(feature = "fault-injection")]
 fn inject_stale(i: usize) -> Result<()> {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if i != 3 || FIRED.load(Ordering::Relaxed) {

@@ -10,16 +10,18 @@ use x509_cert::ext::pkix::KeyUsages;
 
 use crate::cfssl::csr::{CsrRequest, KeySpec};
 use crate::error::{Error, Result};
+#[cfg(feature = "fault-injection")]
+use crate::fault;
 use crate::token::key::{self, GeneratedKey};
 use crate::token::quirks::{self, Quirks};
 use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
 use crate::token::{AuthPin, KeyHandle, Module, Session, TokenSummary};
+use crate::x509;
 use crate::x509::alg::{KeyAlg, SigAlg};
 use crate::x509::build::{self, CertParams};
 use crate::x509::hosts::{self, San};
 use crate::x509::name::{self, SubjectSpec};
-use crate::{fault, x509};
 
 /// Options of `gencert -initca` beyond the request file.
 #[derive(Clone, Debug, Default)]
@@ -230,6 +232,7 @@ impl InitCaPlan {
         pin: Option<&AuthPin>,
         created: &mut Vec<KeyHandle>,
     ) -> Result<(String, String)> {
+        #[cfg(feature = "fault-injection")]
         fault::point("after-keygen")?;
         let mut signer =
             TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
@@ -274,10 +277,12 @@ impl InitCaPlan {
         };
         let cert_der = build::certificate(&params, &signer)?;
 
+        #[cfg(feature = "fault-injection")]
         fault::point("before-store-cert")?;
         let cert_handle =
             key::store_certificate(session, rules, &cert_der, &generated.label, &generated.id)?;
         created.push(cert_handle);
+        #[cfg(feature = "fault-injection")]
         fault::point("after-store-cert")?;
         Ok((
             build::pem("CERTIFICATE", &cert_der)?,

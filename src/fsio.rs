@@ -62,6 +62,7 @@ impl OutputSet {
             }
         }
         for (i, (tmp, path)) in staged.iter().enumerate() {
+            #[cfg(feature = "fault-injection")]
             if i == 1 {
                 crate::fault::crash_point("between-renames");
             }

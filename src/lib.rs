@@ -20,6 +20,7 @@ pub mod certinfo;
 pub mod cfssl;
 pub mod db;
 pub mod error;
+#[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod fsio;
 pub mod issue;

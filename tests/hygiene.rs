@@ -73,6 +73,10 @@ fn read_only_output_folder() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn crash_between_renames_leaves_old_or_new_never_truncated() {
     let t = Token::new("crash");
     seed_ca(&t);

@@ -1185,7 +1185,7 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
     assert!(t.read("serve.err").contains("listening on https://"));
 }
 
-/// Start p11ca serve (one session) with `P11CA_FAULT=fault` (debug builds only).
+/// Start p11ca serve (one session) with `P11CA_FAULT=fault` (`fault-injection` feature).
 fn p11ca_serve_with_fault(t: &Token, name: &str, fault: &str) -> Server {
     let port = free_port();
     let p = port.to_string();
@@ -1221,6 +1221,10 @@ fn kubernetes_request(csr: &str) -> SignRequest<'_> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn stale_sessions_are_reopened() {
     let (t, csr) = token_and_node_csr("serve-stale");
     let req = kubernetes_request(&csr);
@@ -1259,6 +1263,10 @@ fn stale_sessions_are_reopened() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn a_dropped_login_is_redone_with_the_kept_pin() {
     let (t, csr) = token_and_node_csr("serve-logout");
     let req = kubernetes_request(&csr);
@@ -1286,6 +1294,10 @@ fn a_dropped_login_is_redone_with_the_kept_pin() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn a_health_check_that_finds_the_login_gone_logs_in_again_without_reconnecting() {
     let (t, csr) = token_and_node_csr("serve-health-logout");
     // Every /health check first logs the server out of the token for real (C_Logout), as a

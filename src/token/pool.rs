@@ -6,7 +6,9 @@
 //! the new session; one that went stale *during* `C_Sign` is replaced but the request fails,
 //! since the token may have signed (nothing is signed twice blindly).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(feature = "fault-injection")]
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,14 +48,21 @@ pub struct SessionPool {
     last_reinit: Mutex<Option<Instant>>,
     state: Mutex<State>,
     cv: Condvar,
+    /// Sessions lent so far (fault injection counts them).
+    #[cfg(feature = "fault-injection")]
     borrows: AtomicUsize,
 }
 
-/// Debug builds: `P11CA_FAULT=serve-stale-session` (or `serve-stale-during-sign`) makes every
-/// third borrowed session report itself gone before (or during) signing;
-/// `P11CA_FAULT=serve-logout` logs the server out of the token for real at the fourth borrow,
-/// and `serve-health-logout` at every /health check.
-fn injected_fault(borrow: usize) -> Option<Error> {
+/// With the `fault-injection` feature: `P11CA_FAULT=serve-stale-session` (or
+/// `serve-stale-during-sign`) makes every third borrowed session report itself gone before (or
+/// during) signing; `P11CA_FAULT=serve-logout` logs the server out of the token for real at the
+/// fourth borrow (`s`), and `serve-health-logout` at every /health check.
+#[cfg(feature = "fault-injection")]
+fn injected_fault(s: &Session, borrow: usize) -> Option<Error> {
+    if borrow == 3 && crate::fault::active("serve-logout") {
+        // A real logout (for the whole application), as a token reset would cause.
+        let _ = s.logout();
+    }
     if borrow % 3 != 1 {
         return None;
     }
@@ -115,6 +124,7 @@ impl SessionPool {
             last_reinit: Mutex::new(None),
             state: Mutex::new(State { idle, missing: 0 }),
             cv: Condvar::new(),
+            #[cfg(feature = "fault-injection")]
             borrows: AtomicUsize::new(0),
         })
     }
@@ -223,6 +233,7 @@ impl SessionPool {
     /// redone with the kept PIN, as a request would; only a session that is gone (the token
     /// went away) has the module initialized again.
     pub fn health(&self) -> Result<()> {
+        #[cfg(feature = "fault-injection")]
         if crate::fault::active("serve-health-logout") {
             self.inject_logout();
         }
@@ -246,8 +257,9 @@ impl SessionPool {
         }
     }
 
-    /// A real C_Logout on the login session (debug builds, `P11CA_FAULT`): as a token reset
-    /// would leave it, with every session of the application logged out.
+    /// A real C_Logout on the login session (`fault-injection` feature, `P11CA_FAULT`): as a
+    /// token reset would leave it, with every session of the application logged out.
+    #[cfg(feature = "fault-injection")]
     fn inject_logout(&self) {
         let _in_use = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = lock(&self.login_session).as_ref() {
@@ -325,12 +337,11 @@ impl SessionPool {
     ) -> Result<T> {
         let _in_use = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let s = self.take(wait)?;
-        let borrow = self.borrows.fetch_add(1, Ordering::Relaxed);
-        if borrow == 3 && crate::fault::active("serve-logout") {
-            // A real logout (for the whole application), as a token reset would cause.
-            let _ = s.logout();
-        }
-        let r = match injected_fault(borrow) {
+        #[cfg(feature = "fault-injection")]
+        let injected = injected_fault(&s, self.borrows.fetch_add(1, Ordering::Relaxed));
+        #[cfg(not(feature = "fault-injection"))]
+        let injected = None;
+        let r = match injected {
             Some(e) => Err(e),
             None => f(&s),
         };
