@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use p11ca::cfssl::csr::{CsrRequest, KeySpec};
 use p11ca::db::{DbConfig, ListFilter, Store};
-use p11ca::softkey::SoftKey;
+use p11ca::x509::softkey::SoftKey;
 use p11ca::x509::{build, hosts};
 use serde_json::{Value, json};
 

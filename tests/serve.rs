@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use p11ca::cfssl::config::AuthKey;
+use p11ca::client::{RemoteClient, SignRequest};
 use p11ca::db::{CertRecord, DbConfig, ListFilter, Store};
-use p11ca::remote::{RemoteClient, SignRequest};
 
 use crate::util::{Token, free_port, repo, require, run, sh};
 

@@ -39,10 +39,10 @@ use x509_cert::Certificate;
 mod procstat;
 use procstat::process_cpu_secs;
 
-use p11ca::batch;
+use p11ca::ca::batch;
+use p11ca::ca::issue::{CaKey, Issuer, LeafRequest, parse_ca_cert};
 use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::output;
-use p11ca::issue::{CaKey, Issuer, LeafRequest, parse_ca_cert};
 use p11ca::token::signer::{SignMech, TokenSigner};
 use p11ca::token::{AuthPin, Library, Module, Pkcs11Uri, Session, TokenSummary, key, pin};
 use p11ca::x509::alg::HashAlg;

@@ -25,7 +25,7 @@ mod procstat;
 use procstat::process_cpu_secs;
 
 use p11ca::cfssl::config::AuthKey;
-use p11ca::remote::{RemoteClient, SignRequest};
+use p11ca::client::{RemoteClient, SignRequest};
 use p11ca::x509::alg::SigAlg;
 use p11ca::x509::verify::verify;
 
@@ -78,7 +78,7 @@ fn main() -> std::process::ExitCode {
     };
     let ca = match std::fs::read(&a.ca)
         .map_err(|e| e.to_string())
-        .and_then(|b| p11ca::issue::parse_ca_cert(&b, "--ca").map_err(|e| e.to_string()))
+        .and_then(|b| p11ca::ca::issue::parse_ca_cert(&b, "--ca").map_err(|e| e.to_string()))
     {
         Ok(c) => c,
         Err(e) => return fail(format!("{}: {e}", a.ca.display())),

@@ -1,5 +1,6 @@
 //! cfssl's file formats: request JSON, signing config, durations and cfssljson output.
 
+pub mod certinfo;
 pub mod config;
 pub mod csr;
 pub mod duration;

@@ -10,7 +10,7 @@ mod sign;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use p11ca::ca::{InitCaOptions, InitCaPlan};
+use p11ca::ca::init::{InitCaOptions, InitCaPlan};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
 use p11ca::token::{AuthPin, Module, Pkcs11Uri, Session, TokenSummary, pin, quirks};
@@ -218,7 +218,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
 }
 
 fn certinfo(c: &CertinfoArgs) -> Result<()> {
-    use p11ca::certinfo;
+    use p11ca::cfssl::certinfo;
     if let Some(path) = &c.cert {
         let (bytes, name) = read_input(path)?;
         return write_stdout(&certinfo::to_go_json(&certinfo::cert_info(&bytes, &name)?));

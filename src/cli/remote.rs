@@ -10,11 +10,12 @@ use der::{Decode, Encode};
 use serde_json::Value;
 use x509_cert::Certificate;
 
+use p11ca::ca::batch;
 use p11ca::cfssl::config::{AuthKey, SigningConfig};
-use p11ca::remote::{RemoteClient, SignRequest, TlsClient};
+use p11ca::client::{RemoteClient, SignRequest, TlsClient};
 use p11ca::x509::build;
 use p11ca::x509::hosts::San;
-use p11ca::{Error, Result, batch};
+use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs};
 use super::sign::{self, Item};

@@ -13,13 +13,14 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
 
-use p11ca::batch;
+use p11ca::ca::batch;
+use p11ca::ca::issue::{CaKey, parse_ca_cert};
 use p11ca::cfssl::config::SigningConfig;
 use p11ca::db::{DbConfig, Recorder, Store};
-use p11ca::issue::{CaKey, parse_ca_cert};
 use p11ca::serve::api::Service;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
-use p11ca::serve::{Server, TlsOptions, tls, wake};
+use p11ca::serve::{Server, TlsOptions, wake};
+use p11ca::tls;
 use p11ca::token::key;
 use p11ca::token::pool::SessionPool;
 use p11ca::x509::build;

@@ -6,17 +6,17 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
-use p11ca::batch;
+use p11ca::ca::batch;
+use p11ca::ca::issue::{CaKey, LeafRequest, check_leaf, parse_ca_cert};
 use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
 use p11ca::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
-use p11ca::issue::{CaKey, LeafRequest, check_leaf, parse_ca_cert};
-use p11ca::softkey::SoftKey;
 use p11ca::token::Pkcs11Uri;
 use p11ca::token::key;
 use p11ca::x509::hosts::{self, San};
 use p11ca::x509::name::{self, SubjectOverride, SubjectSpec};
+use p11ca::x509::softkey::SoftKey;
 use p11ca::x509::{Signer, build, request};
 use p11ca::{Error, Result};
 

@@ -19,12 +19,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{self, AuthenticatedRequest};
+use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
 use crate::db::{CertRecord, Recorder};
 use crate::error::{Error, Kind, TokenFault};
-use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::token::pool::SessionPool;
 use crate::x509::hosts;
 use crate::x509::name::{self, SubjectOverride};

@@ -31,7 +31,6 @@ pub mod api;
 pub mod auth;
 pub mod guard;
 pub mod http;
-pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -40,11 +39,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::tls::Stream;
 use api::Service;
 use guard::{Guard, Refusal};
 use http::{Conn, ReadError, Request};
 use regex::Regex;
-use tls::Stream;
 
 use crate::text::escape_for_log;
 

@@ -421,7 +421,7 @@ pub fn pem(label: &str, der: &[u8]) -> Result<String> {
 mod tests {
     use super::*;
     use crate::cfssl::csr::KeySpec;
-    use crate::softkey::SoftKey;
+    use crate::x509::softkey::SoftKey;
 
     fn params(serial: SerialNumber, subject_key: SubjectPublicKeyInfoOwned) -> CertParams {
         let name: Name = "CN=test".parse().unwrap();

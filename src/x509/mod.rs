@@ -10,6 +10,7 @@ pub mod name;
 pub mod pem;
 pub mod policy;
 pub mod request;
+pub mod softkey;
 pub mod verify;
 
 use spki::SubjectPublicKeyInfoOwned;

@@ -157,8 +157,8 @@ pub fn ecdsa_raw_to_der(raw: &[u8], key: KeyAlg) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::cfssl::csr::KeySpec;
-    use crate::softkey::SoftKey;
     use crate::x509::Signer;
+    use crate::x509::softkey::SoftKey;
 
     #[test]
     fn ring_and_the_pure_rust_path_agree() {

@@ -14,9 +14,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
+use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::cfssl::config::Profile;
 use crate::error::{Error, Kind, Result, TokenFault};
-use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::token::{Module, Session, TokenSummary};
 use crate::x509::build::{SignedCertificate, UnsignedCertificate};
 

@@ -86,7 +86,7 @@ impl TlsClient {
             .provider(TlsProvider::Rustls)
             .root_certs(RootCerts::new_with_certs(&roots))
             .client_cert(client)
-            .unversioned_rustls_crypto_provider(crate::serve::tls::provider())
+            .unversioned_rustls_crypto_provider(crate::tls::provider())
             .build())
     }
 }
