@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cfssl::auth;
 use crate::cfssl::config::AuthKey;
 use crate::error::{Error, Kind, Result};
-use crate::serve::auth;
 
 /// The system's CA bundle, the default roots for https remotes.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -152,7 +152,7 @@ fn request_csr(c: &Case) -> String {
     })
     .unwrap();
     let sans: Vec<hosts::San> = c.hosts.iter().map(|h| hosts::classify(h)).collect();
-    let key = SoftKey::generate(KeySpec::EcP256).unwrap();
+    let key = SoftKey::generate(KeySpec::EcP256.into()).unwrap();
     let ext = hosts::extension(&sans, false)
         .unwrap()
         .into_iter()

@@ -577,7 +577,7 @@ fn bad_requests_get_a_4xx_envelope_and_record_nothing() {
             .unwrap()
     };
     let key = AuthKey::new("current", (0..32).collect());
-    let authsign = |req: &[u8], k: &AuthKey| p11ca::serve::auth::wrap(k, req).into_bytes();
+    let authsign = |req: &[u8], k: &AuthKey| p11ca::cfssl::auth::wrap(k, req).into_bytes();
     const SIGN: &str = "/api/v1/cfssl/sign";
     const AUTHSIGN: &str = "/api/v1/cfssl/authsign";
 

@@ -18,7 +18,7 @@ use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
 use crate::token::{AuthPin, KeyHandle, Module, Session, TokenSummary};
 use crate::x509;
-use crate::x509::alg::{KeyAlg, SigAlg};
+use crate::x509::alg::SigAlg;
 use crate::x509::build::{self, CertParams};
 use crate::x509::hosts::{self, San};
 use crate::x509::name::{self, SubjectSpec};
@@ -45,14 +45,6 @@ pub struct InitCaOutput {
     pub key_uri: Pkcs11Uri,
     /// Notes for the user (dropped hosts and the like).
     pub warnings: Vec<String>,
-}
-
-fn key_alg(spec: KeySpec) -> KeyAlg {
-    match spec {
-        KeySpec::Rsa(b) => KeyAlg::Rsa(b as usize),
-        KeySpec::EcP256 => KeyAlg::EcP256,
-        KeySpec::EcP384 => KeyAlg::EcP384,
-    }
 }
 
 /// A validated `gencert -initca` request: everything checked that can be checked without
@@ -178,17 +170,17 @@ impl InitCaPlan {
             ));
         }
         // The token must be able to make and use this key before anything is created.
-        key::check_capability(module, token, self.spec)?;
+        key::check_capability(module, token, self.spec.into())?;
         let mech = SignMech::choose_for_key(
             &module.mechanisms(token.slot)?,
-            SigAlg::for_key(key_alg(self.spec)),
+            SigAlg::for_key(self.spec.into()),
             &token.label,
             self.always_authenticate,
         )?;
         let generated = key::generate_with(
             session,
             token,
-            self.spec,
+            self.spec.into(),
             &self.label,
             self.key_id.clone(),
             self.always_authenticate,

@@ -468,7 +468,7 @@ pub(super) fn gencert_item(
         ));
     }
     // The node key is made in software, as in cfssl: it is shipped to the node.
-    let node_key = SoftKey::generate(spec)?;
+    let node_key = SoftKey::generate(spec.into())?;
     let mut csr_exts = Vec::new();
     if let Some(e) = hosts::extension(&sans, subject.is_empty())? {
         csr_exts.push(e);

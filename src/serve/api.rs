@@ -18,8 +18,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{self, AuthenticatedRequest};
+use super::auth::ReplayGuard;
 use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
+use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
@@ -144,7 +145,7 @@ pub struct Service {
     /// Largest accepted request body.
     pub max_body: usize,
     /// authsign tokens accepted recently (replays are refused).
-    pub replays: auth::ReplayGuard,
+    pub replays: ReplayGuard,
 }
 
 impl Service {

@@ -11,11 +11,11 @@ use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, UintRef};
 use der::{Decode, Encode};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
-use crate::cfssl::csr::KeySpec;
 use crate::error::{Error, Result};
 use crate::token::quirks::{self, Quirks};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
 use crate::token::{Module, TokenSummary, ck};
+use crate::x509::alg::KeyAlg;
 
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
@@ -72,14 +72,14 @@ fn ec_params_der(oid: ObjectIdentifier) -> Vec<u8> {
     oid.to_der().unwrap_or_default()
 }
 
-/// Check that the token can make and use `spec` before anything is created.
-pub fn check_capability(module: &Module, token: &TokenSummary, spec: KeySpec) -> Result<()> {
+/// Check that the token can make and use `alg` before anything is created.
+pub fn check_capability(module: &Module, token: &TokenSummary, alg: KeyAlg) -> Result<()> {
     let mechs = module.mechanisms(token.slot)?;
     let find = |t: MechanismType| mechs.iter().find(|(m, _)| *m == t).map(|(_, i)| i);
-    let (gen_mech, bits, family) = match spec {
-        KeySpec::Rsa(b) => (MechanismType::RSA_PKCS_KEY_PAIR_GEN, b as usize, "RSA"),
-        KeySpec::EcP256 => (MechanismType::ECC_KEY_PAIR_GEN, 256, "EC"),
-        KeySpec::EcP384 => (MechanismType::ECC_KEY_PAIR_GEN, 384, "EC"),
+    let (gen_mech, bits, family) = match alg {
+        KeyAlg::Rsa(b) => (MechanismType::RSA_PKCS_KEY_PAIR_GEN, b, "RSA"),
+        KeyAlg::EcP256 => (MechanismType::ECC_KEY_PAIR_GEN, 256, "EC"),
+        KeyAlg::EcP384 => (MechanismType::ECC_KEY_PAIR_GEN, 384, "EC"),
     };
     let Some(info) = find(gen_mech) else {
         return Err(Error::token(format!(
@@ -95,7 +95,7 @@ pub fn check_capability(module: &Module, token: &TokenSummary, spec: KeySpec) ->
         return Err(Error::token(format!(
             "token \"{}\" cannot make {}: its {family} key sizes are {min}..{max}; choose another key.size",
             token.label,
-            spec.name()
+            alg.name()
         )));
     }
     Ok(())
@@ -149,18 +149,18 @@ pub fn hex(b: &[u8]) -> String {
 pub fn generate(
     session: &Session,
     token: &TokenSummary,
-    spec: KeySpec,
+    alg: KeyAlg,
     label: &str,
     id: Option<Vec<u8>>,
 ) -> Result<GeneratedKey> {
-    generate_with(session, token, spec, label, id, false, &quirks::GENERIC)
+    generate_with(session, token, alg, label, id, false, &quirks::GENERIC)
 }
 
 /// [`generate`], optionally with CKA_ALWAYS_AUTHENTICATE (a PIN for every signature).
 pub fn generate_with(
     session: &Session,
     token: &TokenSummary,
-    spec: KeySpec,
+    alg: KeyAlg,
     label: &str,
     id: Option<Vec<u8>>,
     always_authenticate: bool,
@@ -207,17 +207,17 @@ pub fn generate_with(
         priv_tpl.push(Attribute::AlwaysAuthenticate(true));
     }
     common(&mut priv_tpl);
-    let mech = match spec {
-        KeySpec::Rsa(bits) => {
+    let mech = match alg {
+        KeyAlg::Rsa(bits) => {
             pub_tpl.push(Attribute::ModulusBits((bits as u64).into()));
             pub_tpl.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
             Mechanism::RsaPkcsKeyPairGen
         }
-        KeySpec::EcP256 => {
+        KeyAlg::EcP256 => {
             pub_tpl.push(Attribute::EcParams(ec_params_der(P256)));
             Mechanism::EccKeyPairGen
         }
-        KeySpec::EcP384 => {
+        KeyAlg::EcP384 => {
             pub_tpl.push(Attribute::EcParams(ec_params_der(P384)));
             Mechanism::EccKeyPairGen
         }
@@ -229,7 +229,7 @@ pub fn generate_with(
                 &format!(
                     "token \"{}\" could not generate the {} key",
                     token.label,
-                    spec.name()
+                    alg.name()
                 ),
                 e,
             )

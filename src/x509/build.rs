@@ -420,7 +420,7 @@ pub fn pem(label: &str, der: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cfssl::csr::KeySpec;
+    use crate::x509::alg::KeyAlg;
     use crate::x509::softkey::SoftKey;
 
     fn params(serial: SerialNumber, subject_key: SubjectPublicKeyInfoOwned) -> CertParams {
@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn a_prepared_certificate_gets_a_fresh_serial_at_each_signature() {
-        for spec in [KeySpec::EcP256, KeySpec::Rsa(2048)] {
+        for spec in [KeyAlg::EcP256, KeyAlg::Rsa(2048)] {
             let ca = SoftKey::generate(spec).unwrap();
             let p = params(serial_placeholder().unwrap(), ca.public_key().clone());
             let mut unsigned = certificate_unsigned(&p, ca.algorithm()).unwrap();
@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_serial_that_is_not_twenty_octets_cannot_be_prepared() {
-        let ca = SoftKey::generate(KeySpec::EcP256).unwrap();
+        let ca = SoftKey::generate(KeyAlg::EcP256).unwrap();
         let p = params(
             SerialNumber::new(&[1, 2, 3]).unwrap(),
             ca.public_key().clone(),
@@ -484,8 +484,8 @@ mod tests {
 
     #[test]
     fn a_prepared_certificate_refuses_another_algorithm() {
-        let ca = SoftKey::generate(KeySpec::EcP256).unwrap();
-        let other = SoftKey::generate(KeySpec::EcP384).unwrap();
+        let ca = SoftKey::generate(KeyAlg::EcP256).unwrap();
+        let other = SoftKey::generate(KeyAlg::EcP384).unwrap();
         let p = params(serial_placeholder().unwrap(), ca.public_key().clone());
         let mut unsigned = certificate_unsigned(&p, ca.algorithm()).unwrap();
         assert!(unsigned.sign(&other).is_err());

@@ -156,13 +156,13 @@ pub fn ecdsa_raw_to_der(raw: &[u8], key: KeyAlg) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cfssl::csr::KeySpec;
     use crate::x509::Signer;
+    use crate::x509::alg::KeyAlg;
     use crate::x509::softkey::SoftKey;
 
     #[test]
     fn ring_and_the_pure_rust_path_agree() {
-        for spec in [KeySpec::EcP256, KeySpec::EcP384, KeySpec::Rsa(2048)] {
+        for spec in [KeyAlg::EcP256, KeyAlg::EcP384, KeyAlg::Rsa(2048)] {
             let k = SoftKey::generate(spec).unwrap();
             let (spki, alg) = (k.public_key(), k.algorithm());
             assert!(ring_covers(spki, alg).is_some(), "{}", spec.name());
@@ -182,13 +182,13 @@ mod tests {
     #[test]
     fn keys_ring_does_not_take_still_verify() {
         // RSA-1024 (an old CSR's key): ring refuses keys under 2048 bits.
-        let k = SoftKey::generate(KeySpec::Rsa(1024)).unwrap();
+        let k = SoftKey::generate(KeyAlg::Rsa(1024)).unwrap();
         assert!(ring_covers(k.public_key(), k.algorithm()).is_none());
         let sig = k.sign(b"csr info").unwrap();
         verify(k.public_key(), k.algorithm(), b"csr info", &sig).unwrap();
         assert!(verify(k.public_key(), k.algorithm(), b"csr infO", &sig).is_err());
         // ECDSA P-256 with SHA-512: ring has no such verifier.
-        let k = SoftKey::generate(KeySpec::EcP256).unwrap();
+        let k = SoftKey::generate(KeyAlg::EcP256).unwrap();
         assert!(ring_covers(k.public_key(), SigAlg::EcdsaSha512).is_none());
         // A key and an algorithm of different families never pass.
         let sig = k.sign(b"x").unwrap();
