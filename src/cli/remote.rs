@@ -18,7 +18,7 @@ use p11ca::x509::hosts::San;
 use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs};
-use super::sign::{self, Item};
+use super::sign::{self, Item, LocalConfig};
 use super::{read_input, warn};
 
 /// Where and how to sign remotely.
@@ -37,12 +37,6 @@ pub enum Mode {
     Remote(Plan),
     /// With the token here; the config's notices are not printed yet.
     Local(Box<LocalConfig>),
-}
-
-/// `-config` as read for local signing, with the notices parsing it gave.
-pub struct LocalConfig {
-    pub(super) config: SigningConfig,
-    pub(super) notices: Vec<String>,
 }
 
 /// Whether these arguments sign remotely, and the plan if so.

@@ -21,8 +21,13 @@ use p11ca::x509::{Signer, build, request};
 use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs, TokenArgs};
-use super::remote::LocalConfig;
 use super::{open_and_login, read_input, warn, write_stdout};
+
+/// `-config` as read for local signing, with the notices parsing it gave.
+pub struct LocalConfig {
+    pub(super) config: SigningConfig,
+    pub(super) notices: Vec<String>,
+}
 
 /// Turn a `-ca-key` value into the key's URI.
 pub fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {

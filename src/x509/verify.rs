@@ -1,22 +1,11 @@
 //! Software verification of signatures: every signature the token returns is checked here
 //! before anything is written, and so is every CSR's self-signature.
 
-use der::Encode;
-use rsa::pkcs8::DecodePublicKey;
 use signature::hazmat::PrehashVerifier;
 use spki::SubjectPublicKeyInfoOwned;
 
 use crate::error::{Error, Result};
 use crate::x509::alg::{HashAlg, KeyAlg, SigAlg};
-
-/// The RSA public key in an SPKI.
-pub fn rsa_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::PublicKey> {
-    let der = spki
-        .to_der()
-        .map_err(|e| Error::input(format!("cannot encode public key: {e}")))?;
-    rsa::PublicKey::from_public_key_der(&der)
-        .map_err(|e| Error::input(format!("invalid RSA public key: {e}")))
-}
 
 /// Check `sig` (as it appears in a certificate: PKCS#1 v1.5 bytes, or a DER ECDSA-Sig-Value)
 /// over `msg` with the key in `spki`.
@@ -93,7 +82,7 @@ pub fn verify_rustcrypto(
     let fail = |why: String| Error::verify(format!("signature does not verify: {why}"));
     match (key, alg.is_rsa()) {
         (KeyAlg::Rsa(_), true) => {
-            let pk = rsa_key(spki)?;
+            let pk = crate::x509::alg::rsa_key(spki)?;
             let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(|e| fail(e.to_string()))?;
             use signature::Verifier;
             let r = match alg.hash() {
