@@ -277,15 +277,7 @@ fn floor(args: &Args) -> Result<()> {
 /// The token selector, as the CLI makes it: the key URI's token attributes, else
 /// `P11CA_TOKEN` (a label or a URI).
 fn selector(key_uri: &Pkcs11Uri) -> Result<Pkcs11Uri> {
-    let operator = match std::env::var("P11CA_TOKEN").ok().filter(|t| !t.is_empty()) {
-        Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(&t)?,
-        Some(t) => {
-            let mut u = Pkcs11Uri::default();
-            u.token = Some(t);
-            u
-        }
-        None => Pkcs11Uri::default(),
-    };
+    let operator = Pkcs11Uri::operator(std::env::var("P11CA_TOKEN").ok().as_deref())?;
     Pkcs11Uri::selector_for_key(key_uri, operator)
 }
 

@@ -87,26 +87,10 @@ pub struct Opened {
     pub pin: AuthPin,
 }
 
-/// The operator's `--token` / `P11CA_TOKEN`: a label, or a URI that may also name the module
-/// and the PIN source (the operator's own command line or environment, unlike a key handle).
-fn operator_selector(args: &TokenArgs) -> Result<Pkcs11Uri> {
-    Ok(match args.token.as_deref() {
-        Some(t) if t.starts_with("pkcs11:") => {
-            Pkcs11Uri::parse(t).map_err(|e| e.context("--token"))?
-        }
-        Some(t) if !t.is_empty() => {
-            let mut u = Pkcs11Uri::default();
-            u.token = Some(t.to_string());
-            u
-        }
-        _ => Pkcs11Uri::default(),
-    })
-}
-
 /// The token selector: the key handle's token attributes, which must agree with `--token`;
 /// the module and the PIN source only ever come from the operator.
 pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
-    let operator = operator_selector(args)?;
+    let operator = Pkcs11Uri::operator(args.token.as_deref())?;
     match key_uri {
         Some(handle) => Pkcs11Uri::selector_for_key(handle, operator),
         None => Ok(operator),

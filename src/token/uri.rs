@@ -287,6 +287,22 @@ impl Pkcs11Uri {
         )))
     }
 
+    /// The operator's own token selector (`--token` / `P11CA_TOKEN`): a label, or a URI that
+    /// may also name the module and the PIN source (the operator's own command line or
+    /// environment, unlike a key handle). Nothing given selects every token.
+    pub fn operator(token: Option<&str>) -> Result<Self> {
+        Ok(match token {
+            Some(t) if t.starts_with("pkcs11:") => {
+                Self::parse(t).map_err(|e| e.context("--token"))?
+            }
+            Some(t) if !t.is_empty() => Self {
+                token: Some(t.to_string()),
+                ..Self::default()
+            },
+            _ => Self::default(),
+        })
+    }
+
     /// The token selector for signing with the key `handle`, given the operator's own selector
     /// (`--token`, a label or a URI, which may also name the module and the PIN source). The
     /// handle's token attributes must agree with the operator's: a contradiction is an error,
