@@ -23,7 +23,17 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The process exit code for this kind (documented in the README).
+    /// Every kind, in exit-code order (the CLI's `--help` lists them; a test checks it).
+    pub const ALL: [Kind; 5] = [
+        Kind::Input,
+        Kind::Token,
+        Kind::Policy,
+        Kind::Output,
+        Kind::Verify,
+    ];
+
+    /// The process exit code for this kind (documented in the README). The one place exit
+    /// codes are defined.
     pub fn exit_code(self) -> u8 {
         match self {
             Kind::Input => 1,

@@ -61,15 +61,6 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-fn hex(s: &str) -> Option<Vec<u8>> {
-    (s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
-        (0..s.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-            .collect()
-    })
-}
-
 fn main() -> std::process::ExitCode {
     let a = Args::parse();
     let fail = |m: String| {
@@ -87,7 +78,7 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return fail(format!("{}: {e}", a.csr.display())),
     };
-    let auth = match a.auth_key.as_deref().map(hex) {
+    let auth = match a.auth_key.as_deref().map(p11ca::text::unhex) {
         None => None,
         Some(Some(k)) => Some(AuthKey::new("load", k)),
         Some(None) => return fail("--auth-key: give hex".into()),

@@ -12,11 +12,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::cfssl::config::Profile;
 use crate::error::{Error, Kind, Result, TokenFault};
+use crate::sync::lock;
 use crate::token::{Module, Session, TokenSummary};
 use crate::x509::build::{SignedCertificate, UnsignedCertificate};
 
@@ -78,7 +79,7 @@ pub fn issue_all_with(
     // Record one input's outcome (from a signing or a verifying thread).
     let finish = |i: usize, r: Issued| {
         on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        *lock(&results[i]) = Some(r);
     };
     let jobs = jobs.max(1);
     if leaves.is_empty() {
@@ -105,10 +106,7 @@ pub fn issue_all_with(
             finish: &finish,
         };
         if let Err(e) = sign_in_session(&with, session, &mut |_| first.take()) {
-            open_errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e);
+            lock(&open_errors).push(e);
         }
     } else {
         // A builder thread encodes the certificates ahead into one queue that every session
@@ -159,20 +157,19 @@ pub fn issue_all_with(
                         sign_in_session(&with, session, &mut |before_wait| queue.pop(before_wait))
                     });
                     if let Err(e) = r {
-                        open_errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(e);
+                        lock(open_errors).push(e);
                     }
                     queue.signer_left();
                 });
             }
         });
     }
-    let open_errors = open_errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let open_errors = open_errors
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     let out: Vec<Issued> = results
         .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
         .map(|r| {
             r.unwrap_or_else(|| {
                 Err(open_errors
@@ -404,7 +401,7 @@ impl WorkQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Add one input (the builder). Returns false once no signer is left to take it.
@@ -419,7 +416,7 @@ impl WorkQueue {
         }
         while st.buf.len() >= Self::HIGH && st.signers > 0 {
             st.builder_waiting = true;
-            st = self.room.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.room.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
         st.signers > 0
     }
@@ -454,7 +451,7 @@ impl WorkQueue {
                 continue;
             }
             st.waiting += 1;
-            st = self.items.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.items.wait(st).unwrap_or_else(PoisonError::into_inner);
             st.waiting -= 1;
         }
     }

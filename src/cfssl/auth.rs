@@ -75,9 +75,8 @@ mod tests {
         // RFC 4231 test case 2.
         let key = AuthKey::new("k", b"Jefe".to_vec());
         let t = token(&key, b"what do ya want for nothing?");
-        let hex: String = t.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            hex,
+            crate::text::hex(&t),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert!(verify(&key, b"what do ya want for nothing?", &t));

@@ -475,17 +475,6 @@ fn read_key_file(path: &str, at: &str) -> Result<String> {
     std::fs::read_to_string(path).map_err(cannot)
 }
 
-/// Decode hex (either case); `None` if it is not an even number of hex digits.
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
-
 impl Ctx<'_> {
     fn field_err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
         Error::input(format!(
@@ -547,7 +536,7 @@ impl Ctx<'_> {
         } else {
             (raw.key.clone(), "the key".to_string())
         };
-        let key = hex_decode(text.trim()).ok_or_else(|| {
+        let key = crate::text::unhex(text.trim()).ok_or_else(|| {
             Error::input(format!(
                 "{at}.key\": {origin} is not hex; give the shared key as hex digits, env:VAR or file:PATH"
             ))

@@ -47,7 +47,7 @@ fn object_json(token: &str, o: &ObjectSummary) -> serde_json::Value {
         "class": o.class.as_str(),
         "kind": o.kind,
         "label": o.label,
-        "id": key::hex(&o.id),
+        "id": p11ca::text::hex(&o.id),
         "uri": uri.to_string(),
         "attributes": attrs,
     })

@@ -64,15 +64,12 @@ pub fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
 /// Parse `--key-id` hex.
 fn parse_hex(s: &str, flag: &str) -> Result<Vec<u8>> {
     let s = s.trim_start_matches("0x");
-    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::input(format!(
+    match p11ca::text::unhex(s) {
+        Some(b) if !b.is_empty() => Ok(b),
+        _ => Err(Error::input(format!(
             "{flag} \"{s}\": give an even number of hex digits, e.g. 01a2"
-        )));
+        ))),
     }
-    Ok((0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
-        .collect())
 }
 
 /// A logged-in token.
@@ -230,6 +227,18 @@ fn json(j: &JsonArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_help_lists_every_exit_code() {
+        let listed: Vec<&str> = args::EXIT_CODES
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let mut codes = vec!["0".to_string()];
+        codes.extend(p11ca::Kind::ALL.iter().map(|k| k.exit_code().to_string()));
+        assert_eq!(listed, codes);
+    }
 
     #[test]
     fn hex_ids() {

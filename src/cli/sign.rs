@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use p11ca::ca::batch;
 use p11ca::ca::issue::{CaKey, LeafRequest, check_leaf, parse_ca_cert};
@@ -12,6 +12,7 @@ use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
 use p11ca::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
+use p11ca::sync::lock;
 use p11ca::token::Pkcs11Uri;
 use p11ca::token::key;
 use p11ca::x509::hosts::{self, San};
@@ -169,10 +170,7 @@ fn issue_items(
             let written = build::pem("CERTIFICATE", der)
                 .and_then(|pem| out_files(dir, &items[i], &pem).commit());
             if let Err(e) = written {
-                write_errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((i, e));
+                lock(&write_errors).push((i, e));
             }
         }
         if show && (n.is_multiple_of(10) || n == total) {
@@ -202,7 +200,10 @@ fn issue_items(
     // The process exits after this: finalize, but leave the library loaded.
     drop(ca);
     module.finalize_for_exit();
-    for (i, e) in write_errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    for (i, e) in write_errors
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
         results[i] = Err(e);
     }
     Ok(results)

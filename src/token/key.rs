@@ -131,17 +131,12 @@ fn refuse_duplicates(
                 if what == "label" {
                     format!("\"{label}\"")
                 } else {
-                    hex(id)
+                    crate::text::hex(id)
                 }
             )));
         }
     }
     Ok(())
-}
-
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Generate a key pair in the token: private key sensitive, non-extractable, sign-only.
