@@ -1,6 +1,9 @@
 //! The `p11ca` command line: turns parsed arguments into library calls and prints results.
+//! The top of the program: it uses the library through `p11ca::` and nothing uses it.
 
-pub mod args;
+// args.rs declares its clap types `pub` for main.rs; the lint is about the library's API.
+#[allow(unreachable_pub)]
+pub(crate) mod args;
 mod certs;
 mod keys;
 mod remote;
@@ -21,12 +24,12 @@ use args::{
 };
 
 /// Print a warning line on stderr.
-pub fn warn(msg: &str) {
+pub(crate) fn warn(msg: &str) {
     eprintln!("p11ca: warning: {msg}");
 }
 
 /// Run one command.
-pub fn run(cli: Cli) -> Result<()> {
+pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gencert(g) if g.initca => gencert(&cli.token, &g),
         Command::Gencert(g) => match remote::wanted(&g.signing)? {
@@ -48,7 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Read a named input file, or stdin for `-`. Returns the bytes and the name to use in errors.
-pub fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
+pub(crate) fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
     if path == "-" {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -73,7 +76,7 @@ fn parse_hex(s: &str, flag: &str) -> Result<Vec<u8>> {
 }
 
 /// A logged-in token.
-pub struct Opened {
+pub(crate) struct Opened {
     /// The module.
     pub module: Module,
     /// The chosen token.
@@ -86,7 +89,7 @@ pub struct Opened {
 
 /// The token selector: the key handle's token attributes, which must agree with `--token`;
 /// the module and the PIN source only ever come from the operator.
-pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
+pub(crate) fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
     let operator = Pkcs11Uri::operator(args.token.as_deref())?;
     match key_uri {
         Some(handle) => Pkcs11Uri::selector_for_key(handle, operator),
@@ -95,7 +98,7 @@ pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11U
 }
 
 /// Load the module and choose the token, without logging in.
-pub fn open_module(
+pub(crate) fn open_module(
     args: &TokenArgs,
     key_uri: Option<&Pkcs11Uri>,
 ) -> Result<(Module, TokenSummary, Pkcs11Uri)> {
@@ -107,7 +110,7 @@ pub fn open_module(
 }
 
 /// Load, choose, get the PIN, and log in (once).
-pub fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
+pub(crate) fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
     let (module, token, sel) = open_module(args, key_uri)?;
     let mut warnings = Vec::new();
     let (pin, _origin) = pin::resolve(

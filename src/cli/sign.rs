@@ -25,13 +25,13 @@ use super::args::{CaArgs, GencertArgs, SignArgs, TokenArgs};
 use super::{open_and_login, read_input, warn, write_stdout};
 
 /// `-config` as read for local signing, with the notices parsing it gave.
-pub struct LocalConfig {
+pub(crate) struct LocalConfig {
     pub(super) config: SigningConfig,
     pub(super) notices: Vec<String>,
 }
 
 /// Turn a `-ca-key` value into the key's URI.
-pub fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {
+pub(crate) fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {
     let (text, source) = if value.starts_with("pkcs11:") {
         (value.to_string(), "-ca-key".to_string())
     } else if let Some(var) = value.strip_prefix("env:") {

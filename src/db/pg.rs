@@ -125,7 +125,7 @@ fn row(r: &postgres::Row) -> CertRecord {
 /// Where the store is, for messages: rebuilt from what the driver's own parser read, so no
 /// spelling of the password (in the URL, as `?password=`, quoted with spaces) can survive. A
 /// string the parser refuses is not shown at all.
-pub fn describe(dsn: &str) -> String {
+pub(crate) fn describe(dsn: &str) -> String {
     use postgres::config::Host;
     let Ok(c) = Config::from_str(&split_tls(dsn).0) else {
         return "(a connection string that does not parse; not shown)".into();
