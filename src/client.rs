@@ -6,6 +6,9 @@
 //! `http://` / `https://` URL. For https the server is checked against the CAs of
 //! `-tls-remote-ca` (default: the system's /etc/ssl/certs/ca-certificates.crt), and a client
 //! certificate can be presented (`-mutual-tls-client-cert/-key`), as in cfssl.
+//!
+//! Layer: above `cfssl` (the wire types, the authsign envelope) and `tls`; it must not use the
+//! server, the store or the CA workflows.
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! Every error carries a [`Kind`] (which decides the process exit code) and a single-line message
 //! that says what went wrong, naming the file, field or URI involved, and what to do about it.
 //! The CLI prints it as one line on stderr; nothing else is printed on failure.
+//!
+//! Layer: the bottom; it uses nothing of the crate.
 
 use std::fmt;
 

@@ -7,8 +7,9 @@
 //! each session checks its signatures in groups, so threads wake each other rarely.
 //!
 //! Each input gets its own result: a failure on one input is reported for that input and does
-//! not stop the others. Nothing is retried: a signature that may have been made is never made
-//! twice.
+//! not stop the others. An input whose session went stale before `C_Sign` (or whose login or
+//! key handle the token dropped) is tried once more in a reopened session; one lost inside
+//! `C_Sign` is never retried: a signature that may have been made is never made twice.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,6 +6,8 @@
 //! `{"driver": "sqlite3" | "postgres", "data_source": "..."}`. Schema migrations are applied at
 //! open, under a lock, so replicas starting together do not race; `(serial, AKI)` is the
 //! primary key, so a serial can never be recorded twice for one CA.
+//!
+//! Layer: above `cfssl` and `tls`; it must not use the server, the client or the CA workflows.
 
 mod pg;
 mod recorder;

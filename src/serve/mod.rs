@@ -26,6 +26,9 @@
 //! than before, the signing path stays synchronous (PKCS#11 calls block, see above), and the
 //! API needs only Content-Length bodies on four endpoints; an async stack would bring a
 //! runtime and a second concurrency model for no measured gain.
+//!
+//! Layer: the top of the library; it uses `ca`, `token`, `db`, `tls` and the formats below, and
+//! nothing uses it but the CLI.
 
 pub mod api;
 pub mod auth;

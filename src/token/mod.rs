@@ -180,8 +180,7 @@ pub fn initialize_again(ctx: &Pkcs11, path: &Path, initialized: &AtomicBool) -> 
 impl Module {
     /// C_Finalize now, and never unload the library: for a process that is about to exit.
     /// Unloading (dlclose, which runs the module's and its crypto library's destructors)
-    /// only frees what the kernel reclaims at exit anyway. Skipping it made a one-shot `sign`
-    /// on SoftHSM 1.6% (about 0.1 ms) faster, in 160 interleaved runs of each.
+    /// only frees what the kernel reclaims at exit anyway, and takes a one-shot run time.
     pub fn finalize_for_exit(self) {
         // A reference that is never dropped keeps the library loaded.
         std::mem::forget(self.ctx.clone());
@@ -191,8 +190,8 @@ impl Module {
 
 impl Drop for Module {
     /// C_Finalize before the library is unloaded, as PKCS#11 asks. Besides closing a remote
-    /// module's connection cleanly, it is faster: SoftHSM left initialized costs about 1 ms
-    /// more at process exit (measured in `ci/bench`, one-shot profile) than its C_Finalize.
+    /// module's connection cleanly, it is faster: SoftHSM left initialized costs more at
+    /// process exit than its C_Finalize (`ci/bench`'s one-shot profile shows it).
     fn drop(&mut self) {
         if self.initialized.swap(false, Ordering::SeqCst) {
             let _ = self.ctx.clone().finalize();

@@ -2,6 +2,9 @@
 //!
 //! Nothing here talks to a token: signing goes through the [`Signer`] trait, and every
 //! signature a signer returns is verified in software before the DER is handed back.
+//!
+//! Layer: pure DER and software crypto, on `error` only; it must not use `token`,
+//! `cfssl` or anything above (ARCHITECTURE.md).
 
 pub mod alg;
 pub mod build;
