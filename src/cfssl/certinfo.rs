@@ -541,7 +541,7 @@ mod tests {
             let sk = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
             let point = sk.verifying_key().to_sec1_point(false);
             let params = rfc5912::SECP_256_R_1.to_der().unwrap();
-            let spki = crate::token::key::ec_spki(&params, point.as_bytes()).unwrap();
+            let spki = crate::x509::pubkey::ec_spki(&params, point.as_bytes()).unwrap();
             Self { sk, spki }
         }
     }

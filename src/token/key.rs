@@ -7,15 +7,16 @@ use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::Session;
-use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, UintRef};
+use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use spki::SubjectPublicKeyInfoOwned;
 
 use crate::error::{Error, Result};
 use crate::token::quirks::{self, Quirks};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
 use crate::token::{Module, TokenSummary, ck};
 use crate::x509::alg::KeyAlg;
+use crate::x509::pubkey;
 
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
@@ -369,7 +370,7 @@ pub fn public_key(
                     "the token did not return the RSA modulus and exponent",
                 ));
             };
-            rsa_spki(&n, &e)
+            pubkey::rsa_spki(&n, &e)
         }
         Some(k) if k == KeyType::EC => {
             let public = match public {
@@ -412,71 +413,12 @@ pub fn public_key(
                     "the token did not return CKA_EC_PARAMS and CKA_EC_POINT",
                 ));
             };
-            ec_spki(&params, &point)
+            pubkey::ec_spki(&params, &point)
         }
         _ => Err(Error::token(
             "the key is neither RSA nor EC; p11ca signs with RSA and ECDSA keys",
         )),
     }
-}
-
-/// SPKI for an RSA key from its modulus and exponent (big-endian bytes).
-pub fn rsa_spki(n: &[u8], e: &[u8]) -> Result<SubjectPublicKeyInfoOwned> {
-    #[derive(der::Sequence)]
-    struct RsaPublicKeyDer<'a> {
-        modulus: UintRef<'a>,
-        public_exponent: UintRef<'a>,
-    }
-    let bad =
-        |e: der::Error| Error::token(format!("the token returned an invalid RSA public key: {e}"));
-    let key = RsaPublicKeyDer {
-        modulus: UintRef::new(n).map_err(bad)?,
-        public_exponent: UintRef::new(e).map_err(bad)?,
-    }
-    .to_der()
-    .map_err(bad)?;
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
-            parameters: Some(Any::null()),
-        },
-        subject_public_key: BitString::from_bytes(&key).map_err(bad)?,
-    })
-}
-
-/// SPKI for an EC key from CKA_EC_PARAMS (named curve OID) and CKA_EC_POINT.
-pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned> {
-    let curve = ObjectIdentifier::from_der(params)
-        .map_err(|_| Error::token("the EC key's CKA_EC_PARAMS is not a named curve"))?;
-    let field = match curve {
-        c if c == P256 => 32,
-        c if c == P384 => 48,
-        c => {
-            return Err(Error::token(format!(
-                "unsupported curve {c}; p11ca supports P-256 and P-384"
-            )));
-        }
-    };
-    // PKCS#11 says DER OCTET STRING; some tokens give the raw uncompressed point.
-    let raw = if point.len() == 1 + 2 * field && point[0] == 0x04 {
-        point.to_vec()
-    } else {
-        OctetString::from_der(point)
-            .map(|o| o.as_bytes().to_vec())
-            .map_err(|_| {
-                Error::token(
-                    "the token's CKA_EC_POINT is neither a DER OCTET STRING nor a raw point",
-                )
-            })?
-    };
-    let bad = |e: der::Error| Error::token(format!("invalid EC public key: {e}"));
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: const_oid::db::rfc5912::ID_EC_PUBLIC_KEY,
-            parameters: Some(Any::encode_from(&curve).map_err(bad)?),
-        },
-        subject_public_key: BitString::from_bytes(&raw).map_err(bad)?,
-    })
 }
 
 /// Find the one private key `uri` names (by `object` label and/or `id`); zero or several
@@ -546,7 +488,7 @@ pub fn find_private_key(
                 }
             }
             let spki = match (rsa, n, e) {
-                (true, Some(n), Some(e)) => rsa_spki(&n, &e)?,
+                (true, Some(n), Some(e)) => pubkey::rsa_spki(&n, &e)?,
                 _ => public_key(session, *h, None)?,
             };
             Ok(FoundKey {

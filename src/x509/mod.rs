@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod name;
 pub mod pem;
 pub mod policy;
+pub mod pubkey;
 pub mod request;
 pub mod softkey;
 pub mod verify;
