@@ -21,23 +21,19 @@
 use std::collections::BTreeMap;
 
 use const_oid::ObjectIdentifier;
-use const_oid::db::{rfc5280, rfc6960};
-use der::asn1::{Any, Ia5String, Null, OctetString};
+use const_oid::db::rfc5280;
+use der::DateTime;
 use der::flagset::FlagSet;
-use der::{DateTime, Encode};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::certpolicy::{
-    DisplayText, PolicyInformation, PolicyQualifierInfo, UserNotice,
-};
-use x509_cert::ext::pkix::{CertificatePolicies, KeyUsages};
+use x509_cert::ext::pkix::KeyUsages;
 
 use crate::cfssl::duration::GoDuration;
 use crate::cfssl::json;
-use crate::error::{Error, Result, der_err};
-use crate::x509::build;
+use crate::error::{Error, Result};
+use crate::x509::build::{self, PolicyInfo};
 use crate::x509::policy::{Policy, SubjectAttr};
 
 /// cfssl's default expiry (`config.DefaultConfig`): one year.
@@ -177,17 +173,6 @@ pub struct Profile {
     pub prev_auth_key: Option<AuthKey>,
     /// `remote` / `auth_remote`: a client signs this profile on a remote server.
     pub remote: Option<RemoteSpec>,
-}
-
-/// One certificatePolicies entry.
-#[derive(Clone, Debug)]
-pub struct PolicyInfo {
-    /// The policy OID.
-    pub id: ObjectIdentifier,
-    /// id-qt-cps qualifiers (IA5String URIs).
-    pub cps_uris: Vec<String>,
-    /// id-qt-unotice qualifiers (explicitText, UTF8String).
-    pub user_notices: Vec<String>,
 }
 
 // ---- the file as written (keys already folded to lower case by json::decode) ----
@@ -1121,58 +1106,6 @@ impl SigningConfig {
     }
 }
 
-/// An extension from a DER-encodable value.
-fn ext<T: Encode>(oid: ObjectIdentifier, critical: bool, v: &T, what: &str) -> Result<Extension> {
-    let der = v.to_der().map_err(|e| der_err(what, e))?;
-    Ok(Extension {
-        extn_id: oid,
-        critical,
-        extn_value: OctetString::new(der).map_err(|e| der_err(what, e))?,
-    })
-}
-
-/// certificatePolicies (non-critical), qualifiers encoded as cfssl does: a CPS URI as
-/// IA5String, a user notice as `UserNotice { explicitText UTF8String }`.
-fn policies_ext(policies: &[PolicyInfo]) -> Result<Extension> {
-    let what = "certificatePolicies";
-    let mut out = Vec::new();
-    for p in policies {
-        let mut qualifiers = Vec::new();
-        for uri in &p.cps_uris {
-            let ia5 = Ia5String::new(uri)
-                .map_err(|e| Error::input(format!("policy CPS URI \"{uri}\" is not ASCII: {e}")))?;
-            qualifiers.push(PolicyQualifierInfo {
-                policy_qualifier_id: rfc5280::ID_QT_CPS,
-                qualifier: Some(Any::encode_from(&ia5).map_err(|e| der_err(what, e))?),
-            });
-        }
-        for text in &p.user_notices {
-            let notice = UserNotice {
-                notice_ref: None,
-                explicit_text: Some(DisplayText::Utf8String(text.clone())),
-            };
-            qualifiers.push(PolicyQualifierInfo {
-                policy_qualifier_id: rfc5280::ID_QT_UNOTICE,
-                qualifier: Some(Any::encode_from(&notice).map_err(|e| der_err(what, e))?),
-            });
-        }
-        out.push(PolicyInformation {
-            policy_identifier: p.id,
-            policy_qualifiers: if qualifiers.is_empty() {
-                None
-            } else {
-                Some(qualifiers)
-            },
-        });
-    }
-    ext(
-        rfc5280::ID_CE_CERTIFICATE_POLICIES,
-        false,
-        &CertificatePolicies(out),
-        what,
-    )
-}
-
 impl Profile {
     /// The profile's extensions in Go's order for a leaf, as two vectors around the ones the
     /// caller adds (SKI, AKI, SAN): `before_ski` = keyUsage (critical, if any bits), EKU (if
@@ -1196,15 +1129,10 @@ impl Profile {
             after_san.push(build::crl_dp_ext(url)?);
         }
         if !self.policies.is_empty() {
-            after_san.push(policies_ext(&self.policies)?);
+            after_san.push(build::policies_ext(&self.policies)?);
         }
         if self.ocsp_no_check {
-            after_san.push(ext(
-                rfc6960::ID_PKIX_OCSP_NOCHECK,
-                false,
-                &Null,
-                "OCSP no-check",
-            )?);
+            after_san.push(build::ocsp_no_check_ext()?);
         }
         Ok((before_ski, after_san))
     }
@@ -1264,7 +1192,10 @@ impl Profile {
 mod tests {
     use super::*;
     use crate::error::Kind;
-    use der::Decode;
+    use const_oid::db::rfc6960;
+    use der::asn1::Ia5String;
+    use der::{Decode, Encode};
+    use x509_cert::ext::pkix::CertificatePolicies;
     use x509_cert::ext::pkix::crl::dp::DistributionPoint;
     use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
     use x509_cert::ext::pkix::{

@@ -8,17 +8,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5280;
-use der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString, SetOfVec, UtcTime};
+use der::asn1::{Any, BitString, GeneralizedTime, Ia5String, OctetString, SetOfVec, UtcTime};
 use der::{DateTime, Decode, Encode, Sequence};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::Attribute;
 use x509_cert::certificate::Certificate;
 use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::certpolicy::{
+    DisplayText, PolicyInformation, PolicyQualifierInfo, UserNotice,
+};
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
     AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
-    CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    CertificatePolicies, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectKeyIdentifier,
 };
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
@@ -136,6 +140,69 @@ fn ext_from<T: Encode>(
         critical,
         extn_value: OctetString::new(der).map_err(|e| der_err(what, e))?,
     })
+}
+
+/// One certificatePolicies entry.
+#[derive(Clone, Debug)]
+pub struct PolicyInfo {
+    /// The policy OID.
+    pub id: ObjectIdentifier,
+    /// id-qt-cps qualifiers (IA5String URIs).
+    pub cps_uris: Vec<String>,
+    /// id-qt-unotice qualifiers (explicitText, UTF8String).
+    pub user_notices: Vec<String>,
+}
+
+/// certificatePolicies (non-critical), qualifiers encoded as cfssl does: a CPS URI as
+/// IA5String, a user notice as `UserNotice { explicitText UTF8String }`.
+pub fn policies_ext(policies: &[PolicyInfo]) -> Result<Extension> {
+    let what = "certificatePolicies";
+    let mut out = Vec::new();
+    for p in policies {
+        let mut qualifiers = Vec::new();
+        for uri in &p.cps_uris {
+            let ia5 = Ia5String::new(uri)
+                .map_err(|e| Error::input(format!("policy CPS URI \"{uri}\" is not ASCII: {e}")))?;
+            qualifiers.push(PolicyQualifierInfo {
+                policy_qualifier_id: rfc5280::ID_QT_CPS,
+                qualifier: Some(Any::encode_from(&ia5).map_err(|e| der_err(what, e))?),
+            });
+        }
+        for text in &p.user_notices {
+            let notice = UserNotice {
+                notice_ref: None,
+                explicit_text: Some(DisplayText::Utf8String(text.clone())),
+            };
+            qualifiers.push(PolicyQualifierInfo {
+                policy_qualifier_id: rfc5280::ID_QT_UNOTICE,
+                qualifier: Some(Any::encode_from(&notice).map_err(|e| der_err(what, e))?),
+            });
+        }
+        out.push(PolicyInformation {
+            policy_identifier: p.id,
+            policy_qualifiers: if qualifiers.is_empty() {
+                None
+            } else {
+                Some(qualifiers)
+            },
+        });
+    }
+    ext_from(
+        rfc5280::ID_CE_CERTIFICATE_POLICIES,
+        false,
+        &CertificatePolicies(out),
+        what,
+    )
+}
+
+/// OCSP no-check (RFC 6960 §4.2.2.2.1): NULL, non-critical.
+pub fn ocsp_no_check_ext() -> Result<Extension> {
+    ext_from(
+        const_oid::db::rfc6960::ID_PKIX_OCSP_NOCHECK,
+        false,
+        &der::asn1::Null,
+        "OCSP no-check",
+    )
 }
 
 /// keyUsage, always critical (as cfssl and the CA/B baseline do).
