@@ -15,14 +15,14 @@
 //!   mechanism p11ca uses (the token's limit), interleaved with
 //! - p11ca's full issue rate in one session (`Issuer::issue`: serial from the token RNG,
 //!   building, signing, software verification) plus PEM encoding;
-//! - `batch::issue_all` with 1, 2 and 4 sessions over N leaves, next to raw `C_Sign` with as
+//! - `Batch::issue_all` with 1, 2 and 4 sessions over N leaves, next to raw `C_Sign` with as
 //!   many sessions;
 //! - a phase profile of a one-shot `sign` (first thing in the process, so the module load is
 //!   cold, as in a real one-shot run).
 //!
 //! `--phases-only` runs just the one-shot profile and prints it as one JSON line, so that
 //! `ci/bench` can repeat it in fresh processes; `--inline-issue` issues in the login session on
-//! the main thread instead of through `batch::issue_all`; `--split-load` instead splits the
+//! the main thread instead of through `Batch::issue_all`; `--split-load` instead splits the
 //! module load into dlopen and `C_Initialize` ([`p11ca::token::Library`]) and times the first
 //! signatures of the process apart from later ones.
 
@@ -101,7 +101,7 @@ struct Args {
     #[arg(long, conflicts_with_all = ["phases_only", "split_load"])]
     floor: bool,
     /// With --phases-only: issue in the login session on the main thread instead of through
-    /// batch::issue_all (which starts a worker thread with a session of its own).
+    /// Batch::issue_all (which starts a worker thread with a session of its own).
     #[arg(long, requires = "phases_only", conflicts_with = "split_load")]
     inline_issue: bool,
 }
@@ -329,13 +329,18 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         let jobs = batch::session_count(&module, &token, None, 1);
         clock.lap("session_count (C_GetTokenInfo)");
         let leaves = [leaf.clone()];
-        let mut results =
-            batch::issue_all(&module, &token, &ca, &profile, &leaves, jobs, &|_, _, _| {})?;
+        let batch = batch::Batch {
+            module: &module,
+            token: &token,
+            ca: &ca,
+            profile: &profile,
+        };
+        let mut results = batch.issue_all(&leaves, jobs, &|_, _, _| {})?;
         let (der, _warnings) = results
             .pop()
             .ok_or_else(|| Error::token("issue_all returned nothing"))??;
         clock.lap(
-            "issue, 1 leaf (batch::issue_all: thread, session, serial, build, C_Sign, verify)",
+            "issue, 1 leaf (Batch::issue_all: thread, session, serial, build, C_Sign, verify)",
         );
         der
     };
@@ -516,18 +521,16 @@ fn raw_parallel(ready: &Ready, msg: &[u8], total: usize, jobs: usize) -> Result<
     Ok(d)
 }
 
-/// `batch::issue_all` over `leaves` with `jobs` sessions; the wall time (all must succeed).
+/// `Batch::issue_all` over `leaves` with `jobs` sessions; the wall time (all must succeed).
 fn batch_run(ready: &Ready, leaves: &[LeafRequest], jobs: usize) -> Result<Duration> {
     let t = Instant::now();
-    let results = batch::issue_all(
-        &ready.module,
-        &ready.token,
-        &ready.ca,
-        &ready.profile,
-        leaves,
-        jobs,
-        &|_, _, _| {},
-    )?;
+    let batch = batch::Batch {
+        module: &ready.module,
+        token: &ready.token,
+        ca: &ready.ca,
+        profile: &ready.profile,
+    };
+    let results = batch.issue_all(leaves, jobs, &|_, _, _| {})?;
     let d = t.elapsed();
     for r in results {
         r?;
@@ -774,7 +777,7 @@ fn full(args: &Args) -> Result<()> {
     println!();
 
     println!(
-        "C. parallel sessions: batch::issue_all over {n} leaves vs raw C_Sign x {n}, {} reps, rotating order",
+        "C. parallel sessions: Batch::issue_all over {n} leaves vs raw C_Sign x {n}, {} reps, rotating order",
         args.batch_reps.max(1)
     );
     println!(
@@ -816,7 +819,7 @@ fn full(args: &Args) -> Result<()> {
     if let Some(o) = one {
         batch_1_over_raw = issue_med[o] / raw_med[o];
         println!(
-            "   issue rate in one session (batch::issue_all, 1 session) / raw C_Sign: {batch_1_over_raw:.3}; target >= 0.95: {}",
+            "   issue rate in one session (Batch::issue_all, 1 session) / raw C_Sign: {batch_1_over_raw:.3}; target >= 0.95: {}",
             target(batch_1_over_raw >= 0.95)
         );
         for (i, j) in jobs.iter().enumerate().filter(|(_, j)| **j != 1) {

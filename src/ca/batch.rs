@@ -45,51 +45,89 @@ pub fn session_count(
     n
 }
 
-/// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `on_done` is called
-/// from the worker as soon as input `i` is finished (so outputs can be written while the batch
-/// goes on) with the number done so far. Results are returned in input order.
-pub fn issue_all(
-    module: &Module,
-    token: &TokenSummary,
-    ca: &CaKey,
-    profile: &Profile,
-    leaves: &[LeafRequest],
-    jobs: usize,
-    on_done: &(dyn Fn(usize, &Issued, usize) + Sync),
-) -> Result<Vec<Issued>> {
-    issue_all_with(module, token, ca, profile, leaves, jobs, on_done, None)
+/// What a batch issues with: the token, the CA key in it, and the profile.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    /// The module.
+    pub module: &'a Module,
+    /// The token the CA key is in.
+    pub token: &'a TokenSummary,
+    /// The CA certificate and key.
+    pub ca: &'a CaKey,
+    /// The signing profile.
+    pub profile: &'a Profile,
 }
 
-/// [`issue_all`], with the caller's (logged-in) session used by the first worker; with one
-/// input everything runs on the calling thread, so a one-shot run needs no thread and no
-/// second session.
-#[allow(clippy::too_many_arguments)] // issue_all's arguments plus the session to reuse
-pub fn issue_all_with(
-    module: &Module,
-    token: &TokenSummary,
-    ca: &CaKey,
-    profile: &Profile,
-    leaves: &[LeafRequest],
-    jobs: usize,
-    on_done: &(dyn Fn(usize, &Issued, usize) + Sync),
-    login_session: Option<Session>,
-) -> Result<Vec<Issued>> {
-    let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
-    let done = AtomicUsize::new(0);
-    let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
-    // Record one input's outcome (from a signing or a verifying thread).
-    let finish = |i: usize, r: Issued| {
-        on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-        *lock(&results[i]) = Some(r);
-    };
-    let jobs = jobs.max(1);
-    if leaves.is_empty() {
-        return Ok(Vec::new());
+/// `on_done` of [`Batch::issue_all`]: input `i` is finished, with the number done so far.
+pub type OnDone<'f> = &'f (dyn Fn(usize, &Issued, usize) + Sync);
+
+impl Batch<'_> {
+    /// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `on_done` is
+    /// called from the worker as soon as input `i` is finished (so outputs can be written while
+    /// the batch goes on) with the number done so far. Results are returned in input order.
+    pub fn issue_all(
+        &self,
+        leaves: &[LeafRequest],
+        jobs: usize,
+        on_done: OnDone<'_>,
+    ) -> Result<Vec<Issued>> {
+        self.issue_all_with(leaves, jobs, on_done, None)
     }
-    if leaves.len() == 1 {
-        // A one-shot: prepare, sign and verify right here, in the caller's session.
+
+    /// [`Batch::issue_all`], with the caller's (logged-in) session used by the first worker;
+    /// with one input everything runs on the calling thread, so a one-shot run needs no thread
+    /// and no second session.
+    pub fn issue_all_with(
+        &self,
+        leaves: &[LeafRequest],
+        jobs: usize,
+        on_done: OnDone<'_>,
+        login_session: Option<Session>,
+    ) -> Result<Vec<Issued>> {
+        let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
+        let done = AtomicUsize::new(0);
+        let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+        // Record one input's outcome (from a signing or a verifying thread).
+        let finish = |i: usize, r: Issued| {
+            on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
+            *lock(&results[i]) = Some(r);
+        };
+        match leaves {
+            [] => return Ok(Vec::new()),
+            [leaf] => {
+                if let Err(e) = self.one_shot(leaf, login_session, &finish) {
+                    lock(&open_errors).push(e);
+                }
+            }
+            _ => self.in_parallel(leaves, jobs.max(1), login_session, &finish, &open_errors),
+        }
+        let open_errors = open_errors
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let out: Vec<Issued> = results
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(open_errors
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| Error::token("no signing session could be opened")))
+                })
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// One input: prepare, sign and verify right here, in the caller's session.
+    fn one_shot(
+        &self,
+        leaf: &LeafRequest,
+        login_session: Option<Session>,
+        finish: &(dyn Fn(usize, Issued) + Sync),
+    ) -> Result<()> {
         let mut cache = ExtensionCache::default();
-        let mut first = Some(prepared(ca, profile, 0, &leaves[0], &mut cache));
+        let mut first = Some(queued(self.ca, self.profile, 0, leaf, &mut cache));
         let deliver = |batch: Vec<Signed>| {
             for (i, signed, warnings) in batch {
                 finish(i, signed.verified().map(|der| (der, warnings)));
@@ -100,27 +138,41 @@ pub fn issue_all_with(
             may_reinitialize: true,
         };
         let with = SessionWork {
+            module: self.module,
+            token: self.token,
+            ca: self.ca,
+            deliver: &deliver,
+            finish,
+        };
+        sign_in_session(&with, session, &mut |_| first.take())
+    }
+
+    /// Many inputs: a builder thread encodes the certificates ahead into one queue that every
+    /// session takes from (so no session is left with a backlog at the end), each session's
+    /// thread only writes the serial and calls C_Sign, and a verifier thread beside each
+    /// session checks what it signed. Nothing is handed on before its check passes. A session
+    /// that cannot go on leaves its error in `open_errors`.
+    fn in_parallel(
+        &self,
+        leaves: &[LeafRequest],
+        jobs: usize,
+        login_session: Option<Session>,
+        finish: &(dyn Fn(usize, Issued) + Sync),
+        open_errors: &Mutex<Vec<Error>>,
+    ) {
+        let Batch {
             module,
             token,
             ca,
-            deliver: &deliver,
-            finish: &finish,
-        };
-        if let Err(e) = sign_in_session(&with, session, &mut |_| first.take()) {
-            lock(&open_errors).push(e);
-        }
-    } else {
-        // A builder thread encodes the certificates ahead into one queue that every session
-        // takes from (so no session is left with a backlog at the end), each session's thread
-        // only writes the serial and calls C_Sign, and a verifier thread beside each session
-        // checks what it signed. Nothing is handed on before its check passes.
+            profile,
+        } = *self;
         let queue = WorkQueue::new(jobs);
         std::thread::scope(|scope| {
             let queue = &queue;
             scope.spawn(move || {
                 let mut cache = ExtensionCache::default();
                 for (i, leaf) in leaves.iter().enumerate() {
-                    if !queue.push(prepared(ca, profile, i, leaf, &mut cache)) {
+                    if !queue.push(queued(ca, profile, i, leaf, &mut cache)) {
                         break;
                     }
                 }
@@ -129,7 +181,6 @@ pub fn issue_all_with(
             let mut first = login_session;
             for _ in 0..jobs {
                 let given = first.take();
-                let (finish, open_errors) = (&finish, &open_errors);
                 scope.spawn(move || {
                     let r = std::thread::scope(|vs| {
                         let (to_verify, verify_queue) =
@@ -165,37 +216,22 @@ pub fn issue_all_with(
             }
         });
     }
-    let open_errors = open_errors
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    let out: Vec<Issued> = results
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(open_errors
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| Error::token("no signing session could be opened")))
-            })
-        })
-        .collect();
-    Ok(out)
 }
 
 /// An input with its certificate signed and not yet verified.
 type Signed = (usize, SignedCertificate, Vec<String>);
-/// An input with its certificate prepared for signing (or why it cannot be), and its warnings.
-type Prepared = (usize, Result<UnsignedCertificate>, Vec<String>);
+/// An input with its certificate prepared for signing (or why it cannot be), and its warnings,
+/// waiting for a signing session.
+type Queued = (usize, Result<UnsignedCertificate>, Vec<String>);
 
 /// Prepare input `i`'s certificate (or say why it cannot be), with its warnings.
-fn prepared(
+fn queued(
     ca: &CaKey,
     profile: &Profile,
     i: usize,
     leaf: &LeafRequest,
     cache: &mut ExtensionCache,
-) -> Prepared {
+) -> Queued {
     let mut warnings = Vec::new();
     let r = ca.prepare(leaf, profile, cache, &mut warnings);
     (i, r, warnings)
@@ -223,7 +259,7 @@ const HAND_ON: usize = 8;
 fn sign_in_session(
     with: &SessionWork,
     plan: SessionPlan,
-    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Prepared>,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Queued>,
 ) -> Result<()> {
     let mut out = Vec::with_capacity(HAND_ON);
     let r = sign_loop(with, plan, next, &mut out);
@@ -247,7 +283,7 @@ struct SessionWork<'a> {
 fn sign_loop(
     with: &SessionWork,
     plan: SessionPlan,
-    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Prepared>,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Queued>,
     out: &mut Vec<Signed>,
 ) -> Result<()> {
     let SessionWork {
@@ -360,7 +396,7 @@ fn sign_loop(
     }
 }
 
-/// Prepared inputs between the builder thread and the signing sessions: every session takes
+/// Queued inputs between the builder thread and the signing sessions: every session takes
 /// the next input when it is free. The builder fills the queue up to `HIGH` and then sleeps
 /// until it is down to `LOW`, so it is woken once per many inputs, not once per signature.
 struct WorkQueue {
@@ -372,7 +408,7 @@ struct WorkQueue {
 }
 
 struct QueueState {
-    buf: VecDeque<Prepared>,
+    buf: VecDeque<Queued>,
     /// The builder has prepared every input.
     closed: bool,
     /// Signing sessions still at work; with none left the builder stops.
@@ -406,7 +442,7 @@ impl WorkQueue {
     }
 
     /// Add one input (the builder). Returns false once no signer is left to take it.
-    fn push(&self, p: Prepared) -> bool {
+    fn push(&self, p: Queued) -> bool {
         let mut st = self.lock();
         if st.signers == 0 {
             return false;
@@ -430,7 +466,7 @@ impl WorkQueue {
 
     /// The next input, waiting for the builder if need be; `None` when all are taken.
     /// `before_wait` runs (without the lock) before any wait.
-    fn pop(&self, before_wait: &mut dyn FnMut()) -> Option<Prepared> {
+    fn pop(&self, before_wait: &mut dyn FnMut()) -> Option<Queued> {
         let mut st = self.lock();
         let mut handed_on = false;
         loop {
@@ -503,7 +539,7 @@ fn inject_stale(i: usize) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn item(i: usize) -> Prepared {
+    fn item(i: usize) -> Queued {
         (i, Err(Error::input(format!("input {i}"))), Vec::new())
     }
 

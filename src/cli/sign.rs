@@ -187,16 +187,13 @@ fn issue_items(
         session,
         ..
     } = opened;
-    let mut results = batch::issue_all_with(
-        &module,
-        &token,
-        &ca,
-        &p.profile,
-        &leaves,
-        jobs,
-        &on_done,
-        Some(session),
-    )?;
+    let batch = batch::Batch {
+        module: &module,
+        token: &token,
+        ca: &ca,
+        profile: &p.profile,
+    };
+    let mut results = batch.issue_all_with(&leaves, jobs, &on_done, Some(session))?;
     // The process exits after this: finalize, but leave the library loaded.
     drop(ca);
     module.finalize_for_exit();
