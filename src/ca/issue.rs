@@ -258,22 +258,34 @@ impl CaKey {
         }
         check_leaf(leaf, profile, self.ca.tbs_certificate().subject())?;
 
-        // RFC 8813: no encipherment key usages for EC keys.
-        let mut key_usage = profile.key_usage;
-        if leaf.public_key.algorithm.oid != const_oid::db::rfc5912::RSA_ENCRYPTION {
-            let enc = FlagSet::from(KeyUsages::KeyEncipherment) | KeyUsages::DataEncipherment;
-            if key_usage & enc != FlagSet::default() {
-                key_usage -= enc;
-                let leaf_alg = KeyAlg::of(&leaf.public_key)?;
-                warnings.push(format!(
-                    "profile \"{}\": key/data encipherment dropped for the {} key (RFC 8813: ECDSA keys do not encipher)",
-                    profile.name,
-                    leaf_alg.name()
-                ));
-            }
-        }
+        let key_usage = leaf_key_usage(leaf, profile, warnings)?;
 
-        // Validity.
+        let (not_before, not_after) = self.validity(profile, warnings)?;
+
+        let (mut exts, after) = cache.get(profile, key_usage)?;
+        exts.push(build::ski_ext(&leaf.public_key)?);
+        exts.push(self.aki.clone());
+        if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
+            exts.push(san);
+        }
+        exts.extend(after);
+        let params = CertParams {
+            serial: build::serial_placeholder()?,
+            issuer: self.ca.tbs_certificate().subject().clone(),
+            subject: leaf.subject.clone(),
+            subject_key: leaf.public_key.clone(),
+            not_before,
+            not_after,
+            extensions: exts,
+        };
+        build::certificate_unsigned(&params, SigAlg::for_key(self.key_alg))
+    }
+}
+
+impl CaKey {
+    /// The certificate's notBefore and notAfter under `profile`, with notAfter clipped to the
+    /// CA's (noted in `warnings`).
+    fn validity(&self, profile: &Profile, warnings: &mut Vec<String>) -> Result<(i64, i64)> {
         let backdate = profile.backdate_secs.unwrap_or(DEFAULT_BACKDATE_SECS);
         let not_before = profile
             .not_before
@@ -307,25 +319,31 @@ impl CaKey {
                 )));
             }
         }
-
-        let (mut exts, after) = cache.get(profile, key_usage)?;
-        exts.push(build::ski_ext(&leaf.public_key)?);
-        exts.push(self.aki.clone());
-        if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
-            exts.push(san);
-        }
-        exts.extend(after);
-        let params = CertParams {
-            serial: build::serial_placeholder()?,
-            issuer: self.ca.tbs_certificate().subject().clone(),
-            subject: leaf.subject.clone(),
-            subject_key: leaf.public_key.clone(),
-            not_before,
-            not_after,
-            extensions: exts,
-        };
-        build::certificate_unsigned(&params, SigAlg::for_key(self.key_alg))
+        Ok((not_before, not_after))
     }
+}
+
+/// The profile's key usages for `leaf`, without encipherment for EC keys (RFC 8813; noted in
+/// `warnings`).
+fn leaf_key_usage(
+    leaf: &LeafRequest,
+    profile: &Profile,
+    warnings: &mut Vec<String>,
+) -> Result<FlagSet<KeyUsages>> {
+    let mut key_usage = profile.key_usage;
+    if leaf.public_key.algorithm.oid != const_oid::db::rfc5912::RSA_ENCRYPTION {
+        let enc = FlagSet::from(KeyUsages::KeyEncipherment) | KeyUsages::DataEncipherment;
+        if key_usage & enc != FlagSet::default() {
+            key_usage -= enc;
+            let leaf_alg = KeyAlg::of(&leaf.public_key)?;
+            warnings.push(format!(
+                "profile \"{}\": key/data encipherment dropped for the {} key (RFC 8813: ECDSA keys do not encipher)",
+                profile.name,
+                leaf_alg.name()
+            ));
+        }
+    }
+    Ok(key_usage)
 }
 
 /// A [`CaKey`] bound to one session: issues certificates one at a time.
