@@ -290,8 +290,8 @@ fn sign_loop(
         module,
         token,
         ca,
-        deliver,
         finish,
+        ..
     } = *with;
     // Sessions share the login made by the caller's session.
     let mut session = match plan.given {
@@ -314,68 +314,7 @@ fn sign_loop(
                 return Err(e);
             }
         };
-        let mut stale = false;
-        let mut retried = pending.is_some();
-        loop {
-            let (i, mut unsigned, warnings) = match pending.take() {
-                Some(p) => p,
-                None => {
-                    let mut hand_on = || {
-                        if !out.is_empty() {
-                            deliver(std::mem::take(out));
-                        }
-                    };
-                    match next(&mut hand_on) {
-                        None => break,
-                        Some((i, Err(e), _)) => {
-                            finish(i, Err(e));
-                            continue;
-                        }
-                        Some((i, Ok(u), w)) => (i, u, w),
-                    }
-                }
-            };
-            #[cfg(feature = "fault-injection")]
-            inject_logout(i, &session);
-            #[cfg(feature = "fault-injection")]
-            let signed = inject_stale(i).and_then(|()| issuer.sign(&mut unsigned));
-            #[cfg(not(feature = "fault-injection"))]
-            let signed = issuer.sign(&mut unsigned);
-            let e = match signed {
-                Ok(signed) => {
-                    retried = false;
-                    out.push((i, signed, warnings));
-                    if out.len() >= HAND_ON {
-                        deliver(std::mem::take(out));
-                    }
-                    continue;
-                }
-                Err(e) => e,
-            };
-            let fault = e.fault().or_else(|| {
-                (e.kind() == Kind::Token && crate::token::logged_out(&session))
-                    .then_some(TokenFault::LoggedOut)
-            });
-            match fault {
-                // Nothing was signed yet: reopen (logging in again) and try this input once more.
-                Some(TokenFault::Stale | TokenFault::LoggedOut | TokenFault::KeyHandleInvalid)
-                    if !retried =>
-                {
-                    pending = Some((i, unsigned, warnings));
-                    stale = true;
-                    break;
-                }
-                // C_Sign itself failed: the token may have signed; report, never repeat, but
-                // reopen for the inputs that follow.
-                Some(_) => stale = true,
-                _ => {}
-            }
-            retried = false;
-            finish(i, Err(e));
-            if stale {
-                break;
-            }
-        }
+        let stale = sign_until_stale(with, &issuer, &session, &mut pending, next, out);
         if !stale {
             return Ok(());
         }
@@ -394,6 +333,84 @@ fn sign_loop(
             }
         }
     }
+}
+
+/// Sign with `issuer` in `session` until the inputs run out (false) or the session must be
+/// reopened (true); an input to try once more in the new session is left in `pending`.
+fn sign_until_stale(
+    with: &SessionWork,
+    issuer: &Issuer<'_>,
+    session: &Session,
+    pending: &mut Option<(usize, UnsignedCertificate, Vec<String>)>,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Queued>,
+    out: &mut Vec<Signed>,
+) -> bool {
+    let SessionWork {
+        deliver, finish, ..
+    } = *with;
+    let mut stale = false;
+    let mut retried = pending.is_some();
+    loop {
+        let (i, mut unsigned, warnings) = match pending.take() {
+            Some(p) => p,
+            None => {
+                let mut hand_on = || {
+                    if !out.is_empty() {
+                        deliver(std::mem::take(out));
+                    }
+                };
+                match next(&mut hand_on) {
+                    None => break,
+                    Some((i, Err(e), _)) => {
+                        finish(i, Err(e));
+                        continue;
+                    }
+                    Some((i, Ok(u), w)) => (i, u, w),
+                }
+            }
+        };
+        #[cfg(feature = "fault-injection")]
+        inject_logout(i, session);
+        #[cfg(feature = "fault-injection")]
+        let signed = inject_stale(i).and_then(|()| issuer.sign(&mut unsigned));
+        #[cfg(not(feature = "fault-injection"))]
+        let signed = issuer.sign(&mut unsigned);
+        let e = match signed {
+            Ok(signed) => {
+                retried = false;
+                out.push((i, signed, warnings));
+                if out.len() >= HAND_ON {
+                    deliver(std::mem::take(out));
+                }
+                continue;
+            }
+            Err(e) => e,
+        };
+        let fault = e.fault().or_else(|| {
+            (e.kind() == Kind::Token && crate::token::logged_out(session))
+                .then_some(TokenFault::LoggedOut)
+        });
+        match fault {
+            // Nothing was signed yet: reopen (logging in again) and try this input once more.
+            Some(TokenFault::Stale | TokenFault::LoggedOut | TokenFault::KeyHandleInvalid)
+                if !retried =>
+            {
+                *pending = Some((i, unsigned, warnings));
+                stale = true;
+                break;
+            }
+            // C_Sign itself failed: the token may have signed; report, never repeat, but
+            // reopen for the inputs that follow.
+            Some(_) => stale = true,
+            _ => {}
+        }
+        retried = false;
+        finish(i, Err(e));
+        if stale {
+            break;
+        }
+    }
+    stale
 }
 
 /// Queued inputs between the builder thread and the signing sessions: every session takes
