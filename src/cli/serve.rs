@@ -21,8 +21,8 @@ use p11ca::serve::api::Service;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
 use p11ca::serve::{Server, TlsOptions, wake};
 use p11ca::tls;
-use p11ca::token::key;
 use p11ca::token::pool::SessionPool;
+use p11ca::token::{Pkcs11Uri, key};
 use p11ca::x509::build;
 use p11ca::{Error, Result};
 use regex::Regex;
@@ -36,52 +36,18 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     // 1. Everything that can be checked without the token.
-    let ca =
-        a.ca.as_deref()
-            .ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
-    let ca_key = a.ca_key.as_deref().ok_or_else(|| {
-        Error::input("-ca-key is required: the key handle, e.g. -ca-key ca-key.uri")
-    })?;
-    let (bytes, ca_source) = read_input(ca)?;
-    let ca_cert = parse_ca_cert(&bytes, &ca_source)?;
-    let ca_pem = build::pem(
-        "CERTIFICATE",
-        &der::Encode::to_der(&ca_cert).map_err(|e| Error::input(format!("{ca_source}: {e}")))?,
-    )?;
-    let key_uri = ca_key_uri(ca_key)?;
-    let config = super::sign::load_config(a.config.as_deref())?;
-    if a.max_body < 1024 {
-        return Err(Error::input("--max-body must be at least 1024 bytes"));
-    }
-    if a.jobs == Some(0) {
-        return Err(Error::input("--jobs must be at least 1"));
-    }
-    if a.max_connections == 0 || a.max_conns_per_client == 0 {
-        return Err(Error::input(
-            "--max-connections and --max-conns-per-client must be at least 1",
-        ));
-    }
-    let db = DbConfig::resolve(a.db_config.as_deref(), a.db.as_deref(), a.config.as_deref())?;
-    check_profiles(&config, a)?;
-    let tls = tls_options(a)?;
+    let Inputs {
+        ca_cert,
+        ca_source,
+        ca_pem,
+        key_uri,
+        config,
+        db,
+        tls,
+    } = inputs(a)?;
 
     // 2. The port, before the token: a taken port costs no login.
-    let spec = if a.address.contains(':') && !a.address.starts_with('[') {
-        format!("[{}]:{}", a.address, a.port)
-    } else {
-        format!("{}:{}", a.address, a.port)
-    };
-    let addrs: Vec<_> = spec
-        .to_socket_addrs()
-        .map_err(|e| Error::input(format!("-address {}: {e}", a.address)))?
-        .collect();
-    check_plaintext(a, tls.is_some(), &addrs)?;
-    raise_open_file_limit(a.max_connections);
-    let listener = listen(&addrs).map_err(|e| {
-        Error::input(format!(
-            "cannot listen on {spec}: {e}; choose another -port or -address"
-        ))
-    })?;
+    let listener = bind(a, tls.is_some())?;
 
     // 3. The store (created and migrated if needed).
     let store = Store::open(&db)?;
@@ -129,17 +95,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
 
     // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
     // send one) change nothing.
-    let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| Error::input(format!("cannot install signal handlers: {e}")))?;
-    let stop2 = stop.clone();
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            if !stop2.swap(true, Ordering::SeqCst) {
-                eprintln!("p11ca: serve: stopping: finishing requests in flight");
-            }
-            wake(addr);
-        }
-    });
+    stop_on_signals(stop, addr)?;
 
     eprintln!(
         "p11ca: serve: listening on {scheme}://{addr}{mutual} (token \"{}\", {} signing session{}, {} with {}, store: {})",
@@ -165,6 +121,98 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     eprintln!(
         "p11ca: serve: stopped: {requests} requests, {issued} certificates issued and recorded, {failed} refused or failed"
     );
+    Ok(())
+}
+
+/// What `serve` checks before it touches the network or the token.
+struct Inputs {
+    ca_cert: x509_cert::Certificate,
+    ca_source: String,
+    ca_pem: String,
+    key_uri: Pkcs11Uri,
+    config: SigningConfig,
+    db: DbConfig,
+    tls: Option<TlsOptions>,
+}
+
+/// Everything that can be checked without the token: the CA certificate, the key handle, the
+/// signing config and its profiles, the limits, the store's configuration and TLS.
+fn inputs(a: &ServeArgs) -> Result<Inputs> {
+    let ca =
+        a.ca.as_deref()
+            .ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
+    let ca_key = a.ca_key.as_deref().ok_or_else(|| {
+        Error::input("-ca-key is required: the key handle, e.g. -ca-key ca-key.uri")
+    })?;
+    let (bytes, ca_source) = read_input(ca)?;
+    let ca_cert = parse_ca_cert(&bytes, &ca_source)?;
+    let ca_pem = build::pem(
+        "CERTIFICATE",
+        &der::Encode::to_der(&ca_cert).map_err(|e| Error::input(format!("{ca_source}: {e}")))?,
+    )?;
+    let key_uri = ca_key_uri(ca_key)?;
+    let config = super::sign::load_config(a.config.as_deref())?;
+    if a.max_body < 1024 {
+        return Err(Error::input("--max-body must be at least 1024 bytes"));
+    }
+    if a.jobs == Some(0) {
+        return Err(Error::input("--jobs must be at least 1"));
+    }
+    if a.max_connections == 0 || a.max_conns_per_client == 0 {
+        return Err(Error::input(
+            "--max-connections and --max-conns-per-client must be at least 1",
+        ));
+    }
+    let db = DbConfig::resolve(a.db_config.as_deref(), a.db.as_deref(), a.config.as_deref())?;
+    check_profiles(&config, a)?;
+    let tls = tls_options(a)?;
+
+    Ok(Inputs {
+        ca_cert,
+        ca_source,
+        ca_pem,
+        key_uri,
+        config,
+        db,
+        tls,
+    })
+}
+
+/// Listen on `-address`:`-port` (refusing plain text off loopback unless allowed), with the
+/// open-file limit raised for the connection cap.
+fn bind(a: &ServeArgs, has_tls: bool) -> Result<TcpListener> {
+    let spec = if a.address.contains(':') && !a.address.starts_with('[') {
+        format!("[{}]:{}", a.address, a.port)
+    } else {
+        format!("{}:{}", a.address, a.port)
+    };
+    let addrs: Vec<_> = spec
+        .to_socket_addrs()
+        .map_err(|e| Error::input(format!("-address {}: {e}", a.address)))?
+        .collect();
+    check_plaintext(a, has_tls, &addrs)?;
+    raise_open_file_limit(a.max_connections);
+    listen(&addrs).map_err(|e| {
+        Error::input(format!(
+            "cannot listen on {spec}: {e}; choose another -port or -address"
+        ))
+    })
+}
+
+/// The first SIGTERM or SIGINT sets `stop` and wakes the listener at `addr`; more change
+/// nothing.
+fn stop_on_signals(stop: Arc<AtomicBool>, addr: SocketAddr) -> Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::input(format!("cannot install signal handlers: {e}")))?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if !stop.swap(true, Ordering::SeqCst) {
+                eprintln!("p11ca: serve: stopping: finishing requests in flight");
+            }
+            wake(addr);
+        }
+    });
+
     Ok(())
 }
 
