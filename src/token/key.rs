@@ -180,44 +180,7 @@ pub fn generate_with(
     };
     // Where the module fixes labels, only the ID (the PIV slot) tells keys apart.
     refuse_duplicates(session, token, label, &id, !rules.fixed_labels)?;
-    let common = |v: &mut Vec<Attribute>| {
-        v.push(Attribute::Token(true));
-        v.push(Attribute::Label(label.as_bytes().to_vec()));
-        v.push(Attribute::Id(id.clone()));
-    };
-    // The public half's usage flags (CKA_VERIFY, CKA_ENCRYPT) are left to the token: p11ca
-    // verifies in software, and tpm2-pkcs11 derives them from the TPM object (VERIFY mirrors
-    // DECRYPT, ENCRYPT mirrors SIGN) and fails key generation on any explicit value that differs.
-    let mut pub_tpl = vec![Attribute::Wrap(false), Attribute::Private(false)];
-    common(&mut pub_tpl);
-    let mut priv_tpl = vec![
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ];
-    if always_authenticate {
-        priv_tpl.push(Attribute::AlwaysAuthenticate(true));
-    }
-    common(&mut priv_tpl);
-    let mech = match alg {
-        KeyAlg::Rsa(bits) => {
-            pub_tpl.push(Attribute::ModulusBits((bits as u64).into()));
-            pub_tpl.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
-            Mechanism::RsaPkcsKeyPairGen
-        }
-        KeyAlg::EcP256 => {
-            pub_tpl.push(Attribute::EcParams(ec_params_der(P256)));
-            Mechanism::EccKeyPairGen
-        }
-        KeyAlg::EcP384 => {
-            pub_tpl.push(Attribute::EcParams(ec_params_der(P384)));
-            Mechanism::EccKeyPairGen
-        }
-    };
+    let (mech, pub_tpl, priv_tpl) = templates(alg, label, &id, always_authenticate);
     let (public, private) = session
         .generate_key_pair(&mech, &pub_tpl, &priv_tpl)
         .map_err(|e| {
@@ -255,6 +218,54 @@ pub fn generate_with(
             Err(e.context("the new key pair was destroyed"))
         }
     }
+}
+
+/// The mechanism and the public and private key templates for a new key pair.
+fn templates(
+    alg: KeyAlg,
+    label: &str,
+    id: &[u8],
+    always_authenticate: bool,
+) -> (Mechanism<'static>, Vec<Attribute>, Vec<Attribute>) {
+    let common = |v: &mut Vec<Attribute>| {
+        v.push(Attribute::Token(true));
+        v.push(Attribute::Label(label.as_bytes().to_vec()));
+        v.push(Attribute::Id(id.to_vec()));
+    };
+    // The public half's usage flags (CKA_VERIFY, CKA_ENCRYPT) are left to the token: p11ca
+    // verifies in software, and tpm2-pkcs11 derives them from the TPM object (VERIFY mirrors
+    // DECRYPT, ENCRYPT mirrors SIGN) and fails key generation on any explicit value that differs.
+    let mut pub_tpl = vec![Attribute::Wrap(false), Attribute::Private(false)];
+    common(&mut pub_tpl);
+    let mut priv_tpl = vec![
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ];
+    if always_authenticate {
+        priv_tpl.push(Attribute::AlwaysAuthenticate(true));
+    }
+    common(&mut priv_tpl);
+    let mech = match alg {
+        KeyAlg::Rsa(bits) => {
+            pub_tpl.push(Attribute::ModulusBits((bits as u64).into()));
+            pub_tpl.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        KeyAlg::EcP256 => {
+            pub_tpl.push(Attribute::EcParams(ec_params_der(P256)));
+            Mechanism::EccKeyPairGen
+        }
+        KeyAlg::EcP384 => {
+            pub_tpl.push(Attribute::EcParams(ec_params_der(P384)));
+            Mechanism::EccKeyPairGen
+        }
+    };
+    (mech, pub_tpl, priv_tpl)
 }
 
 fn bool_attr(attrs: &[Attribute], t: AttributeType) -> Option<bool> {
@@ -344,81 +355,92 @@ pub fn public_key(
         }
     });
     match key_type {
-        Some(k) if k == KeyType::RSA => {
-            let a = session
-                .get_attributes(
-                    private,
-                    &[AttributeType::Modulus, AttributeType::PublicExponent],
-                )
-                .map_err(|e| ck("cannot read the RSA public key", e))?;
-            let n = a.iter().find_map(|x| {
-                if let Attribute::Modulus(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let e = a.iter().find_map(|x| {
-                if let Attribute::PublicExponent(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let (Some(n), Some(e)) = (n, e) else {
-                return Err(Error::token(
-                    "the token did not return the RSA modulus and exponent",
-                ));
-            };
-            pubkey::rsa_spki(&n, &e)
-        }
-        Some(k) if k == KeyType::EC => {
-            let public = match public {
-                Some(p) => p,
-                None => {
-                    let mut tpl = vec![
-                        Attribute::Class(ObjectClass::PUBLIC_KEY),
-                        Attribute::KeyType(KeyType::EC),
-                    ];
-                    if let Some(id) = id {
-                        tpl.push(Attribute::Id(id));
-                    }
-                    let found = session
-                        .find_objects(&tpl)
-                        .map_err(|e| ck("cannot search the token", e))?;
-                    *found.first().ok_or_else(|| {
-                        Error::token("no EC public key object with the private key's CKA_ID; the token must keep the public key next to the private one")
-                    })?
-                }
-            };
-            let a = session
-                .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
-                .map_err(|e| ck("cannot read the EC public key", e))?;
-            let params = a.iter().find_map(|x| {
-                if let Attribute::EcParams(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let point = a.iter().find_map(|x| {
-                if let Attribute::EcPoint(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let (Some(params), Some(point)) = (params, point) else {
-                return Err(Error::token(
-                    "the token did not return CKA_EC_PARAMS and CKA_EC_POINT",
-                ));
-            };
-            pubkey::ec_spki(&params, &point)
-        }
+        Some(k) if k == KeyType::RSA => rsa_public_key(session, private),
+        Some(k) if k == KeyType::EC => ec_public_key(session, public, id),
         _ => Err(Error::token(
             "the key is neither RSA nor EC; p11ca signs with RSA and ECDSA keys",
         )),
     }
+}
+
+/// The SPKI of an RSA key from the private key's CKA_MODULUS and CKA_PUBLIC_EXPONENT.
+fn rsa_public_key(session: &Session, private: ObjectHandle) -> Result<SubjectPublicKeyInfoOwned> {
+    let a = session
+        .get_attributes(
+            private,
+            &[AttributeType::Modulus, AttributeType::PublicExponent],
+        )
+        .map_err(|e| ck("cannot read the RSA public key", e))?;
+    let n = a.iter().find_map(|x| {
+        if let Attribute::Modulus(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let e = a.iter().find_map(|x| {
+        if let Attribute::PublicExponent(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let (Some(n), Some(e)) = (n, e) else {
+        return Err(Error::token(
+            "the token did not return the RSA modulus and exponent",
+        ));
+    };
+    pubkey::rsa_spki(&n, &e)
+}
+
+/// The SPKI of an EC key from its public key object (`public`, else the one with the private
+/// key's CKA_ID).
+fn ec_public_key(
+    session: &Session,
+    public: Option<ObjectHandle>,
+    id: Option<Vec<u8>>,
+) -> Result<SubjectPublicKeyInfoOwned> {
+    let public = match public {
+        Some(p) => p,
+        None => {
+            let mut tpl = vec![
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::EC),
+            ];
+            if let Some(id) = id {
+                tpl.push(Attribute::Id(id));
+            }
+            let found = session
+                .find_objects(&tpl)
+                .map_err(|e| ck("cannot search the token", e))?;
+            *found.first().ok_or_else(|| {
+                Error::token("no EC public key object with the private key's CKA_ID; the token must keep the public key next to the private one")
+            })?
+        }
+    };
+    let a = session
+        .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
+        .map_err(|e| ck("cannot read the EC public key", e))?;
+    let params = a.iter().find_map(|x| {
+        if let Attribute::EcParams(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let point = a.iter().find_map(|x| {
+        if let Attribute::EcPoint(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let (Some(params), Some(point)) = (params, point) else {
+        return Err(Error::token(
+            "the token did not return CKA_EC_PARAMS and CKA_EC_POINT",
+        ));
+    };
+    pubkey::ec_spki(&params, &point)
 }
 
 /// Find the one private key `uri` names (by `object` label and/or `id`); zero or several
@@ -457,48 +479,7 @@ pub fn find_private_key(
             .join(", ")
     };
     match found.as_slice() {
-        [h] => {
-            // One attribute read for all a signer needs (each C_GetAttributeValue on a token
-            // object costs SoftHSM a check of its files): an RSA key's public half is on the
-            // private key object; otherwise public_key() finds it.
-            let a = session
-                .get_attributes(
-                    *h,
-                    &[
-                        AttributeType::Label,
-                        AttributeType::Id,
-                        AttributeType::KeyType,
-                        AttributeType::Modulus,
-                        AttributeType::PublicExponent,
-                        AttributeType::AlwaysAuthenticate,
-                    ],
-                )
-                .map_err(|e| ck("cannot read the key's attributes", e))?;
-            let (mut label, mut id, mut rsa, mut n, mut e, mut always) =
-                (String::new(), Vec::new(), false, None, None, false);
-            for x in a {
-                match x {
-                    Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
-                    Attribute::Id(i) => id = i,
-                    Attribute::KeyType(k) => rsa = k == KeyType::RSA,
-                    Attribute::Modulus(m) => n = Some(m),
-                    Attribute::PublicExponent(x) => e = Some(x),
-                    Attribute::AlwaysAuthenticate(b) => always = b,
-                    _ => {}
-                }
-            }
-            let spki = match (rsa, n, e) {
-                (true, Some(n), Some(e)) => pubkey::rsa_spki(&n, &e)?,
-                _ => public_key(session, *h, None)?,
-            };
-            Ok(FoundKey {
-                handle: *h,
-                label,
-                id,
-                spki,
-                always_authenticate: always,
-            })
-        }
+        [h] => found_key(session, *h),
         [] => {
             let all = session
                 .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
@@ -520,6 +501,50 @@ pub fn find_private_key(
             list(many)
         ))),
     }
+}
+
+/// The one key found: its label, ID, public key and whether it needs a PIN per signature.
+fn found_key(session: &Session, h: ObjectHandle) -> Result<FoundKey> {
+    // One attribute read for all a signer needs (each C_GetAttributeValue on a token
+    // object costs SoftHSM a check of its files): an RSA key's public half is on the
+    // private key object; otherwise public_key() finds it.
+    let a = session
+        .get_attributes(
+            h,
+            &[
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::KeyType,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::AlwaysAuthenticate,
+            ],
+        )
+        .map_err(|e| ck("cannot read the key's attributes", e))?;
+    let (mut label, mut id, mut rsa, mut n, mut e, mut always) =
+        (String::new(), Vec::new(), false, None, None, false);
+    for x in a {
+        match x {
+            Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+            Attribute::Id(i) => id = i,
+            Attribute::KeyType(k) => rsa = k == KeyType::RSA,
+            Attribute::Modulus(m) => n = Some(m),
+            Attribute::PublicExponent(x) => e = Some(x),
+            Attribute::AlwaysAuthenticate(b) => always = b,
+            _ => {}
+        }
+    }
+    let spki = match (rsa, n, e) {
+        (true, Some(n), Some(e)) => pubkey::rsa_spki(&n, &e)?,
+        _ => public_key(session, h, None)?,
+    };
+    Ok(FoundKey {
+        handle: h,
+        label,
+        id,
+        spki,
+        always_authenticate: always,
+    })
 }
 
 /// Describe one object.
