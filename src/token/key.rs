@@ -740,3 +740,47 @@ pub fn destroy_objects(
         Err(_) => failed.len(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has(tpl: &[Attribute], want: &Attribute) -> bool {
+        tpl.iter().any(|a| a == want)
+    }
+
+    #[test]
+    fn rsa_templates_ask_for_the_size_and_f4() {
+        let (mech, public, private) = templates(KeyAlg::Rsa(3072), "ca", &[1, 2], false);
+        assert!(matches!(mech, Mechanism::RsaPkcsKeyPairGen));
+        assert!(has(&public, &Attribute::ModulusBits(3072u64.into())));
+        assert!(has(&public, &Attribute::PublicExponent(vec![1, 0, 1])));
+        assert!(has(&private, &Attribute::Label(b"ca".to_vec())));
+        assert!(has(&private, &Attribute::Id(vec![1, 2])));
+        assert!(
+            !private
+                .iter()
+                .any(|a| matches!(a, Attribute::AlwaysAuthenticate(_)))
+        );
+    }
+
+    #[test]
+    fn private_keys_never_leave_the_token_and_only_sign() {
+        let (mech, public, private) = templates(KeyAlg::EcP384, "k", &[9], true);
+        assert!(matches!(mech, Mechanism::EccKeyPairGen));
+        assert!(has(&public, &Attribute::EcParams(ec_params_der(P384))));
+        for want in [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::AlwaysAuthenticate(true),
+        ] {
+            assert!(has(&private, &want), "{want:?}");
+        }
+    }
+}

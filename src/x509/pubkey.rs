@@ -68,3 +68,35 @@ pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned>
         subject_public_key: BitString::from_bytes(&raw).map_err(bad)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x509::alg::KeyAlg;
+
+    #[test]
+    fn ec_points_as_octet_string_or_raw() {
+        let params = rfc5912::SECP_256_R_1.to_der().unwrap();
+        let mut raw = vec![0x04];
+        raw.extend([7u8; 64]);
+        let wrapped = OctetString::new(raw.clone()).unwrap().to_der().unwrap();
+        let a = ec_spki(&params, &raw).unwrap();
+        let b = ec_spki(&params, &wrapped).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.subject_public_key.raw_bytes(), raw.as_slice());
+        assert_eq!(KeyAlg::of(&a).unwrap(), KeyAlg::EcP256);
+        assert!(ec_spki(&params, &raw[..40]).is_err());
+        let other = ObjectIdentifier::new_unwrap("1.3.132.0.35")
+            .to_der()
+            .unwrap();
+        assert!(ec_spki(&other, &raw).is_err());
+    }
+
+    #[test]
+    fn rsa_from_modulus_and_exponent() {
+        let mut n = vec![0xc5; 256];
+        n[255] = 0x01;
+        let spki = rsa_spki(&n, &[1, 0, 1]).unwrap();
+        assert_eq!(KeyAlg::of(&spki).unwrap(), KeyAlg::Rsa(2048));
+    }
+}
