@@ -17,12 +17,15 @@
 //! A profile's `policy` object (p11ca's own, not cfssl's) configures the issuance policy of
 //! `x509::policy`; there an unknown key is an error, since a misspelt security setting must not
 //! fall back to a default unnoticed. See docs/policy.md.
+//!
+//! This file reads the file and holds the types; a profile is built one concern at a time in
+//! `profile`, `auth_keys` loads the HMAC keys and `time` reads RFC 3339 times. The extensions a
+//! profile asks for are encoded by `x509::build`.
 
 use std::collections::BTreeMap;
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5280;
-use der::DateTime;
 use der::flagset::FlagSet;
 use regex::Regex;
 use serde::Deserialize;
@@ -36,7 +39,11 @@ use crate::error::{Error, Result};
 use crate::x509::build::{self, PolicyInfo};
 use crate::x509::policy::Policy;
 
+mod auth_keys;
 mod profile;
+mod time;
+
+pub use auth_keys::MIN_AUTH_KEY_BYTES;
 
 /// cfssl's default expiry (`config.DefaultConfig`): one year.
 const DEFAULT_EXPIRY_SECS: i64 = 8760 * 3600;
@@ -337,98 +344,6 @@ fn lookup<T: Copy>(table: &[(&str, T)], s: &str) -> Option<T> {
     table.iter().find(|(k, _)| *k == lower).map(|(_, v)| *v)
 }
 
-/// RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, as Go's `time.Time` JSON) to Unix seconds.
-/// A fraction is truncated: certificates carry whole seconds.
-fn parse_rfc3339(s: &str) -> std::result::Result<i64, String> {
-    let num = |from: usize, to: usize| -> Option<u32> {
-        let t = s.get(from..to)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let sep = |at: usize, c: u8| s.as_bytes().get(at) == Some(&c);
-    let shape = s.len() >= 20
-        && sep(4, b'-')
-        && sep(7, b'-')
-        && sep(10, b'T')
-        && sep(13, b':')
-        && sep(16, b':');
-    let fields = (
-        num(0, 4),
-        num(5, 7),
-        num(8, 10),
-        num(11, 13),
-        num(14, 16),
-        num(17, 19),
-    );
-    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = fields else {
-        return Err("not an RFC 3339 time".into());
-    };
-    if !shape {
-        return Err("not an RFC 3339 time".into());
-    }
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        let n = r.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return Err("a '.' must be followed by fractional seconds".into());
-        }
-        rest = &r[n..];
-    }
-    let offset: i64 = match rest {
-        "Z" => 0,
-        _ => {
-            let b = rest.as_bytes();
-            let sign = match b.first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => {
-                    return Err(
-                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
-                    );
-                }
-            };
-            let hh = rest
-                .get(1..3)
-                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
-            let mm = rest
-                .get(4..6)
-                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
-            match (hh, mm, b.len() == 6 && b[3] == b':') {
-                (Some(hh), Some(mm), true) => {
-                    let (hh, mm): (i64, i64) = (hh.parse().unwrap_or(99), mm.parse().unwrap_or(99));
-                    if hh > 23 || mm > 59 {
-                        return Err("time zone offset out of range".into());
-                    }
-                    sign * (hh * 3600 + mm * 60)
-                }
-                _ => {
-                    return Err(
-                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
-                    );
-                }
-            }
-        }
-    };
-    let narrow = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
-    let dt = DateTime::new(
-        y as u16,
-        narrow(mo),
-        narrow(d),
-        narrow(h),
-        narrow(mi),
-        narrow(sec),
-    )
-    .map_err(|_| "not a valid date and time between 1970 and 9999".to_string())?;
-    let unix = dt.unix_duration().as_secs() as i64 - offset;
-    if unix < 0 {
-        return Err("dates before 1970 are not supported".into());
-    }
-    Ok(unix)
-}
-
 /// Build context for one profile: where it is, for messages, and the file's `auth_keys` and
 /// `remotes` that its fields refer to.
 struct Ctx<'a> {
@@ -438,28 +353,6 @@ struct Ctx<'a> {
     path: String,
     auth_keys: &'a BTreeMap<String, RawAuthKey>,
     remotes: &'a BTreeMap<String, String>,
-}
-
-/// The shortest `auth_keys` key accepted: a shorter one can be guessed or searched for.
-pub const MIN_AUTH_KEY_BYTES: usize = 16;
-
-/// Read an `auth_keys` key file, which anyone who can read it can use to get certificates, so
-/// it must be readable by its owner only (as PIN files should be).
-fn read_key_file(path: &str, at: &str) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let cannot =
-        |e: std::io::Error| Error::input(format!("{at}.key\": file:{path}: cannot read: {e}"));
-    let mode = std::fs::metadata(path)
-        .map_err(cannot)?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(Error::input(format!(
-            "{at}.key\": file:{path} can be read or written by group or others (mode {:o}); chmod 600 it",
-            mode & 0o777
-        )));
-    }
-    std::fs::read_to_string(path).map_err(cannot)
 }
 
 impl Ctx<'_> {
@@ -479,64 +372,11 @@ impl Ctx<'_> {
     }
 
     fn time(&self, field: &str, v: &str) -> Result<i64> {
-        parse_rfc3339(v).map_err(|m| {
+        time::parse_rfc3339(v).map_err(|m| {
             self.field_err(
                 field,
                 format!("invalid time \"{v}\": {m}; use RFC 3339 such as \"2030-01-01T00:00:00Z\""),
             )
-        })
-    }
-
-    /// Resolve the `auth_keys` entry `name` referred to by `field`: type "standard" only (as
-    /// cfssl), the key as hex, `env:VAR` or `file:PATH` (holding hex), and not empty.
-    fn auth_key(&self, field: &str, name: &str) -> Result<AuthKey> {
-        let Some(raw) = self.auth_keys.get(name) else {
-            let known: Vec<&str> = self.auth_keys.keys().map(String::as_str).collect();
-            return Err(self.field_err(
-                field,
-                format!(
-                    "\"{name}\" is not in the auth_keys section ({})",
-                    if known.is_empty() {
-                        "which is empty or missing".to_string()
-                    } else {
-                        format!("it has: {}", known.join(", "))
-                    }
-                ),
-            ));
-        };
-        let at = format!("{}: field \"auth_keys.{name}", self.file);
-        if raw.kind != "standard" {
-            return Err(Error::input(format!(
-                "{at}.type\": unknown authentication type \"{}\"; only \"standard\" (HMAC-SHA256) exists",
-                raw.kind
-            )));
-        }
-        let (text, origin) = if let Some(var) = raw.key.strip_prefix("env:") {
-            let v = std::env::var(var).map_err(|_| {
-                Error::input(format!(
-                    "{at}.key\": env:{var}: the variable {var} is not set"
-                ))
-            })?;
-            (v, format!("env:{var}"))
-        } else if let Some(path) = raw.key.strip_prefix("file:") {
-            (read_key_file(path, &at)?, format!("file:{path}"))
-        } else {
-            (raw.key.clone(), "the key".to_string())
-        };
-        let key = crate::text::unhex(text.trim()).ok_or_else(|| {
-            Error::input(format!(
-                "{at}.key\": {origin} is not hex; give the shared key as hex digits, env:VAR or file:PATH"
-            ))
-        })?;
-        if key.len() < MIN_AUTH_KEY_BYTES {
-            return Err(Error::input(format!(
-                "{at}.key\": {origin} is {} bytes; an HMAC key needs at least {MIN_AUTH_KEY_BYTES} (make one with `openssl rand -hex 32`)",
-                key.len()
-            )));
-        }
-        Ok(AuthKey {
-            name: name.to_string(),
-            key,
         })
     }
 
