@@ -599,7 +599,59 @@ fn full(args: &Args) -> Result<()> {
     }
     batch_run(&ready, &leaves[..leaves.len().min(8)], 2)?;
 
-    // A/B: raw C_Sign and the full issue in the same session, in alternating blocks.
+    let ab = ab_rounds(args, &ready, &issuer, &tbs)?;
+    let br = breakdown(&ready, &issuer, &tbs)?;
+    drop(issuer);
+    let c = parallel_runs(args, &ready, &leaves, &tbs, cores)?;
+
+    // Report.
+    println!(
+        "D. one-shot `sign` profile in this process (first use of the module, so cold as a fresh run)"
+    );
+    println!("   {:<84} {:>9}", "phase", "ms");
+    for p in &clock.phases {
+        println!("   {:<84} {:>9.3}", p.name, p.ms);
+    }
+    println!(
+        "   {:<84} {:>9.3}",
+        "total in-process (rows not marked aside/of which)",
+        clock.total()
+    );
+    println!();
+
+    let (raw, iss, ratio) = report_ab(&ab, &br, tbs.len());
+    let (batch_1_over_raw, scaling) = report_parallel(args, &c, leaves.len(), cores);
+
+    let summary = serde_json::json!({
+        "mechanism": mech.name(),
+        "tbs_bytes": tbs.len(),
+        "raw_sign_ms_median": raw.median(),
+        "raw_sign_ms_p95": raw.pct(95.0),
+        "issue_ms_median": iss.median(),
+        "issue_ms_p95": iss.pct(95.0),
+        "inline_issue_over_raw": ratio.median(),
+        "batch_1_over_raw": batch_1_over_raw,
+        "scaling": scaling,
+        "one_shot_in_process_ms": clock.total(),
+    });
+    println!("SUMMARY-JSON {summary}");
+    Ok(())
+}
+
+/// A/B measurements: per-operation times (ms) and per-round rates of raw C_Sign and of the
+/// full issue, and the per-round rate ratios.
+struct AbRun {
+    rounds: usize,
+    per: usize,
+    raw_ms: Vec<f64>,
+    issue_ms: Vec<f64>,
+    round_ratio: Vec<f64>,
+    raw_rate: Vec<f64>,
+    issue_rate: Vec<f64>,
+}
+
+/// A/B: raw C_Sign and the full issue in the same session, in alternating blocks.
+fn ab_rounds(args: &Args, ready: &Ready, issuer: &Issuer<'_>, tbs: &[u8]) -> Result<AbRun> {
     let rounds = args.rounds.max(1);
     let per = args.per_round.max(1);
     let (mut raw_ms, mut issue_ms) = (Vec::new(), Vec::new());
@@ -612,7 +664,7 @@ fn full(args: &Args) -> Result<()> {
             let t = Instant::now();
             for _ in 0..per {
                 if kind == 0 {
-                    time_each(&mut raw_ms, || issuer.signer().raw_sign(&tbs))?;
+                    time_each(&mut raw_ms, || issuer.signer().raw_sign(tbs))?;
                 } else {
                     time_each(&mut issue_ms, || {
                         let der = issuer.issue(&ready.leaf, &ready.profile, &mut Vec::new())?;
@@ -631,12 +683,34 @@ fn full(args: &Args) -> Result<()> {
         round_ratio.push(block_raw.as_secs_f64() / block_issue.as_secs_f64());
     }
 
-    // What an issue does besides C_Sign, each measured alone (same session).
+    Ok(AbRun {
+        rounds,
+        per,
+        raw_ms,
+        issue_ms,
+        round_ratio,
+        raw_rate,
+        issue_rate,
+    })
+}
+
+/// What an issue does besides C_Sign, each measured alone: times in microseconds.
+struct Breakdown {
+    reps: usize,
+    rng_us: Vec<f64>,
+    verify_us: Vec<f64>,
+    rustcrypto_us: Vec<f64>,
+    pem_us: Vec<f64>,
+    build_us: Vec<f64>,
+}
+
+/// What an issue does besides C_Sign, each measured alone (same session).
+fn breakdown(ready: &Ready, issuer: &Issuer<'_>, tbs: &[u8]) -> Result<Breakdown> {
     let reps = 200;
     let (mut rng_us, mut verify_us, mut pem_us, mut build_us) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rustcrypto_us = Vec::new();
-    let sig = issuer.signer().sign(&tbs)?;
+    let sig = issuer.signer().sign(tbs)?;
     let spki = issuer.signer().public_key().clone();
     let alg = issuer.signer().algorithm();
     for _ in 0..reps {
@@ -644,10 +718,10 @@ fn full(args: &Args) -> Result<()> {
         build::random_serial(issuer.signer() as &dyn Signer)?;
         rng_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
-        verify::verify(&spki, alg, &tbs, &sig)?;
+        verify::verify(&spki, alg, tbs, &sig)?;
         verify_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
-        verify::verify_rustcrypto(&spki, alg, &tbs, &sig)?;
+        verify::verify_rustcrypto(&spki, alg, tbs, &sig)?;
         rustcrypto_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
         build::pem("CERTIFICATE", &ready.first_cert)?;
@@ -659,9 +733,36 @@ fn full(args: &Args) -> Result<()> {
             .map_err(|e| Error::input(e.to_string()))?;
         build_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    drop(issuer);
+    Ok(Breakdown {
+        reps,
+        rng_us,
+        verify_us,
+        rustcrypto_us,
+        pem_us,
+        build_us,
+    })
+}
 
-    // C: sessions in parallel, rotating the order of session counts between repetitions.
+/// C measurements: per session count, the wall times (s) and cores used of the batch and of
+/// raw C_Sign, and the cores this process and the machine kept busy meanwhile.
+struct ParallelRun {
+    jobs: Vec<usize>,
+    batch_s: Vec<Vec<f64>>,
+    raw_s: Vec<Vec<f64>>,
+    batch_cores: Vec<Vec<f64>>,
+    raw_cores: Vec<Vec<f64>>,
+    own_cores: f64,
+    machine: Option<f64>,
+}
+
+/// C: sessions in parallel, rotating the order of session counts between repetitions.
+fn parallel_runs(
+    args: &Args,
+    ready: &Ready,
+    leaves: &[LeafRequest],
+    tbs: &[u8],
+    cores: usize,
+) -> Result<ParallelRun> {
     let jobs: Vec<usize> = if args.jobs.is_empty() {
         vec![1, 2, 4]
     } else {
@@ -680,11 +781,11 @@ fn full(args: &Args) -> Result<()> {
         for k in 0..jobs.len() {
             let i = (k + rep) % jobs.len();
             let c0 = process_cpu_secs();
-            let d = batch_run(&ready, &leaves, jobs[i])?.as_secs_f64();
+            let d = batch_run(ready, leaves, jobs[i])?.as_secs_f64();
             batch_cores[i].push((process_cpu_secs() - c0) / d);
             batch_s[i].push(d);
             let c0 = process_cpu_secs();
-            let d = raw_parallel(&ready, &tbs, n, jobs[i])?.as_secs_f64();
+            let d = raw_parallel(ready, tbs, n, jobs[i])?.as_secs_f64();
             raw_cores[i].push((process_cpu_secs() - c0) / d);
             raw_s[i].push(d);
         }
@@ -696,26 +797,25 @@ fn full(args: &Args) -> Result<()> {
         busy * cores as f64
     });
 
-    // Report.
-    println!(
-        "D. one-shot `sign` profile in this process (first use of the module, so cold as a fresh run)"
-    );
-    println!("   {:<84} {:>9}", "phase", "ms");
-    for p in &clock.phases {
-        println!("   {:<84} {:>9.3}", p.name, p.ms);
-    }
-    println!(
-        "   {:<84} {:>9.3}",
-        "total in-process (rows not marked aside/of which)",
-        clock.total()
-    );
-    println!();
+    Ok(ParallelRun {
+        jobs,
+        batch_s,
+        raw_s,
+        batch_cores,
+        raw_cores,
+        own_cores,
+        machine,
+    })
+}
 
-    let raw = Stats::new(raw_ms);
-    let iss = Stats::new(issue_ms);
-    let ratio = Stats::new(round_ratio);
-    let raw_rate = Stats::new(raw_rate);
-    let issue_rate = Stats::new(issue_rate);
+/// Print A/B and the breakdown; the raw and issue statistics and the rate ratio.
+fn report_ab(ab: &AbRun, br: &Breakdown, tbs_len: usize) -> (Stats, Stats, Stats) {
+    let (rounds, per, reps) = (ab.rounds, ab.per, br.reps);
+    let raw = Stats::new(ab.raw_ms.clone());
+    let iss = Stats::new(ab.issue_ms.clone());
+    let ratio = Stats::new(ab.round_ratio.clone());
+    let raw_rate = Stats::new(ab.raw_rate.clone());
+    let issue_rate = Stats::new(ab.issue_rate.clone());
     println!(
         "A/B. one session, {rounds} rounds x {per} ops of each, alternating which goes first (after warm-up)"
     );
@@ -725,7 +825,7 @@ fn full(args: &Args) -> Result<()> {
     );
     println!(
         "   {:<52} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>12.0}",
-        format!("a raw C_Sign, {} B message", tbs.len()),
+        format!("a raw C_Sign, {} B message", tbs_len),
         raw.median(),
         raw.pct(95.0),
         raw.min(),
@@ -748,10 +848,10 @@ fn full(args: &Args) -> Result<()> {
         ratio.max(),
     );
     let (rng, ver, pem, rt) = (
-        Stats::new(rng_us),
-        Stats::new(verify_us),
-        Stats::new(pem_us),
-        Stats::new(build_us),
+        Stats::new(br.rng_us.clone()),
+        Stats::new(br.verify_us.clone()),
+        Stats::new(br.pem_us.clone()),
+        Stats::new(br.build_us.clone()),
     );
     println!(
         "   what b adds to a, each alone ({reps}x, median / p95 in us): serial C_GenerateRandom(20) {:.1} / {:.1}, software verify {:.1} / {:.1}, DER re-parse+encode {:.1} / {:.1}, PEM {:.1} / {:.1}",
@@ -764,7 +864,7 @@ fn full(args: &Args) -> Result<()> {
         pem.median(),
         pem.pct(95.0)
     );
-    let rc = Stats::new(rustcrypto_us);
+    let rc = Stats::new(br.rustcrypto_us.clone());
     println!(
         "   software verify is ring's; the pure-Rust path (verify_rustcrypto, kept for keys ring does not take) would take {:.1} / {:.1}",
         rc.median(),
@@ -776,6 +876,25 @@ fn full(args: &Args) -> Result<()> {
     );
     println!();
 
+    (raw, iss, ratio)
+}
+
+/// Print C; the one-session issue/raw ratio and the scaling figures for the summary.
+fn report_parallel(
+    args: &Args,
+    c: &ParallelRun,
+    n: usize,
+    cores: usize,
+) -> (f64, serde_json::Map<String, serde_json::Value>) {
+    let ParallelRun {
+        jobs,
+        batch_s,
+        raw_s,
+        batch_cores,
+        raw_cores,
+        own_cores,
+        machine,
+    } = c;
     println!(
         "C. parallel sessions: Batch::issue_all over {n} leaves vs raw C_Sign x {n}, {} reps, rotating order",
         args.batch_reps.max(1)
@@ -837,7 +956,7 @@ fn full(args: &Args) -> Result<()> {
             scaling.insert(format!("raw_{j}_over_1"), serde_json::json!(sr));
         }
     }
-    if let Some(m) = machine {
+    if let Some(m) = *machine {
         println!(
             "   during C the machine's {cores} cores were {m:.2} cores busy on average, {own_cores:.2} of them this process: {:.2} cores went to other processes",
             (m - own_cores).max(0.0)
@@ -848,18 +967,5 @@ fn full(args: &Args) -> Result<()> {
     );
     println!();
 
-    let summary = serde_json::json!({
-        "mechanism": mech.name(),
-        "tbs_bytes": tbs.len(),
-        "raw_sign_ms_median": raw.median(),
-        "raw_sign_ms_p95": raw.pct(95.0),
-        "issue_ms_median": iss.median(),
-        "issue_ms_p95": iss.pct(95.0),
-        "inline_issue_over_raw": ratio.median(),
-        "batch_1_over_raw": batch_1_over_raw,
-        "scaling": scaling,
-        "one_shot_in_process_ms": clock.total(),
-    });
-    println!("SUMMARY-JSON {summary}");
-    Ok(())
+    (batch_1_over_raw, scaling)
 }
