@@ -46,7 +46,7 @@ use p11ca::cfssl::output;
 use p11ca::token::signer::{SignMech, TokenSigner};
 use p11ca::token::{AuthPin, Library, Module, Pkcs11Uri, Session, TokenSummary, key, pin};
 use p11ca::x509::alg::HashAlg;
-use p11ca::x509::name::{self, SubjectOverride};
+use p11ca::x509::name::SubjectOverride;
 use p11ca::x509::{Signer, build, request, verify};
 use p11ca::{Error, Result};
 
@@ -234,16 +234,8 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 fn leaf_from_csr(bytes: &[u8], source: &str) -> Result<(LeafRequest, Vec<u8>)> {
     let csr = request::parse(bytes, source)?;
-    let subject = name::canonicalize(&csr.subject, &SubjectOverride::default())?;
-    Ok((
-        LeafRequest {
-            subject,
-            public_key: csr.public_key.clone(),
-            sans: csr.sans.clone(),
-            wants_ca: csr.wants_ca,
-        },
-        csr.der,
-    ))
+    let leaf = LeafRequest::from_csr(&csr, &SubjectOverride::default(), None)?;
+    Ok((leaf, csr.der))
 }
 
 fn key_uri(value: &str) -> Result<Pkcs11Uri> {

@@ -25,7 +25,8 @@ use crate::token::{AuthPin, KeyHandle, Module, Session, TokenSummary};
 use crate::x509::alg::{KeyAlg, SigAlg};
 use crate::x509::build::{self, CertParams};
 use crate::x509::hosts::{self, San};
-use crate::x509::name;
+use crate::x509::name::{self, SubjectOverride};
+use crate::x509::request::ParsedCsr;
 
 /// Default backdate of notBefore, as cfssl.
 pub const DEFAULT_BACKDATE_SECS: i64 = 300;
@@ -41,6 +42,24 @@ pub struct LeafRequest {
     pub sans: Vec<San>,
     /// The request asked for CA:TRUE.
     pub wants_ca: bool,
+}
+
+impl LeafRequest {
+    /// What `csr` asks to be certified: its subject canonicalized with `ov` (the caller's
+    /// subject overrides), its public key, its SANs unless `sans` replaces them, and whether
+    /// it asks for CA:TRUE.
+    pub fn from_csr(
+        csr: &ParsedCsr,
+        ov: &SubjectOverride<'_>,
+        sans: Option<Vec<San>>,
+    ) -> Result<Self> {
+        Ok(Self {
+            subject: name::canonicalize(&csr.subject, ov)?,
+            public_key: csr.public_key.clone(),
+            sans: sans.unwrap_or_else(|| csr.sans.clone()),
+            wants_ca: csr.wants_ca,
+        })
+    }
 }
 
 /// Parse a CA certificate from PEM (text around the block allowed) or DER.

@@ -352,16 +352,11 @@ pub(super) fn csr_item(
     host_override: &Option<Vec<San>>,
 ) -> Result<Item> {
     let csr = request::parse(bytes, name)?;
-    let subject = name::canonicalize(&csr.subject, ov).map_err(|e| e.context(name))?;
-    let sans = host_override.clone().unwrap_or_else(|| csr.sans.clone());
+    let leaf =
+        LeafRequest::from_csr(&csr, ov, host_override.clone()).map_err(|e| e.context(name))?;
     Ok(Item {
         name: name.to_string(),
-        leaf: LeafRequest {
-            subject,
-            public_key: csr.public_key.clone(),
-            sans,
-            wants_ca: csr.wants_ca,
-        },
+        leaf,
         csr_pem: build::pem("CERTIFICATE REQUEST", &csr.der)?,
         key_pem: None,
     })
