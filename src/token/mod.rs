@@ -161,7 +161,7 @@ pub struct Module {
 /// shared (sessions hold clones): finalizing through a clone ends the module's state for all of
 /// them, which is the point; every session and login is gone afterwards. The caller makes sure
 /// no other thread is inside the module.
-pub fn initialize_again(ctx: &Pkcs11, path: &Path, initialized: &AtomicBool) -> Result<()> {
+pub(crate) fn initialize_again(ctx: &Pkcs11, path: &Path, initialized: &AtomicBool) -> Result<()> {
     if initialized.swap(false, Ordering::SeqCst) {
         let _ = ctx.clone().finalize();
     }
@@ -307,7 +307,7 @@ impl Module {
 
     /// Whether the module is initialized, shared with others that re-initialize its context
     /// (the server's session pool).
-    pub fn initialized(&self) -> Arc<AtomicBool> {
+    pub(crate) fn initialized(&self) -> Arc<AtomicBool> {
         self.initialized.clone()
     }
 
