@@ -22,10 +22,10 @@
 //! string in the log is escaped ([`crate::text::escape_for_log`]).
 //!
 //! Why this hand-written HTTP/1.1 layer and not hyper on tokio: the attack tests
-//! (tests/serve_hostile.rs) pass with it, `ci/bench-serve` shows equal or better throughput
-//! than before, the signing path stays synchronous (PKCS#11 calls block, see above), and the
-//! API needs only Content-Length bodies on four endpoints; an async stack would bring a
-//! runtime and a second concurrency model for no measured gain.
+//! (tests/serve_hostile.rs) pass with it, the signing path stays synchronous (PKCS#11 calls
+//! block, see above), and the API needs only Content-Length bodies on four endpoints; an async
+//! stack would bring a runtime and a second concurrency model for no gain `ci/bench-serve`
+//! could show.
 //!
 //! Layer: the top of the library; it uses `ca`, `token`, `db`, `tls` and the formats below, and
 //! nothing uses it but the CLI.
