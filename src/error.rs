@@ -3,6 +3,8 @@
 //! Every error carries a [`Kind`] (which decides the process exit code) and a single-line message
 //! that says what went wrong, naming the file, field or URI involved, and what to do about it.
 //! The CLI prints it as one line on stderr; nothing else is printed on failure.
+//!
+//! Layer: the bottom; it uses nothing of the crate.
 
 use std::fmt;
 
@@ -23,7 +25,17 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The process exit code for this kind (documented in the README).
+    /// Every kind, in exit-code order (the CLI's `--help` lists them; a test checks it).
+    pub const ALL: [Kind; 5] = [
+        Kind::Input,
+        Kind::Token,
+        Kind::Policy,
+        Kind::Output,
+        Kind::Verify,
+    ];
+
+    /// The process exit code for this kind (documented in the README). The one place exit
+    /// codes are defined.
     pub fn exit_code(self) -> u8 {
         match self {
             Kind::Input => 1,

@@ -5,6 +5,8 @@
 //! are staged are they renamed into place. A failure before that removes the temporaries and
 //! leaves old files untouched; a crash leaves at most a stray `.p11ca-tmp` file, never a
 //! truncated output.
+//!
+//! Layer: on `error` (and `fault` in tests) only; it knows nothing of certificates or tokens.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -62,6 +64,7 @@ impl OutputSet {
             }
         }
         for (i, (tmp, path)) in staged.iter().enumerate() {
+            #[cfg(feature = "fault-injection")]
             if i == 1 {
                 crate::fault::crash_point("between-renames");
             }

@@ -1,4 +1,5 @@
-//! Text helpers shared by the CLI and the server.
+//! Text helpers for the whole crate: untrusted text made safe for logs and terminals, hex,
+//! and big integers in decimal. Depends on nothing of the crate.
 
 use std::fmt::Write;
 
@@ -40,9 +41,59 @@ fn is_invisible_format(c: char) -> bool {
     )
 }
 
+/// Bytes as lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    base16ct::lower::encode_string(b)
+}
+
+/// Hex (either case) as bytes; `None` unless it is an even number of hex digits.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    base16ct::mixed::decode_vec(s).ok()
+}
+
+/// A big-endian unsigned integer in decimal.
+pub fn decimal(be: &[u8]) -> String {
+    let mut digits: Vec<u8> = Vec::new(); // little-endian base-10 digits
+    for &byte in be {
+        let mut carry = byte as u32;
+        for d in digits.iter_mut() {
+            let v = (*d as u32) * 256 + carry;
+            *d = (v % 10) as u8;
+            carry = v / 10;
+        }
+        while carry > 0 {
+            digits.push((carry % 10) as u8);
+            carry /= 10;
+        }
+    }
+    if digits.is_empty() {
+        return "0".into();
+    }
+    digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::escape_for_log;
+    use super::{decimal, escape_for_log, hex, unhex};
+
+    #[test]
+    fn decimal_serials() {
+        assert_eq!(decimal(&[]), "0");
+        assert_eq!(decimal(&[0]), "0");
+        assert_eq!(decimal(&[1, 0]), "256");
+        assert_eq!(
+            decimal(&[0xff; 20]),
+            "1461501637330902918203684832716283019655932542975"
+        );
+    }
+
+    #[test]
+    fn hex_both_ways() {
+        assert_eq!(hex(&[0x01, 0xab]), "01ab");
+        assert_eq!(unhex("01AB"), Some(vec![0x01, 0xab]));
+        assert_eq!(unhex("01a"), None);
+        assert_eq!(unhex("0g"), None);
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -5,7 +5,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{MODULE, Token, ca_args, require, run, sh};
+use crate::util::{MODULE, Token, ca_args, repo, require, run, sh};
 
 /// A mount point of its own (tmpfs), unmounted on drop. The tests that need one run as root,
 /// as CI does; anything else fails loudly.
@@ -67,6 +67,10 @@ fn read_only_output_folder() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn crash_between_renames_leaves_old_or_new_never_truncated() {
     let t = Token::new("crash");
     t.seed_ca();
@@ -215,4 +219,300 @@ fn csr_with_an_unsupported_algorithm() {
     t.run(&ca_args("sign", &["ed.csr"]))
         .fails(1, "ed.csr: unsupported signature algorithm 1.3.101.112");
     assert!(!t.path("ed.pem").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source layout (ARCHITECTURE.md): the library's layers import only downwards, no two files
+// import each other (directly or round a longer circle), and only `src/token/` uses cryptoki.
+
+/// The library's top-level modules, bottom layer first. A module may use modules of lower
+/// layers only; a new top-level module must be placed here.
+const LAYERS: &[&[&str]] = &[
+    &["error", "sync"],
+    &["text", "fault"],
+    &["fsio"],
+    &["x509"],
+    &["token"],
+    &["cfssl"],
+    &["ca"],
+    &["tls"],
+    &["client", "db"],
+    &["serve"],
+];
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The module path of a library file: `src/x509/alg.rs` is `x509::alg`, `src/token/mod.rs` is
+/// `token`, `src/lib.rs` is the root (empty).
+fn module_path(rel: &str) -> Vec<String> {
+    let rel = rel
+        .strip_prefix("src/")
+        .unwrap()
+        .strip_suffix(".rs")
+        .unwrap();
+    let mut parts: Vec<String> = rel.split('/').map(String::from).collect();
+    if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The code of a file without its comments (doc links are not imports) and without its unit
+/// test modules (`#[cfg(test)] mod … {` to the `}` that closes it at the start of a line, as
+/// rustfmt writes it), which may use anything.
+fn code_of(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l == "#[cfg(test)]" && lines.peek().is_some_and(|n| n.starts_with("mod ")) {
+            for skipped in lines.by_ref() {
+                if skipped == "}" {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(match l.find("//") {
+            Some(i) if !l[..i].contains('"') => &l[..i],
+            _ => l,
+        });
+    }
+    out.join("\n")
+}
+
+/// Expand `a::{b, c::{d, e}}` (the text after `crate::` or `super::`) into paths.
+fn expand(text: &str) -> Vec<Vec<String>> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut prefix: Vec<String> = Vec::new();
+    loop {
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        if i > start {
+            prefix.push(text[start..i].to_string());
+        }
+        if text[i..].starts_with("::{") {
+            // A group: split its top level at commas.
+            let mut depth = 0;
+            let mut item_start = i + 3;
+            let mut out = Vec::new();
+            for (j, c) in text[i + 2..].char_indices() {
+                let at = i + 2 + j;
+                match c {
+                    '{' => depth += 1,
+                    '}' | ',' if depth == 1 => {
+                        for mut p in expand(text[item_start..at].trim()) {
+                            let mut full = prefix.clone();
+                            full.append(&mut p);
+                            out.push(full);
+                        }
+                        item_start = at + 1;
+                        if c == '}' {
+                            return out;
+                        }
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            return out;
+        }
+        if text[i..].starts_with("::") {
+            i += 2;
+            continue;
+        }
+        return if prefix.is_empty() {
+            Vec::new()
+        } else {
+            vec![prefix]
+        };
+    }
+}
+
+/// The crate paths a library file uses (`crate::…` and `super::…`, resolved).
+fn used_paths(module: &[String], is_mod_file: bool, code: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (marker, base) in [
+        ("crate::", Vec::new()),
+        ("super::", {
+            // `super` of `a::b` (a file) is `a`; of `a/mod.rs` (module `a`) it is the root.
+            let mut m = module.to_vec();
+            if !is_mod_file || !m.is_empty() {
+                m.pop();
+            }
+            m
+        }),
+    ] {
+        let mut rest = code;
+        while let Some(i) = rest.find(marker) {
+            let before = rest[..i].chars().last();
+            rest = &rest[i + marker.len()..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            for p in expand(rest) {
+                let mut full = base.clone();
+                full.extend(p);
+                out.push(full);
+            }
+        }
+    }
+    out
+}
+
+fn layer_of(top: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&top))
+}
+
+/// Library files (the binary's `src/main.rs`, `src/cli/` and `src/bin/` are the top layer and
+/// use the library through `p11ca::`; `src/build.rs` is the build script), with their module
+/// paths and code.
+fn library_files() -> Vec<(String, Vec<String>, bool, String)> {
+    let root = repo("");
+    rust_files(&repo("src"))
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|rel| {
+            rel != "src/main.rs"
+                && rel != "src/build.rs"
+                && !rel.starts_with("src/cli/")
+                && !rel.starts_with("src/bin/")
+        })
+        .map(|rel| {
+            let code = code_of(&std::fs::read_to_string(repo(&rel)).unwrap());
+            let is_mod = rel.ends_with("/mod.rs") || rel == "src/lib.rs";
+            (rel.clone(), module_path(&rel), is_mod, code)
+        })
+        .collect()
+}
+
+#[test]
+fn library_layers_import_only_downwards() {
+    let mut wrong = Vec::new();
+    for (rel, module, is_mod, code) in library_files() {
+        let Some(top) = module.first() else {
+            continue; // lib.rs declares the modules
+        };
+        let Some(own) = layer_of(top) else {
+            wrong.push(format!(
+                "{rel}: top-level module `{top}` is in no layer (LAYERS)"
+            ));
+            continue;
+        };
+        for path in used_paths(&module, is_mod, &code) {
+            let target = &path[0];
+            if target == top {
+                continue;
+            }
+            // The root re-exports `error`'s types (`crate::Result`).
+            let target_layer = if target.starts_with(char::is_uppercase) {
+                Some(0)
+            } else {
+                layer_of(target)
+            };
+            match target_layer {
+                Some(l) if l < own => {}
+                _ => wrong.push(format!("{rel}: `{top}` uses `{}`", path.join("::"))),
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn no_two_library_files_import_each_other() {
+    let files = library_files();
+    let known: Vec<Vec<String>> = files.iter().map(|f| f.1.clone()).collect();
+    // The file a path lands in: its longest prefix that is a file's module.
+    let file_of = |path: &[String]| -> Option<usize> {
+        (1..=path.len())
+            .rev()
+            .find_map(|n| known.iter().position(|k| k.as_slice() == &path[..n]))
+    };
+    // Edges between leaf files (a folder's mod.rs re-exporting its children is no circle).
+    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); files.len()];
+    for (i, (_, module, is_mod, code)) in files.iter().enumerate() {
+        if *is_mod {
+            continue;
+        }
+        for path in used_paths(module, *is_mod, code) {
+            if let Some(j) = file_of(&path).filter(|&j| j != i && !files[j].2)
+                && !edges[i].contains(&j)
+            {
+                edges[i].push(j);
+            }
+        }
+    }
+    // Depth-first search for a circle.
+    fn visit(n: usize, edges: &[Vec<usize>], state: &mut [u8], stack: &mut Vec<usize>) -> bool {
+        state[n] = 1;
+        stack.push(n);
+        for &m in &edges[n] {
+            if state[m] == 1 {
+                stack.push(m);
+                return true;
+            }
+            if state[m] == 0 && visit(m, edges, state, stack) {
+                return true;
+            }
+        }
+        stack.pop();
+        state[n] = 2;
+        false
+    }
+    let mut state = vec![0u8; files.len()];
+    for n in 0..files.len() {
+        let mut stack = Vec::new();
+        if state[n] == 0 && visit(n, &edges, &mut state, &mut stack) {
+            let names: Vec<&str> = stack.iter().map(|&i| files[i].0.as_str()).collect();
+            panic!("import circle: {}", names.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn only_the_token_module_uses_cryptoki() {
+    let root = repo("");
+    let users: Vec<String> = rust_files(&repo("src"))
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|rel| !rel.starts_with("src/token/"))
+        .filter(|rel| {
+            std::fs::read_to_string(repo(rel))
+                .unwrap()
+                .contains("cryptoki")
+        })
+        .collect();
+    assert!(users.is_empty(), "cryptoki outside src/token/: {users:?}");
 }

@@ -368,6 +368,10 @@ fn duplicate_label_or_id_is_refused_and_token_unchanged() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn rollback_after_a_failure_leaves_the_token_as_before() {
     let t = Token::new("k8s");
     t.seed_files(&["ca-csr.json"]);

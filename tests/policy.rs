@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use p11ca::cfssl::csr::{CsrRequest, KeySpec};
 use p11ca::db::{DbConfig, ListFilter, Store};
-use p11ca::softkey::SoftKey;
+use p11ca::x509::softkey::SoftKey;
 use p11ca::x509::{build, hosts};
 use serde_json::{Value, json};
 
@@ -151,7 +151,7 @@ fn request_csr(c: &Case) -> String {
     })
     .unwrap();
     let sans: Vec<hosts::San> = c.hosts.iter().map(|h| hosts::classify(h)).collect();
-    let key = SoftKey::generate(KeySpec::EcP256).unwrap();
+    let key = SoftKey::generate(KeySpec::EcP256.into()).unwrap();
     let ext = hosts::extension(&sans, false)
         .unwrap()
         .into_iter()

@@ -10,7 +10,7 @@ use proptest::test_runner::Config;
 use serde_json::{Map, Value, json};
 
 use p11ca::Kind;
-use p11ca::certinfo::{cert_info, csr_info};
+use p11ca::cfssl::certinfo::{cert_info, csr_info};
 use p11ca::cfssl::config::SigningConfig;
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::duration::GoDuration;
@@ -694,7 +694,7 @@ fn use_config(c: &SigningConfig) {
             );
             // The configured issuance policy, on a real request and CA.
             let csr = request::parse(CSR_EC, "node-ec.csr").unwrap();
-            let ca = p11ca::issue::parse_ca_cert(CA_CERT, "ca.pem").unwrap();
+            let ca = p11ca::ca::issue::parse_ca_cert(CA_CERT, "ca.pem").unwrap();
             let ca_subject = ca.tbs_certificate().subject();
             if let Err(e) = p.policy.check(
                 &p.name,

@@ -43,7 +43,14 @@ fn hundred_thousand_serials_from_the_token_never_repeat() {
     let session = module
         .login(&token, &cryptoki::types::AuthPin::from("1234".to_string()))
         .unwrap();
-    let k = key::generate(&session, &token, KeySpec::EcP256, "serial-test", None).unwrap();
+    let k = key::generate(
+        &session,
+        &token,
+        KeySpec::EcP256.into(),
+        "serial-test",
+        None,
+    )
+    .unwrap();
     let mech = SignMech::choose(
         &module.mechanisms(token.slot).unwrap(),
         SigAlg::for_key(KeyAlg::EcP256),

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use p11ca::cfssl::config::AuthKey;
+use p11ca::client::{RemoteClient, SignRequest};
 use p11ca::db::{CertRecord, DbConfig, ListFilter, Store};
-use p11ca::remote::{RemoteClient, SignRequest};
 
 use crate::util::{Token, free_port, repo, require, run, sh};
 
@@ -597,7 +597,7 @@ fn sign_request(csr: &str, profile: &str) -> Vec<u8> {
 
 /// An authsign envelope for `req` under `key`.
 fn authsign(req: &[u8], key: &AuthKey) -> Vec<u8> {
-    p11ca::serve::auth::wrap(key, req).into_bytes()
+    p11ca::cfssl::auth::wrap(key, req).into_bytes()
 }
 
 /// The authsign envelope of `req` under `key`, with `edit` applied to its JSON.
@@ -1130,7 +1130,7 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
     assert!(t.read("serve.err").contains("listening on https://"));
 }
 
-/// Start p11ca serve (one session) with `P11CA_FAULT=fault` (debug builds only).
+/// Start p11ca serve (one session) with `P11CA_FAULT=fault` (`fault-injection` feature).
 fn p11ca_serve_with_fault(t: &Token, name: &str, fault: &str) -> Server {
     let port = free_port();
     let p = port.to_string();
@@ -1166,6 +1166,10 @@ fn kubernetes_request(csr: &str) -> SignRequest<'_> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn stale_sessions_are_reopened() {
     let (t, csr) = token_and_node_csr("serve-stale");
     let req = kubernetes_request(&csr);
@@ -1204,6 +1208,10 @@ fn stale_sessions_are_reopened() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn a_dropped_login_is_redone_with_the_kept_pin() {
     let (t, csr) = token_and_node_csr("serve-logout");
     let req = kubernetes_request(&csr);
@@ -1231,6 +1239,10 @@ fn a_dropped_login_is_redone_with_the_kept_pin() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn a_health_check_that_finds_the_login_gone_logs_in_again_without_reconnecting() {
     let (t, csr) = token_and_node_csr("serve-health-logout");
     // Every /health check first logs the server out of the token for real (C_Logout), as a

@@ -54,6 +54,10 @@ fn always_authenticate_key_signs_with_a_context_login_per_signature() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn the_token_enforces_the_per_signature_login() {
     let t = Token::new("aa");
     t.seed_files(&["ca-csr.json", "ca-config.json"]);
@@ -158,6 +162,10 @@ fn assert_six_issued_once(t: &Token, context: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn a_session_that_goes_stale_before_signing_is_reopened_once() {
     let t = Token::new("stale");
     batch_setup(&t);
@@ -173,6 +181,10 @@ fn a_session_that_goes_stale_before_signing_is_reopened_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn a_login_the_token_dropped_is_redone_and_the_key_found_again() {
     let t = Token::new("logout");
     batch_setup(&t);
@@ -194,6 +206,10 @@ fn a_login_the_token_dropped_is_redone_and_the_key_found_again() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn a_session_lost_inside_c_sign_is_never_retried() {
     let t = Token::new("stale");
     batch_setup(&t);
@@ -353,6 +369,10 @@ fn ca_key_deleted_by_another_process_mid_batch() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
 fn rollback_after_a_refused_multi_part_signature() {
     // The first signature (the CSR) fails inside C_SignUpdate with the operation still active;
     // every object the run created must still be removed.

@@ -15,9 +15,9 @@ use std::process::{Command, Output, Stdio};
 use std::io::Write;
 
 /// The SoftHSM2 module. Generic tests use [`Token::module`], which follows the back-end.
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-pub const PIN: &str = "1234";
-pub const SO_PIN: &str = "12345678";
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub(crate) const PIN: &str = "1234";
+pub(crate) const SO_PIN: &str = "12345678";
 
 /// Seconds a back-end service (swtpm, p11-kit server) may live: a safety net that ends it even
 /// if the test process dies before its `Drop` runs.
@@ -25,7 +25,7 @@ const BACKEND_LIFETIME: &str = "1200";
 
 /// A token implementation the tests can run against, chosen by `P11CA_TEST_BACKEND`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// SoftHSM2 (`softhsm`, the default): softhsm/new-token.sh.
     SoftHsm,
     /// tpm2-pkcs11 on the swtpm software TPM (`tpm`): softhsm/tpm-token.sh.
@@ -41,7 +41,7 @@ pub enum Backend {
 impl Backend {
     /// The back-end `P11CA_TEST_BACKEND` names; unset or empty means SoftHSM2. An unknown name
     /// panics rather than fall back silently.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         match std::env::var("P11CA_TEST_BACKEND").as_deref() {
             Err(_) | Ok("") | Ok("softhsm") => Backend::SoftHsm,
             Ok("tpm") => Backend::Tpm,
@@ -54,7 +54,7 @@ impl Backend {
     }
 
     /// The name `P11CA_TEST_BACKEND` uses.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Backend::SoftHsm => "softhsm",
             Backend::Tpm => "tpm",
@@ -107,12 +107,12 @@ fn parse_env(stdout: &str) -> Vec<(String, String)> {
 }
 
 /// Path of a file in the repository.
-pub fn repo(rel: &str) -> PathBuf {
+pub(crate) fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// Fail loudly when a required tool is missing.
-pub fn require(tool: &str) {
+pub(crate) fn require(tool: &str) {
     let ok = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -127,7 +127,7 @@ pub fn require(tool: &str) {
 
 /// A throwaway token in its own temp dir; outputs go to `work()`. Dropping it stops the
 /// back-end's service, if it has one.
-pub struct Token {
+pub(crate) struct Token {
     dir: tempfile::TempDir,
     pub label: String,
     backend: Backend,
@@ -139,18 +139,18 @@ pub struct Token {
 
 impl Token {
     /// A fresh token labelled `label` on the back-end `P11CA_TEST_BACKEND` chooses.
-    pub fn new(label: &str) -> Self {
+    pub(crate) fn new(label: &str) -> Self {
         Self::on(Backend::from_env(), label)
     }
 
     /// A fresh SoftHSM2 token, whatever `P11CA_TEST_BACKEND` says: for tests of SoftHSM2's own
     /// configuration, several tokens in one store, or its manufacturer string.
-    pub fn softhsm(label: &str) -> Self {
+    pub(crate) fn softhsm(label: &str) -> Self {
         Self::on(Backend::SoftHsm, label)
     }
 
     /// A fresh token on `backend`. A back-end that cannot be started panics (never a skip).
-    pub fn on(backend: Backend, label: &str) -> Self {
+    pub(crate) fn on(backend: Backend, label: &str) -> Self {
         assert!(
             Path::new(MODULE).exists(),
             "SoftHSM2 is not installed ({MODULE}): run ci/setup"
@@ -202,17 +202,17 @@ impl Token {
     }
 
     /// The back-end this token runs on.
-    pub fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         self.backend
     }
 
     /// The PKCS#11 module for this token (pkcs11-tool --module, PKCS11_MODULE_PATH).
-    pub fn module(&self) -> &str {
+    pub(crate) fn module(&self) -> &str {
         &self.module
     }
 
     /// Stop the back-end's service (the p11-kit server, swtpm) and keep the token's files.
-    pub fn stop_service(&self) {
+    pub(crate) fn stop_service(&self) {
         let out = Command::new(self.backend.helper())
             .args(["--stop", self.hsm_dir().to_str().unwrap()])
             .output()
@@ -226,7 +226,7 @@ impl Token {
     }
 
     /// Serve the same token again after [`Token::stop_service`] (p11-kit only).
-    pub fn start_service(&self) {
+    pub(crate) fn start_service(&self) {
         assert_eq!(
             self.backend,
             Backend::P11Kit,
@@ -245,7 +245,7 @@ impl Token {
     }
 
     /// Initialise one more token (any label, even a duplicate) in the same SoftHSM store.
-    pub fn add_token(&self, label: &str) {
+    pub(crate) fn add_token(&self, label: &str) {
         assert_eq!(
             self.backend,
             Backend::SoftHsm,
@@ -262,35 +262,35 @@ impl Token {
         );
     }
 
-    pub fn hsm_dir(&self) -> PathBuf {
+    pub(crate) fn hsm_dir(&self) -> PathBuf {
         self.dir.path().join("hsm")
     }
 
-    pub fn conf(&self) -> PathBuf {
+    pub(crate) fn conf(&self) -> PathBuf {
         self.hsm_dir().join("softhsm2.conf")
     }
 
     /// Where commands run and write their outputs.
-    pub fn work(&self) -> PathBuf {
+    pub(crate) fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.work().join(name)
     }
 
-    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, contents: &str) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, contents).unwrap();
         p
     }
 
-    pub fn read(&self, name: &str) -> String {
+    pub(crate) fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
     }
 
     /// A command with a scrubbed environment pointing at this token.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(program);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -302,7 +302,7 @@ impl Token {
     }
 
     /// p11ca with module, token and PIN set through the environment.
-    pub fn p11ca(&self) -> Command {
+    pub(crate) fn p11ca(&self) -> Command {
         let mut c = self.command(env!("CARGO_BIN_EXE_p11ca"));
         c.env("P11CA_MODULE", &self.module)
             .env("P11CA_TOKEN", &self.label)
@@ -312,17 +312,17 @@ impl Token {
 
     /// Run p11ca with `args` (and optional stdin). Nothing is checked: the caller must.
     #[must_use = "check the run with .ok() or .fails(), or read its fields"]
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         run(self.p11ca().args(args), None)
     }
 
     #[must_use = "check the run with .ok() or .fails(), or read its fields"]
-    pub fn run_in(&self, args: &[&str], stdin: &[u8]) -> Run {
+    pub(crate) fn run_in(&self, args: &[&str], stdin: &[u8]) -> Run {
         run(self.p11ca().args(args), Some(stdin))
     }
 
     /// `gencert -initca FILE | json -bare NAME`, asserting success; returns the gencert run.
-    pub fn initca(&self, csr_file: &str, name: &str) -> Run {
+    pub(crate) fn initca(&self, csr_file: &str, name: &str) -> Run {
         let g = self.run(&["gencert", "-initca", csr_file]);
         g.ok();
         self.run_in(&["json", "-bare", name], g.stdout.as_bytes())
@@ -331,7 +331,7 @@ impl Token {
     }
 
     /// Object count as seen by OpenSC's pkcs11-tool (logged in), independent of p11ca.
-    pub fn object_count(&self) -> usize {
+    pub(crate) fn object_count(&self) -> usize {
         require("pkcs11-tool");
         let out = self
             .command("pkcs11-tool")
@@ -365,7 +365,7 @@ impl Token {
     }
 
     /// Names of files in the work dir, sorted.
-    pub fn files(&self) -> Vec<String> {
+    pub(crate) fn files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.work())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -398,14 +398,14 @@ impl Drop for Token {
 
 /// The result of one process.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
 #[must_use = "check the run with .ok() or .fails(), or read its fields"]
-pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Run {
+pub(crate) fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Run {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -428,7 +428,7 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Run {
 impl Run {
     /// Assert success and return self.
     #[track_caller]
-    pub fn ok(&self) -> &Self {
+    pub(crate) fn ok(&self) -> &Self {
         assert_eq!(
             self.code, 0,
             "expected success, got {}: stderr: {}",
@@ -440,7 +440,7 @@ impl Run {
     /// Assert the failure contract: exit `code`, exactly one `p11ca: error:` line on stderr
     /// containing `needle`, no panic, nothing on stdout.
     #[track_caller]
-    pub fn fails(&self, code: i32, needle: &str) -> &Self {
+    pub(crate) fn fails(&self, code: i32, needle: &str) -> &Self {
         assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
         let errors: Vec<&str> = self
             .stderr
@@ -475,21 +475,21 @@ impl Run {
 
 /// Run a command and return stdout, asserting success.
 #[track_caller]
-pub fn sh(cmd: &mut Command) -> String {
+pub(crate) fn sh(cmd: &mut Command) -> String {
     let r = run(cmd, None);
     assert_eq!(r.code, 0, "{cmd:?} failed: {}{}", r.stdout, r.stderr);
     r.stdout
 }
 
 /// `openssl x509 -text` of a PEM file in the work dir.
-pub fn x509_text(t: &Token, file: &str) -> String {
+pub(crate) fn x509_text(t: &Token, file: &str) -> String {
     require("openssl");
     sh(t.command("openssl")
         .args(["x509", "-noout", "-text", "-in", file]))
 }
 
 /// The seed's ca-csr.json with another key.
-pub fn ca_csr(algo: &str, size: u32) -> String {
+pub(crate) fn ca_csr(algo: &str, size: u32) -> String {
     format!(
         r#"{{"CN":"mosquitood-k8s","key":{{"algo":"{algo}","size":{size}}},"names":[{{"C":"CN","ST":"TianJin","L":"TianJin","O":"k8s","OU":"System"}}]}}"#
     )
@@ -497,14 +497,14 @@ pub fn ca_csr(algo: &str, size: u32) -> String {
 
 /// A free TCP port on 127.0.0.1 (bound, read and released; the caller retries if it is taken
 /// again before use).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
 }
 
 /// A background process run under `timeout`, so it ends by itself after its time limit even if
 /// the test process dies; dropping it ends it at once (SIGTERM, which `timeout` forwards).
-pub struct Background {
+pub(crate) struct Background {
     child: std::process::Child,
     /// File (in the work dir) that receives its stdout.
     pub stdout: String,
@@ -514,7 +514,7 @@ pub struct Background {
 
 impl Background {
     /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -534,7 +534,7 @@ impl Drop for Background {
 impl Token {
     /// Start `program args` in the work dir with this token's environment, limited to `secs`
     /// seconds; stdout and stderr go to `NAME.out` and `NAME.err` in the work dir.
-    pub fn spawn(&self, name: &str, secs: u32, program: &str, args: &[&str]) -> Background {
+    pub(crate) fn spawn(&self, name: &str, secs: u32, program: &str, args: &[&str]) -> Background {
         require("timeout");
         let stdout = format!("{name}.out");
         let stderr = format!("{name}.err");
@@ -561,7 +561,7 @@ impl Token {
 impl Token {
     /// `n` P-256 CSRs made by OpenSSL in `dir` (created), named `{prefix}{i:03}.csr` with the
     /// same CN; an empty `out/` folder next to them for `--out`.
-    pub fn make_csrs(&self, dir: &str, prefix: &str, n: usize) {
+    pub(crate) fn make_csrs(&self, dir: &str, prefix: &str, n: usize) {
         require("openssl");
         std::fs::create_dir_all(self.path(dir)).unwrap();
         std::fs::create_dir_all(self.path("out")).unwrap();
@@ -574,7 +574,7 @@ impl Token {
 
 /// `sign` of every CSR in `csrs/` into `out/` with the tutorial's CA, config and profile;
 /// callers add `--jobs N`.
-pub const SIGN_BATCH: [&str; 13] = [
+pub(crate) const SIGN_BATCH: [&str; 13] = [
     "sign",
     "-ca",
     "ca.pem",
@@ -593,7 +593,7 @@ pub const SIGN_BATCH: [&str; 13] = [
 impl Token {
     /// `{name}.csr` (returned as text) for a fresh P-256 key `{name}-key.pem`, made by OpenSSL,
     /// with subject `/CN={cn}`.
-    pub fn ec_csr(&self, name: &str, cn: &str) -> String {
+    pub(crate) fn ec_csr(&self, name: &str, cn: &str) -> String {
         let out = format!("{name}.csr");
         self.openssl_ec_csr(&format!("{name}-key.pem"), cn, &out);
         self.read(&out)
@@ -620,7 +620,7 @@ impl Token {
     }
 
     /// Copy files from tests/data into the work dir.
-    pub fn seed_files(&self, names: &[&str]) {
+    pub(crate) fn seed_files(&self, names: &[&str]) {
         for f in names {
             std::fs::copy(repo(&format!("tests/data/{f}")), self.path(f))
                 .unwrap_or_else(|e| panic!("copy tests/data/{f}: {e}"));
@@ -629,7 +629,7 @@ impl Token {
 
     /// The seed CA: tests/data/ca-csr.json and ca-config.json copied into the work dir, then
     /// `gencert -initca ca-csr.json | json -bare ca`.
-    pub fn seed_ca(&self) {
+    pub(crate) fn seed_ca(&self) {
         require("openssl");
         self.seed_files(&["ca-csr.json", "ca-config.json"]);
         self.initca("ca-csr.json", "ca");
@@ -638,7 +638,7 @@ impl Token {
 
 /// `CMD -ca ca.pem -ca-key ca-key.uri -config ca-config.json -profile mosquitood-k8s` then
 /// `rest`: the seed CA's arguments for `gencert` and `sign`.
-pub fn ca_args<'a>(cmd: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn ca_args<'a>(cmd: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![cmd];
     v.extend_from_slice(&SIGN_BATCH[1..9]);
     v.extend_from_slice(rest);

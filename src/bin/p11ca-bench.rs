@@ -15,15 +15,15 @@
 //!   mechanism p11ca uses (the token's limit), interleaved with
 //! - p11ca's full issue rate in one session (`Issuer::issue`: serial from the token RNG,
 //!   building, signing, software verification) plus PEM encoding;
-//! - `batch::issue_all` with 1, 2 and 4 sessions over N leaves, next to raw `C_Sign` with as
+//! - `Batch::issue_all` with 1, 2 and 4 sessions over N leaves, next to raw `C_Sign` with as
 //!   many sessions;
 //! - a phase profile of a one-shot `sign` (first thing in the process, so the module load is
 //!   cold, as in a real one-shot run).
 //!
 //! `--phases-only` runs just the one-shot profile and prints it as one JSON line, so that
 //! `ci/bench` can repeat it in fresh processes; `--inline-issue` issues in the login session on
-//! the main thread instead of through `batch::issue_all`; `--split-load` instead splits the
-//! module load into dlopen and `C_Initialize` (with cryptoki directly) and times the first
+//! the main thread instead of through `Batch::issue_all`; `--split-load` instead splits the
+//! module load into dlopen and `C_Initialize` ([`p11ca::token::Library`]) and times the first
 //! signatures of the process apart from later ones.
 
 use std::io::Write;
@@ -32,8 +32,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::session::Session;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
@@ -41,12 +39,14 @@ use x509_cert::Certificate;
 mod procstat;
 use procstat::process_cpu_secs;
 
-use p11ca::batch;
+use p11ca::ca::batch;
+use p11ca::ca::issue::{CaKey, Issuer, LeafRequest, parse_ca_cert};
 use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::output;
-use p11ca::issue::{CaKey, Issuer, LeafRequest, parse_ca_cert};
-use p11ca::token::{Module, Pkcs11Uri, TokenSummary, key, pin};
-use p11ca::x509::name::{self, SubjectOverride};
+use p11ca::token::signer::{SignMech, TokenSigner};
+use p11ca::token::{AuthPin, Library, Module, Pkcs11Uri, Session, TokenSummary, key, pin};
+use p11ca::x509::alg::HashAlg;
+use p11ca::x509::name::SubjectOverride;
 use p11ca::x509::{Signer, build, request, verify};
 use p11ca::{Error, Result};
 
@@ -101,7 +101,7 @@ struct Args {
     #[arg(long, conflicts_with_all = ["phases_only", "split_load"])]
     floor: bool,
     /// With --phases-only: issue in the login session on the main thread instead of through
-    /// batch::issue_all (which starts a worker thread with a session of its own).
+    /// Batch::issue_all (which starts a worker thread with a session of its own).
     #[arg(long, requires = "phases_only", conflicts_with = "split_load")]
     inline_issue: bool,
 }
@@ -234,16 +234,8 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 fn leaf_from_csr(bytes: &[u8], source: &str) -> Result<(LeafRequest, Vec<u8>)> {
     let csr = request::parse(bytes, source)?;
-    let subject = name::canonicalize(&csr.subject, &SubjectOverride::default())?;
-    Ok((
-        LeafRequest {
-            subject,
-            public_key: csr.public_key.clone(),
-            sans: csr.sans.clone(),
-            wants_ca: csr.wants_ca,
-        },
-        csr.der,
-    ))
+    let leaf = LeafRequest::from_csr(&csr, &SubjectOverride::default(), None)?;
+    Ok((leaf, csr.der))
 }
 
 fn key_uri(value: &str) -> Result<Pkcs11Uri> {
@@ -258,46 +250,17 @@ fn key_uri(value: &str) -> Result<Pkcs11Uri> {
 }
 
 fn floor(args: &Args) -> Result<()> {
-    use cryptoki::mechanism::Mechanism;
-    use cryptoki::object::{Attribute, ObjectClass};
-    use cryptoki::session::UserType;
     let uri = key_uri(&args.ca_key)?;
     let path = Module::resolve_path(None, None)?;
-    let ctx = Pkcs11::new(&path).map_err(|e| Error::token(format!("cannot load module: {e}")))?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| Error::token(format!("C_Initialize: {e}")))?;
-    let label = selector(&uri)?.token.unwrap_or_default();
-    let slot = ctx
-        .get_slots_with_token()
-        .map_err(|e| Error::token(format!("C_GetSlotList: {e}")))?
-        .into_iter()
-        .find(|s| {
-            ctx.get_token_info(*s)
-                .is_ok_and(|i| i.label().trim_end() == label)
-        })
-        .ok_or_else(|| Error::token(format!("no token labelled {label:?}")))?;
-    let session = ctx
-        .open_rw_session(slot)
-        .map_err(|e| Error::token(format!("C_OpenSession: {e}")))?;
+    let module = Module::load(&path)?;
+    let token = module.select_token(&selector(&uri)?)?;
     let pin = std::env::var("P11CA_PIN").map_err(|_| Error::input("set P11CA_PIN"))?;
-    session
-        .login(UserType::User, Some(&pin.into()))
-        .map_err(|e| Error::token(format!("C_Login: {e}")))?;
-    let mut tpl = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
-    if let Some(l) = &uri.object {
-        tpl.push(Attribute::Label(l.as_bytes().to_vec()));
-    }
-    let key = *session
-        .find_objects(&tpl)
-        .map_err(|e| Error::token(format!("C_FindObjects: {e}")))?
-        .first()
-        .ok_or_else(|| Error::token("no key"))?;
-    session
-        .sign(&Mechanism::Sha256RsaPkcs, key, &[0x5a; 700])
-        .map_err(|e| Error::token(format!("C_Sign: {e}")))?;
+    let session = module.login(&token, &AuthPin::from(pin))?;
+    let found = key::find_private_key(&session, &token, &uri)?;
+    let mech = SignMech::RsaWithHash(HashAlg::Sha256);
+    TokenSigner::new(&session, found.handle, found.spki, mech)?.raw_sign(&[0x5a; 700])?;
     drop(session);
-    ctx.finalize()
-        .map_err(|e| Error::token(format!("C_Finalize: {e}")))?;
+    drop(module); // C_Finalize
     // As p11ca itself ends (see src/main.rs).
     // SAFETY: ends the process; nothing of ours is left to run.
     unsafe { libc::_exit(0) }
@@ -306,15 +269,7 @@ fn floor(args: &Args) -> Result<()> {
 /// The token selector, as the CLI makes it: the key URI's token attributes, else
 /// `P11CA_TOKEN` (a label or a URI).
 fn selector(key_uri: &Pkcs11Uri) -> Result<Pkcs11Uri> {
-    let operator = match std::env::var("P11CA_TOKEN").ok().filter(|t| !t.is_empty()) {
-        Some(t) if t.starts_with("pkcs11:") => Pkcs11Uri::parse(&t)?,
-        Some(t) => {
-            let mut u = Pkcs11Uri::default();
-            u.token = Some(t);
-            u
-        }
-        None => Pkcs11Uri::default(),
-    };
+    let operator = Pkcs11Uri::operator(std::env::var("P11CA_TOKEN").ok().as_deref())?;
     Pkcs11Uri::selector_for_key(key_uri, operator)
 }
 
@@ -366,13 +321,18 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         let jobs = batch::session_count(&module, &token, None, 1);
         clock.lap("session_count (C_GetTokenInfo)");
         let leaves = [leaf.clone()];
-        let mut results =
-            batch::issue_all(&module, &token, &ca, &profile, &leaves, jobs, &|_, _, _| {})?;
+        let batch = batch::Batch {
+            module: &module,
+            token: &token,
+            ca: &ca,
+            profile: &profile,
+        };
+        let mut results = batch.issue_all(&leaves, jobs, &|_, _, _| {})?;
         let (der, _warnings) = results
             .pop()
             .ok_or_else(|| Error::token("issue_all returned nothing"))??;
         clock.lap(
-            "issue, 1 leaf (batch::issue_all: thread, session, serial, build, C_Sign, verify)",
+            "issue, 1 leaf (Batch::issue_all: thread, session, serial, build, C_Sign, verify)",
         );
         der
     };
@@ -398,11 +358,7 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
     })?;
     drop(issuer);
     clock.aside("  aside: C_OpenSession + C_CloseSession", || {
-        module
-            .context()
-            .open_rw_session(token.slot)
-            .map(drop)
-            .map_err(|e| Error::token(format!("C_OpenSession: {e}")))
+        module.open_session(&token, "C_OpenSession").map(drop)
     })?;
     Ok(Ready {
         module,
@@ -446,7 +402,7 @@ fn phases_only(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The module load split in its parts (with cryptoki directly; Module::load does both), and
+/// The module load split in its parts ([`Library`]; Module::load does both), and
 /// the first signatures of a process apart from later ones: where a cold one-shot run spends
 /// its time inside "issue, 1 leaf".
 fn split_load(args: &Args) -> Result<()> {
@@ -464,14 +420,11 @@ fn split_load(args: &Args) -> Result<()> {
     let msg = vec![0x5a_u8; 700];
 
     let mut clock = Clock::start();
-    let ctx = Pkcs11::new(&path).map_err(|e| Error::token(format!("cannot load module: {e}")))?;
+    let library = Library::open(&path)?;
     clock.lap("dlopen + C_GetInterface/C_GetFunctionList");
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| Error::token(format!("C_Initialize: {e}")))?;
+    let module = library.initialize()?;
     clock.lap("C_Initialize");
     {
-        // Module::load now finds the module loaded and initialized (CKR_CRYPTOKI_ALREADY_INITIALIZED).
-        let module = Module::load(&path)?;
         let sel = selector(&key_uri)?;
         let token = module.select_token(&sel)?;
         let (pin, _) = pin::resolve(None, Some(&sel), &token.label, &mut Vec::new())?;
@@ -490,8 +443,9 @@ fn split_load(args: &Args) -> Result<()> {
         issuer.issue(&leaf, &profile, &mut Vec::new())?;
         clock.lap("second Issuer::issue");
     }
+    drop(module);
     clock.lap("C_CloseSession, drop module (C_Finalize)");
-    drop(ctx);
+    drop(library);
     clock.lap("dlclose");
     println!("{}", phases_json(&clock, "split-load"));
     Ok(())
@@ -537,10 +491,7 @@ fn raw_parallel(ready: &Ready, msg: &[u8], total: usize, jobs: usize) -> Result<
         let handles: Vec<_> = (0..jobs.max(1))
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
-                    let s = module
-                        .context()
-                        .open_rw_session(token.slot)
-                        .map_err(|e| Error::token(format!("C_OpenSession: {e}")))?;
+                    let s = module.open_session(token, "C_OpenSession")?;
                     let issuer = Issuer::new(ca, &s)?;
                     while next.fetch_add(1, Ordering::Relaxed) < total {
                         issuer.signer().raw_sign(msg)?;
@@ -562,18 +513,16 @@ fn raw_parallel(ready: &Ready, msg: &[u8], total: usize, jobs: usize) -> Result<
     Ok(d)
 }
 
-/// `batch::issue_all` over `leaves` with `jobs` sessions; the wall time (all must succeed).
+/// `Batch::issue_all` over `leaves` with `jobs` sessions; the wall time (all must succeed).
 fn batch_run(ready: &Ready, leaves: &[LeafRequest], jobs: usize) -> Result<Duration> {
     let t = Instant::now();
-    let results = batch::issue_all(
-        &ready.module,
-        &ready.token,
-        &ready.ca,
-        &ready.profile,
-        leaves,
-        jobs,
-        &|_, _, _| {},
-    )?;
+    let batch = batch::Batch {
+        module: &ready.module,
+        token: &ready.token,
+        ca: &ready.ca,
+        profile: &ready.profile,
+    };
+    let results = batch.issue_all(leaves, jobs, &|_, _, _| {})?;
     let d = t.elapsed();
     for r in results {
         r?;
@@ -642,7 +591,59 @@ fn full(args: &Args) -> Result<()> {
     }
     batch_run(&ready, &leaves[..leaves.len().min(8)], 2)?;
 
-    // A/B: raw C_Sign and the full issue in the same session, in alternating blocks.
+    let ab = ab_rounds(args, &ready, &issuer, &tbs)?;
+    let br = breakdown(&ready, &issuer, &tbs)?;
+    drop(issuer);
+    let c = parallel_runs(args, &ready, &leaves, &tbs, cores)?;
+
+    // Report.
+    println!(
+        "D. one-shot `sign` profile in this process (first use of the module, so cold as a fresh run)"
+    );
+    println!("   {:<84} {:>9}", "phase", "ms");
+    for p in &clock.phases {
+        println!("   {:<84} {:>9.3}", p.name, p.ms);
+    }
+    println!(
+        "   {:<84} {:>9.3}",
+        "total in-process (rows not marked aside/of which)",
+        clock.total()
+    );
+    println!();
+
+    let (raw, iss, ratio) = report_ab(&ab, &br, tbs.len());
+    let (batch_1_over_raw, scaling) = report_parallel(args, &c, leaves.len(), cores);
+
+    let summary = serde_json::json!({
+        "mechanism": mech.name(),
+        "tbs_bytes": tbs.len(),
+        "raw_sign_ms_median": raw.median(),
+        "raw_sign_ms_p95": raw.pct(95.0),
+        "issue_ms_median": iss.median(),
+        "issue_ms_p95": iss.pct(95.0),
+        "inline_issue_over_raw": ratio.median(),
+        "batch_1_over_raw": batch_1_over_raw,
+        "scaling": scaling,
+        "one_shot_in_process_ms": clock.total(),
+    });
+    println!("SUMMARY-JSON {summary}");
+    Ok(())
+}
+
+/// A/B measurements: per-operation times (ms) and per-round rates of raw C_Sign and of the
+/// full issue, and the per-round rate ratios.
+struct AbRun {
+    rounds: usize,
+    per: usize,
+    raw_ms: Vec<f64>,
+    issue_ms: Vec<f64>,
+    round_ratio: Vec<f64>,
+    raw_rate: Vec<f64>,
+    issue_rate: Vec<f64>,
+}
+
+/// A/B: raw C_Sign and the full issue in the same session, in alternating blocks.
+fn ab_rounds(args: &Args, ready: &Ready, issuer: &Issuer<'_>, tbs: &[u8]) -> Result<AbRun> {
     let rounds = args.rounds.max(1);
     let per = args.per_round.max(1);
     let (mut raw_ms, mut issue_ms) = (Vec::new(), Vec::new());
@@ -655,7 +656,7 @@ fn full(args: &Args) -> Result<()> {
             let t = Instant::now();
             for _ in 0..per {
                 if kind == 0 {
-                    time_each(&mut raw_ms, || issuer.signer().raw_sign(&tbs))?;
+                    time_each(&mut raw_ms, || issuer.signer().raw_sign(tbs))?;
                 } else {
                     time_each(&mut issue_ms, || {
                         let der = issuer.issue(&ready.leaf, &ready.profile, &mut Vec::new())?;
@@ -674,12 +675,34 @@ fn full(args: &Args) -> Result<()> {
         round_ratio.push(block_raw.as_secs_f64() / block_issue.as_secs_f64());
     }
 
-    // What an issue does besides C_Sign, each measured alone (same session).
+    Ok(AbRun {
+        rounds,
+        per,
+        raw_ms,
+        issue_ms,
+        round_ratio,
+        raw_rate,
+        issue_rate,
+    })
+}
+
+/// What an issue does besides C_Sign, each measured alone: times in microseconds.
+struct Breakdown {
+    reps: usize,
+    rng_us: Vec<f64>,
+    verify_us: Vec<f64>,
+    rustcrypto_us: Vec<f64>,
+    pem_us: Vec<f64>,
+    build_us: Vec<f64>,
+}
+
+/// What an issue does besides C_Sign, each measured alone (same session).
+fn breakdown(ready: &Ready, issuer: &Issuer<'_>, tbs: &[u8]) -> Result<Breakdown> {
     let reps = 200;
     let (mut rng_us, mut verify_us, mut pem_us, mut build_us) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rustcrypto_us = Vec::new();
-    let sig = issuer.signer().sign(&tbs)?;
+    let sig = issuer.signer().sign(tbs)?;
     let spki = issuer.signer().public_key().clone();
     let alg = issuer.signer().algorithm();
     for _ in 0..reps {
@@ -687,10 +710,10 @@ fn full(args: &Args) -> Result<()> {
         build::random_serial(issuer.signer() as &dyn Signer)?;
         rng_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
-        verify::verify(&spki, alg, &tbs, &sig)?;
+        verify::verify(&spki, alg, tbs, &sig)?;
         verify_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
-        verify::verify_rustcrypto(&spki, alg, &tbs, &sig)?;
+        verify::verify_rustcrypto(&spki, alg, tbs, &sig)?;
         rustcrypto_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
         build::pem("CERTIFICATE", &ready.first_cert)?;
@@ -702,9 +725,36 @@ fn full(args: &Args) -> Result<()> {
             .map_err(|e| Error::input(e.to_string()))?;
         build_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    drop(issuer);
+    Ok(Breakdown {
+        reps,
+        rng_us,
+        verify_us,
+        rustcrypto_us,
+        pem_us,
+        build_us,
+    })
+}
 
-    // C: sessions in parallel, rotating the order of session counts between repetitions.
+/// C measurements: per session count, the wall times (s) and cores used of the batch and of
+/// raw C_Sign, and the cores this process and the machine kept busy meanwhile.
+struct ParallelRun {
+    jobs: Vec<usize>,
+    batch_s: Vec<Vec<f64>>,
+    raw_s: Vec<Vec<f64>>,
+    batch_cores: Vec<Vec<f64>>,
+    raw_cores: Vec<Vec<f64>>,
+    own_cores: f64,
+    machine: Option<f64>,
+}
+
+/// C: sessions in parallel, rotating the order of session counts between repetitions.
+fn parallel_runs(
+    args: &Args,
+    ready: &Ready,
+    leaves: &[LeafRequest],
+    tbs: &[u8],
+    cores: usize,
+) -> Result<ParallelRun> {
     let jobs: Vec<usize> = if args.jobs.is_empty() {
         vec![1, 2, 4]
     } else {
@@ -723,11 +773,11 @@ fn full(args: &Args) -> Result<()> {
         for k in 0..jobs.len() {
             let i = (k + rep) % jobs.len();
             let c0 = process_cpu_secs();
-            let d = batch_run(&ready, &leaves, jobs[i])?.as_secs_f64();
+            let d = batch_run(ready, leaves, jobs[i])?.as_secs_f64();
             batch_cores[i].push((process_cpu_secs() - c0) / d);
             batch_s[i].push(d);
             let c0 = process_cpu_secs();
-            let d = raw_parallel(&ready, &tbs, n, jobs[i])?.as_secs_f64();
+            let d = raw_parallel(ready, tbs, n, jobs[i])?.as_secs_f64();
             raw_cores[i].push((process_cpu_secs() - c0) / d);
             raw_s[i].push(d);
         }
@@ -739,26 +789,25 @@ fn full(args: &Args) -> Result<()> {
         busy * cores as f64
     });
 
-    // Report.
-    println!(
-        "D. one-shot `sign` profile in this process (first use of the module, so cold as a fresh run)"
-    );
-    println!("   {:<84} {:>9}", "phase", "ms");
-    for p in &clock.phases {
-        println!("   {:<84} {:>9.3}", p.name, p.ms);
-    }
-    println!(
-        "   {:<84} {:>9.3}",
-        "total in-process (rows not marked aside/of which)",
-        clock.total()
-    );
-    println!();
+    Ok(ParallelRun {
+        jobs,
+        batch_s,
+        raw_s,
+        batch_cores,
+        raw_cores,
+        own_cores,
+        machine,
+    })
+}
 
-    let raw = Stats::new(raw_ms);
-    let iss = Stats::new(issue_ms);
-    let ratio = Stats::new(round_ratio);
-    let raw_rate = Stats::new(raw_rate);
-    let issue_rate = Stats::new(issue_rate);
+/// Print A/B and the breakdown; the raw and issue statistics and the rate ratio.
+fn report_ab(ab: &AbRun, br: &Breakdown, tbs_len: usize) -> (Stats, Stats, Stats) {
+    let (rounds, per, reps) = (ab.rounds, ab.per, br.reps);
+    let raw = Stats::new(ab.raw_ms.clone());
+    let iss = Stats::new(ab.issue_ms.clone());
+    let ratio = Stats::new(ab.round_ratio.clone());
+    let raw_rate = Stats::new(ab.raw_rate.clone());
+    let issue_rate = Stats::new(ab.issue_rate.clone());
     println!(
         "A/B. one session, {rounds} rounds x {per} ops of each, alternating which goes first (after warm-up)"
     );
@@ -768,7 +817,7 @@ fn full(args: &Args) -> Result<()> {
     );
     println!(
         "   {:<52} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>12.0}",
-        format!("a raw C_Sign, {} B message", tbs.len()),
+        format!("a raw C_Sign, {} B message", tbs_len),
         raw.median(),
         raw.pct(95.0),
         raw.min(),
@@ -791,10 +840,10 @@ fn full(args: &Args) -> Result<()> {
         ratio.max(),
     );
     let (rng, ver, pem, rt) = (
-        Stats::new(rng_us),
-        Stats::new(verify_us),
-        Stats::new(pem_us),
-        Stats::new(build_us),
+        Stats::new(br.rng_us.clone()),
+        Stats::new(br.verify_us.clone()),
+        Stats::new(br.pem_us.clone()),
+        Stats::new(br.build_us.clone()),
     );
     println!(
         "   what b adds to a, each alone ({reps}x, median / p95 in us): serial C_GenerateRandom(20) {:.1} / {:.1}, software verify {:.1} / {:.1}, DER re-parse+encode {:.1} / {:.1}, PEM {:.1} / {:.1}",
@@ -807,7 +856,7 @@ fn full(args: &Args) -> Result<()> {
         pem.median(),
         pem.pct(95.0)
     );
-    let rc = Stats::new(rustcrypto_us);
+    let rc = Stats::new(br.rustcrypto_us.clone());
     println!(
         "   software verify is ring's; the pure-Rust path (verify_rustcrypto, kept for keys ring does not take) would take {:.1} / {:.1}",
         rc.median(),
@@ -819,8 +868,27 @@ fn full(args: &Args) -> Result<()> {
     );
     println!();
 
+    (raw, iss, ratio)
+}
+
+/// Print C; the one-session issue/raw ratio and the scaling figures for the summary.
+fn report_parallel(
+    args: &Args,
+    c: &ParallelRun,
+    n: usize,
+    cores: usize,
+) -> (f64, serde_json::Map<String, serde_json::Value>) {
+    let ParallelRun {
+        jobs,
+        batch_s,
+        raw_s,
+        batch_cores,
+        raw_cores,
+        own_cores,
+        machine,
+    } = c;
     println!(
-        "C. parallel sessions: batch::issue_all over {n} leaves vs raw C_Sign x {n}, {} reps, rotating order",
+        "C. parallel sessions: Batch::issue_all over {n} leaves vs raw C_Sign x {n}, {} reps, rotating order",
         args.batch_reps.max(1)
     );
     println!(
@@ -862,7 +930,7 @@ fn full(args: &Args) -> Result<()> {
     if let Some(o) = one {
         batch_1_over_raw = issue_med[o] / raw_med[o];
         println!(
-            "   issue rate in one session (batch::issue_all, 1 session) / raw C_Sign: {batch_1_over_raw:.3}; target >= 0.95: {}",
+            "   issue rate in one session (Batch::issue_all, 1 session) / raw C_Sign: {batch_1_over_raw:.3}; target >= 0.95: {}",
             target(batch_1_over_raw >= 0.95)
         );
         for (i, j) in jobs.iter().enumerate().filter(|(_, j)| **j != 1) {
@@ -880,7 +948,7 @@ fn full(args: &Args) -> Result<()> {
             scaling.insert(format!("raw_{j}_over_1"), serde_json::json!(sr));
         }
     }
-    if let Some(m) = machine {
+    if let Some(m) = *machine {
         println!(
             "   during C the machine's {cores} cores were {m:.2} cores busy on average, {own_cores:.2} of them this process: {:.2} cores went to other processes",
             (m - own_cores).max(0.0)
@@ -891,18 +959,5 @@ fn full(args: &Args) -> Result<()> {
     );
     println!();
 
-    let summary = serde_json::json!({
-        "mechanism": mech.name(),
-        "tbs_bytes": tbs.len(),
-        "raw_sign_ms_median": raw.median(),
-        "raw_sign_ms_p95": raw.pct(95.0),
-        "issue_ms_median": iss.median(),
-        "issue_ms_p95": iss.pct(95.0),
-        "inline_issue_over_raw": ratio.median(),
-        "batch_1_over_raw": batch_1_over_raw,
-        "scaling": scaling,
-        "one_shot_in_process_ms": clock.total(),
-    });
-    println!("SUMMARY-JSON {summary}");
-    Ok(())
+    (batch_1_over_raw, scaling)
 }

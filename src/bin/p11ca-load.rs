@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use der::{Decode, Encode};
+use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::Certificate;
 
 #[path = "common/procstat.rs"]
@@ -25,7 +26,7 @@ mod procstat;
 use procstat::process_cpu_secs;
 
 use p11ca::cfssl::config::AuthKey;
-use p11ca::remote::{RemoteClient, SignRequest};
+use p11ca::client::{RemoteClient, SignRequest};
 use p11ca::x509::alg::SigAlg;
 use p11ca::x509::verify::verify;
 
@@ -61,15 +62,6 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-fn hex(s: &str) -> Option<Vec<u8>> {
-    (s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
-        (0..s.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-            .collect()
-    })
-}
-
 fn main() -> std::process::ExitCode {
     let a = Args::parse();
     let fail = |m: String| {
@@ -78,7 +70,7 @@ fn main() -> std::process::ExitCode {
     };
     let ca = match std::fs::read(&a.ca)
         .map_err(|e| e.to_string())
-        .and_then(|b| p11ca::issue::parse_ca_cert(&b, "--ca").map_err(|e| e.to_string()))
+        .and_then(|b| p11ca::ca::issue::parse_ca_cert(&b, "--ca").map_err(|e| e.to_string()))
     {
         Ok(c) => c,
         Err(e) => return fail(format!("{}: {e}", a.ca.display())),
@@ -87,68 +79,18 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return fail(format!("{}: {e}", a.csr.display())),
     };
-    let auth = match a.auth_key.as_deref().map(hex) {
+    let auth = match a.auth_key.as_deref().map(p11ca::text::unhex) {
         None => None,
         Some(Some(k)) => Some(AuthKey::new("load", k)),
         Some(None) => return fail("--auth-key: give hex".into()),
     };
     let ca_spki = ca.tbs_certificate().subject_public_key_info().clone();
-    let received: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::with_capacity(a.clients * a.requests));
-    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let cpu0 = process_cpu_secs();
     let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for i in 0..a.clients.max(1) {
-            let server = &a.servers[i % a.servers.len()];
-            let (csr, profile, auth, received, errors) =
-                (&csr, &a.profile, &auth, &received, &errors);
-            s.spawn(move || {
-                let client = match RemoteClient::new(server) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        errors.lock().unwrap().push(e.to_string());
-                        return;
-                    }
-                };
-                for _ in 0..a.requests {
-                    let req = SignRequest {
-                        csr_pem: csr,
-                        hosts: None,
-                        profile,
-                        label: "",
-                        subject: None,
-                    };
-                    match client.sign(&req, auth.as_ref()) {
-                        Ok((pem, _)) => match der::pem::decode_vec(pem.as_bytes()) {
-                            Ok((_, der)) => received.lock().unwrap().push(der),
-                            Err(e) => errors.lock().unwrap().push(format!("bad PEM: {e}")),
-                        },
-                        Err(e) => errors.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            });
-        }
-    });
+    let (received, errors) = run_clients(&a, &csr, auth.as_ref());
     let secs = t0.elapsed().as_secs_f64();
     let cpu = process_cpu_secs() - cpu0;
-    let received = received.into_inner().unwrap();
-    let errors = errors.into_inner().unwrap();
-    // Check every certificate: signature by the CA, serials unique.
-    let mut serials = BTreeSet::new();
-    let mut bad = 0usize;
-    for der in &received {
-        let ok = Certificate::from_der(der).ok().is_some_and(|c| {
-            serials.insert(c.tbs_certificate().serial_number().as_bytes().to_vec());
-            let tbs = c.tbs_certificate().to_der().unwrap_or_default();
-            let sig = c.signature().as_bytes().unwrap_or_default();
-            SigAlg::from_identifier(c.signature_algorithm())
-                .and_then(|alg| verify(&ca_spki, alg, &tbs, sig))
-                .is_ok()
-        });
-        if !ok {
-            bad += 1;
-        }
-    }
+    let (serials, bad) = check(&received, &ca_spki);
     if let Some(path) = &a.out {
         let mut text = String::new();
         for der in &received {
@@ -179,4 +121,65 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(1);
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// `a.clients` clients (one thread each) send `a.requests` sign requests each, spread over
+/// the servers; the certificates received (DER) and the errors.
+fn run_clients(a: &Args, csr: &str, auth: Option<&AuthKey>) -> (Vec<Vec<u8>>, Vec<String>) {
+    let received: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::with_capacity(a.clients * a.requests));
+    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for i in 0..a.clients.max(1) {
+            let server = &a.servers[i % a.servers.len()];
+            let (csr, profile, auth, received, errors) =
+                (csr, &a.profile, auth, &received, &errors);
+            s.spawn(move || {
+                let client = match RemoteClient::new(server) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        errors.lock().unwrap().push(e.to_string());
+                        return;
+                    }
+                };
+                for _ in 0..a.requests {
+                    let req = SignRequest {
+                        csr_pem: csr,
+                        hosts: None,
+                        profile,
+                        label: "",
+                        subject: None,
+                    };
+                    match client.sign(&req, auth) {
+                        Ok((pem, _)) => match der::pem::decode_vec(pem.as_bytes()) {
+                            Ok((_, der)) => received.lock().unwrap().push(der),
+                            Err(e) => errors.lock().unwrap().push(format!("bad PEM: {e}")),
+                        },
+                        Err(e) => errors.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            });
+        }
+    });
+    (received.into_inner().unwrap(), errors.into_inner().unwrap())
+}
+
+/// Check every certificate: signed by the CA (`ca_spki`), serials unique. The serials seen
+/// and how many certificates failed.
+fn check(received: &[Vec<u8>], ca_spki: &SubjectPublicKeyInfoOwned) -> (BTreeSet<Vec<u8>>, usize) {
+    let mut serials = BTreeSet::new();
+    let mut bad = 0usize;
+    for der in received {
+        let ok = Certificate::from_der(der).ok().is_some_and(|c| {
+            serials.insert(c.tbs_certificate().serial_number().as_bytes().to_vec());
+            let tbs = c.tbs_certificate().to_der().unwrap_or_default();
+            let sig = c.signature().as_bytes().unwrap_or_default();
+            SigAlg::from_identifier(c.signature_algorithm())
+                .and_then(|alg| verify(ca_spki, alg, &tbs, sig))
+                .is_ok()
+        });
+        if !ok {
+            bad += 1;
+        }
+    }
+    (serials, bad)
 }

@@ -3,8 +3,6 @@
 //! Field names, defaults and key rules follow cfssl (see shared/reference/cfssl-behavior.md §1):
 //! keys match case-insensitively, unknown keys are ignored, and a missing `key` means ECDSA P-256.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use crate::cfssl::duration::GoDuration;
@@ -38,32 +36,8 @@ pub struct CsrRequest {
     pub crl_url: String,
 }
 
-/// One entry of `names[]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[non_exhaustive]
-pub struct NameEntry {
-    /// countryName
-    #[serde(default)]
-    pub c: String,
-    /// stateOrProvinceName
-    #[serde(default)]
-    pub st: String,
-    /// localityName
-    #[serde(default)]
-    pub l: String,
-    /// organizationName
-    #[serde(default)]
-    pub o: String,
-    /// organizationalUnitName
-    #[serde(default)]
-    pub ou: String,
-    /// emailAddress (cfssl 1.6+)
-    #[serde(default)]
-    pub e: String,
-    /// Extra attributes by dotted OID (cfssl 1.6+).
-    #[serde(default)]
-    pub oid: BTreeMap<String, String>,
-}
+/// One entry of `names[]` (a subject type, so it lives with the subject encoding).
+pub use crate::x509::name::NameEntry;
 
 /// The `key` object: both members optional, as in cfssl.
 #[derive(Clone, Debug, Default, Deserialize)]

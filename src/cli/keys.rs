@@ -1,55 +1,14 @@
 //! `token list`, `key list` and `key show`: what is in the module and the token.
 
-use cryptoki::mechanism::MechanismType;
 use serde_json::json;
 
+use p11ca::token::Module;
 use p11ca::token::key::{self, ObjectSummary};
 use p11ca::token::uri::Pkcs11Uri;
-use p11ca::token::{Module, TokenSummary};
 use p11ca::{Error, Result};
 
 use super::args::TokenArgs;
 use super::{open_and_login, write_stdout};
-
-/// What the token can do for p11ca, in one line.
-fn capabilities(module: &Module, t: &TokenSummary) -> String {
-    let Ok(mechs) = module.mechanisms(t.slot) else {
-        return "mechanisms unreadable".into();
-    };
-    let get = |m: MechanismType| mechs.iter().find(|(x, _)| *x == m).map(|(_, i)| i);
-    let mut caps = Vec::new();
-    if let Some(i) = get(MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
-        let sign = if get(MechanismType::SHA256_RSA_PKCS).is_some() {
-            "CKM_SHA256_RSA_PKCS"
-        } else if get(MechanismType::RSA_PKCS).is_some() {
-            "CKM_RSA_PKCS+DigestInfo"
-        } else {
-            "no RSA signing"
-        };
-        caps.push(format!(
-            "RSA {}-{} bits ({sign})",
-            i.min_key_size(),
-            i.max_key_size()
-        ));
-    }
-    if let Some(i) = get(MechanismType::ECC_KEY_PAIR_GEN) {
-        let sign = if get(MechanismType::ECDSA).is_some() {
-            "CKM_ECDSA"
-        } else {
-            "no ECDSA signing"
-        };
-        caps.push(format!(
-            "EC {}-{} bits ({sign})",
-            i.min_key_size(),
-            i.max_key_size()
-        ));
-    }
-    if caps.is_empty() {
-        "cannot generate RSA or EC keys".into()
-    } else {
-        caps.join("; ")
-    }
-}
 
 pub(super) fn token_list(args: &TokenArgs) -> Result<()> {
     let path = Module::resolve_path(args.module.as_deref(), None)?;
@@ -71,7 +30,7 @@ pub(super) fn token_list(args: &TokenArgs) -> Result<()> {
             t.model,
             t.slot.id(),
             t.flags.join(","),
-            capabilities(&module, t),
+            module.capabilities(t),
         ));
     }
     write_stdout(&s)
@@ -88,7 +47,7 @@ fn object_json(token: &str, o: &ObjectSummary) -> serde_json::Value {
         "class": o.class.as_str(),
         "kind": o.kind,
         "label": o.label,
-        "id": key::hex(&o.id),
+        "id": p11ca::text::hex(&o.id),
         "uri": uri.to_string(),
         "attributes": attrs,
     })

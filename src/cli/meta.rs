@@ -62,7 +62,7 @@ const DEFAULT_CONFIG: &str = r#"{
 "#;
 
 /// `p11ca version`: cfssl's `Version:`/`Runtime:` lines, with the Rust compiler and target.
-pub fn version() -> Result<()> {
+pub(super) fn version() -> Result<()> {
     write_stdout(&format!(
         "Version: {}\nRuntime: {}\nTarget: {}\n",
         env!("CARGO_PKG_VERSION"),
@@ -72,7 +72,7 @@ pub fn version() -> Result<()> {
 }
 
 /// `p11ca print-defaults csr|config`.
-pub fn print_defaults(what: Defaults) -> Result<()> {
+pub(super) fn print_defaults(what: Defaults) -> Result<()> {
     write_stdout(match what {
         Defaults::Csr => DEFAULT_CSR,
         Defaults::Config => DEFAULT_CONFIG,
@@ -80,14 +80,14 @@ pub fn print_defaults(what: Defaults) -> Result<()> {
 }
 
 /// `p11ca completion SHELL`.
-pub fn completion(shell: clap_complete::Shell) -> Result<()> {
+pub(super) fn completion(shell: clap_complete::Shell) -> Result<()> {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "p11ca", &mut out);
     write_stdout(&String::from_utf8_lossy(&out))
 }
 
 /// `p11ca man DIR`: p11ca.1 and one page per subcommand (p11ca-sign.1, p11ca-key-list.1, …).
-pub fn man(dir: &Path) -> Result<()> {
+pub(super) fn man(dir: &Path) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| {
         Error::output(format!("{}: cannot {what}: {e}", dir.display()))
     };
@@ -100,7 +100,7 @@ pub fn man(dir: &Path) -> Result<()> {
 /// similar argument exists: '--hostname'); see 'p11ca sign --help'".
 ///
 /// `args` (as parsed) give the subcommand when clap's message has no usage line.
-pub fn parse_error_line(e: &clap::Error, args: &[OsString]) -> String {
+pub(crate) fn parse_error_line(e: &clap::Error, args: &[OsString]) -> String {
     let text = e.render().to_string();
     if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         // clap renders the whole help here; say in one line what is missing instead.

@@ -1,6 +1,9 @@
 //! The `p11ca` command line: turns parsed arguments into library calls and prints results.
+//! The top of the program: it uses the library through `p11ca::` and nothing uses it.
 
-pub mod args;
+// args.rs declares its clap types `pub` for main.rs; the lint is about the library's API.
+#[allow(unreachable_pub)]
+pub(crate) mod args;
 mod certs;
 mod keys;
 mod meta;
@@ -8,16 +11,14 @@ mod remote;
 mod serve;
 mod sign;
 
-pub use meta::parse_error_line;
+pub(crate) use meta::parse_error_line;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use cryptoki::session::Session;
-
-use p11ca::ca::{InitCaOptions, InitCaPlan};
+use p11ca::ca::init::{InitCaOptions, InitCaPlan};
 use p11ca::cfssl::output;
-use p11ca::token::{Module, Pkcs11Uri, TokenSummary, pin, quirks};
+use p11ca::token::{AuthPin, Module, Pkcs11Uri, Session, TokenSummary, pin, quirks};
 use p11ca::{Error, Result};
 
 use args::{
@@ -25,12 +26,12 @@ use args::{
 };
 
 /// Print a warning line on stderr.
-pub fn warn(msg: &str) {
+pub(crate) fn warn(msg: &str) {
     eprintln!("p11ca: warning: {msg}");
 }
 
 /// Run one command. Token options given after the subcommand win over those before it.
-pub fn run(cli: Cli) -> Result<()> {
+pub(crate) fn run(cli: Cli) -> Result<()> {
     let before = &cli.token;
     match cli.command {
         Command::Gencert(g) if g.initca => gencert(&g.token.over(before)?, &g),
@@ -64,7 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Read a named input file, or stdin for `-`. Returns the bytes and the name to use in errors.
-pub fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
+pub(crate) fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
     if path == "-" {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -80,19 +81,16 @@ pub fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
 /// Parse `--key-id` hex.
 fn parse_hex(s: &str, flag: &str) -> Result<Vec<u8>> {
     let s = s.trim_start_matches("0x");
-    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::input(format!(
+    match p11ca::text::unhex(s) {
+        Some(b) if !b.is_empty() => Ok(b),
+        _ => Err(Error::input(format!(
             "{flag} \"{s}\": give an even number of hex digits, e.g. 01a2"
-        )));
+        ))),
     }
-    Ok((0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
-        .collect())
 }
 
 /// A logged-in token.
-pub struct Opened {
+pub(crate) struct Opened {
     /// The module.
     pub module: Module,
     /// The chosen token.
@@ -100,29 +98,13 @@ pub struct Opened {
     /// A logged-in read-write session.
     pub session: Session,
     /// The PIN, kept (zeroized on drop) for keys that need it for every signature.
-    pub pin: cryptoki::types::AuthPin,
-}
-
-/// The operator's `--token` / `P11CA_TOKEN`: a label, or a URI that may also name the module
-/// and the PIN source (the operator's own command line or environment, unlike a key handle).
-fn operator_selector(args: &TokenArgs) -> Result<Pkcs11Uri> {
-    Ok(match args.token.as_deref() {
-        Some(t) if t.starts_with("pkcs11:") => {
-            Pkcs11Uri::parse(t).map_err(|e| e.context("--token"))?
-        }
-        Some(t) if !t.is_empty() => {
-            let mut u = Pkcs11Uri::default();
-            u.token = Some(t.to_string());
-            u
-        }
-        _ => Pkcs11Uri::default(),
-    })
+    pub pin: AuthPin,
 }
 
 /// The token selector: the key handle's token attributes, which must agree with `--token`;
 /// the module and the PIN source only ever come from the operator.
-pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
-    let operator = operator_selector(args)?;
+pub(crate) fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11Uri> {
+    let operator = Pkcs11Uri::operator(args.token.as_deref())?;
     match key_uri {
         Some(handle) => Pkcs11Uri::selector_for_key(handle, operator),
         None => Ok(operator),
@@ -130,7 +112,7 @@ pub fn selector(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Pkcs11U
 }
 
 /// Load the module and choose the token, without logging in.
-pub fn open_module(
+pub(crate) fn open_module(
     args: &TokenArgs,
     key_uri: Option<&Pkcs11Uri>,
 ) -> Result<(Module, TokenSummary, Pkcs11Uri)> {
@@ -142,7 +124,7 @@ pub fn open_module(
 }
 
 /// Load, choose, get the PIN, and log in (once).
-pub fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
+pub(crate) fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
     let (module, token, sel) = open_module(args, key_uri)?;
     let mut warnings = Vec::new();
     let (pin, _origin) = pin::resolve(
@@ -209,7 +191,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
             ))
         })?;
         let (so_pin, _) = pin::resolve(Some(src), None, &token.label, &mut warnings)?;
-        module.login_as(&token, cryptoki::session::UserType::So, &so_pin)?
+        module.login_so(&token, &so_pin)?
     } else {
         if g.so_pin_source.is_some() {
             warnings.push(format!(
@@ -234,7 +216,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
 }
 
 fn certinfo(c: &CertinfoArgs) -> Result<()> {
-    use p11ca::certinfo;
+    use p11ca::cfssl::certinfo;
     if let Some(path) = &c.cert {
         let (bytes, name) = read_input(path)?;
         return write_stdout(&certinfo::to_go_json(&certinfo::cert_info(&bytes, &name)?));
@@ -262,6 +244,18 @@ fn json(j: &JsonArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_help_lists_every_exit_code() {
+        let listed: Vec<&str> = args::EXIT_CODES
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let mut codes = vec!["0".to_string()];
+        codes.extend(p11ca::Kind::ALL.iter().map(|k| k.exit_code().to_string()));
+        assert_eq!(listed, codes);
+    }
 
     #[test]
     fn hex_ids() {

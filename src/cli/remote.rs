@@ -10,18 +10,19 @@ use der::{Decode, Encode};
 use serde_json::Value;
 use x509_cert::Certificate;
 
+use p11ca::ca::batch;
 use p11ca::cfssl::config::{AuthKey, SigningConfig};
-use p11ca::remote::{RemoteClient, SignRequest, TlsClient};
+use p11ca::client::{RemoteClient, SignRequest, TlsClient};
 use p11ca::x509::build;
 use p11ca::x509::hosts::San;
-use p11ca::{Error, Result, batch};
+use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs};
-use super::sign::{self, Item};
+use super::sign::{self, Item, LocalConfig};
 use super::{read_input, warn};
 
 /// Where and how to sign remotely.
-pub struct Plan {
+pub(crate) struct Plan {
     server: String,
     auth: Option<AuthKey>,
     profile: String,
@@ -33,21 +34,15 @@ pub struct Plan {
 
 /// How these arguments sign: remotely, or locally with the signing config already read (so
 /// the file is read and parsed once).
-pub enum Mode {
+pub(crate) enum Mode {
     /// Over cfssl's API.
     Remote(Plan),
     /// With the token here; the config's notices are not printed yet.
     Local(Box<LocalConfig>),
 }
 
-/// `-config` as read for local signing, with the notices parsing it gave.
-pub struct LocalConfig {
-    pub(super) config: SigningConfig,
-    pub(super) notices: Vec<String>,
-}
-
 /// Whether these arguments sign remotely, and the plan if so.
-pub fn wanted(c: &CaArgs) -> Result<Mode> {
+pub(crate) fn wanted(c: &CaArgs) -> Result<Mode> {
     let mut notices = Vec::new();
     let mut config = match c.config.as_deref() {
         Some(path) => {
@@ -160,7 +155,7 @@ fn write_out(c: &CaArgs, items: &[Item], results: &mut [batch::Issued]) {
 }
 
 /// `gencert -remote`: node key and CSR here, certificate from the signer.
-pub fn gencert(g: &GencertArgs, plan: &Plan) -> Result<()> {
+pub(crate) fn gencert(g: &GencertArgs, plan: &Plan) -> Result<()> {
     let host_override = sign::hostname_sans(&g.signing)?;
     if let Some(dir) = g
         .signing
@@ -180,7 +175,7 @@ pub fn gencert(g: &GencertArgs, plan: &Plan) -> Result<()> {
 }
 
 /// `sign -remote`: the CSRs as given, certificates from the signer.
-pub fn sign(s: &SignArgs, plan: &Plan) -> Result<()> {
+pub(crate) fn sign(s: &SignArgs, plan: &Plan) -> Result<()> {
     let (inputs, subject_req) = sign::sign_inputs(s)?;
     // cfssl sends the subject file's JSON as the request's subject.
     let subject = match (subject_req.is_some(), s.inputs.get(1)) {

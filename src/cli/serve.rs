@@ -6,22 +6,23 @@
 //! SIGINT the server stops accepting, finishes and records what is in flight, and exits 0.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
 
-use p11ca::batch;
+use p11ca::ca::batch;
+use p11ca::ca::issue::{CaKey, parse_ca_cert};
 use p11ca::cfssl::config::SigningConfig;
 use p11ca::db::{DbConfig, Recorder, Store};
-use p11ca::issue::{CaKey, parse_ca_cert};
 use p11ca::serve::api::Service;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
-use p11ca::serve::pool::SessionPool;
-use p11ca::serve::{Server, TlsOptions, tls, wake};
-use p11ca::token::key;
+use p11ca::serve::{Server, TlsOptions, wake};
+use p11ca::tls;
+use p11ca::token::pool::SessionPool;
+use p11ca::token::{Pkcs11Uri, key};
 use p11ca::x509::build;
 use p11ca::{Error, Result};
 use regex::Regex;
@@ -35,6 +36,110 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     // 1. Everything that can be checked without the token.
+    let Inputs {
+        ca_cert,
+        ca_source,
+        ca_pem,
+        key_uri,
+        config,
+        db,
+        tls,
+    } = inputs(a)?;
+
+    // 2. The port, before the token: a taken port costs no login.
+    let listener = bind(a, tls.is_some())?;
+
+    // 3. The store (created and migrated if needed).
+    let store = Store::open(&db)?;
+
+    // 4. The token: one login; the CA certificate must belong to the key. Memory is locked
+    // first, so the PIN kept for re-logins is never written to swap.
+    lock_memory();
+    let opened = open_and_login(targs, Some(&key_uri))?;
+    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
+    let ca = CaKey::new(
+        &opened.module,
+        &opened.token,
+        ca_cert,
+        &ca_source,
+        &found,
+        &key_uri,
+    )?;
+    let sessions = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
+    let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
+        .with_relogin_pin(opened.pin.clone());
+
+    let service = Arc::new(Service {
+        ca,
+        ca_pem,
+        config,
+        pool,
+        recorder: Recorder::start(store, db.clone()),
+        max_body: a.max_body,
+        replays: Default::default(),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mutual = if tls.as_ref().is_some_and(|t| t.mutual) {
+        ", client certificates required"
+    } else {
+        ""
+    };
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
+    let mut server = Server::new(service.clone(), listener, stop.clone(), guard(a, bound)?);
+    if let Some(t) = tls {
+        server = server.with_tls(t);
+    }
+    let addr = bound;
+    let stats = server.stats.clone();
+
+    // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
+    // send one) change nothing.
+    stop_on_signals(stop, addr)?;
+
+    eprintln!(
+        "p11ca: serve: listening on {scheme}://{addr}{mutual} (token \"{}\", {} signing session{}, {} with {}, store: {})",
+        opened.token.label,
+        service.pool.size(),
+        if service.pool.size() == 1 { "" } else { "s" },
+        key_uri,
+        service.ca.mechanism().name(),
+        db.describe()
+    );
+    server.run();
+
+    // 6. Everything in flight has been answered; flush the store and say goodbye.
+    let (requests, issued, failed) = (
+        stats.requests.load(Ordering::Relaxed),
+        stats.issued.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+    );
+    if let Ok(service) = Arc::try_unwrap(service) {
+        service.recorder.close();
+    }
+    drop(opened.module);
+    eprintln!(
+        "p11ca: serve: stopped: {requests} requests, {issued} certificates issued and recorded, {failed} refused or failed"
+    );
+    Ok(())
+}
+
+/// What `serve` checks before it touches the network or the token.
+struct Inputs {
+    ca_cert: x509_cert::Certificate,
+    ca_source: String,
+    ca_pem: String,
+    key_uri: Pkcs11Uri,
+    config: SigningConfig,
+    db: DbConfig,
+    tls: Option<TlsOptions>,
+}
+
+/// Everything that can be checked without the token: the CA certificate, the key handle, the
+/// signing config and its profiles, the limits, the store's configuration and TLS.
+fn inputs(a: &ServeArgs) -> Result<Inputs> {
     let ca =
         a.ca.as_deref()
             .ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
@@ -64,7 +169,20 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     check_profiles(&config, a)?;
     let tls = tls_options(a)?;
 
-    // 2. The port, before the token: a taken port costs no login.
+    Ok(Inputs {
+        ca_cert,
+        ca_source,
+        ca_pem,
+        key_uri,
+        config,
+        db,
+        tls,
+    })
+}
+
+/// Listen on `-address`:`-port` (refusing plain text off loopback unless allowed), with the
+/// open-file limit raised for the connection cap.
+fn bind(a: &ServeArgs, has_tls: bool) -> Result<TcpListener> {
     let spec = if a.address.contains(':') && !a.address.starts_with('[') {
         format!("[{}]:{}", a.address, a.port)
     } else {
@@ -74,99 +192,29 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         .to_socket_addrs()
         .map_err(|e| Error::input(format!("-address {}: {e}", a.address)))?
         .collect();
-    check_plaintext(a, tls.is_some(), &addrs)?;
+    check_plaintext(a, has_tls, &addrs)?;
     raise_open_file_limit(a.max_connections);
-    lock_memory();
-    let listener = listen(&addrs).map_err(|e| {
+    listen(&addrs).map_err(|e| {
         Error::input(format!(
             "cannot listen on {spec}: {e}; choose another -port or -address"
         ))
-    })?;
+    })
+}
 
-    // 3. The store (created and migrated if needed).
-    let store = Store::open(&db)?;
-
-    // 4. The token: one login; the CA certificate must belong to the key.
-    let opened = open_and_login(targs, Some(&key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let ca = CaKey::new(
-        &opened.module,
-        &opened.token,
-        ca_cert,
-        &ca_source,
-        &found,
-        &key_uri,
-    )?;
-    let sessions = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
-    let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
-        .with_relogin_pin(opened.pin.clone());
-
-    let key = ca.key_handle();
-    let service = Arc::new(Service {
-        ca,
-        ca_pem,
-        config,
-        pool,
-        key: Mutex::new(key),
-        recorder: Recorder::start(store, db.clone()),
-        max_body: a.max_body,
-        replays: Default::default(),
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mutual = if tls.as_ref().is_some_and(|t| t.mutual) {
-        ", client certificates required"
-    } else {
-        ""
-    };
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
-    let mut server = Server::new(service.clone(), listener, stop.clone(), guard(a, bound)?);
-    if let Some(t) = tls {
-        server = server.with_tls(t);
-    }
-    let addr = bound;
-    let stats = server.stats.clone();
-
-    // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
-    // send one) change nothing.
+/// The first SIGTERM or SIGINT sets `stop` and wakes the listener at `addr`; more change
+/// nothing.
+fn stop_on_signals(stop: Arc<AtomicBool>, addr: SocketAddr) -> Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Error::input(format!("cannot install signal handlers: {e}")))?;
-    let stop2 = stop.clone();
     std::thread::spawn(move || {
         for _ in signals.forever() {
-            if !stop2.swap(true, Ordering::SeqCst) {
+            if !stop.swap(true, Ordering::SeqCst) {
                 eprintln!("p11ca: serve: stopping: finishing requests in flight");
             }
             wake(addr);
         }
     });
 
-    eprintln!(
-        "p11ca: serve: listening on {scheme}://{addr}{mutual} (token \"{}\", {} signing session{}, {} with {}, store: {})",
-        opened.token.label,
-        service.pool.size(),
-        if service.pool.size() == 1 { "" } else { "s" },
-        key_uri,
-        service.ca.mechanism().name(),
-        db.describe()
-    );
-    server.run();
-
-    // 6. Everything in flight has been answered; flush the store and say goodbye.
-    let (requests, issued, failed) = (
-        stats.requests.load(Ordering::Relaxed),
-        stats.issued.load(Ordering::Relaxed),
-        stats.failed.load(Ordering::Relaxed),
-    );
-    if let Ok(service) = Arc::try_unwrap(service) {
-        service.recorder.close();
-    }
-    drop(opened.module);
-    eprintln!(
-        "p11ca: serve: stopped: {requests} requests, {issued} certificates issued and recorded, {failed} refused or failed"
-    );
     Ok(())
 }
 

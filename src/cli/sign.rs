@@ -4,28 +4,34 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
-use p11ca::batch;
+use p11ca::ca::batch;
+use p11ca::ca::issue::{CaKey, LeafRequest, check_leaf, parse_ca_cert};
 use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
 use p11ca::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
-use p11ca::issue::{CaKey, LeafRequest, check_leaf, parse_ca_cert};
-use p11ca::softkey::SoftKey;
+use p11ca::sync::lock;
 use p11ca::token::Pkcs11Uri;
 use p11ca::token::key;
 use p11ca::x509::hosts::{self, San};
 use p11ca::x509::name::{self, SubjectOverride, SubjectSpec};
+use p11ca::x509::softkey::SoftKey;
 use p11ca::x509::{Signer, build, request};
 use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs, TokenArgs};
-use super::remote::LocalConfig;
 use super::{open_and_login, read_input, warn, write_stdout};
 
+/// `-config` as read for local signing, with the notices parsing it gave.
+pub(crate) struct LocalConfig {
+    pub(super) config: SigningConfig,
+    pub(super) notices: Vec<String>,
+}
+
 /// Turn a `-ca-key` value into the key's URI.
-pub fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {
+pub(crate) fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {
     let (text, source) = if value.starts_with("pkcs11:") {
         (value.to_string(), "-ca-key".to_string())
     } else if let Some(var) = value.strip_prefix("env:") {
@@ -164,10 +170,7 @@ fn issue_items(
             let written = build::pem("CERTIFICATE", der)
                 .and_then(|pem| out_files(dir, &items[i], &pem).commit());
             if let Err(e) = written {
-                write_errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((i, e));
+                lock(&write_errors).push((i, e));
             }
         }
         if show && (n.is_multiple_of(10) || n == total) {
@@ -184,20 +187,20 @@ fn issue_items(
         session,
         ..
     } = opened;
-    let mut results = batch::issue_all_with(
-        &module,
-        &token,
-        &ca,
-        &p.profile,
-        &leaves,
-        jobs,
-        &on_done,
-        Some(session),
-    )?;
+    let batch = batch::Batch {
+        module: &module,
+        token: &token,
+        ca: &ca,
+        profile: &p.profile,
+    };
+    let mut results = batch.issue_all_with(&leaves, jobs, &on_done, Some(session))?;
     // The process exits after this: finalize, but leave the library loaded.
     drop(ca);
     module.finalize_for_exit();
-    for (i, e) in write_errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    for (i, e) in write_errors
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
         results[i] = Err(e);
     }
     Ok(results)
@@ -349,16 +352,11 @@ pub(super) fn csr_item(
     host_override: &Option<Vec<San>>,
 ) -> Result<Item> {
     let csr = request::parse(bytes, name)?;
-    let subject = name::canonicalize(&csr.subject, ov).map_err(|e| e.context(name))?;
-    let sans = host_override.clone().unwrap_or_else(|| csr.sans.clone());
+    let leaf =
+        LeafRequest::from_csr(&csr, ov, host_override.clone()).map_err(|e| e.context(name))?;
     Ok(Item {
         name: name.to_string(),
-        leaf: LeafRequest {
-            subject,
-            public_key: csr.public_key.clone(),
-            sans,
-            wants_ca: csr.wants_ca,
-        },
+        leaf,
         csr_pem: build::pem("CERTIFICATE REQUEST", &csr.der)?,
         key_pem: None,
     })
@@ -491,7 +489,7 @@ pub(super) fn gencert_item(
         ));
     }
     // The node key is made in software, as in cfssl: it is shipped to the node.
-    let node_key = SoftKey::generate(spec)?;
+    let node_key = SoftKey::generate(spec.into())?;
     let mut csr_exts = Vec::new();
     if let Some(e) = hosts::extension(&sans, subject.is_empty())? {
         csr_exts.push(e);

@@ -6,6 +6,8 @@
 //! `{"driver": "sqlite3" | "postgres", "data_source": "..."}`. Schema migrations are applied at
 //! open, under a lock, so replicas starting together do not race; `(serial, AKI)` is the
 //! primary key, so a serial can never be recorded twice for one CA.
+//!
+//! Layer: above `cfssl` and `tls`; it must not use the server, the client or the CA workflows.
 
 mod pg;
 mod recorder;
@@ -21,6 +23,7 @@ use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectAltName};
 
 use crate::cfssl::json;
 use crate::error::{Error, Result};
+use crate::text;
 use crate::x509::name;
 
 pub use recorder::Recorder;
@@ -87,31 +90,6 @@ pub struct CertRecord {
     pub issued_at: i64,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A big-endian unsigned integer in decimal.
-pub fn decimal(be: &[u8]) -> String {
-    let mut digits: Vec<u8> = Vec::new(); // little-endian base-10 digits
-    for &byte in be {
-        let mut carry = byte as u32;
-        for d in digits.iter_mut() {
-            let v = (*d as u32) * 256 + carry;
-            *d = (v % 10) as u8;
-            carry = v / 10;
-        }
-        while carry > 0 {
-            digits.push((carry % 10) as u8);
-            carry /= 10;
-        }
-    }
-    if digits.is_empty() {
-        return "0".into();
-    }
-    digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
-}
-
 /// Now, Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -135,7 +113,7 @@ impl CertRecord {
             .ok()
             .flatten()
             .and_then(|(_, a)| a.key_identifier)
-            .map(|k| hex(k.as_bytes()))
+            .map(|k| text::hex(k.as_bytes()))
             .unwrap_or_default();
         let common_name = tbs
             .subject()
@@ -165,9 +143,9 @@ impl CertRecord {
         let validity = tbs.validity();
         let pem = crate::x509::build::pem("CERTIFICATE", &cert.to_der().unwrap_or(der.to_vec()))?;
         Ok(Self {
-            serial_number: decimal(serial),
+            serial_number: text::decimal(serial),
             authority_key_identifier: aki,
-            serial_hex: hex(serial),
+            serial_hex: text::hex(serial),
             subject: tbs.subject().to_string(),
             common_name,
             sans,
@@ -373,17 +351,6 @@ fn pending(applied: &[i64]) -> Result<Vec<&'static (i64, &'static str, &'static 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimal_serials() {
-        assert_eq!(decimal(&[]), "0");
-        assert_eq!(decimal(&[0]), "0");
-        assert_eq!(decimal(&[1, 0]), "256");
-        assert_eq!(
-            decimal(&[0xff; 20]),
-            "1461501637330902918203684832716283019655932542975"
-        );
-    }
 
     #[test]
     fn db_config_json() {

@@ -72,7 +72,7 @@ fn tls_options(dsn: &str) -> Result<(String, Option<rustls::RootCertStore>)> {
                     "PostgreSQL connection string: sslmode={m} needs sslrootcert=FILE (the CA of the server's certificate); p11ca always verifies the server"
                 )));
             };
-            let roots = crate::serve::tls::roots(&root, "PostgreSQL sslrootcert")?;
+            let roots = crate::tls::roots(&root, "PostgreSQL sslrootcert")?;
             Ok((rest, Some(roots)))
         }
         Some(m) => Err(Error::input(format!(
@@ -125,7 +125,7 @@ fn row(r: &postgres::Row) -> CertRecord {
 /// Where the store is, for messages: rebuilt from what the driver's own parser read, so no
 /// spelling of the password (in the URL, as `?password=`, quoted with spaces) can survive. A
 /// string the parser refuses is not shown at all.
-pub fn describe(dsn: &str) -> String {
+pub(crate) fn describe(dsn: &str) -> String {
     use postgres::config::Host;
     let Ok(c) = Config::from_str(&split_tls(dsn).0) else {
         return "(a connection string that does not parse; not shown)".into();
@@ -180,12 +180,11 @@ impl Pg {
             None => config.connect(NoTls),
             Some(roots) => {
                 config.ssl_mode(SslMode::Require);
-                let tls =
-                    rustls::ClientConfig::builder_with_provider(crate::serve::tls::provider())
-                        .with_safe_default_protocol_versions()
-                        .map_err(|e| Error::input(format!("TLS for PostgreSQL: {e}")))?
-                        .with_root_certificates(roots)
-                        .with_no_client_auth();
+                let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| Error::input(format!("TLS for PostgreSQL: {e}")))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
                 config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
             }
         }

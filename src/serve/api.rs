@@ -13,20 +13,20 @@
 //! itself (token, store) are 500, or 503 when retrying may help. Every certificate is
 //! recorded in the store before it is returned; if it cannot be recorded it is not returned.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{self, AuthenticatedRequest};
-use super::pool::SessionPool;
+use super::auth::ReplayGuard;
+use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
+use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
 use crate::db::{CertRecord, Recorder};
 use crate::error::{Error, Kind, TokenFault};
-use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
+use crate::token::pool::SessionPool;
 use crate::x509::hosts;
 use crate::x509::name::{self, SubjectOverride};
 use crate::x509::request;
@@ -140,14 +140,12 @@ pub struct Service {
     pub config: SigningConfig,
     /// Token sessions for signing.
     pub pool: SessionPool,
-    /// The CA key's object handle, found again when the token hands out a new one.
-    pub key: Mutex<cryptoki::object::ObjectHandle>,
     /// The issued-certificate store.
     pub recorder: Recorder,
     /// Largest accepted request body.
     pub max_body: usize,
     /// authsign tokens accepted recently (replays are refused).
-    pub replays: auth::ReplayGuard,
+    pub replays: ReplayGuard,
 }
 
 impl Service {
@@ -282,14 +280,12 @@ impl Service {
             Err(e) => return fail(&e),
         };
         let signed = self.pool.with_session(SESSION_WAIT, |session| {
-            let key = *self.key.lock().unwrap_or_else(|p| p.into_inner());
-            let r = Issuer::with_handle(&self.ca, session, key)?.sign(&mut unsigned);
+            let r = Issuer::new(&self.ca, session)?.sign(&mut unsigned);
             if r.as_ref().err().and_then(Error::fault) != Some(TokenFault::KeyHandleInvalid) {
                 return r;
             }
             // The token handed out a new handle (after a new login): find the key again.
             let key = self.ca.find_key(session)?;
-            *self.key.lock().unwrap_or_else(|p| p.into_inner()) = key;
             Issuer::with_handle(&self.ca, session, key)?.sign(&mut unsigned)
         });
         let der = match signed.and_then(|s| s.verified()) {

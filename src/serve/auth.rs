@@ -1,8 +1,5 @@
-//! cfssl's "standard" authentication: the token is HMAC-SHA256 of the request bytes under the
-//! profile's shared key (`auth/auth.go`); the timestamp and remote address in the envelope are
-//! not covered, as in cfssl. Verification compares in constant time.
-//!
-//! Replays ([`ReplayGuard`]): cfssl's own client (`api/client` `AuthReq`) sends the current Unix
+//! Replays of cfssl's authsign requests ([`ReplayGuard`]); the token and its envelope are
+//! [`crate::cfssl::auth`]. cfssl's own client (`api/client` `AuthReq`) sends the current Unix
 //! time in `timestamp`, so a timestamp more than [`REPLAY_WINDOW_SECS`] away from the server's
 //! clock is refused, and a token already accepted within that window is refused again. Since
 //! the timestamp is outside the HMAC (cfssl's protocol), a capture replayed later with a fresh
@@ -11,32 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-
-use crate::cfssl::config::AuthKey;
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// The authsign envelope (`auth.AuthenticatedRequest`): Go's `[]byte` fields are base64.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct AuthenticatedRequest {
-    /// Unix seconds: within [`REPLAY_WINDOW_SECS`] of the server's clock, or 0 (none sent).
-    #[serde(default)]
-    pub timestamp: i64,
-    /// base64 of the caller's identity (not checked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_address: Option<String>,
-    /// base64 of the HMAC.
-    #[serde(default)]
-    pub token: String,
-    /// base64 of the sign request JSON.
-    #[serde(default)]
-    pub request: String,
-}
+use crate::sync::lock;
 
 /// How far a request's timestamp may be from the server's clock, and how long an accepted token
 /// is remembered.
@@ -63,7 +35,7 @@ impl ReplayGuard {
                 "the request's timestamp {timestamp} is more than {REPLAY_WINDOW_SECS} s from the server's clock ({now}); check both clocks, or this is a replayed request"
             ));
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = lock(&self.seen);
         while let Some((at, _)) = seen.order.front() {
             if now - at <= REPLAY_WINDOW_SECS {
                 break;
@@ -83,61 +55,9 @@ impl ReplayGuard {
     }
 }
 
-/// The token for `request` under `key`.
-pub fn token(key: &AuthKey, request: &[u8]) -> Vec<u8> {
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key.secret())
-        .expect("HMAC accepts keys of any length");
-    m.update(request);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// Whether `token` is the HMAC of `request` under `key` (constant time).
-pub fn verify(key: &AuthKey, request: &[u8], token: &[u8]) -> bool {
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key.secret())
-        .expect("HMAC accepts keys of any length");
-    m.update(request);
-    m.verify_slice(token).is_ok()
-}
-
-/// Wrap `request` (sign request JSON) for /authsign.
-pub fn wrap(key: &AuthKey, request: &[u8]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let a = AuthenticatedRequest {
-        timestamp: now,
-        remote_address: None,
-        token: STANDARD.encode(token(key, request)),
-        request: STANDARD.encode(request),
-    };
-    serde_json::to_string(&a).unwrap_or_default()
-}
-
-/// Decode a base64 field of the envelope.
-pub fn unbase64(s: &str) -> Option<Vec<u8>> {
-    STANDARD.decode(s.trim()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hmac_sha256_known_answer() {
-        // RFC 4231 test case 2.
-        let key = AuthKey::new("k", b"Jefe".to_vec());
-        let t = token(&key, b"what do ya want for nothing?");
-        let hex: String = t.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        assert!(verify(&key, b"what do ya want for nothing?", &t));
-        assert!(!verify(&key, b"what do ya want for nothing!", &t));
-        assert!(!verify(&key, b"what do ya want for nothing?", &t[..31]));
-        let other = AuthKey::new("k", b"Jeff".to_vec());
-        assert!(!verify(&other, b"what do ya want for nothing?", &t));
-    }
 
     #[test]
     fn replays_and_stale_timestamps_are_refused() {
@@ -169,15 +89,5 @@ mod tests {
         let later = now + REPLAY_WINDOW_SECS + 1;
         assert!(g.admit(b"t1", later, later).is_ok());
         assert_eq!(g.seen.lock().unwrap().tokens.len(), 1, "old tokens pruned");
-    }
-
-    #[test]
-    fn envelope_roundtrip() {
-        let key = AuthKey::new("k", vec![7; 16]);
-        let w = wrap(&key, br#"{"profile":"p"}"#);
-        let a: AuthenticatedRequest = serde_json::from_str(&w).unwrap();
-        let req = unbase64(&a.request).unwrap();
-        assert_eq!(req, br#"{"profile":"p"}"#);
-        assert!(verify(&key, &req, &unbase64(&a.token).unwrap()));
     }
 }

@@ -7,10 +7,11 @@
 //! whole /64). Refusals are logged at most once per client, reason and [`LOG_INTERVAL`], with
 //! the number left unlogged, so that a flood does not flood the log.
 
+use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// At most one log line per client and reason in this interval.
@@ -132,10 +133,6 @@ impl Drop for Slot {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The client an address belongs to: IPv4 as is, IPv6 by its /64.

@@ -2,7 +2,7 @@
 //!
 //! The design is synchronous on purpose. PKCS#11 calls block and a session runs one operation
 //! at a time, so the server is a thread per connection (HTTP/1.1 with keep-alive) that borrows
-//! a token session from a fixed pool for the signature ([`pool`]); the pool is sized to the
+//! a token session from a fixed pool for the signature ([`crate::token::pool`]); the pool is sized to the
 //! token's session limit and the machine's cores, and the login is done once at start. Every
 //! certificate is recorded by the store's writer thread (group commit, [`crate::db`]) before
 //! its response is written.
@@ -22,17 +22,18 @@
 //! string in the log is escaped ([`crate::text::escape_for_log`]).
 //!
 //! Why this hand-written HTTP/1.1 layer and not hyper on tokio: the attack tests
-//! (tests/serve_hostile.rs) pass with it, `ci/bench-serve` shows equal or better throughput
-//! than before, the signing path stays synchronous (PKCS#11 calls block, see above), and the
-//! API needs only Content-Length bodies on four endpoints; an async stack would bring a
-//! runtime and a second concurrency model for no measured gain.
+//! (tests/serve_hostile.rs) pass with it, the signing path stays synchronous (PKCS#11 calls
+//! block, see above), and the API needs only Content-Length bodies on four endpoints; an async
+//! stack would bring a runtime and a second concurrency model for no gain `ci/bench-serve`
+//! could show.
+//!
+//! Layer: the top of the library; it uses `ca`, `token`, `db`, `tls` and the formats below, and
+//! nothing uses it but the CLI.
 
 pub mod api;
 pub mod auth;
 pub mod guard;
 pub mod http;
-pub mod pool;
-pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -41,11 +42,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::tls::Stream;
 use api::Service;
 use guard::{Guard, Refusal};
 use http::{Conn, ReadError, Request};
 use regex::Regex;
-use tls::Stream;
 
 use crate::text::escape_for_log;
 

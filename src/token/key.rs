@@ -7,15 +7,16 @@ use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::Session;
-use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, UintRef};
+use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use spki::SubjectPublicKeyInfoOwned;
 
-use crate::cfssl::csr::KeySpec;
 use crate::error::{Error, Result};
 use crate::token::quirks::{self, Quirks};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
 use crate::token::{Module, TokenSummary, ck};
+use crate::x509::alg::KeyAlg;
+use crate::x509::pubkey;
 
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
@@ -72,14 +73,14 @@ fn ec_params_der(oid: ObjectIdentifier) -> Vec<u8> {
     oid.to_der().unwrap_or_default()
 }
 
-/// Check that the token can make and use `spec` before anything is created.
-pub fn check_capability(module: &Module, token: &TokenSummary, spec: KeySpec) -> Result<()> {
+/// Check that the token can make and use `alg` before anything is created.
+pub fn check_capability(module: &Module, token: &TokenSummary, alg: KeyAlg) -> Result<()> {
     let mechs = module.mechanisms(token.slot)?;
     let find = |t: MechanismType| mechs.iter().find(|(m, _)| *m == t).map(|(_, i)| i);
-    let (gen_mech, bits, family) = match spec {
-        KeySpec::Rsa(b) => (MechanismType::RSA_PKCS_KEY_PAIR_GEN, b as usize, "RSA"),
-        KeySpec::EcP256 => (MechanismType::ECC_KEY_PAIR_GEN, 256, "EC"),
-        KeySpec::EcP384 => (MechanismType::ECC_KEY_PAIR_GEN, 384, "EC"),
+    let (gen_mech, bits, family) = match alg {
+        KeyAlg::Rsa(b) => (MechanismType::RSA_PKCS_KEY_PAIR_GEN, b, "RSA"),
+        KeyAlg::EcP256 => (MechanismType::ECC_KEY_PAIR_GEN, 256, "EC"),
+        KeyAlg::EcP384 => (MechanismType::ECC_KEY_PAIR_GEN, 384, "EC"),
     };
     let Some(info) = find(gen_mech) else {
         return Err(Error::token(format!(
@@ -95,7 +96,7 @@ pub fn check_capability(module: &Module, token: &TokenSummary, spec: KeySpec) ->
         return Err(Error::token(format!(
             "token \"{}\" cannot make {}: its {family} key sizes are {min}..{max}; choose another key.size",
             token.label,
-            spec.name()
+            alg.name()
         )));
     }
     Ok(())
@@ -131,7 +132,7 @@ fn refuse_duplicates(
                 if what == "label" {
                     format!("\"{label}\"")
                 } else {
-                    hex(id)
+                    crate::text::hex(id)
                 }
             )));
         }
@@ -139,28 +140,23 @@ fn refuse_duplicates(
     Ok(())
 }
 
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Generate a key pair in the token: private key sensitive, non-extractable, sign-only.
 /// If the token reports anything else afterwards, the pair is destroyed and this fails.
 pub fn generate(
     session: &Session,
     token: &TokenSummary,
-    spec: KeySpec,
+    alg: KeyAlg,
     label: &str,
     id: Option<Vec<u8>>,
 ) -> Result<GeneratedKey> {
-    generate_with(session, token, spec, label, id, false, &quirks::GENERIC)
+    generate_with(session, token, alg, label, id, false, &quirks::GENERIC)
 }
 
 /// [`generate`], optionally with CKA_ALWAYS_AUTHENTICATE (a PIN for every signature).
 pub fn generate_with(
     session: &Session,
     token: &TokenSummary,
-    spec: KeySpec,
+    alg: KeyAlg,
     label: &str,
     id: Option<Vec<u8>>,
     always_authenticate: bool,
@@ -184,44 +180,7 @@ pub fn generate_with(
     };
     // Where the module fixes labels, only the ID (the PIV slot) tells keys apart.
     refuse_duplicates(session, token, label, &id, !rules.fixed_labels)?;
-    let common = |v: &mut Vec<Attribute>| {
-        v.push(Attribute::Token(true));
-        v.push(Attribute::Label(label.as_bytes().to_vec()));
-        v.push(Attribute::Id(id.clone()));
-    };
-    // The public half's usage flags (CKA_VERIFY, CKA_ENCRYPT) are left to the token: p11ca
-    // verifies in software, and tpm2-pkcs11 derives them from the TPM object (VERIFY mirrors
-    // DECRYPT, ENCRYPT mirrors SIGN) and fails key generation on any explicit value that differs.
-    let mut pub_tpl = vec![Attribute::Wrap(false), Attribute::Private(false)];
-    common(&mut pub_tpl);
-    let mut priv_tpl = vec![
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ];
-    if always_authenticate {
-        priv_tpl.push(Attribute::AlwaysAuthenticate(true));
-    }
-    common(&mut priv_tpl);
-    let mech = match spec {
-        KeySpec::Rsa(bits) => {
-            pub_tpl.push(Attribute::ModulusBits((bits as u64).into()));
-            pub_tpl.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
-            Mechanism::RsaPkcsKeyPairGen
-        }
-        KeySpec::EcP256 => {
-            pub_tpl.push(Attribute::EcParams(ec_params_der(P256)));
-            Mechanism::EccKeyPairGen
-        }
-        KeySpec::EcP384 => {
-            pub_tpl.push(Attribute::EcParams(ec_params_der(P384)));
-            Mechanism::EccKeyPairGen
-        }
-    };
+    let (mech, pub_tpl, priv_tpl) = templates(alg, label, &id, always_authenticate);
     let (public, private) = session
         .generate_key_pair(&mech, &pub_tpl, &priv_tpl)
         .map_err(|e| {
@@ -229,7 +188,7 @@ pub fn generate_with(
                 &format!(
                     "token \"{}\" could not generate the {} key",
                     token.label,
-                    spec.name()
+                    alg.name()
                 ),
                 e,
             )
@@ -259,6 +218,54 @@ pub fn generate_with(
             Err(e.context("the new key pair was destroyed"))
         }
     }
+}
+
+/// The mechanism and the public and private key templates for a new key pair.
+fn templates(
+    alg: KeyAlg,
+    label: &str,
+    id: &[u8],
+    always_authenticate: bool,
+) -> (Mechanism<'static>, Vec<Attribute>, Vec<Attribute>) {
+    let common = |v: &mut Vec<Attribute>| {
+        v.push(Attribute::Token(true));
+        v.push(Attribute::Label(label.as_bytes().to_vec()));
+        v.push(Attribute::Id(id.to_vec()));
+    };
+    // The public half's usage flags (CKA_VERIFY, CKA_ENCRYPT) are left to the token: p11ca
+    // verifies in software, and tpm2-pkcs11 derives them from the TPM object (VERIFY mirrors
+    // DECRYPT, ENCRYPT mirrors SIGN) and fails key generation on any explicit value that differs.
+    let mut pub_tpl = vec![Attribute::Wrap(false), Attribute::Private(false)];
+    common(&mut pub_tpl);
+    let mut priv_tpl = vec![
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ];
+    if always_authenticate {
+        priv_tpl.push(Attribute::AlwaysAuthenticate(true));
+    }
+    common(&mut priv_tpl);
+    let mech = match alg {
+        KeyAlg::Rsa(bits) => {
+            pub_tpl.push(Attribute::ModulusBits((bits as u64).into()));
+            pub_tpl.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        KeyAlg::EcP256 => {
+            pub_tpl.push(Attribute::EcParams(ec_params_der(P256)));
+            Mechanism::EccKeyPairGen
+        }
+        KeyAlg::EcP384 => {
+            pub_tpl.push(Attribute::EcParams(ec_params_der(P384)));
+            Mechanism::EccKeyPairGen
+        }
+    };
+    (mech, pub_tpl, priv_tpl)
 }
 
 fn bool_attr(attrs: &[Attribute], t: AttributeType) -> Option<bool> {
@@ -348,140 +355,92 @@ pub fn public_key(
         }
     });
     match key_type {
-        Some(k) if k == KeyType::RSA => {
-            let a = session
-                .get_attributes(
-                    private,
-                    &[AttributeType::Modulus, AttributeType::PublicExponent],
-                )
-                .map_err(|e| ck("cannot read the RSA public key", e))?;
-            let n = a.iter().find_map(|x| {
-                if let Attribute::Modulus(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let e = a.iter().find_map(|x| {
-                if let Attribute::PublicExponent(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let (Some(n), Some(e)) = (n, e) else {
-                return Err(Error::token(
-                    "the token did not return the RSA modulus and exponent",
-                ));
-            };
-            rsa_spki(&n, &e)
-        }
-        Some(k) if k == KeyType::EC => {
-            let public = match public {
-                Some(p) => p,
-                None => {
-                    let mut tpl = vec![
-                        Attribute::Class(ObjectClass::PUBLIC_KEY),
-                        Attribute::KeyType(KeyType::EC),
-                    ];
-                    if let Some(id) = id {
-                        tpl.push(Attribute::Id(id));
-                    }
-                    let found = session
-                        .find_objects(&tpl)
-                        .map_err(|e| ck("cannot search the token", e))?;
-                    *found.first().ok_or_else(|| {
-                        Error::token("no EC public key object with the private key's CKA_ID; the token must keep the public key next to the private one")
-                    })?
-                }
-            };
-            let a = session
-                .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
-                .map_err(|e| ck("cannot read the EC public key", e))?;
-            let params = a.iter().find_map(|x| {
-                if let Attribute::EcParams(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let point = a.iter().find_map(|x| {
-                if let Attribute::EcPoint(v) = x {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            });
-            let (Some(params), Some(point)) = (params, point) else {
-                return Err(Error::token(
-                    "the token did not return CKA_EC_PARAMS and CKA_EC_POINT",
-                ));
-            };
-            ec_spki(&params, &point)
-        }
+        Some(k) if k == KeyType::RSA => rsa_public_key(session, private),
+        Some(k) if k == KeyType::EC => ec_public_key(session, public, id),
         _ => Err(Error::token(
             "the key is neither RSA nor EC; p11ca signs with RSA and ECDSA keys",
         )),
     }
 }
 
-/// SPKI for an RSA key from its modulus and exponent (big-endian bytes).
-pub fn rsa_spki(n: &[u8], e: &[u8]) -> Result<SubjectPublicKeyInfoOwned> {
-    #[derive(der::Sequence)]
-    struct RsaPublicKeyDer<'a> {
-        modulus: UintRef<'a>,
-        public_exponent: UintRef<'a>,
-    }
-    let bad =
-        |e: der::Error| Error::token(format!("the token returned an invalid RSA public key: {e}"));
-    let key = RsaPublicKeyDer {
-        modulus: UintRef::new(n).map_err(bad)?,
-        public_exponent: UintRef::new(e).map_err(bad)?,
-    }
-    .to_der()
-    .map_err(bad)?;
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
-            parameters: Some(Any::null()),
-        },
-        subject_public_key: BitString::from_bytes(&key).map_err(bad)?,
-    })
+/// The SPKI of an RSA key from the private key's CKA_MODULUS and CKA_PUBLIC_EXPONENT.
+fn rsa_public_key(session: &Session, private: ObjectHandle) -> Result<SubjectPublicKeyInfoOwned> {
+    let a = session
+        .get_attributes(
+            private,
+            &[AttributeType::Modulus, AttributeType::PublicExponent],
+        )
+        .map_err(|e| ck("cannot read the RSA public key", e))?;
+    let n = a.iter().find_map(|x| {
+        if let Attribute::Modulus(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let e = a.iter().find_map(|x| {
+        if let Attribute::PublicExponent(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let (Some(n), Some(e)) = (n, e) else {
+        return Err(Error::token(
+            "the token did not return the RSA modulus and exponent",
+        ));
+    };
+    pubkey::rsa_spki(&n, &e)
 }
 
-/// SPKI for an EC key from CKA_EC_PARAMS (named curve OID) and CKA_EC_POINT.
-pub fn ec_spki(params: &[u8], point: &[u8]) -> Result<SubjectPublicKeyInfoOwned> {
-    let curve = ObjectIdentifier::from_der(params)
-        .map_err(|_| Error::token("the EC key's CKA_EC_PARAMS is not a named curve"))?;
-    let field = match curve {
-        c if c == P256 => 32,
-        c if c == P384 => 48,
-        c => {
-            return Err(Error::token(format!(
-                "unsupported curve {c}; p11ca supports P-256 and P-384"
-            )));
+/// The SPKI of an EC key from its public key object (`public`, else the one with the private
+/// key's CKA_ID).
+fn ec_public_key(
+    session: &Session,
+    public: Option<ObjectHandle>,
+    id: Option<Vec<u8>>,
+) -> Result<SubjectPublicKeyInfoOwned> {
+    let public = match public {
+        Some(p) => p,
+        None => {
+            let mut tpl = vec![
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::EC),
+            ];
+            if let Some(id) = id {
+                tpl.push(Attribute::Id(id));
+            }
+            let found = session
+                .find_objects(&tpl)
+                .map_err(|e| ck("cannot search the token", e))?;
+            *found.first().ok_or_else(|| {
+                Error::token("no EC public key object with the private key's CKA_ID; the token must keep the public key next to the private one")
+            })?
         }
     };
-    // PKCS#11 says DER OCTET STRING; some tokens give the raw uncompressed point.
-    let raw = if point.len() == 1 + 2 * field && point[0] == 0x04 {
-        point.to_vec()
-    } else {
-        OctetString::from_der(point)
-            .map(|o| o.as_bytes().to_vec())
-            .map_err(|_| {
-                Error::token(
-                    "the token's CKA_EC_POINT is neither a DER OCTET STRING nor a raw point",
-                )
-            })?
+    let a = session
+        .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
+        .map_err(|e| ck("cannot read the EC public key", e))?;
+    let params = a.iter().find_map(|x| {
+        if let Attribute::EcParams(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let point = a.iter().find_map(|x| {
+        if let Attribute::EcPoint(v) = x {
+            Some(v.clone())
+        } else {
+            None
+        }
+    });
+    let (Some(params), Some(point)) = (params, point) else {
+        return Err(Error::token(
+            "the token did not return CKA_EC_PARAMS and CKA_EC_POINT",
+        ));
     };
-    let bad = |e: der::Error| Error::token(format!("invalid EC public key: {e}"));
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: const_oid::db::rfc5912::ID_EC_PUBLIC_KEY,
-            parameters: Some(Any::encode_from(&curve).map_err(bad)?),
-        },
-        subject_public_key: BitString::from_bytes(&raw).map_err(bad)?,
-    })
+    pubkey::ec_spki(&params, &point)
 }
 
 /// Find the one private key `uri` names (by `object` label and/or `id`); zero or several
@@ -520,48 +479,7 @@ pub fn find_private_key(
             .join(", ")
     };
     match found.as_slice() {
-        [h] => {
-            // One attribute read for all a signer needs (each C_GetAttributeValue on a token
-            // object costs SoftHSM a check of its files): an RSA key's public half is on the
-            // private key object; otherwise public_key() finds it.
-            let a = session
-                .get_attributes(
-                    *h,
-                    &[
-                        AttributeType::Label,
-                        AttributeType::Id,
-                        AttributeType::KeyType,
-                        AttributeType::Modulus,
-                        AttributeType::PublicExponent,
-                        AttributeType::AlwaysAuthenticate,
-                    ],
-                )
-                .map_err(|e| ck("cannot read the key's attributes", e))?;
-            let (mut label, mut id, mut rsa, mut n, mut e, mut always) =
-                (String::new(), Vec::new(), false, None, None, false);
-            for x in a {
-                match x {
-                    Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
-                    Attribute::Id(i) => id = i,
-                    Attribute::KeyType(k) => rsa = k == KeyType::RSA,
-                    Attribute::Modulus(m) => n = Some(m),
-                    Attribute::PublicExponent(x) => e = Some(x),
-                    Attribute::AlwaysAuthenticate(b) => always = b,
-                    _ => {}
-                }
-            }
-            let spki = match (rsa, n, e) {
-                (true, Some(n), Some(e)) => rsa_spki(&n, &e)?,
-                _ => public_key(session, *h, None)?,
-            };
-            Ok(FoundKey {
-                handle: *h,
-                label,
-                id,
-                spki,
-                always_authenticate: always,
-            })
-        }
+        [h] => found_key(session, *h),
         [] => {
             let all = session
                 .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
@@ -583,6 +501,50 @@ pub fn find_private_key(
             list(many)
         ))),
     }
+}
+
+/// The one key found: its label, ID, public key and whether it needs a PIN per signature.
+fn found_key(session: &Session, h: ObjectHandle) -> Result<FoundKey> {
+    // One attribute read for all a signer needs (each C_GetAttributeValue on a token
+    // object costs SoftHSM a check of its files): an RSA key's public half is on the
+    // private key object; otherwise public_key() finds it.
+    let a = session
+        .get_attributes(
+            h,
+            &[
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::KeyType,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::AlwaysAuthenticate,
+            ],
+        )
+        .map_err(|e| ck("cannot read the key's attributes", e))?;
+    let (mut label, mut id, mut rsa, mut n, mut e, mut always) =
+        (String::new(), Vec::new(), false, None, None, false);
+    for x in a {
+        match x {
+            Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+            Attribute::Id(i) => id = i,
+            Attribute::KeyType(k) => rsa = k == KeyType::RSA,
+            Attribute::Modulus(m) => n = Some(m),
+            Attribute::PublicExponent(x) => e = Some(x),
+            Attribute::AlwaysAuthenticate(b) => always = b,
+            _ => {}
+        }
+    }
+    let spki = match (rsa, n, e) {
+        (true, Some(n), Some(e)) => pubkey::rsa_spki(&n, &e)?,
+        _ => public_key(session, h, None)?,
+    };
+    Ok(FoundKey {
+        handle: h,
+        label,
+        id,
+        spki,
+        always_authenticate: always,
+    })
 }
 
 /// Describe one object.
@@ -750,4 +712,75 @@ pub fn store_certificate(
     session
         .create_object(&tpl)
         .map_err(|e| ck("cannot store the CA certificate in the token", e))
+}
+
+/// Destroy `objects`, last first. A signing operation left active by a failure can make the
+/// token refuse to destroy in `session` (tpm2-pkcs11 does): those are retried from a fresh
+/// session. Returns how many could not be removed.
+pub fn destroy_objects(
+    module: &Module,
+    token: &TokenSummary,
+    session: &Session,
+    objects: &[ObjectHandle],
+) -> usize {
+    let failed: Vec<ObjectHandle> = objects
+        .iter()
+        .rev()
+        .copied()
+        .filter(|h| session.destroy_object(*h).is_err())
+        .collect();
+    if failed.is_empty() {
+        return 0;
+    }
+    match module.context().open_rw_session(token.slot) {
+        Ok(fresh) => failed
+            .iter()
+            .filter(|h| fresh.destroy_object(**h).is_err())
+            .count(),
+        Err(_) => failed.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has(tpl: &[Attribute], want: &Attribute) -> bool {
+        tpl.iter().any(|a| a == want)
+    }
+
+    #[test]
+    fn rsa_templates_ask_for_the_size_and_f4() {
+        let (mech, public, private) = templates(KeyAlg::Rsa(3072), "ca", &[1, 2], false);
+        assert!(matches!(mech, Mechanism::RsaPkcsKeyPairGen));
+        assert!(has(&public, &Attribute::ModulusBits(3072u64.into())));
+        assert!(has(&public, &Attribute::PublicExponent(vec![1, 0, 1])));
+        assert!(has(&private, &Attribute::Label(b"ca".to_vec())));
+        assert!(has(&private, &Attribute::Id(vec![1, 2])));
+        assert!(
+            !private
+                .iter()
+                .any(|a| matches!(a, Attribute::AlwaysAuthenticate(_)))
+        );
+    }
+
+    #[test]
+    fn private_keys_never_leave_the_token_and_only_sign() {
+        let (mech, public, private) = templates(KeyAlg::EcP384, "k", &[9], true);
+        assert!(matches!(mech, Mechanism::EccKeyPairGen));
+        assert!(has(&public, &Attribute::EcParams(ec_params_der(P384))));
+        for want in [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::AlwaysAuthenticate(true),
+        ] {
+            assert!(has(&private, &want), "{want:?}");
+        }
+    }
 }

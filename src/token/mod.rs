@@ -1,8 +1,14 @@
-//! The PKCS#11 side: loading a module, choosing a token, logging in, and everything done with
-//! keys inside the token. This is the only part of p11ca that talks to `cryptoki`.
+//! The PKCS#11 side: loading a module, choosing a token, logging in, getting sessions back
+//! when the token goes away, and everything done with keys inside the token. This is the only
+//! part of p11ca that talks to `cryptoki`: the rest uses the types re-exported here
+//! ([`Session`], [`KeyHandle`], [`AuthPin`]). It builds on [`crate::x509`] (algorithms, public
+//! keys, the [`crate::x509::Signer`] it implements) and must not use `cfssl`, `ca` or anything
+//! above them.
 
 pub mod key;
+pub mod login;
 pub mod pin;
+pub mod pool;
 pub mod quirks;
 pub mod signer;
 pub mod uri;
@@ -14,12 +20,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::{MechanismInfo, MechanismType};
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::{Slot, TokenInfo};
-use cryptoki::types::AuthPin;
+use cryptoki::session::UserType;
+use cryptoki::slot::{Limit, Slot, TokenInfo};
 
 use crate::error::{Error, Result, TokenFault};
+use crate::sync::lock;
+/// A PKCS#11 session (one operation at a time; closed on drop).
+pub use cryptoki::session::Session;
+/// A PIN, held in zeroizing memory.
+pub use cryptoki::types::AuthPin;
 pub use uri::Pkcs11Uri;
+
+/// A key's object handle in the token (valid in every session of the application, until the
+/// token hands out new ones, e.g. after a new login).
+pub type KeyHandle = cryptoki::object::ObjectHandle;
 
 /// Where p11ca looks for the p11-kit proxy module when none is named.
 const PROXY_CANDIDATES: &[&str] = &[
@@ -147,7 +161,7 @@ pub struct Module {
 /// shared (sessions hold clones): finalizing through a clone ends the module's state for all of
 /// them, which is the point; every session and login is gone afterwards. The caller makes sure
 /// no other thread is inside the module.
-pub fn initialize_again(ctx: &Pkcs11, path: &Path, initialized: &AtomicBool) -> Result<()> {
+pub(crate) fn initialize_again(ctx: &Pkcs11, path: &Path, initialized: &AtomicBool) -> Result<()> {
     if initialized.swap(false, Ordering::SeqCst) {
         let _ = ctx.clone().finalize();
     }
@@ -166,8 +180,7 @@ pub fn initialize_again(ctx: &Pkcs11, path: &Path, initialized: &AtomicBool) -> 
 impl Module {
     /// C_Finalize now, and never unload the library: for a process that is about to exit.
     /// Unloading (dlclose, which runs the module's and its crypto library's destructors)
-    /// only frees what the kernel reclaims at exit anyway. Skipping it made a one-shot `sign`
-    /// on SoftHSM 1.6% (about 0.1 ms) faster, in 160 interleaved runs of each.
+    /// only frees what the kernel reclaims at exit anyway, and takes a one-shot run time.
     pub fn finalize_for_exit(self) {
         // A reference that is never dropped keeps the library loaded.
         std::mem::forget(self.ctx.clone());
@@ -177,12 +190,68 @@ impl Module {
 
 impl Drop for Module {
     /// C_Finalize before the library is unloaded, as PKCS#11 asks. Besides closing a remote
-    /// module's connection cleanly, it is faster: SoftHSM left initialized costs about 1 ms
-    /// more at process exit (measured in `ci/bench`, one-shot profile) than its C_Finalize.
+    /// module's connection cleanly, it is faster: SoftHSM left initialized costs more at
+    /// process exit than its C_Finalize (`ci/bench`'s one-shot profile shows it).
     fn drop(&mut self) {
         if self.initialized.swap(false, Ordering::SeqCst) {
             let _ = self.ctx.clone().finalize();
         }
+    }
+}
+
+/// A module's library loaded but not initialized yet: [`Module::load`] in its two steps, for
+/// benchmarks that time them apart. The library is unloaded once this and every [`Module`]
+/// made from it are dropped.
+pub struct Library {
+    ctx: Pkcs11,
+    path: PathBuf,
+}
+
+impl Library {
+    /// Load (dlopen) the module at `path` and get its function list.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::token(format!(
+                "PKCS#11 module {} does not exist; install it or fix --module / P11CA_MODULE",
+                path.display()
+            )));
+        }
+        let ctx = Pkcs11::new(path).map_err(|e| {
+            let why = match e {
+                CkError::LibraryLoading(le) => le.to_string(),
+                other => other.to_string(),
+            };
+            Error::token(format!(
+                "cannot load PKCS#11 module {}: {why}; is it a PKCS#11 module (.so exporting C_GetFunctionList)?",
+                path.display()
+            ))
+        })?;
+        Ok(Self {
+            ctx,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// C_Initialize (a module already initialized in this process is fine).
+    pub fn initialize(&self) -> Result<Module> {
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => {
+                return Err(ck(
+                    &format!("cannot initialize PKCS#11 module {}", self.path.display()),
+                    e,
+                ));
+            }
+        }
+        Ok(Module {
+            ctx: self.ctx.clone(),
+            path: self.path.clone(),
+            generation: std::sync::Mutex::new(0),
+            initialized: Arc::new(AtomicBool::new(true)),
+        })
     }
 }
 
@@ -233,48 +302,18 @@ impl Module {
 
     /// Load and initialize the module at `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::token(format!(
-                "PKCS#11 module {} does not exist; install it or fix --module / P11CA_MODULE",
-                path.display()
-            )));
-        }
-        let ctx = Pkcs11::new(path).map_err(|e| {
-            let why = match e {
-                CkError::LibraryLoading(le) => le.to_string(),
-                other => other.to_string(),
-            };
-            Error::token(format!(
-                "cannot load PKCS#11 module {}: {why}; is it a PKCS#11 module (.so exporting C_GetFunctionList)?",
-                path.display()
-            ))
-        })?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(ck(
-                    &format!("cannot initialize PKCS#11 module {}", path.display()),
-                    e,
-                ));
-            }
-        }
-        Ok(Self {
-            ctx,
-            path: path.to_path_buf(),
-            generation: std::sync::Mutex::new(0),
-            initialized: Arc::new(AtomicBool::new(true)),
-        })
+        Library::open(path)?.initialize()
     }
 
     /// Whether the module is initialized, shared with others that re-initialize its context
     /// (the server's session pool).
-    pub fn initialized(&self) -> Arc<AtomicBool> {
+    pub(crate) fn initialized(&self) -> Arc<AtomicBool> {
         self.initialized.clone()
     }
 
     /// The current initialization generation (see [`Module::reinitialize`]).
     pub fn generation(&self) -> u64 {
-        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.generation)
     }
 
     /// C_Finalize and C_Initialize again, for a module that lost its device or server (a
@@ -282,7 +321,7 @@ impl Module {
     /// gone afterwards. `seen` is the generation the caller worked with: if another thread
     /// has re-initialized since, nothing is done.
     pub fn reinitialize(&self, seen: u64) -> Result<()> {
-        let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let mut generation = lock(&self.generation);
         if *generation != seen {
             return Ok(());
         }
@@ -297,8 +336,27 @@ impl Module {
     }
 
     /// The underlying cryptoki context.
-    pub fn context(&self) -> &Pkcs11 {
+    pub(crate) fn context(&self) -> &Pkcs11 {
         &self.ctx
+    }
+
+    /// Open another read-write session on `token`; it shares the login of the application's
+    /// other sessions.
+    pub fn open_session(&self, token: &TokenSummary, what: &str) -> Result<Session> {
+        self.ctx
+            .open_rw_session(token.slot)
+            .map_err(|e| ck(what, e))
+    }
+
+    /// How many more sessions the token in `slot` allows, if it says (sessions already open,
+    /// at least the login's, count against its limit).
+    pub fn sessions_left(&self, slot: Slot) -> Option<usize> {
+        let info = self.ctx.get_token_info(slot).ok()?;
+        let Limit::Max(max) = info.max_session_count() else {
+            return None;
+        };
+        let open = info.session_count().unwrap_or(1);
+        Some(max.saturating_sub(open) as usize)
     }
 
     /// All tokens present in the module's slots.
@@ -420,13 +478,57 @@ impl Module {
         Ok(out)
     }
 
+    /// What the token can do for p11ca, in one line.
+    pub fn capabilities(&self, t: &TokenSummary) -> String {
+        let Ok(mechs) = self.mechanisms(t.slot) else {
+            return "mechanisms unreadable".into();
+        };
+        let get = |m: MechanismType| mechs.iter().find(|(x, _)| *x == m).map(|(_, i)| i);
+        let mut caps = Vec::new();
+        if let Some(i) = get(MechanismType::RSA_PKCS_KEY_PAIR_GEN) {
+            let sign = if get(MechanismType::SHA256_RSA_PKCS).is_some() {
+                "CKM_SHA256_RSA_PKCS"
+            } else if get(MechanismType::RSA_PKCS).is_some() {
+                "CKM_RSA_PKCS+DigestInfo"
+            } else {
+                "no RSA signing"
+            };
+            caps.push(format!(
+                "RSA {}-{} bits ({sign})",
+                i.min_key_size(),
+                i.max_key_size()
+            ));
+        }
+        if let Some(i) = get(MechanismType::ECC_KEY_PAIR_GEN) {
+            let sign = if get(MechanismType::ECDSA).is_some() {
+                "CKM_ECDSA"
+            } else {
+                "no ECDSA signing"
+            };
+            caps.push(format!(
+                "EC {}-{} bits ({sign})",
+                i.min_key_size(),
+                i.max_key_size()
+            ));
+        }
+        if caps.is_empty() {
+            "cannot generate RSA or EC keys".into()
+        } else {
+            caps.join("; ")
+        }
+    }
+
     /// Open a read-write session on the token and log the user in (exactly one C_Login).
     pub fn login(&self, token: &TokenSummary, pin: &AuthPin) -> Result<Session> {
         self.login_as(token, UserType::User, pin)
     }
 
-    /// [`Module::login`] as `who` (the SO for tokens whose key generation needs it).
-    pub fn login_as(&self, token: &TokenSummary, who: UserType, pin: &AuthPin) -> Result<Session> {
+    /// [`Module::login`] as the security officer (for tokens whose key generation needs it).
+    pub fn login_so(&self, token: &TokenSummary, pin: &AuthPin) -> Result<Session> {
+        self.login_as(token, UserType::So, pin)
+    }
+
+    fn login_as(&self, token: &TokenSummary, who: UserType, pin: &AuthPin) -> Result<Session> {
         let session = self.ctx.open_rw_session(token.slot).map_err(|e| {
             ck(
                 &format!("cannot open a session on token \"{}\"", token.label),

@@ -12,6 +12,7 @@ use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::sync::lock;
 use crate::token::uri::Pkcs11Uri;
 
 /// Where the PIN came from, for messages (never the PIN itself).
@@ -35,15 +36,11 @@ static ENVIRONMENT_PIN: Mutex<Option<Zeroizing<String>>> = Mutex::new(None);
 /// environment, where `/proc/PID/environ`, child processes and core dumps would show it.
 /// Library users who never call this get the variable read as it is.
 pub fn keep_environment_pin(pin: Zeroizing<String>) {
-    *ENVIRONMENT_PIN.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin);
+    *lock(&ENVIRONMENT_PIN) = Some(pin);
 }
 
 fn environment_pin() -> Option<Zeroizing<String>> {
-    if let Some(pin) = ENVIRONMENT_PIN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
+    if let Some(pin) = lock(&ENVIRONMENT_PIN).as_ref() {
         return Some(pin.clone());
     }
     std::env::var_os("P11CA_PIN").map(|v| Zeroizing::new(v.to_string_lossy().into_owned()))

@@ -219,11 +219,14 @@ impl<'s> TokenSigner<'s> {
             .sign_init(&m, self.key)
             .map_err(|e| ck("the token refused to start signing", e))?;
         // Tests skip the login to show that the token itself enforces it.
+        #[cfg(feature = "fault-injection")]
         let login = if crate::fault::active("skip-context-login") {
             Ok(())
         } else {
             self.session.login(UserType::ContextSpecific, Some(pin))
         };
+        #[cfg(not(feature = "fault-injection"))]
+        let login = self.session.login(UserType::ContextSpecific, Some(pin));
         match login {
             Ok(()) => {}
             Err(cryptoki::error::Error::Pkcs11(RvError::PinIncorrect, _)) => {

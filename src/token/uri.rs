@@ -205,54 +205,7 @@ impl Pkcs11Uri {
                 )));
             }
             seen.push(name.to_string());
-            let val = decode(raw, name, uri)?;
-            let s = |v: Vec<u8>| text(v, name, uri);
-            match (name, in_path) {
-                ("token", true) => out.token = Some(s(val)?),
-                ("manufacturer", true) => out.manufacturer = Some(s(val)?),
-                ("serial", true) => out.serial = Some(s(val)?),
-                ("model", true) => out.model = Some(s(val)?),
-                ("slot-description", true) => out.slot_description = Some(s(val)?),
-                ("slot-manufacturer", true) => out.slot_manufacturer = Some(s(val)?),
-                ("library-manufacturer", true) => out.library_manufacturer = Some(s(val)?),
-                ("library-description", true) => out.library_description = Some(s(val)?),
-                ("library-version", true) => out.library_version = Some(s(val)?),
-                ("slot-id", true) => {
-                    let v = s(val)?;
-                    out.slot_id = Some(v.parse().map_err(|_| {
-                        Error::input(format!("{}: slot-id \"{v}\" is not a number", redact(uri)))
-                    })?);
-                }
-                ("object", true) => out.object = Some(s(val)?),
-                ("id", true) => out.id = Some(val),
-                ("type", true) => {
-                    out.object_type = Some(match s(val)?.as_str() {
-                        "public" => ObjectType::Public,
-                        "private" => ObjectType::Private,
-                        "cert" => ObjectType::Cert,
-                        "secret-key" => ObjectType::SecretKey,
-                        "data" => ObjectType::Data,
-                        other => {
-                            return Err(Error::input(format!(
-                                "{}: type \"{other}\" is not one of public, private, cert, secret-key, data",
-                                redact(uri)
-                            )));
-                        }
-                    })
-                }
-                ("pin-source", false) => out.pin_source = Some(s(val)?),
-                ("pin-value", false) => out.pin_value = Some(Zeroizing::new(s(val)?)),
-                ("module-path", false) => out.module_path = Some(s(val)?),
-                ("module-name", false) => out.module_name = Some(s(val)?),
-                (n, _) if n.starts_with("x-") => {}
-                (n, p) => {
-                    let where_ = if p { "path" } else { "query" };
-                    return Err(Error::input(format!(
-                        "{}: unknown {where_} attribute \"{n}\" (RFC 7512 path: token, serial, model, manufacturer, slot-id, object, id, type; query: pin-source, pin-value, module-path, module-name)",
-                        redact(uri)
-                    )));
-                }
-            }
+            out.set(name, in_path, decode(raw, name, uri)?, uri)?;
         }
         if out.pin_source.is_some() && out.pin_value.is_some() {
             return Err(Error::input(format!(
@@ -261,6 +214,58 @@ impl Pkcs11Uri {
             )));
         }
         Ok(out)
+    }
+
+    /// Set attribute `name` (of the path, or of the query) to its decoded value `val`.
+    fn set(&mut self, name: &str, in_path: bool, val: Vec<u8>, uri: &str) -> Result<()> {
+        let s = |v: Vec<u8>| text(v, name, uri);
+        match (name, in_path) {
+            ("token", true) => self.token = Some(s(val)?),
+            ("manufacturer", true) => self.manufacturer = Some(s(val)?),
+            ("serial", true) => self.serial = Some(s(val)?),
+            ("model", true) => self.model = Some(s(val)?),
+            ("slot-description", true) => self.slot_description = Some(s(val)?),
+            ("slot-manufacturer", true) => self.slot_manufacturer = Some(s(val)?),
+            ("library-manufacturer", true) => self.library_manufacturer = Some(s(val)?),
+            ("library-description", true) => self.library_description = Some(s(val)?),
+            ("library-version", true) => self.library_version = Some(s(val)?),
+            ("slot-id", true) => {
+                let v = s(val)?;
+                self.slot_id = Some(v.parse().map_err(|_| {
+                    Error::input(format!("{}: slot-id \"{v}\" is not a number", redact(uri)))
+                })?);
+            }
+            ("object", true) => self.object = Some(s(val)?),
+            ("id", true) => self.id = Some(val),
+            ("type", true) => {
+                self.object_type = Some(match s(val)?.as_str() {
+                    "public" => ObjectType::Public,
+                    "private" => ObjectType::Private,
+                    "cert" => ObjectType::Cert,
+                    "secret-key" => ObjectType::SecretKey,
+                    "data" => ObjectType::Data,
+                    other => {
+                        return Err(Error::input(format!(
+                            "{}: type \"{other}\" is not one of public, private, cert, secret-key, data",
+                            redact(uri)
+                        )));
+                    }
+                })
+            }
+            ("pin-source", false) => self.pin_source = Some(s(val)?),
+            ("pin-value", false) => self.pin_value = Some(Zeroizing::new(s(val)?)),
+            ("module-path", false) => self.module_path = Some(s(val)?),
+            ("module-name", false) => self.module_name = Some(s(val)?),
+            (n, _) if n.starts_with("x-") => {}
+            (n, p) => {
+                let where_ = if p { "path" } else { "query" };
+                return Err(Error::input(format!(
+                    "{}: unknown {where_} attribute \"{n}\" (RFC 7512 path: token, serial, model, manufacturer, slot-id, object, id, type; query: pin-source, pin-value, module-path, module-name)",
+                    redact(uri)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Check that this URI, read from `source` (a `-ca-key` file, flag or variable), is a key
@@ -285,6 +290,22 @@ impl Pkcs11Uri {
             "{source}: a key handle names a token and a key, nothing more, but this one carries {}; remove it, and give the module with --module or P11CA_MODULE and the PIN with --pin-source or P11CA_PIN",
             carried.join(", ")
         )))
+    }
+
+    /// The operator's own token selector (`--token` / `P11CA_TOKEN`): a label, or a URI that
+    /// may also name the module and the PIN source (the operator's own command line or
+    /// environment, unlike a key handle). Nothing given selects every token.
+    pub fn operator(token: Option<&str>) -> Result<Self> {
+        Ok(match token {
+            Some(t) if t.starts_with("pkcs11:") => {
+                Self::parse(t).map_err(|e| e.context("--token"))?
+            }
+            Some(t) if !t.is_empty() => Self {
+                token: Some(t.to_string()),
+                ..Self::default()
+            },
+            _ => Self::default(),
+        })
     }
 
     /// The token selector for signing with the key `handle`, given the operator's own selector

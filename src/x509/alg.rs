@@ -73,7 +73,7 @@ impl KeyAlg {
     pub fn of(spki: &SubjectPublicKeyInfoOwned) -> Result<Self> {
         let oid = spki.algorithm.oid;
         if oid == rfc5912::RSA_ENCRYPTION {
-            let pk = crate::x509::verify::rsa_key(spki)?;
+            let pk = rsa_key(spki)?;
             use rsa::traits::PublicKeyParts;
             return Ok(KeyAlg::Rsa(pk.n().bit_width() as usize));
         }
@@ -105,6 +105,17 @@ impl KeyAlg {
             KeyAlg::EcP384 => "ECDSA P-384".into(),
         }
     }
+}
+
+/// The RSA public key in an SPKI.
+pub fn rsa_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::PublicKey> {
+    use der::Encode;
+    use rsa::pkcs8::DecodePublicKey;
+    let der = spki
+        .to_der()
+        .map_err(|e| Error::input(format!("cannot encode public key: {e}")))?;
+    rsa::PublicKey::from_public_key_der(&der)
+        .map_err(|e| Error::input(format!("invalid RSA public key: {e}")))
 }
 
 /// Signature algorithms.

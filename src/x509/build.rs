@@ -8,17 +8,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5280;
-use der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString, SetOfVec, UtcTime};
+use der::asn1::{Any, BitString, GeneralizedTime, Ia5String, OctetString, SetOfVec, UtcTime};
 use der::{DateTime, Decode, Encode, Sequence};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::Attribute;
 use x509_cert::certificate::Certificate;
 use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::certpolicy::{
+    DisplayText, PolicyInformation, PolicyQualifierInfo, UserNotice,
+};
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
     AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
-    CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    CertificatePolicies, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectKeyIdentifier,
 };
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
@@ -136,6 +140,69 @@ fn ext_from<T: Encode>(
         critical,
         extn_value: OctetString::new(der).map_err(|e| der_err(what, e))?,
     })
+}
+
+/// One certificatePolicies entry.
+#[derive(Clone, Debug)]
+pub struct PolicyInfo {
+    /// The policy OID.
+    pub id: ObjectIdentifier,
+    /// id-qt-cps qualifiers (IA5String URIs).
+    pub cps_uris: Vec<String>,
+    /// id-qt-unotice qualifiers (explicitText, UTF8String).
+    pub user_notices: Vec<String>,
+}
+
+/// certificatePolicies (non-critical), qualifiers encoded as cfssl does: a CPS URI as
+/// IA5String, a user notice as `UserNotice { explicitText UTF8String }`.
+pub fn policies_ext(policies: &[PolicyInfo]) -> Result<Extension> {
+    let what = "certificatePolicies";
+    let mut out = Vec::new();
+    for p in policies {
+        let mut qualifiers = Vec::new();
+        for uri in &p.cps_uris {
+            let ia5 = Ia5String::new(uri)
+                .map_err(|e| Error::input(format!("policy CPS URI \"{uri}\" is not ASCII: {e}")))?;
+            qualifiers.push(PolicyQualifierInfo {
+                policy_qualifier_id: rfc5280::ID_QT_CPS,
+                qualifier: Some(Any::encode_from(&ia5).map_err(|e| der_err(what, e))?),
+            });
+        }
+        for text in &p.user_notices {
+            let notice = UserNotice {
+                notice_ref: None,
+                explicit_text: Some(DisplayText::Utf8String(text.clone())),
+            };
+            qualifiers.push(PolicyQualifierInfo {
+                policy_qualifier_id: rfc5280::ID_QT_UNOTICE,
+                qualifier: Some(Any::encode_from(&notice).map_err(|e| der_err(what, e))?),
+            });
+        }
+        out.push(PolicyInformation {
+            policy_identifier: p.id,
+            policy_qualifiers: if qualifiers.is_empty() {
+                None
+            } else {
+                Some(qualifiers)
+            },
+        });
+    }
+    ext_from(
+        rfc5280::ID_CE_CERTIFICATE_POLICIES,
+        false,
+        &CertificatePolicies(out),
+        what,
+    )
+}
+
+/// OCSP no-check (RFC 6960 §4.2.2.2.1): NULL, non-critical.
+pub fn ocsp_no_check_ext() -> Result<Extension> {
+    ext_from(
+        const_oid::db::rfc6960::ID_PKIX_OCSP_NOCHECK,
+        false,
+        &der::asn1::Null,
+        "OCSP no-check",
+    )
 }
 
 /// keyUsage, always critical (as cfssl and the CA/B baseline do).
@@ -420,8 +487,8 @@ pub fn pem(label: &str, der: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cfssl::csr::KeySpec;
-    use crate::softkey::SoftKey;
+    use crate::x509::alg::KeyAlg;
+    use crate::x509::softkey::SoftKey;
 
     fn params(serial: SerialNumber, subject_key: SubjectPublicKeyInfoOwned) -> CertParams {
         let name: Name = "CN=test".parse().unwrap();
@@ -438,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_prepared_certificate_gets_a_fresh_serial_at_each_signature() {
-        for spec in [KeySpec::EcP256, KeySpec::Rsa(2048)] {
+        for spec in [KeyAlg::EcP256, KeyAlg::Rsa(2048)] {
             let ca = SoftKey::generate(spec).unwrap();
             let p = params(serial_placeholder().unwrap(), ca.public_key().clone());
             let mut unsigned = certificate_unsigned(&p, ca.algorithm()).unwrap();
@@ -473,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_serial_that_is_not_twenty_octets_cannot_be_prepared() {
-        let ca = SoftKey::generate(KeySpec::EcP256).unwrap();
+        let ca = SoftKey::generate(KeyAlg::EcP256).unwrap();
         let p = params(
             SerialNumber::new(&[1, 2, 3]).unwrap(),
             ca.public_key().clone(),
@@ -484,8 +551,8 @@ mod tests {
 
     #[test]
     fn a_prepared_certificate_refuses_another_algorithm() {
-        let ca = SoftKey::generate(KeySpec::EcP256).unwrap();
-        let other = SoftKey::generate(KeySpec::EcP384).unwrap();
+        let ca = SoftKey::generate(KeyAlg::EcP256).unwrap();
+        let other = SoftKey::generate(KeyAlg::EcP384).unwrap();
         let p = params(serial_placeholder().unwrap(), ca.public_key().clone());
         let mut unsigned = certificate_unsigned(&p, ca.algorithm()).unwrap();
         assert!(unsigned.sign(&other).is_err());

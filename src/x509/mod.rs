@@ -2,6 +2,9 @@
 //!
 //! Nothing here talks to a token: signing goes through the [`Signer`] trait, and every
 //! signature a signer returns is verified in software before the DER is handed back.
+//!
+//! Layer: pure DER and software crypto, on `error` only; it must not use `token`,
+//! `cfssl` or anything above (ARCHITECTURE.md).
 
 pub mod alg;
 pub mod build;
@@ -9,7 +12,9 @@ pub mod hosts;
 pub mod name;
 pub mod pem;
 pub mod policy;
+pub mod pubkey;
 pub mod request;
+pub mod softkey;
 pub mod verify;
 
 use spki::SubjectPublicKeyInfoOwned;

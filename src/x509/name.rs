@@ -4,20 +4,48 @@
 //! of one type across all `names[]` entries form a single multi-valued RDN; each value is a
 //! PrintableString when it fits, else a UTF8String.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc4519;
 use der::asn1::{Any, PrintableStringRef, SetOfVec, Utf8StringRef};
 use der::{Decode, Encode};
+use serde::Deserialize;
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 
-use crate::cfssl::csr::NameEntry;
 use crate::error::{Error, Result};
 
 /// emailAddress (PKCS#9).
 const EMAIL_ADDRESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
+
+/// One entry of cfssl's `names[]` (deserialized by `cfssl::csr` with its case-folded keys).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[non_exhaustive]
+pub struct NameEntry {
+    /// countryName
+    #[serde(default)]
+    pub c: String,
+    /// stateOrProvinceName
+    #[serde(default)]
+    pub st: String,
+    /// localityName
+    #[serde(default)]
+    pub l: String,
+    /// organizationName
+    #[serde(default)]
+    pub o: String,
+    /// organizationalUnitName
+    #[serde(default)]
+    pub ou: String,
+    /// emailAddress (cfssl 1.6+)
+    #[serde(default)]
+    pub e: String,
+    /// Extra attributes by dotted OID (cfssl 1.6+).
+    #[serde(default)]
+    pub oid: BTreeMap<String, String>,
+}
 
 /// The subject parts p11ca reads from cfssl JSON.
 #[derive(Clone, Debug, Default)]

@@ -1,22 +1,11 @@
 //! Software verification of signatures: every signature the token returns is checked here
 //! before anything is written, and so is every CSR's self-signature.
 
-use der::Encode;
-use rsa::pkcs8::DecodePublicKey;
 use signature::hazmat::PrehashVerifier;
 use spki::SubjectPublicKeyInfoOwned;
 
 use crate::error::{Error, Result};
 use crate::x509::alg::{HashAlg, KeyAlg, SigAlg};
-
-/// The RSA public key in an SPKI.
-pub fn rsa_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::PublicKey> {
-    let der = spki
-        .to_der()
-        .map_err(|e| Error::input(format!("cannot encode public key: {e}")))?;
-    rsa::PublicKey::from_public_key_der(&der)
-        .map_err(|e| Error::input(format!("invalid RSA public key: {e}")))
-}
 
 /// Check `sig` (as it appears in a certificate: PKCS#1 v1.5 bytes, or a DER ECDSA-Sig-Value)
 /// over `msg` with the key in `spki`.
@@ -93,7 +82,7 @@ pub fn verify_rustcrypto(
     let fail = |why: String| Error::verify(format!("signature does not verify: {why}"));
     match (key, alg.is_rsa()) {
         (KeyAlg::Rsa(_), true) => {
-            let pk = rsa_key(spki)?;
+            let pk = crate::x509::alg::rsa_key(spki)?;
             let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(|e| fail(e.to_string()))?;
             use signature::Verifier;
             let r = match alg.hash() {
@@ -156,13 +145,13 @@ pub fn ecdsa_raw_to_der(raw: &[u8], key: KeyAlg) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cfssl::csr::KeySpec;
-    use crate::softkey::SoftKey;
     use crate::x509::Signer;
+    use crate::x509::alg::KeyAlg;
+    use crate::x509::softkey::SoftKey;
 
     #[test]
     fn ring_and_the_pure_rust_path_agree() {
-        for spec in [KeySpec::EcP256, KeySpec::EcP384, KeySpec::Rsa(2048)] {
+        for spec in [KeyAlg::EcP256, KeyAlg::EcP384, KeyAlg::Rsa(2048)] {
             let k = SoftKey::generate(spec).unwrap();
             let (spki, alg) = (k.public_key(), k.algorithm());
             assert!(ring_covers(spki, alg).is_some(), "{}", spec.name());
@@ -182,13 +171,13 @@ mod tests {
     #[test]
     fn keys_ring_does_not_take_still_verify() {
         // RSA-1024 (an old CSR's key): ring refuses keys under 2048 bits.
-        let k = SoftKey::generate(KeySpec::Rsa(1024)).unwrap();
+        let k = SoftKey::generate(KeyAlg::Rsa(1024)).unwrap();
         assert!(ring_covers(k.public_key(), k.algorithm()).is_none());
         let sig = k.sign(b"csr info").unwrap();
         verify(k.public_key(), k.algorithm(), b"csr info", &sig).unwrap();
         assert!(verify(k.public_key(), k.algorithm(), b"csr infO", &sig).is_err());
         // ECDSA P-256 with SHA-512: ring has no such verifier.
-        let k = SoftKey::generate(KeySpec::EcP256).unwrap();
+        let k = SoftKey::generate(KeyAlg::EcP256).unwrap();
         assert!(ring_covers(k.public_key(), SigAlg::EcdsaSha512).is_none());
         // A key and an algorithm of different families never pass.
         let sig = k.sign(b"x").unwrap();

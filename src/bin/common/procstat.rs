@@ -1,7 +1,7 @@
 //! CPU time of this process, for the benchmark binaries (not a binary of its own).
 
 /// User + system CPU time of this process, all threads (from /proc/self/stat; 0 if absent).
-pub fn process_cpu_secs() -> f64 {
+pub(crate) fn process_cpu_secs() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };

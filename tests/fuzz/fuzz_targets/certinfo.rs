@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p11ca::certinfo::{cert_info, to_go_json};
+use p11ca::cfssl::certinfo::{cert_info, to_go_json};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(info) = cert_info(data, "ca.pem") {

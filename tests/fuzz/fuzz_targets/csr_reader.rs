@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p11ca::certinfo::{csr_info, to_go_json};
+use p11ca::cfssl::certinfo::{csr_info, to_go_json};
 use p11ca::x509::request;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,14 +6,17 @@
 //! `http://` / `https://` URL. For https the server is checked against the CAs of
 //! `-tls-remote-ca` (default: the system's /etc/ssl/certs/ca-certificates.crt), and a client
 //! certificate can be presented (`-mutual-tls-client-cert/-key`), as in cfssl.
+//!
+//! Layer: above `cfssl` (the wire types, the authsign envelope) and `tls`; it must not use the
+//! server, the store or the CA workflows.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cfssl::auth;
 use crate::cfssl::config::AuthKey;
 use crate::error::{Error, Kind, Result};
-use crate::serve::auth;
 
 /// The system's CA bundle, the default roots for https remotes.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -86,7 +89,7 @@ impl TlsClient {
             .provider(TlsProvider::Rustls)
             .root_certs(RootCerts::new_with_certs(&roots))
             .client_cert(client)
-            .unversioned_rustls_crypto_provider(crate::serve::tls::provider())
+            .unversioned_rustls_crypto_provider(crate::tls::provider())
             .build())
     }
 }

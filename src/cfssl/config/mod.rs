@@ -17,28 +17,33 @@
 //! A profile's `policy` object (p11ca's own, not cfssl's) configures the issuance policy of
 //! `x509::policy`; there an unknown key is an error, since a misspelt security setting must not
 //! fall back to a default unnoticed. See docs/policy.md.
+//!
+//! This file reads the file and holds the types; a profile is built one concern at a time in
+//! `profile`, `auth_keys` loads the HMAC keys and `time` reads RFC 3339 times. The extensions a
+//! profile asks for are encoded by `x509::build`.
 
 use std::collections::BTreeMap;
 
 use const_oid::ObjectIdentifier;
-use const_oid::db::{rfc5280, rfc6960};
-use der::asn1::{Any, Ia5String, Null, OctetString};
+use const_oid::db::rfc5280;
 use der::flagset::FlagSet;
-use der::{DateTime, Encode};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::certpolicy::{
-    DisplayText, PolicyInformation, PolicyQualifierInfo, UserNotice,
-};
-use x509_cert::ext::pkix::{CertificatePolicies, KeyUsages};
+use x509_cert::ext::pkix::KeyUsages;
 
 use crate::cfssl::duration::GoDuration;
 use crate::cfssl::json;
-use crate::error::{Error, Result, der_err};
-use crate::x509::build;
-use crate::x509::policy::{Policy, SubjectAttr};
+use crate::error::{Error, Result};
+use crate::x509::build::{self, PolicyInfo};
+use crate::x509::policy::Policy;
+
+mod auth_keys;
+mod profile;
+mod time;
+
+pub use auth_keys::MIN_AUTH_KEY_BYTES;
 
 /// cfssl's default expiry (`config.DefaultConfig`): one year.
 const DEFAULT_EXPIRY_SECS: i64 = 8760 * 3600;
@@ -177,17 +182,6 @@ pub struct Profile {
     pub prev_auth_key: Option<AuthKey>,
     /// `remote` / `auth_remote`: a client signs this profile on a remote server.
     pub remote: Option<RemoteSpec>,
-}
-
-/// One certificatePolicies entry.
-#[derive(Clone, Debug)]
-pub struct PolicyInfo {
-    /// The policy OID.
-    pub id: ObjectIdentifier,
-    /// id-qt-cps qualifiers (IA5String URIs).
-    pub cps_uris: Vec<String>,
-    /// id-qt-unotice qualifiers (explicitText, UTF8String).
-    pub user_notices: Vec<String>,
 }
 
 // ---- the file as written (keys already folded to lower case by json::decode) ----
@@ -350,98 +344,6 @@ fn lookup<T: Copy>(table: &[(&str, T)], s: &str) -> Option<T> {
     table.iter().find(|(k, _)| *k == lower).map(|(_, v)| *v)
 }
 
-/// RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, as Go's `time.Time` JSON) to Unix seconds.
-/// A fraction is truncated: certificates carry whole seconds.
-fn parse_rfc3339(s: &str) -> std::result::Result<i64, String> {
-    let num = |from: usize, to: usize| -> Option<u32> {
-        let t = s.get(from..to)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let sep = |at: usize, c: u8| s.as_bytes().get(at) == Some(&c);
-    let shape = s.len() >= 20
-        && sep(4, b'-')
-        && sep(7, b'-')
-        && sep(10, b'T')
-        && sep(13, b':')
-        && sep(16, b':');
-    let fields = (
-        num(0, 4),
-        num(5, 7),
-        num(8, 10),
-        num(11, 13),
-        num(14, 16),
-        num(17, 19),
-    );
-    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = fields else {
-        return Err("not an RFC 3339 time".into());
-    };
-    if !shape {
-        return Err("not an RFC 3339 time".into());
-    }
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        let n = r.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return Err("a '.' must be followed by fractional seconds".into());
-        }
-        rest = &r[n..];
-    }
-    let offset: i64 = match rest {
-        "Z" => 0,
-        _ => {
-            let b = rest.as_bytes();
-            let sign = match b.first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => {
-                    return Err(
-                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
-                    );
-                }
-            };
-            let hh = rest
-                .get(1..3)
-                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
-            let mm = rest
-                .get(4..6)
-                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
-            match (hh, mm, b.len() == 6 && b[3] == b':') {
-                (Some(hh), Some(mm), true) => {
-                    let (hh, mm): (i64, i64) = (hh.parse().unwrap_or(99), mm.parse().unwrap_or(99));
-                    if hh > 23 || mm > 59 {
-                        return Err("time zone offset out of range".into());
-                    }
-                    sign * (hh * 3600 + mm * 60)
-                }
-                _ => {
-                    return Err(
-                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
-                    );
-                }
-            }
-        }
-    };
-    let narrow = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
-    let dt = DateTime::new(
-        y as u16,
-        narrow(mo),
-        narrow(d),
-        narrow(h),
-        narrow(mi),
-        narrow(sec),
-    )
-    .map_err(|_| "not a valid date and time between 1970 and 9999".to_string())?;
-    let unix = dt.unix_duration().as_secs() as i64 - offset;
-    if unix < 0 {
-        return Err("dates before 1970 are not supported".into());
-    }
-    Ok(unix)
-}
-
 /// Build context for one profile: where it is, for messages, and the file's `auth_keys` and
 /// `remotes` that its fields refer to.
 struct Ctx<'a> {
@@ -451,39 +353,6 @@ struct Ctx<'a> {
     path: String,
     auth_keys: &'a BTreeMap<String, RawAuthKey>,
     remotes: &'a BTreeMap<String, String>,
-}
-
-/// The shortest `auth_keys` key accepted: a shorter one can be guessed or searched for.
-pub const MIN_AUTH_KEY_BYTES: usize = 16;
-
-/// Read an `auth_keys` key file, which anyone who can read it can use to get certificates, so
-/// it must be readable by its owner only (as PIN files should be).
-fn read_key_file(path: &str, at: &str) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let cannot =
-        |e: std::io::Error| Error::input(format!("{at}.key\": file:{path}: cannot read: {e}"));
-    let mode = std::fs::metadata(path)
-        .map_err(cannot)?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(Error::input(format!(
-            "{at}.key\": file:{path} can be read or written by group or others (mode {:o}); chmod 600 it",
-            mode & 0o777
-        )));
-    }
-    std::fs::read_to_string(path).map_err(cannot)
-}
-
-/// Decode hex (either case); `None` if it is not an even number of hex digits.
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 impl Ctx<'_> {
@@ -503,64 +372,11 @@ impl Ctx<'_> {
     }
 
     fn time(&self, field: &str, v: &str) -> Result<i64> {
-        parse_rfc3339(v).map_err(|m| {
+        time::parse_rfc3339(v).map_err(|m| {
             self.field_err(
                 field,
                 format!("invalid time \"{v}\": {m}; use RFC 3339 such as \"2030-01-01T00:00:00Z\""),
             )
-        })
-    }
-
-    /// Resolve the `auth_keys` entry `name` referred to by `field`: type "standard" only (as
-    /// cfssl), the key as hex, `env:VAR` or `file:PATH` (holding hex), and not empty.
-    fn auth_key(&self, field: &str, name: &str) -> Result<AuthKey> {
-        let Some(raw) = self.auth_keys.get(name) else {
-            let known: Vec<&str> = self.auth_keys.keys().map(String::as_str).collect();
-            return Err(self.field_err(
-                field,
-                format!(
-                    "\"{name}\" is not in the auth_keys section ({})",
-                    if known.is_empty() {
-                        "which is empty or missing".to_string()
-                    } else {
-                        format!("it has: {}", known.join(", "))
-                    }
-                ),
-            ));
-        };
-        let at = format!("{}: field \"auth_keys.{name}", self.file);
-        if raw.kind != "standard" {
-            return Err(Error::input(format!(
-                "{at}.type\": unknown authentication type \"{}\"; only \"standard\" (HMAC-SHA256) exists",
-                raw.kind
-            )));
-        }
-        let (text, origin) = if let Some(var) = raw.key.strip_prefix("env:") {
-            let v = std::env::var(var).map_err(|_| {
-                Error::input(format!(
-                    "{at}.key\": env:{var}: the variable {var} is not set"
-                ))
-            })?;
-            (v, format!("env:{var}"))
-        } else if let Some(path) = raw.key.strip_prefix("file:") {
-            (read_key_file(path, &at)?, format!("file:{path}"))
-        } else {
-            (raw.key.clone(), "the key".to_string())
-        };
-        let key = hex_decode(text.trim()).ok_or_else(|| {
-            Error::input(format!(
-                "{at}.key\": {origin} is not hex; give the shared key as hex digits, env:VAR or file:PATH"
-            ))
-        })?;
-        if key.len() < MIN_AUTH_KEY_BYTES {
-            return Err(Error::input(format!(
-                "{at}.key\": {origin} is {} bytes; an HMAC key needs at least {MIN_AUTH_KEY_BYTES} (make one with `openssl rand -hex 32`)",
-                key.len()
-            )));
-        }
-        Ok(AuthKey {
-            name: name.to_string(),
-            key,
         })
     }
 
@@ -585,394 +401,6 @@ impl Ctx<'_> {
             ))
         }
     }
-}
-
-/// Upper bound for `max_sans`: beyond this a certificate is a store-bloating attack, not a
-/// cluster.
-const MAX_SANS_LIMIT: usize = 10_000;
-
-/// The `policy` object of a profile; keys not given take the built-in defaults.
-fn issuance_policy(ctx: &Ctx<'_>, raw: &RawIssuance) -> Result<Policy> {
-    let mut p = Policy::default();
-    if let Some(n) = raw.max_sans {
-        if !(1..=MAX_SANS_LIMIT).contains(&n) {
-            return Err(ctx.field_err(
-                "policy.max_sans",
-                format!("{n} is out of range; give 1 to {MAX_SANS_LIMIT}"),
-            ));
-        }
-        p.max_sans = n;
-    }
-    if let Some(bits) = raw.min_rsa_bits {
-        if !(2048..=8192).contains(&bits) {
-            return Err(ctx.field_err(
-                "policy.min_rsa_bits",
-                format!("{bits} is out of range; give 2048 to 8192 (RSA under 2048 bits is broken-grade)"),
-            ));
-        }
-        p.min_rsa_bits = bits;
-    }
-    if let Some(algs) = &raw.allowed_key_algorithms {
-        (p.allow_rsa, p.allow_ecdsa) = (false, false);
-        for (i, a) in algs.iter().enumerate() {
-            match a.to_ascii_lowercase().as_str() {
-                "rsa" => p.allow_rsa = true,
-                "ecdsa" => p.allow_ecdsa = true,
-                _ => {
-                    return Err(ctx.field_err(
-                        &format!("policy.allowed_key_algorithms[{i}]"),
-                        format!("unknown algorithm \"{a}\"; use \"rsa\" or \"ecdsa\""),
-                    ));
-                }
-            }
-        }
-        if algs.is_empty() {
-            return Err(ctx.field_err(
-                "policy.allowed_key_algorithms",
-                "empty, so nothing could be signed; list \"rsa\" and/or \"ecdsa\"",
-            ));
-        }
-    }
-    if let Some(s) = &raw.subject {
-        p.allow = subject_lists(ctx, "policy.subject.allow", &s.allow)?;
-        p.deny = subject_lists(ctx, "policy.subject.deny", &s.deny)?;
-    }
-    Ok(p)
-}
-
-/// `{"O": [...], "OU": [...], "CN": [...]}`: attribute names checked, values non-empty.
-fn subject_lists(
-    ctx: &Ctx<'_>,
-    field: &str,
-    raw: &BTreeMap<String, Vec<String>>,
-) -> Result<Vec<(SubjectAttr, Vec<String>)>> {
-    let mut out = Vec::new();
-    for (key, values) in raw {
-        let attr = SubjectAttr::parse(key).ok_or_else(|| {
-            ctx.field_err(
-                &format!("{field}.{key}"),
-                "unknown subject attribute; use \"O\", \"OU\" or \"CN\"",
-            )
-        })?;
-        if let Some(i) = values.iter().position(|v| v.trim().is_empty()) {
-            return Err(ctx.field_err(&format!("{field}.{key}[{i}]"), "empty value"));
-        }
-        out.push((attr, values.clone()));
-    }
-    Ok(out)
-}
-
-/// Turn one raw profile into a [`Profile`]. `default` is the already-built default profile
-/// (`None` while building the default itself).
-fn build_profile(
-    ctx: &Ctx<'_>,
-    raw: &RawProfile,
-    default: Option<&Profile>,
-    notices: &mut Vec<String>,
-) -> Result<Profile> {
-    for (field, value, why) in raw.ignored() {
-        if is_set(value) {
-            notices.push(ctx.notice(field, why));
-        }
-    }
-
-    // Authentication and remote signing (cfssl's `populate`): names must resolve.
-    let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
-    let auth_key = nonempty(&raw.auth_key)
-        .map(|n| ctx.auth_key("auth_key", &n))
-        .transpose()?;
-    let prev_auth_key = nonempty(&raw.prev_auth_key)
-        .map(|n| ctx.auth_key("prev_auth_key", &n))
-        .transpose()?;
-    let auth_remote = raw
-        .auth_remote
-        .as_ref()
-        .filter(|a| !a.remote.is_empty() || !a.auth_key.is_empty());
-    let remote = match (nonempty(&raw.remote), auth_remote) {
-        (Some(_), Some(_)) => {
-            return Err(ctx.field_err(
-                "auth_remote",
-                "a profile has either \"remote\" or \"auth_remote\", not both",
-            ));
-        }
-        (Some(name), None) => Some(RemoteSpec {
-            server: ctx.remote("remote", &name)?,
-            auth_key: None,
-        }),
-        (None, Some(a)) => {
-            if a.remote.is_empty() {
-                return Err(ctx.field_err(
-                    "auth_remote.remote",
-                    "missing; name the server in the remotes section",
-                ));
-            }
-            if a.auth_key.is_empty() {
-                return Err(ctx.field_err(
-                    "auth_remote.auth_key",
-                    "missing; name the shared key in the auth_keys section (or use \"remote\" for unauthenticated signing)",
-                ));
-            }
-            Some(RemoteSpec {
-                server: ctx.remote("auth_remote.remote", &a.remote)?,
-                auth_key: Some(ctx.auth_key("auth_remote.auth_key", &a.auth_key)?),
-            })
-        }
-        (None, None) => None,
-    };
-
-    // Usages: every string must be known (cfssl silently drops unknown ones).
-    let mut key_usage = FlagSet::<KeyUsages>::default();
-    let mut ext_key_usage: Vec<ObjectIdentifier> = Vec::new();
-    for (i, u) in raw.usages.iter().flatten().enumerate() {
-        if let Some(ku) = lookup(KEY_USAGES, u) {
-            key_usage |= ku;
-        } else if let Some(oid) = lookup(EXT_KEY_USAGES, u) {
-            if !ext_key_usage.contains(&oid) {
-                ext_key_usage.push(oid);
-            }
-        } else {
-            let spaced = u.replace(['-', '_'], " ");
-            let hint = if lookup(KEY_USAGES, &spaced).is_some()
-                || lookup(EXT_KEY_USAGES, &spaced).is_some()
-            {
-                format!(" (did you mean \"{}\"?)", spaced.to_lowercase())
-            } else {
-                String::new()
-            };
-            let known: Vec<&str> = KEY_USAGES
-                .iter()
-                .map(|(k, _)| *k)
-                .chain(EXT_KEY_USAGES.iter().map(|(k, _)| *k))
-                .collect();
-            return Err(ctx.field_err(
-                &format!("usages[{i}]"),
-                format!(
-                    "unknown usage \"{u}\" in profile \"{}\"{hint}; known usages: {}",
-                    ctx.name,
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
-
-    // Expiry. cfssl requires `expiry` in every local profile ("empty expiry string") but uses
-    // the default profile's expiry when a named profile's is zero ("0s"). We go one step
-    // further and let a named profile without `expiry` take the default's too, since that is
-    // what such a config obviously means; only the default profile must state it.
-    let own_expiry = match raw.expiry.as_deref() {
-        None | Some("") => None,
-        Some(v) => {
-            let d = ctx.duration("expiry", v)?;
-            if d.is_negative() {
-                return Err(ctx.field_err(
-                    "expiry",
-                    format!("\"{v}\" is negative; give a positive duration such as \"8760h\""),
-                ));
-            }
-            if d == GoDuration::from_secs(0) {
-                None
-            } else if d.as_secs() == 0 {
-                return Err(ctx.field_err("expiry", format!("\"{v}\" is shorter than one second")));
-            } else {
-                Some(d.as_secs())
-            }
-        }
-    };
-    let expiry_secs = match (own_expiry, default) {
-        (Some(s), _) => s,
-        (None, Some(def)) => def.expiry_secs,
-        // A remote profile needs no expiry (as in cfssl): the server decides.
-        (None, None) if remote.is_some() => DEFAULT_EXPIRY_SECS,
-        (None, None) => {
-            let why = if raw.expiry.as_deref().is_some_and(|v| !v.is_empty()) {
-                "must be longer than 0; e.g. \"8760h\" for one year"
-            } else {
-                "missing; every profile needs an expiry such as \"8760h\" (one year)"
-            };
-            return Err(ctx.field_err("expiry", why));
-        }
-    };
-
-    // Backdate: as in cfssl, zero (or absent) means the 5-minute default; a negative value is
-    // allowed and moves notBefore into the future, as cfssl does.
-    let backdate_secs = match raw.backdate.as_deref() {
-        None | Some("") => None,
-        Some(v) => {
-            let d = ctx.duration("backdate", v)?;
-            if d.as_secs() == 0 {
-                None
-            } else {
-                Some(d.as_secs())
-            }
-        }
-    };
-
-    let not_before = raw
-        .not_before
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .map(|v| ctx.time("not_before", v))
-        .transpose()?;
-    let not_after = raw
-        .not_after
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .map(|v| ctx.time("not_after", v))
-        .transpose()?;
-    if let (Some(nb), Some(na)) = (not_before, not_after)
-        && na <= nb
-    {
-        return Err(ctx.field_err(
-            "not_after",
-            format!(
-                "\"{}\" is not after not_before \"{}\"",
-                raw.not_after.as_deref().unwrap_or_default(),
-                raw.not_before.as_deref().unwrap_or_default()
-            ),
-        ));
-    }
-
-    // CA constraint, with Go's pathlen rules (MaxPathLen 0 means unlimited unless
-    // MaxPathLenZero; -1 means unlimited).
-    let ca = raw.ca_constraint.as_ref();
-    let is_ca = ca.is_some_and(|c| c.is_ca);
-    let max_path_len = match ca {
-        None => None,
-        Some(c) => match (c.max_path_len, c.max_path_len_zero) {
-            (0, true) => Some(0),
-            (0, false) | (-1, _) => None,
-            (n, _) if (1..=255).contains(&n) => Some(n as u8),
-            (n, _) => {
-                return Err(ctx.field_err(
-                    "ca_constraint.max_path_len",
-                    format!("{n} is out of range; use 0 to 255, or -1 for no limit"),
-                ));
-            }
-        },
-    };
-    if is_ca && !key_usage.contains(KeyUsages::KeyCertSign) {
-        notices.push(format!(
-            "{}: profile \"{}\" has ca_constraint.is_ca but no \"cert sign\" usage; the CA certificates it issues cannot sign certificates",
-            ctx.file, ctx.name
-        ));
-    }
-    if !is_ca && max_path_len.is_some() {
-        notices.push(ctx.notice(
-            "ca_constraint.max_path_len",
-            "has no effect because ca_constraint.is_ca is false; ignored",
-        ));
-    }
-
-    // URLs: as in cfssl's FillTemplate, an empty crl_url / ocsp_url or a missing issuer_urls
-    // in a named profile falls back to the default profile's.
-    let crl_url = match raw.crl_url.as_deref().filter(|v| !v.is_empty()) {
-        Some(u) => {
-            ctx.ascii_url("crl_url", u)?;
-            Some(u.to_string())
-        }
-        None => default.and_then(|d| d.crl_url.clone()),
-    };
-    let ocsp_urls = match raw.ocsp_url.as_deref().filter(|v| !v.is_empty()) {
-        Some(u) => {
-            ctx.ascii_url("ocsp_url", u)?;
-            vec![u.to_string()]
-        }
-        None => default.map(|d| d.ocsp_urls.clone()).unwrap_or_default(),
-    };
-    let issuer_urls = match &raw.issuer_urls {
-        Some(urls) => {
-            for (i, u) in urls.iter().enumerate() {
-                ctx.ascii_url(&format!("issuer_urls[{i}]"), u)?;
-            }
-            urls.clone()
-        }
-        None => default.map(|d| d.issuer_urls.clone()).unwrap_or_default(),
-    };
-
-    let name_whitelist = match raw.name_whitelist.as_deref().filter(|v| !v.is_empty()) {
-        Some(re) => {
-            let compiled = Regex::new(re).map_err(|e| {
-                ctx.field_err(
-                    "name_whitelist",
-                    format!("invalid regular expression \"{re}\": {e}"),
-                )
-            })?;
-            Some(compiled)
-        }
-        None => None,
-    };
-    // A profile without a policy takes the default profile's (itself the built-in default).
-    let policy = match &raw.policy {
-        Some(p) => issuance_policy(ctx, p)?,
-        None => default.map(|d| d.policy.clone()).unwrap_or_default(),
-    };
-
-    let mut policies = Vec::new();
-    for (i, p) in raw.policies.iter().flatten().enumerate() {
-        let id = ObjectIdentifier::new(&p.id).map_err(|e| {
-            ctx.field_err(
-                &format!("policies[{i}].ID"),
-                format!("invalid OID \"{}\": {e}", p.id),
-            )
-        })?;
-        let mut info = PolicyInfo {
-            id,
-            cps_uris: Vec::new(),
-            user_notices: Vec::new(),
-        };
-        for (j, q) in p.qualifiers.iter().enumerate() {
-            let field = format!("policies[{i}].Qualifiers[{j}]");
-            if q.value.is_empty() {
-                return Err(ctx.field_err(&field, "empty value"));
-            }
-            match q.kind.as_str() {
-                "id-qt-cps" => {
-                    ctx.ascii_url(&field, &q.value)?;
-                    info.cps_uris.push(q.value.clone());
-                }
-                "id-qt-unotice" => {
-                    if q.value.chars().count() > 200 {
-                        return Err(ctx.field_err(
-                            &field,
-                            "a user notice may be at most 200 characters (RFC 5280)",
-                        ));
-                    }
-                    info.user_notices.push(q.value.clone());
-                }
-                other => {
-                    return Err(ctx.field_err(
-                        &field,
-                        format!(
-                            "invalid policy qualifier type \"{other}\"; use \"id-qt-cps\" or \"id-qt-unotice\""
-                        ),
-                    ));
-                }
-            }
-        }
-        policies.push(info);
-    }
-
-    Ok(Profile {
-        name: ctx.name.to_string(),
-        key_usage,
-        ext_key_usage,
-        expiry_secs,
-        backdate_secs,
-        not_before,
-        not_after,
-        is_ca,
-        max_path_len,
-        crl_url,
-        ocsp_urls,
-        issuer_urls,
-        ocsp_no_check: raw.ocsp_no_check.unwrap_or(false),
-        name_whitelist,
-        policy,
-        policies,
-        auth_key,
-        prev_auth_key,
-        remote,
-    })
 }
 
 impl SigningConfig {
@@ -1002,7 +430,7 @@ impl SigningConfig {
                     auth_keys: &auth_keys,
                     remotes: &remotes,
                 };
-                build_profile(&ctx, raw, None, notices)?
+                profile::build(&ctx, raw, None, notices)?
             }
             None => Self::cfssl_default().default,
         };
@@ -1017,7 +445,7 @@ impl SigningConfig {
             };
             profiles.insert(
                 name.clone(),
-                build_profile(&ctx, raw, Some(&default), notices)?,
+                profile::build(&ctx, raw, Some(&default), notices)?,
             );
         }
         Ok(Self {
@@ -1132,58 +560,6 @@ impl SigningConfig {
     }
 }
 
-/// An extension from a DER-encodable value.
-fn ext<T: Encode>(oid: ObjectIdentifier, critical: bool, v: &T, what: &str) -> Result<Extension> {
-    let der = v.to_der().map_err(|e| der_err(what, e))?;
-    Ok(Extension {
-        extn_id: oid,
-        critical,
-        extn_value: OctetString::new(der).map_err(|e| der_err(what, e))?,
-    })
-}
-
-/// certificatePolicies (non-critical), qualifiers encoded as cfssl does: a CPS URI as
-/// IA5String, a user notice as `UserNotice { explicitText UTF8String }`.
-fn policies_ext(policies: &[PolicyInfo]) -> Result<Extension> {
-    let what = "certificatePolicies";
-    let mut out = Vec::new();
-    for p in policies {
-        let mut qualifiers = Vec::new();
-        for uri in &p.cps_uris {
-            let ia5 = Ia5String::new(uri)
-                .map_err(|e| Error::input(format!("policy CPS URI \"{uri}\" is not ASCII: {e}")))?;
-            qualifiers.push(PolicyQualifierInfo {
-                policy_qualifier_id: rfc5280::ID_QT_CPS,
-                qualifier: Some(Any::encode_from(&ia5).map_err(|e| der_err(what, e))?),
-            });
-        }
-        for text in &p.user_notices {
-            let notice = UserNotice {
-                notice_ref: None,
-                explicit_text: Some(DisplayText::Utf8String(text.clone())),
-            };
-            qualifiers.push(PolicyQualifierInfo {
-                policy_qualifier_id: rfc5280::ID_QT_UNOTICE,
-                qualifier: Some(Any::encode_from(&notice).map_err(|e| der_err(what, e))?),
-            });
-        }
-        out.push(PolicyInformation {
-            policy_identifier: p.id,
-            policy_qualifiers: if qualifiers.is_empty() {
-                None
-            } else {
-                Some(qualifiers)
-            },
-        });
-    }
-    ext(
-        rfc5280::ID_CE_CERTIFICATE_POLICIES,
-        false,
-        &CertificatePolicies(out),
-        what,
-    )
-}
-
 impl Profile {
     /// The profile's extensions in Go's order for a leaf, as two vectors around the ones the
     /// caller adds (SKI, AKI, SAN): `before_ski` = keyUsage (critical, if any bits), EKU (if
@@ -1207,15 +583,10 @@ impl Profile {
             after_san.push(build::crl_dp_ext(url)?);
         }
         if !self.policies.is_empty() {
-            after_san.push(policies_ext(&self.policies)?);
+            after_san.push(build::policies_ext(&self.policies)?);
         }
         if self.ocsp_no_check {
-            after_san.push(ext(
-                rfc6960::ID_PKIX_OCSP_NOCHECK,
-                false,
-                &Null,
-                "OCSP no-check",
-            )?);
+            after_san.push(build::ocsp_no_check_ext()?);
         }
         Ok((before_ski, after_san))
     }
@@ -1275,7 +646,12 @@ impl Profile {
 mod tests {
     use super::*;
     use crate::error::Kind;
-    use der::Decode;
+    use const_oid::db::rfc6960;
+    use der::asn1::Ia5String;
+    use der::{Decode, Encode};
+    use x509_cert::ext::pkix::CertificatePolicies;
+
+    use crate::x509::policy::SubjectAttr;
     use x509_cert::ext::pkix::crl::dp::DistributionPoint;
     use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
     use x509_cert::ext::pkix::{
@@ -1283,7 +659,7 @@ mod tests {
         KeyUsage,
     };
 
-    const TUTORIAL: &[u8] = include_bytes!("../../tests/data/ca-config.json");
+    const TUTORIAL: &[u8] = include_bytes!("../../../tests/data/ca-config.json");
 
     fn load(s: &str) -> Result<SigningConfig> {
         SigningConfig::from_json(s.as_bytes(), "ca-config.json", &mut Vec::new())

@@ -24,6 +24,7 @@ use x509_cert::request::{CertReq, ExtensionReq};
 use x509_cert::time::Time;
 
 use crate::error::{Error, Result};
+use crate::text;
 use crate::x509::alg::{KeyAlg, SigAlg};
 use crate::x509::pem::read_der;
 
@@ -302,7 +303,7 @@ fn name_info(name: &Name) -> NameInfo {
         let Some(value) = attribute_string(atv.value.tag(), atv.value.value()) else {
             n.names.push(format!(
                 "#{}",
-                hex_lower(&atv.value.to_der().unwrap_or_default())
+                text::hex(&atv.value.to_der().unwrap_or_default())
             ));
             continue;
         };
@@ -415,11 +416,7 @@ fn go_ip_string(b: &[u8]) -> String {
             None => ip.to_string(),
         };
     }
-    format!("?{}", hex_lower(b))
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    format!("?{}", text::hex(b))
 }
 
 /// cfssl 1.3+'s `formatKeyID`: `%02X` bytes joined with `:`.
@@ -435,7 +432,7 @@ fn key_id_hex(b: &[u8]) -> String {
 fn signed_decimal(bytes: &[u8]) -> String {
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
     if !negative {
-        return unsigned_decimal(bytes);
+        return text::decimal(bytes);
     }
     // Magnitude = two's complement negation: invert, add one.
     let mut mag: Vec<u8> = bytes.iter().map(|b| !b).collect();
@@ -446,29 +443,7 @@ fn signed_decimal(bytes: &[u8]) -> String {
             break;
         }
     }
-    format!("-{}", unsigned_decimal(&mag))
-}
-
-/// Big-endian unsigned bytes in decimal (repeated division by ten).
-fn unsigned_decimal(bytes: &[u8]) -> String {
-    let mut n: Vec<u8> = bytes.iter().copied().skip_while(|&b| b == 0).collect();
-    if n.is_empty() {
-        return "0".into();
-    }
-    let mut digits = Vec::new();
-    while !n.is_empty() {
-        let mut rem = 0u32;
-        for b in n.iter_mut() {
-            let cur = (rem << 8) | u32::from(*b);
-            *b = (cur / 10) as u8;
-            rem = cur % 10;
-        }
-        digits.push(b'0' + rem as u8);
-        let zeros = n.iter().take_while(|&&b| b == 0).count();
-        n.drain(..zeros);
-    }
-    digits.reverse();
-    String::from_utf8(digits).unwrap_or_default()
+    format!("-{}", text::decimal(&mag))
 }
 
 /// RFC 3339 in UTC with second precision, as Go's `time.Time` marshals a certificate time.
@@ -566,7 +541,7 @@ mod tests {
             let sk = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
             let point = sk.verifying_key().to_sec1_point(false);
             let params = rfc5912::SECP_256_R_1.to_der().unwrap();
-            let spki = crate::token::key::ec_spki(&params, point.as_bytes()).unwrap();
+            let spki = crate::x509::pubkey::ec_spki(&params, point.as_bytes()).unwrap();
             Self { sk, spki }
         }
     }
@@ -803,7 +778,7 @@ mod tests {
         assert!(!json.contains("\"sans\""));
         assert!(json.contains("\"subject_key_id\": \"\""));
         assert_eq!(info.not_before, "1970-01-01T00:00:00Z");
-        assert_eq!(info.serial_number, unsigned_decimal(&[0x7f; 20]));
+        assert_eq!(info.serial_number, text::decimal(&[0x7f; 20]));
     }
 
     #[test]
@@ -814,15 +789,12 @@ mod tests {
         assert_eq!(signed_decimal(&[0xff]), "-1");
         assert_eq!(signed_decimal(&[0xff, 0x00]), "-256");
         assert_eq!(signed_decimal(&[0x80]), "-128");
+        assert_eq!(text::decimal(&u64::MAX.to_be_bytes()), u64::MAX.to_string());
         assert_eq!(
-            unsigned_decimal(&u64::MAX.to_be_bytes()),
-            u64::MAX.to_string()
-        );
-        assert_eq!(
-            unsigned_decimal(&u128::MAX.to_be_bytes()),
+            text::decimal(&u128::MAX.to_be_bytes()),
             "340282366920938463463374607431768211455"
         );
-        assert_eq!(unsigned_decimal(&[]), "0");
+        assert_eq!(text::decimal(&[]), "0");
     }
 
     #[test]

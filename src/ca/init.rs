@@ -5,24 +5,23 @@
 //! verified in software); store the certificate next to the key. If any step after key
 //! generation fails, every object this run created is destroyed, so the token is as before.
 
-use cryptoki::object::ObjectHandle;
-use cryptoki::session::Session;
-use cryptoki::types::AuthPin;
 use der::flagset::FlagSet;
 use x509_cert::ext::pkix::KeyUsages;
 
 use crate::cfssl::csr::{CsrRequest, KeySpec};
 use crate::error::{Error, Result};
+#[cfg(feature = "fault-injection")]
+use crate::fault;
 use crate::token::key::{self, GeneratedKey};
 use crate::token::quirks::{self, Quirks};
 use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
-use crate::token::{Module, TokenSummary};
-use crate::x509::alg::{KeyAlg, SigAlg};
+use crate::token::{AuthPin, KeyHandle, Module, Session, TokenSummary};
+use crate::x509;
+use crate::x509::alg::SigAlg;
 use crate::x509::build::{self, CertParams};
 use crate::x509::hosts::{self, San};
 use crate::x509::name::{self, SubjectSpec};
-use crate::{fault, x509};
 
 /// Options of `gencert -initca` beyond the request file.
 #[derive(Clone, Debug, Default)]
@@ -46,14 +45,6 @@ pub struct InitCaOutput {
     pub key_uri: Pkcs11Uri,
     /// Notes for the user (dropped hosts and the like).
     pub warnings: Vec<String>,
-}
-
-fn key_alg(spec: KeySpec) -> KeyAlg {
-    match spec {
-        KeySpec::Rsa(b) => KeyAlg::Rsa(b as usize),
-        KeySpec::EcP256 => KeyAlg::EcP256,
-        KeySpec::EcP384 => KeyAlg::EcP384,
-    }
 }
 
 /// A validated `gencert -initca` request: everything checked that can be checked without
@@ -179,17 +170,17 @@ impl InitCaPlan {
             ));
         }
         // The token must be able to make and use this key before anything is created.
-        key::check_capability(module, token, self.spec)?;
+        key::check_capability(module, token, self.spec.into())?;
         let mech = SignMech::choose_for_key(
             &module.mechanisms(token.slot)?,
-            SigAlg::for_key(key_alg(self.spec)),
+            SigAlg::for_key(self.spec.into()),
             &token.label,
             self.always_authenticate,
         )?;
         let generated = key::generate_with(
             session,
             token,
-            self.spec,
+            self.spec.into(),
             &self.label,
             self.key_id.clone(),
             self.always_authenticate,
@@ -197,7 +188,7 @@ impl InitCaPlan {
         )
         .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
-        let mut created: Vec<ObjectHandle> = vec![generated.private, generated.public];
+        let mut created: Vec<KeyHandle> = vec![generated.private, generated.public];
         match self.finish(session, &rules, &generated, mech, pin, &mut created) {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
                 cert_pem,
@@ -211,25 +202,7 @@ impl InitCaPlan {
                 warnings: self.warnings.clone(),
             }),
             Err(e) => {
-                // A signing operation left active by the failure can make the token refuse to
-                // destroy in this session (tpm2-pkcs11 does): retry those from a fresh one.
-                let failed: Vec<ObjectHandle> = created
-                    .iter()
-                    .rev()
-                    .copied()
-                    .filter(|h| session.destroy_object(*h).is_err())
-                    .collect();
-                let leftover = match (
-                    failed.is_empty(),
-                    module.context().open_rw_session(token.slot),
-                ) {
-                    (true, _) => 0,
-                    (false, Ok(fresh)) => failed
-                        .iter()
-                        .filter(|h| fresh.destroy_object(**h).is_err())
-                        .count(),
-                    (false, Err(_)) => failed.len(),
-                };
+                let leftover = key::destroy_objects(module, token, session, &created);
                 let note = if leftover == 0 {
                     "every object this run created was removed from the token".to_string()
                 } else {
@@ -249,8 +222,9 @@ impl InitCaPlan {
         generated: &GeneratedKey,
         mech: SignMech,
         pin: Option<&AuthPin>,
-        created: &mut Vec<ObjectHandle>,
+        created: &mut Vec<KeyHandle>,
     ) -> Result<(String, String)> {
+        #[cfg(feature = "fault-injection")]
         fault::point("after-keygen")?;
         let mut signer =
             TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
@@ -295,10 +269,12 @@ impl InitCaPlan {
         };
         let cert_der = build::certificate(&params, &signer)?;
 
+        #[cfg(feature = "fault-injection")]
         fault::point("before-store-cert")?;
         let cert_handle =
             key::store_certificate(session, rules, &cert_der, &generated.label, &generated.id)?;
         created.push(cert_handle);
+        #[cfg(feature = "fault-injection")]
         fault::point("after-store-cert")?;
         Ok((
             build::pem("CERTIFICATE", &cert_der)?,

@@ -12,7 +12,6 @@ use signature::hazmat::PrehashSigner;
 use spki::{SubjectPublicKeyInfoOwned, der::Decode};
 use zeroize::Zeroizing;
 
-use crate::cfssl::csr::KeySpec;
 use crate::error::{Error, Result};
 use crate::x509::Signer;
 use crate::x509::alg::{KeyAlg, SigAlg};
@@ -36,15 +35,15 @@ fn gen_err(e: impl std::fmt::Display) -> Error {
 
 impl SoftKey {
     /// Generate a key from the OS CSPRNG.
-    pub fn generate(spec: KeySpec) -> Result<Self> {
-        let inner = match spec {
-            KeySpec::Rsa(bits) => Inner::Rsa(Box::new(
-                rsa::PrivateKey::new(&mut SysRng, bits as usize).map_err(gen_err)?,
+    pub fn generate(alg: KeyAlg) -> Result<Self> {
+        let inner = match alg {
+            KeyAlg::Rsa(bits) => Inner::Rsa(Box::new(
+                rsa::PrivateKey::new(&mut SysRng, bits).map_err(gen_err)?,
             )),
-            KeySpec::EcP256 => Inner::P256(
+            KeyAlg::EcP256 => Inner::P256(
                 p256::ecdsa::SigningKey::try_generate_from_rng(&mut SysRng).map_err(gen_err)?,
             ),
-            KeySpec::EcP384 => Inner::P384(
+            KeyAlg::EcP384 => Inner::P384(
                 p384::ecdsa::SigningKey::try_generate_from_rng(&mut SysRng).map_err(gen_err)?,
             ),
         };
@@ -119,13 +118,13 @@ mod tests {
 
     #[test]
     fn keys_sign_and_verify() {
-        for spec in [KeySpec::EcP256, KeySpec::EcP384, KeySpec::Rsa(2048)] {
+        for spec in [KeyAlg::EcP256, KeyAlg::EcP384, KeyAlg::Rsa(2048)] {
             let k = SoftKey::generate(spec).unwrap();
             let sig = k.sign(b"hello").unwrap();
             verify(k.public_key(), k.algorithm(), b"hello", &sig).unwrap();
             assert!(verify(k.public_key(), k.algorithm(), b"hellO", &sig).is_err());
             let pem = k.to_pem().unwrap();
-            let want = if matches!(spec, KeySpec::Rsa(_)) {
+            let want = if matches!(spec, KeyAlg::Rsa(_)) {
                 "RSA PRIVATE KEY"
             } else {
                 "EC PRIVATE KEY"

@@ -5,8 +5,8 @@
 //! with cfssl's traps closed: validity is clipped to the CA's, ECDSA keys do not get encipherment
 //! key usages (RFC 8813), and a CSR asking for CA:TRUE needs a CA profile.
 
-use cryptoki::session::Session;
-use cryptoki::types::AuthPin;
+use std::sync::Mutex;
+
 use der::flagset::FlagSet;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
@@ -16,14 +16,17 @@ use x509_cert::name::Name;
 
 use crate::cfssl::config::Profile;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 use crate::token::key::FoundKey;
+use crate::token::login::Login;
 use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::Pkcs11Uri;
-use crate::token::{Module, TokenSummary};
+use crate::token::{AuthPin, KeyHandle, Module, Session, TokenSummary};
 use crate::x509::alg::{KeyAlg, SigAlg};
 use crate::x509::build::{self, CertParams};
 use crate::x509::hosts::{self, San};
-use crate::x509::name;
+use crate::x509::name::{self, SubjectOverride};
+use crate::x509::request::ParsedCsr;
 
 /// Default backdate of notBefore, as cfssl.
 pub const DEFAULT_BACKDATE_SECS: i64 = 300;
@@ -41,6 +44,24 @@ pub struct LeafRequest {
     pub wants_ca: bool,
 }
 
+impl LeafRequest {
+    /// What `csr` asks to be certified: its subject canonicalized with `ov` (the caller's
+    /// subject overrides), its public key, its SANs unless `sans` replaces them, and whether
+    /// it asks for CA:TRUE.
+    pub fn from_csr(
+        csr: &ParsedCsr,
+        ov: &SubjectOverride<'_>,
+        sans: Option<Vec<San>>,
+    ) -> Result<Self> {
+        Ok(Self {
+            subject: name::canonicalize(&csr.subject, ov)?,
+            public_key: csr.public_key.clone(),
+            sans: sans.unwrap_or_else(|| csr.sans.clone()),
+            wants_ca: csr.wants_ca,
+        })
+    }
+}
+
 /// Parse a CA certificate from PEM (text around the block allowed) or DER.
 pub fn parse_ca_cert(bytes: &[u8], source: &str) -> Result<Certificate> {
     let der = crate::x509::pem::read_der(bytes, source, &["CERTIFICATE"], "certificate")?;
@@ -53,15 +74,16 @@ pub fn parse_ca_cert(bytes: &[u8], source: &str) -> Result<Certificate> {
 pub struct CaKey {
     ca: Certificate,
     ca_source: String,
-    key: cryptoki::object::ObjectHandle,
+    /// The key's object handle, found again when the token hands out a new one.
+    key: Mutex<KeyHandle>,
     spki: spki::SubjectPublicKeyInfoOwned,
     mech: SignMech,
     always_authenticate: bool,
     context_pin: Option<AuthPin>,
     key_uri: Pkcs11Uri,
     token: TokenSummary,
-    /// The token's current slot (it can change when the module is initialized again).
-    slot: std::sync::Mutex<cryptoki::slot::Slot>,
+    /// The token's log-in, to get sessions back when they go stale.
+    login: Login,
     /// The authorityKeyIdentifier every issued certificate carries.
     aki: Extension,
     /// The key's algorithm and size (the signature algorithm follows from it).
@@ -111,108 +133,33 @@ impl CaKey {
         Ok(Self {
             ca: ca_cert,
             ca_source: ca_source.to_string(),
-            key: key.handle,
+            key: Mutex::new(key.handle),
             spki: key.spki.clone(),
             mech,
             always_authenticate: key.always_authenticate,
             context_pin: None,
             key_uri: key_uri.clone(),
             token: token.clone(),
-            slot: std::sync::Mutex::new(token.slot),
+            login: Login::new(token),
             aki: build::aki_ext(&ca_ski)?,
             key_alg,
         })
     }
 
-    /// Open a fresh session after the old one went stale: log in again if the token lost the
-    /// login (with the PIN given by [`CaKey::set_pin`]), and find the
-    /// key again by its URI, since object handles may not survive. Checks the key is the same.
-    /// With `may_reinitialize` (only when no other thread is using the module: C_Finalize
-    /// under another thread's call is undefined and crashes p11-kit's client), a module that
-    /// lost its token is initialized again, and a token that is away (a network HSM or p11-kit
-    /// server restarting) is waited for up to `P11CA_RECONNECT_SECS` seconds (default 5).
-    pub fn reopen(
-        &self,
-        module: &Module,
-        may_reinitialize: bool,
-    ) -> Result<(Session, cryptoki::object::ObjectHandle)> {
-        if !may_reinitialize {
-            return self.try_reopen(module, false);
-        }
-        let wait = std::env::var("P11CA_RECONNECT_SECS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(5);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
-        loop {
-            match self.try_reopen(module, true) {
-                Ok(x) => return Ok(x),
-                Err(e)
-                    if e.kind() == crate::error::Kind::Token
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn try_reopen(
-        &self,
-        module: &Module,
-        may_reinitialize: bool,
-    ) -> Result<(Session, cryptoki::object::ObjectHandle)> {
-        let seen = module.generation();
-        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        let session = match module.context().open_rw_session(slot) {
-            Ok(s) => s,
-            // The module lost its token (device or server restarted): initialize the module
-            // again, find the token by label and serial (its slot may have changed), log in.
-            Err(cryptoki::error::Error::Pkcs11(rv, _))
-                if may_reinitialize
-                    && (crate::token::is_stale(&rv)
-                        || rv == cryptoki::error::RvError::SlotIdInvalid) =>
-            {
-                module.reinitialize(seen)?;
-                let sel = Pkcs11Uri {
-                    token: Some(self.token.label.clone()),
-                    serial: Some(self.token.serial.clone()),
-                    ..Pkcs11Uri::default()
-                };
-                let token = module.select_token(&sel)?;
-                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = token.slot;
-                module.context().open_rw_session(token.slot).map_err(|e| {
-                    crate::token::ck(
-                        "cannot reopen a session after re-initializing the module",
-                        e,
-                    )
-                })?
-            }
-            Err(e) => return Err(crate::token::ck("cannot reopen a session on the token", e)),
-        };
-        if let Some(pin) = &self.context_pin {
-            match session.login(cryptoki::session::UserType::User, Some(pin)) {
-                Ok(())
-                | Err(cryptoki::error::Error::Pkcs11(
-                    cryptoki::error::RvError::UserAlreadyLoggedIn,
-                    _,
-                )) => {}
-                Err(e) => {
-                    return Err(crate::token::ck(
-                        "cannot log in again after reopening the session",
-                        e,
-                    ));
-                }
-            }
-        }
+    /// Open a fresh session after the old one went stale (see [`Login::reopen`]: logged in
+    /// again with the PIN given by [`CaKey::set_pin`], the module initialized again when
+    /// `may_reinitialize`), and find the key again by its URI, since object handles may not
+    /// survive. Checks the key is the same.
+    pub fn reopen(&self, module: &Module, may_reinitialize: bool) -> Result<(Session, KeyHandle)> {
+        let session = self.login.reopen(module, may_reinitialize)?;
         let key = self.find_key(&session)?;
         Ok((session, key))
     }
 
     /// Find the key again by its URI in `session` (object handles may change, e.g. after a
-    /// new login), checking it is still the same key.
-    pub fn find_key(&self, session: &Session) -> Result<cryptoki::object::ObjectHandle> {
+    /// new login), checking it is still the same key; the handle found is kept for
+    /// [`CaKey::key_handle`].
+    pub fn find_key(&self, session: &Session) -> Result<KeyHandle> {
         let found = crate::token::key::find_private_key(session, &self.token, &self.key_uri)?;
         if found.spki.to_der().ok() != self.spki.to_der().ok() {
             return Err(Error::policy(format!(
@@ -220,17 +167,19 @@ impl CaKey {
                 self.key_uri
             )));
         }
+        *lock(&self.key) = found.handle;
         Ok(found.handle)
     }
 
-    /// The key's object handle as found at start.
-    pub fn key_handle(&self) -> cryptoki::object::ObjectHandle {
-        self.key
+    /// The key's object handle (as found at start, or last found again).
+    pub fn key_handle(&self) -> KeyHandle {
+        *lock(&self.key)
     }
 
     /// Keep the PIN (zeroized on drop) for re-login after a stale session and for keys that
     /// need it for every signature.
     pub fn set_pin(&mut self, pin: AuthPin) {
+        self.login.keep_pin(pin.clone());
         self.context_pin = Some(pin);
     }
 
@@ -328,22 +277,34 @@ impl CaKey {
         }
         check_leaf(leaf, profile, self.ca.tbs_certificate().subject())?;
 
-        // RFC 8813: no encipherment key usages for EC keys.
-        let mut key_usage = profile.key_usage;
-        if leaf.public_key.algorithm.oid != const_oid::db::rfc5912::RSA_ENCRYPTION {
-            let enc = FlagSet::from(KeyUsages::KeyEncipherment) | KeyUsages::DataEncipherment;
-            if key_usage & enc != FlagSet::default() {
-                key_usage -= enc;
-                let leaf_alg = KeyAlg::of(&leaf.public_key)?;
-                warnings.push(format!(
-                    "profile \"{}\": key/data encipherment dropped for the {} key (RFC 8813: ECDSA keys do not encipher)",
-                    profile.name,
-                    leaf_alg.name()
-                ));
-            }
-        }
+        let key_usage = leaf_key_usage(leaf, profile, warnings)?;
 
-        // Validity.
+        let (not_before, not_after) = self.validity(profile, warnings)?;
+
+        let (mut exts, after) = cache.get(profile, key_usage)?;
+        exts.push(build::ski_ext(&leaf.public_key)?);
+        exts.push(self.aki.clone());
+        if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
+            exts.push(san);
+        }
+        exts.extend(after);
+        let params = CertParams {
+            serial: build::serial_placeholder()?,
+            issuer: self.ca.tbs_certificate().subject().clone(),
+            subject: leaf.subject.clone(),
+            subject_key: leaf.public_key.clone(),
+            not_before,
+            not_after,
+            extensions: exts,
+        };
+        build::certificate_unsigned(&params, SigAlg::for_key(self.key_alg))
+    }
+}
+
+impl CaKey {
+    /// The certificate's notBefore and notAfter under `profile`, with notAfter clipped to the
+    /// CA's (noted in `warnings`).
+    fn validity(&self, profile: &Profile, warnings: &mut Vec<String>) -> Result<(i64, i64)> {
         let backdate = profile.backdate_secs.unwrap_or(DEFAULT_BACKDATE_SECS);
         let not_before = profile
             .not_before
@@ -377,25 +338,31 @@ impl CaKey {
                 )));
             }
         }
-
-        let (mut exts, after) = cache.get(profile, key_usage)?;
-        exts.push(build::ski_ext(&leaf.public_key)?);
-        exts.push(self.aki.clone());
-        if let Some(san) = hosts::extension(&leaf.sans, leaf.subject.is_empty())? {
-            exts.push(san);
-        }
-        exts.extend(after);
-        let params = CertParams {
-            serial: build::serial_placeholder()?,
-            issuer: self.ca.tbs_certificate().subject().clone(),
-            subject: leaf.subject.clone(),
-            subject_key: leaf.public_key.clone(),
-            not_before,
-            not_after,
-            extensions: exts,
-        };
-        build::certificate_unsigned(&params, SigAlg::for_key(self.key_alg))
+        Ok((not_before, not_after))
     }
+}
+
+/// The profile's key usages for `leaf`, without encipherment for EC keys (RFC 8813; noted in
+/// `warnings`).
+fn leaf_key_usage(
+    leaf: &LeafRequest,
+    profile: &Profile,
+    warnings: &mut Vec<String>,
+) -> Result<FlagSet<KeyUsages>> {
+    let mut key_usage = profile.key_usage;
+    if leaf.public_key.algorithm.oid != const_oid::db::rfc5912::RSA_ENCRYPTION {
+        let enc = FlagSet::from(KeyUsages::KeyEncipherment) | KeyUsages::DataEncipherment;
+        if key_usage & enc != FlagSet::default() {
+            key_usage -= enc;
+            let leaf_alg = KeyAlg::of(&leaf.public_key)?;
+            warnings.push(format!(
+                "profile \"{}\": key/data encipherment dropped for the {} key (RFC 8813: ECDSA keys do not encipher)",
+                profile.name,
+                leaf_alg.name()
+            ));
+        }
+    }
+    Ok(key_usage)
 }
 
 /// A [`CaKey`] bound to one session: issues certificates one at a time.
@@ -409,15 +376,11 @@ impl<'s> Issuer<'s> {
     /// Issue with `ca` in `session` (which must be logged in, directly or through another
     /// session of the same application).
     pub fn new(ca: &'s CaKey, session: &'s Session) -> Result<Self> {
-        Self::with_handle(ca, session, ca.key)
+        Self::with_handle(ca, session, ca.key_handle())
     }
 
     /// Like [`Issuer::new`], with the key's handle as found in this session.
-    pub fn with_handle(
-        ca: &'s CaKey,
-        session: &'s Session,
-        key: cryptoki::object::ObjectHandle,
-    ) -> Result<Self> {
+    pub fn with_handle(ca: &'s CaKey, session: &'s Session, key: KeyHandle) -> Result<Self> {
         let mut signer =
             TokenSigner::for_key_alg(session, key, ca.spki.clone(), ca.key_alg, ca.mech);
         if ca.always_authenticate {

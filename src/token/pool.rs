@@ -6,18 +6,20 @@
 //! the new session; one that went stale *during* `C_Sign` is replaced but the request fails,
 //! since the token may have signed (nothing is signed twice blindly).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
+#[cfg(feature = "fault-injection")]
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
-use cryptoki::error::RvError;
-use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::session::{Session, SessionState};
 use cryptoki::types::AuthPin;
 
+use super::login::Login;
+use super::{Module, TokenSummary, ck};
 use crate::error::{Error, Kind, Result, TokenFault};
-use crate::token::{Module, TokenSummary, ck};
+use crate::sync::lock;
 
 struct State {
     idle: Vec<Session>,
@@ -31,35 +33,36 @@ pub struct SessionPool {
     path: std::path::PathBuf,
     /// The module's initialized state, shared with the [`Module`].
     initialized: std::sync::Arc<AtomicBool>,
-    /// The token's slot now (it can change when the module is initialized again).
-    slot: Mutex<Slot>,
-    label: String,
-    serial: String,
+    /// The token, its slot now and the kept PIN.
+    token: Login,
     size: usize,
     /// Every use of the module holds this for reading; initializing the module again holds it
     /// for writing, so C_Finalize never runs under another thread's call.
     gate: RwLock<()>,
     /// The start-up login's session: kept open (closing every session would log out), and the
     /// one /health asks. `None` while the token is away.
-    login: Mutex<Option<Session>>,
+    login_session: Mutex<Option<Session>>,
     /// A session could not be opened: the module may have lost its token.
     module_lost: AtomicBool,
     /// When the module was last initialized again (at most once a second).
     last_reinit: Mutex<Option<Instant>>,
     state: Mutex<State>,
     cv: Condvar,
+    /// Sessions lent so far (fault injection counts them).
+    #[cfg(feature = "fault-injection")]
     borrows: AtomicUsize,
-    /// The PIN of the start-up login, kept (zeroized on drop) to log in again if the token
-    /// drops the login; cleared once the token refuses it, so a changed PIN is never tried
-    /// again and again towards a lockout.
-    pin: Mutex<Option<AuthPin>>,
 }
 
-/// Debug builds: `P11CA_FAULT=serve-stale-session` (or `serve-stale-during-sign`) makes every
-/// third borrowed session report itself gone before (or during) signing;
-/// `P11CA_FAULT=serve-logout` logs the server out of the token for real at the fourth borrow,
-/// and `serve-health-logout` at every /health check.
-fn injected_fault(borrow: usize) -> Option<Error> {
+/// With the `fault-injection` feature: `P11CA_FAULT=serve-stale-session` (or
+/// `serve-stale-during-sign`) makes every third borrowed session report itself gone before (or
+/// during) signing; `P11CA_FAULT=serve-logout` logs the server out of the token for real at the
+/// fourth borrow (`s`), and `serve-health-logout` at every /health check.
+#[cfg(feature = "fault-injection")]
+fn injected_fault(s: &Session, borrow: usize) -> Option<Error> {
+    if borrow == 3 && crate::fault::active("serve-logout") {
+        // A real logout (for the whole application), as a token reset would cause.
+        let _ = s.logout();
+    }
     if borrow % 3 != 1 {
         return None;
     }
@@ -78,12 +81,12 @@ fn injected_fault(borrow: usize) -> Option<Error> {
     None
 }
 
-/// Open `size` sessions in `slot` (fewer if the token refuses more; none is an error).
-fn open_sessions(ctx: &Pkcs11, slot: Slot, size: usize) -> Result<Vec<Session>> {
+/// Open `size` sessions on `token` (fewer if the token refuses more; none is an error).
+fn open_sessions(ctx: &Pkcs11, token: &Login, size: usize) -> Result<Vec<Session>> {
     let mut idle = Vec::new();
     let mut first_err = None;
     for _ in 0..size.max(1) {
-        match ctx.open_rw_session(slot) {
+        match token.open_raw(ctx) {
             Ok(s) => idle.push(s),
             Err(e) => {
                 first_err = Some(ck("cannot open a signing session", e));
@@ -107,55 +110,41 @@ impl SessionPool {
         login: Session,
     ) -> Result<Self> {
         let ctx = module.context().clone();
-        let idle = open_sessions(&ctx, token.slot, size)?;
+        let token = Login::new(token);
+        let idle = open_sessions(&ctx, &token, size)?;
         Ok(Self {
             ctx,
             path: module.path().to_path_buf(),
             initialized: module.initialized(),
-            slot: Mutex::new(token.slot),
-            label: token.label.clone(),
-            serial: token.serial.clone(),
+            token,
             size: idle.len(),
             gate: RwLock::new(()),
-            login: Mutex::new(Some(login)),
+            login_session: Mutex::new(Some(login)),
             module_lost: AtomicBool::new(false),
             last_reinit: Mutex::new(None),
             state: Mutex::new(State { idle, missing: 0 }),
             cv: Condvar::new(),
+            #[cfg(feature = "fault-injection")]
             borrows: AtomicUsize::new(0),
-            pin: Mutex::new(None),
         })
     }
 
     /// Keep `pin` to log in again when the token drops the login.
     pub fn with_relogin_pin(self, pin: AuthPin) -> Self {
-        *self.pin.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin);
+        self.token.keep_pin(pin);
         self
     }
 
     /// Log in again after the token dropped the login (one attempt; a refused PIN is
     /// forgotten so no later request tries it again).
     fn relogin(&self, s: &Session) -> Result<()> {
-        let mut pin = self.pin.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(p) = pin.as_ref() else {
-            return Err(Error::token(format!(
-                "token \"{}\" dropped the login and no PIN is kept to log in again; restart p11ca serve",
-                self.label
-            )));
-        };
-        match s.login(UserType::User, Some(p)) {
-            Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(e) => {
-                *pin = None;
-                Err(ck(
-                    &format!(
-                        "token \"{}\" dropped the login and logging in again failed (not retried; restart p11ca serve)",
-                        self.label
-                    ),
-                    e,
-                ))
-            }
-        }
+        self.token.relogin(
+            s,
+            &format!(
+                "token \"{}\" dropped the login and logging in again failed (not retried; restart p11ca serve)",
+                self.token.label()
+            ),
+        )
     }
 
     /// Number of sessions.
@@ -164,17 +153,19 @@ impl SessionPool {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     fn open_one(&self) -> Result<Session> {
-        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        self.ctx.open_rw_session(slot).map_err(|e| {
+        self.token.open_raw(&self.ctx).map_err(|e| {
             // The module may have lost its token: the next request initializes it again.
             self.module_lost.store(true, Ordering::Relaxed);
             // Nothing was signed without a session: marked so the request may be retried.
             ck(
-                &format!("cannot open a signing session on token \"{}\"", self.label),
+                &format!(
+                    "cannot open a signing session on token \"{}\"",
+                    self.token.label()
+                ),
                 e,
             )
             .with_fault(TokenFault::Stale)
@@ -242,6 +233,7 @@ impl SessionPool {
     /// redone with the kept PIN, as a request would; only a session that is gone (the token
     /// went away) has the module initialized again.
     pub fn health(&self) -> Result<()> {
+        #[cfg(feature = "fault-injection")]
         if crate::fault::active("serve-health-logout") {
             self.inject_logout();
         }
@@ -249,8 +241,8 @@ impl SessionPool {
             LoginCheck::Holds => Ok(()),
             LoginCheck::LoggedOut(e) => {
                 let again = {
-                    let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
-                    let login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+                    let _in_use = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+                    let login = lock(&self.login_session);
                     login.as_ref().map_or(Err(e), |s| self.relogin(s))
                 };
                 again.and_then(|()| self.check_login().into_result())
@@ -265,27 +257,23 @@ impl SessionPool {
         }
     }
 
-    /// A real C_Logout on the login session (debug builds, `P11CA_FAULT`): as a token reset
-    /// would leave it, with every session of the application logged out.
+    /// A real C_Logout on the login session (`fault-injection` feature, `P11CA_FAULT`): as a
+    /// token reset would leave it, with every session of the application logged out.
+    #[cfg(feature = "fault-injection")]
     fn inject_logout(&self) {
-        let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = self
-            .login
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        let _in_use = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = lock(&self.login_session).as_ref() {
             let _ = s.logout();
         }
     }
 
     fn check_login(&self) -> LoginCheck {
-        let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let login = self.login.lock().unwrap_or_else(|p| p.into_inner());
+        let _in_use = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let login = lock(&self.login_session);
         let Some(s) = login.as_ref() else {
             return LoginCheck::Unusable(Error::token(format!(
                 "token \"{}\" is not reachable; p11ca serve keeps trying to reconnect",
-                self.label
+                self.token.label()
             )));
         };
         match s.get_session_info() {
@@ -310,13 +298,13 @@ impl SessionPool {
     /// most once a second; until it works, requests fail with a clear error.
     fn reinitialize(&self) -> Result<()> {
         {
-            let mut last = self.last_reinit.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = lock(&self.last_reinit);
             if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
                 return Err(Error::token("the token is being reconnected"));
             }
             *last = Some(Instant::now());
         }
-        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let _alone = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         if !self.module_lost.load(Ordering::Relaxed) {
             return Ok(()); // another thread did it while this one waited
         }
@@ -325,35 +313,19 @@ impl SessionPool {
         let mut st = self.lock();
         st.idle.clear();
         st.missing = self.size;
-        *self.login.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        crate::token::initialize_again(&self.ctx, &self.path, &self.initialized)?;
-        let slot = self
-            .ctx
-            .get_slots_with_token()
-            .map_err(|e| ck("cannot list the module's tokens", e))?
-            .into_iter()
-            .find(|s| {
-                self.ctx.get_token_info(*s).is_ok_and(|i| {
-                    i.label().trim_end() == self.label
-                        && i.serial_number().trim_end() == self.serial
-                })
-            })
-            .ok_or_else(|| Error::token(format!("token \"{}\" is not back yet", self.label)))?;
-        let login = self
-            .ctx
-            .open_rw_session(slot)
-            .map_err(|e| ck("cannot open a session after reconnecting", e))?;
+        *lock(&self.login_session) = None;
+        super::initialize_again(&self.ctx, &self.path, &self.initialized)?;
+        let login = self.token.reconnect(&self.ctx)?;
         self.relogin(&login)?;
-        let idle = open_sessions(&self.ctx, slot, self.size)?;
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
-        *self.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(login);
+        let idle = open_sessions(&self.ctx, &self.token, self.size)?;
+        *lock(&self.login_session) = Some(login);
         st.missing = self.size - idle.len();
         st.idle = idle;
         self.module_lost.store(false, Ordering::Relaxed);
         self.cv.notify_all();
         eprintln!(
             "p11ca: serve: reconnected to token \"{}\" (module initialized again, logged in)",
-            self.label
+            self.token.label()
         );
         Ok(())
     }
@@ -363,21 +335,20 @@ impl SessionPool {
         wait: Duration,
         f: &mut impl FnMut(&Session) -> Result<T>,
     ) -> Result<T> {
-        let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _in_use = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let s = self.take(wait)?;
-        let borrow = self.borrows.fetch_add(1, Ordering::Relaxed);
-        if borrow == 3 && crate::fault::active("serve-logout") {
-            // A real logout (for the whole application), as a token reset would cause.
-            let _ = s.logout();
-        }
-        let r = match injected_fault(borrow) {
+        #[cfg(feature = "fault-injection")]
+        let injected = injected_fault(&s, self.borrows.fetch_add(1, Ordering::Relaxed));
+        #[cfg(not(feature = "fault-injection"))]
+        let injected = None;
+        let r = match injected {
             Some(e) => Err(e),
             None => f(&s),
         };
         let fault = match &r {
             Err(e) if e.kind() == Kind::Token => e
                 .fault()
-                .or_else(|| crate::token::logged_out(&s).then_some(TokenFault::LoggedOut)),
+                .or_else(|| super::logged_out(&s).then_some(TokenFault::LoggedOut)),
             _ => None,
         };
         let Some(fault) = fault else {

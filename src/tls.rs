@@ -3,6 +3,8 @@
 //! `-mutual-tls-client-cert`, `-mutual-tls-client-key`), with rustls on the `ring` provider.
 //!
 //! The server's TLS key is an ordinary key file: it protects the connection, not the CA.
+//!
+//! Layer: above `x509`; it must not use the server, the client or the store, which all use it.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

@@ -7,21 +7,20 @@
 //! each session checks its signatures in groups, so threads wake each other rarely.
 //!
 //! Each input gets its own result: a failure on one input is reported for that input and does
-//! not stop the others. Nothing is retried: a signature that may have been made is never made
-//! twice.
+//! not stop the others. An input whose session went stale before `C_Sign` (or whose login or
+//! key handle the token dropped) is tried once more in a reopened session; one lost inside
+//! `C_Sign` is never retried: a signature that may have been made is never made twice.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
 
-use cryptoki::slot::Limit;
-
+use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::cfssl::config::Profile;
 use crate::error::{Error, Kind, Result, TokenFault};
-use crate::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
-use crate::token::{Module, TokenSummary, ck};
+use crate::sync::lock;
+use crate::token::{Module, Session, TokenSummary};
 use crate::x509::build::{SignedCertificate, UnsignedCertificate};
-use cryptoki::session::Session;
 
 /// One issued certificate (DER) and its warnings, or the error for that input.
 pub type Issued = Result<(Vec<u8>, Vec<String>)>;
@@ -40,64 +39,95 @@ pub fn session_count(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut n = requested.unwrap_or(cores).max(1).min(inputs);
-    let info = module.context().get_token_info(token.slot);
-    if let Ok(Limit::Max(max)) = info.as_ref().map(|i| i.max_session_count()) {
-        // Sessions already open (at least the login's) count against the limit.
-        let open = info
-            .as_ref()
-            .ok()
-            .and_then(|i| i.session_count())
-            .unwrap_or(1);
-        n = n.min((max.saturating_sub(open) as usize).max(1));
+    if let Some(left) = module.sessions_left(token.slot) {
+        n = n.min(left.max(1));
     }
     n
 }
 
-/// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `on_done` is called
-/// from the worker as soon as input `i` is finished (so outputs can be written while the batch
-/// goes on) with the number done so far. Results are returned in input order.
-pub fn issue_all(
-    module: &Module,
-    token: &TokenSummary,
-    ca: &CaKey,
-    profile: &Profile,
-    leaves: &[LeafRequest],
-    jobs: usize,
-    on_done: &(dyn Fn(usize, &Issued, usize) + Sync),
-) -> Result<Vec<Issued>> {
-    issue_all_with(module, token, ca, profile, leaves, jobs, on_done, None)
+/// What a batch issues with: the token, the CA key in it, and the profile.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    /// The module.
+    pub module: &'a Module,
+    /// The token the CA key is in.
+    pub token: &'a TokenSummary,
+    /// The CA certificate and key.
+    pub ca: &'a CaKey,
+    /// The signing profile.
+    pub profile: &'a Profile,
 }
 
-/// [`issue_all`], with the caller's (logged-in) session used by the first worker; with one
-/// input everything runs on the calling thread, so a one-shot run needs no thread and no
-/// second session.
-#[allow(clippy::too_many_arguments)] // issue_all's arguments plus the session to reuse
-pub fn issue_all_with(
-    module: &Module,
-    token: &TokenSummary,
-    ca: &CaKey,
-    profile: &Profile,
-    leaves: &[LeafRequest],
-    jobs: usize,
-    on_done: &(dyn Fn(usize, &Issued, usize) + Sync),
-    login_session: Option<Session>,
-) -> Result<Vec<Issued>> {
-    let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
-    let done = AtomicUsize::new(0);
-    let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
-    // Record one input's outcome (from a signing or a verifying thread).
-    let finish = |i: usize, r: Issued| {
-        on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
-        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-    };
-    let jobs = jobs.max(1);
-    if leaves.is_empty() {
-        return Ok(Vec::new());
+/// `on_done` of [`Batch::issue_all`]: input `i` is finished, with the number done so far.
+pub type OnDone<'f> = &'f (dyn Fn(usize, &Issued, usize) + Sync);
+
+impl Batch<'_> {
+    /// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `on_done` is
+    /// called from the worker as soon as input `i` is finished (so outputs can be written while
+    /// the batch goes on) with the number done so far. Results are returned in input order.
+    pub fn issue_all(
+        &self,
+        leaves: &[LeafRequest],
+        jobs: usize,
+        on_done: OnDone<'_>,
+    ) -> Result<Vec<Issued>> {
+        self.issue_all_with(leaves, jobs, on_done, None)
     }
-    if leaves.len() == 1 {
-        // A one-shot: prepare, sign and verify right here, in the caller's session.
+
+    /// [`Batch::issue_all`], with the caller's (logged-in) session used by the first worker;
+    /// with one input everything runs on the calling thread, so a one-shot run needs no thread
+    /// and no second session.
+    pub fn issue_all_with(
+        &self,
+        leaves: &[LeafRequest],
+        jobs: usize,
+        on_done: OnDone<'_>,
+        login_session: Option<Session>,
+    ) -> Result<Vec<Issued>> {
+        let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
+        let done = AtomicUsize::new(0);
+        let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+        // Record one input's outcome (from a signing or a verifying thread).
+        let finish = |i: usize, r: Issued| {
+            on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
+            *lock(&results[i]) = Some(r);
+        };
+        match leaves {
+            [] => return Ok(Vec::new()),
+            [leaf] => {
+                if let Err(e) = self.one_shot(leaf, login_session, &finish) {
+                    lock(&open_errors).push(e);
+                }
+            }
+            _ => self.in_parallel(leaves, jobs.max(1), login_session, &finish, &open_errors),
+        }
+        let open_errors = open_errors
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let out: Vec<Issued> = results
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(open_errors
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| Error::token("no signing session could be opened")))
+                })
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// One input: prepare, sign and verify right here, in the caller's session.
+    fn one_shot(
+        &self,
+        leaf: &LeafRequest,
+        login_session: Option<Session>,
+        finish: &(dyn Fn(usize, Issued) + Sync),
+    ) -> Result<()> {
         let mut cache = ExtensionCache::default();
-        let mut first = Some(prepared(ca, profile, 0, &leaves[0], &mut cache));
+        let mut first = Some(queued(self.ca, self.profile, 0, leaf, &mut cache));
         let deliver = |batch: Vec<Signed>| {
             for (i, signed, warnings) in batch {
                 finish(i, signed.verified().map(|der| (der, warnings)));
@@ -108,30 +138,41 @@ pub fn issue_all_with(
             may_reinitialize: true,
         };
         let with = SessionWork {
+            module: self.module,
+            token: self.token,
+            ca: self.ca,
+            deliver: &deliver,
+            finish,
+        };
+        sign_in_session(&with, session, &mut |_| first.take())
+    }
+
+    /// Many inputs: a builder thread encodes the certificates ahead into one queue that every
+    /// session takes from (so no session is left with a backlog at the end), each session's
+    /// thread only writes the serial and calls C_Sign, and a verifier thread beside each
+    /// session checks what it signed. Nothing is handed on before its check passes. A session
+    /// that cannot go on leaves its error in `open_errors`.
+    fn in_parallel(
+        &self,
+        leaves: &[LeafRequest],
+        jobs: usize,
+        login_session: Option<Session>,
+        finish: &(dyn Fn(usize, Issued) + Sync),
+        open_errors: &Mutex<Vec<Error>>,
+    ) {
+        let Batch {
             module,
             token,
             ca,
-            deliver: &deliver,
-            finish: &finish,
-        };
-        if let Err(e) = sign_in_session(&with, session, &mut |_| first.take()) {
-            open_errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e);
-        }
-    } else {
-        // A builder thread encodes the certificates ahead into one queue that every session
-        // takes from (so no session is left with a backlog at the end), each session's thread
-        // only writes the serial and calls C_Sign, and a verifier thread beside each session
-        // checks what it signed. Nothing is handed on before its check passes.
+            profile,
+        } = *self;
         let queue = WorkQueue::new(jobs);
         std::thread::scope(|scope| {
             let queue = &queue;
             scope.spawn(move || {
                 let mut cache = ExtensionCache::default();
                 for (i, leaf) in leaves.iter().enumerate() {
-                    if !queue.push(prepared(ca, profile, i, leaf, &mut cache)) {
+                    if !queue.push(queued(ca, profile, i, leaf, &mut cache)) {
                         break;
                     }
                 }
@@ -140,7 +181,6 @@ pub fn issue_all_with(
             let mut first = login_session;
             for _ in 0..jobs {
                 let given = first.take();
-                let (finish, open_errors) = (&finish, &open_errors);
                 scope.spawn(move || {
                     let r = std::thread::scope(|vs| {
                         let (to_verify, verify_queue) =
@@ -169,45 +209,29 @@ pub fn issue_all_with(
                         sign_in_session(&with, session, &mut |before_wait| queue.pop(before_wait))
                     });
                     if let Err(e) = r {
-                        open_errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(e);
+                        lock(open_errors).push(e);
                     }
                     queue.signer_left();
                 });
             }
         });
     }
-    let open_errors = open_errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    let out: Vec<Issued> = results
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(open_errors
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| Error::token("no signing session could be opened")))
-            })
-        })
-        .collect();
-    Ok(out)
 }
 
 /// An input with its certificate signed and not yet verified.
 type Signed = (usize, SignedCertificate, Vec<String>);
-/// An input with its certificate prepared for signing (or why it cannot be), and its warnings.
-type Prepared = (usize, Result<UnsignedCertificate>, Vec<String>);
+/// An input with its certificate prepared for signing (or why it cannot be), and its warnings,
+/// waiting for a signing session.
+type Queued = (usize, Result<UnsignedCertificate>, Vec<String>);
 
 /// Prepare input `i`'s certificate (or say why it cannot be), with its warnings.
-fn prepared(
+fn queued(
     ca: &CaKey,
     profile: &Profile,
     i: usize,
     leaf: &LeafRequest,
     cache: &mut ExtensionCache,
-) -> Prepared {
+) -> Queued {
     let mut warnings = Vec::new();
     let r = ca.prepare(leaf, profile, cache, &mut warnings);
     (i, r, warnings)
@@ -235,7 +259,7 @@ const HAND_ON: usize = 8;
 fn sign_in_session(
     with: &SessionWork,
     plan: SessionPlan,
-    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Prepared>,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Queued>,
 ) -> Result<()> {
     let mut out = Vec::with_capacity(HAND_ON);
     let r = sign_loop(with, plan, next, &mut out);
@@ -259,23 +283,20 @@ struct SessionWork<'a> {
 fn sign_loop(
     with: &SessionWork,
     plan: SessionPlan,
-    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Prepared>,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Queued>,
     out: &mut Vec<Signed>,
 ) -> Result<()> {
     let SessionWork {
         module,
         token,
         ca,
-        deliver,
         finish,
+        ..
     } = *with;
     // Sessions share the login made by the caller's session.
     let mut session = match plan.given {
         Some(s) => s,
-        None => module
-            .context()
-            .open_rw_session(token.slot)
-            .map_err(|e| ck("cannot open a signing session", e))?,
+        None => module.open_session(token, "cannot open a signing session")?,
     };
     let mut key = None;
     let mut pending: Option<(usize, UnsignedCertificate, Vec<String>)> = None;
@@ -293,63 +314,7 @@ fn sign_loop(
                 return Err(e);
             }
         };
-        let mut stale = false;
-        let mut retried = pending.is_some();
-        loop {
-            let (i, mut unsigned, warnings) = match pending.take() {
-                Some(p) => p,
-                None => {
-                    let mut hand_on = || {
-                        if !out.is_empty() {
-                            deliver(std::mem::take(out));
-                        }
-                    };
-                    match next(&mut hand_on) {
-                        None => break,
-                        Some((i, Err(e), _)) => {
-                            finish(i, Err(e));
-                            continue;
-                        }
-                        Some((i, Ok(u), w)) => (i, u, w),
-                    }
-                }
-            };
-            inject_logout(i, &session);
-            let e = match inject_stale(i).and_then(|()| issuer.sign(&mut unsigned)) {
-                Ok(signed) => {
-                    retried = false;
-                    out.push((i, signed, warnings));
-                    if out.len() >= HAND_ON {
-                        deliver(std::mem::take(out));
-                    }
-                    continue;
-                }
-                Err(e) => e,
-            };
-            let fault = e.fault().or_else(|| {
-                (e.kind() == Kind::Token && crate::token::logged_out(&session))
-                    .then_some(TokenFault::LoggedOut)
-            });
-            match fault {
-                // Nothing was signed yet: reopen (logging in again) and try this input once more.
-                Some(TokenFault::Stale | TokenFault::LoggedOut | TokenFault::KeyHandleInvalid)
-                    if !retried =>
-                {
-                    pending = Some((i, unsigned, warnings));
-                    stale = true;
-                    break;
-                }
-                // C_Sign itself failed: the token may have signed; report, never repeat, but
-                // reopen for the inputs that follow.
-                Some(_) => stale = true,
-                _ => {}
-            }
-            retried = false;
-            finish(i, Err(e));
-            if stale {
-                break;
-            }
-        }
+        let stale = sign_until_stale(with, &issuer, &session, &mut pending, next, out);
         if !stale {
             return Ok(());
         }
@@ -370,7 +335,85 @@ fn sign_loop(
     }
 }
 
-/// Prepared inputs between the builder thread and the signing sessions: every session takes
+/// Sign with `issuer` in `session` until the inputs run out (false) or the session must be
+/// reopened (true); an input to try once more in the new session is left in `pending`.
+fn sign_until_stale(
+    with: &SessionWork,
+    issuer: &Issuer<'_>,
+    session: &Session,
+    pending: &mut Option<(usize, UnsignedCertificate, Vec<String>)>,
+    next: &mut dyn FnMut(&mut dyn FnMut()) -> Option<Queued>,
+    out: &mut Vec<Signed>,
+) -> bool {
+    let SessionWork {
+        deliver, finish, ..
+    } = *with;
+    let mut stale = false;
+    let mut retried = pending.is_some();
+    loop {
+        let (i, mut unsigned, warnings) = match pending.take() {
+            Some(p) => p,
+            None => {
+                let mut hand_on = || {
+                    if !out.is_empty() {
+                        deliver(std::mem::take(out));
+                    }
+                };
+                match next(&mut hand_on) {
+                    None => break,
+                    Some((i, Err(e), _)) => {
+                        finish(i, Err(e));
+                        continue;
+                    }
+                    Some((i, Ok(u), w)) => (i, u, w),
+                }
+            }
+        };
+        #[cfg(feature = "fault-injection")]
+        inject_logout(i, session);
+        #[cfg(feature = "fault-injection")]
+        let signed = inject_stale(i).and_then(|()| issuer.sign(&mut unsigned));
+        #[cfg(not(feature = "fault-injection"))]
+        let signed = issuer.sign(&mut unsigned);
+        let e = match signed {
+            Ok(signed) => {
+                retried = false;
+                out.push((i, signed, warnings));
+                if out.len() >= HAND_ON {
+                    deliver(std::mem::take(out));
+                }
+                continue;
+            }
+            Err(e) => e,
+        };
+        let fault = e.fault().or_else(|| {
+            (e.kind() == Kind::Token && crate::token::logged_out(session))
+                .then_some(TokenFault::LoggedOut)
+        });
+        match fault {
+            // Nothing was signed yet: reopen (logging in again) and try this input once more.
+            Some(TokenFault::Stale | TokenFault::LoggedOut | TokenFault::KeyHandleInvalid)
+                if !retried =>
+            {
+                *pending = Some((i, unsigned, warnings));
+                stale = true;
+                break;
+            }
+            // C_Sign itself failed: the token may have signed; report, never repeat, but
+            // reopen for the inputs that follow.
+            Some(_) => stale = true,
+            _ => {}
+        }
+        retried = false;
+        finish(i, Err(e));
+        if stale {
+            break;
+        }
+    }
+    stale
+}
+
+/// Queued inputs between the builder thread and the signing sessions: every session takes
 /// the next input when it is free. The builder fills the queue up to `HIGH` and then sleeps
 /// until it is down to `LOW`, so it is woken once per many inputs, not once per signature.
 struct WorkQueue {
@@ -382,7 +425,7 @@ struct WorkQueue {
 }
 
 struct QueueState {
-    buf: VecDeque<Prepared>,
+    buf: VecDeque<Queued>,
     /// The builder has prepared every input.
     closed: bool,
     /// Signing sessions still at work; with none left the builder stops.
@@ -412,11 +455,11 @@ impl WorkQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Add one input (the builder). Returns false once no signer is left to take it.
-    fn push(&self, p: Prepared) -> bool {
+    fn push(&self, p: Queued) -> bool {
         let mut st = self.lock();
         if st.signers == 0 {
             return false;
@@ -427,7 +470,7 @@ impl WorkQueue {
         }
         while st.buf.len() >= Self::HIGH && st.signers > 0 {
             st.builder_waiting = true;
-            st = self.room.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.room.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
         st.signers > 0
     }
@@ -440,7 +483,7 @@ impl WorkQueue {
 
     /// The next input, waiting for the builder if need be; `None` when all are taken.
     /// `before_wait` runs (without the lock) before any wait.
-    fn pop(&self, before_wait: &mut dyn FnMut()) -> Option<Prepared> {
+    fn pop(&self, before_wait: &mut dyn FnMut()) -> Option<Queued> {
         let mut st = self.lock();
         let mut handed_on = false;
         loop {
@@ -462,7 +505,7 @@ impl WorkQueue {
                 continue;
             }
             st.waiting += 1;
-            st = self.items.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.items.wait(st).unwrap_or_else(PoisonError::into_inner);
             st.waiting -= 1;
         }
     }
@@ -478,7 +521,8 @@ impl WorkQueue {
 }
 
 /// Tests log the application out of the token for real (C_Logout) before input 3 is signed,
-/// as a token reset would (`logout-mid-batch`, debug builds only).
+/// as a token reset would (`logout-mid-batch`, `fault-injection` feature only).
+#[cfg(feature = "fault-injection")]
 fn inject_logout(i: usize, session: &Session) {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if i == 3 && !FIRED.swap(true, Ordering::Relaxed) && crate::fault::active("logout-mid-batch") {
@@ -487,7 +531,8 @@ fn inject_logout(i: usize, session: &Session) {
 }
 
 /// Tests simulate a session that goes stale before (`stale-before-sign`) or inside
-/// (`stale-during-sign`) the signature of input 3 (debug builds only).
+/// (`stale-during-sign`) the signature of input 3 (`fault-injection` feature only).
+#[cfg(feature = "fault-injection")]
 fn inject_stale(i: usize) -> Result<()> {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if i != 3 || FIRED.load(Ordering::Relaxed) {
@@ -511,7 +556,7 @@ fn inject_stale(i: usize) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn item(i: usize) -> Prepared {
+    fn item(i: usize) -> Queued {
         (i, Err(Error::input(format!("input {i}"))), Vec::new())
     }
 
