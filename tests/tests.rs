@@ -5,6 +5,7 @@ mod util;
 
 mod backends;
 mod bad_input;
+mod crl;
 mod hygiene;
 mod initca;
 mod json;
