@@ -13,7 +13,7 @@ use der::DecodePem;
 use x509_cert::Certificate;
 
 use p11ca::token::signer::{SignMech, TokenSigner};
-use p11ca::token::{Module, Pkcs11Uri, key};
+use p11ca::token::{Module, Pkcs11Uri, key, pin};
 use p11ca::x509::alg::{KeyAlg, SigAlg};
 use p11ca::x509::crl::{Reason, RevokedEntry, build_crl};
 
@@ -154,10 +154,10 @@ fn token_signs_the_crl() {
     let uri_text = String::from_utf8(read("ca-key.uri")).unwrap();
     let uri = Pkcs11Uri::parse(uri_text.trim()).unwrap();
 
-    // As `sign` does: the module, the token the key handle names, the PIN, the key.
+    // As `sign` does: the module, the token the key handle names, the PIN (P11CA_PIN), the key.
     let module = Module::load(&Module::resolve_path(None, Some(&uri)).unwrap()).unwrap();
     let token = module.select_token(&uri).unwrap();
-    let pin = cryptoki::types::AuthPin::from(PIN.to_string());
+    let (pin, _) = pin::resolve(None, Some(&uri), &token.label, &mut Vec::new()).unwrap();
     let session = module.login(&token, &pin).unwrap();
     let found = key::find_private_key(&session, &token, &uri).unwrap();
     let alg = SigAlg::for_key(KeyAlg::of(&found.spki).unwrap());
