@@ -18,6 +18,7 @@ use x509_cert::ext::pkix::{CrlReason, KeyUsage, KeyUsages, SubjectKeyIdentifier}
 
 use crate::error::{Error, Result, der_err};
 use crate::x509::Signer;
+use crate::x509::alg::SigAlg;
 use crate::x509::build::{aki_ext, key_id, x509_time};
 use crate::x509::verify::verify;
 
@@ -138,10 +139,22 @@ pub struct RevokedEntry {
     pub reason: Option<Reason>,
 }
 
+/// The most a DER header takes here: tag, 0x84 and four length octets (der caps lengths at
+/// u32).
+const MAX_HEADER: usize = 6;
+
+/// Room kept after the entries for the crlExtensions, signature algorithm and signature (an
+/// RSA-4096 signature takes 517 octets).
+const TAIL_ROOM: usize = 1024;
+
 /// Build the v2 CRL of the CA certificate `ca` listing `entries` (in the order given), with
 /// cRLNumber `crl_number` (big-endian unsigned), thisUpdate and nextUpdate (Unix seconds);
 /// sign it with `signer` (which must hold `ca`'s key) and verify that signature against
 /// `ca`'s public key. Returns the DER CRL.
+///
+/// The whole CRL is made in one buffer: the entries are written after room left for the
+/// headers in front of them (whose lengths are known only at the end), so a CRL of a million
+/// entries is never copied whole.
 pub fn build_crl(
     ca: &Certificate,
     entries: impl IntoIterator<Item = RevokedEntry>,
@@ -157,9 +170,37 @@ pub fn build_crl(
         ));
     }
     let alg = signer.algorithm();
+    let head = tbs_head(ca, alg, this_update, next_update)?;
+    let tail = crl_extensions(ca, crl_number)?;
+    let lead = 3 * MAX_HEADER + head.len();
+    let mut buf = revoked_certificates(entries, lead)?;
+    let entries_len = buf.len() - lead;
+    buf.extend_from_slice(&tail);
+    let tbs_at = frame_tbs(&mut buf, lead, &head, entries_len)?;
+
+    let sig = signer.sign(&buf[tbs_at..])?;
+    let ca_key = ca.tbs_certificate().subject_public_key_info();
+    verify(ca_key, alg, &buf[tbs_at..], &sig).map_err(|e| {
+        e.context("the token's signature on the CRL was rejected; nothing was written")
+    })?;
+    alg.algorithm_identifier()
+        .encode_to_vec(&mut buf)
+        .map_err(|e| der_err("CRL signature algorithm", e))?;
+    BitString::from_bytes(&sig)
+        .and_then(|b| b.encode_to_vec(&mut buf))
+        .map_err(|e| der_err("CRL signature", e))?;
+    let outer = header(buf.len() - tbs_at)?;
+    let start = put_before(&mut buf, tbs_at, &outer);
+    buf.drain(..start);
+    Ok(buf)
+}
+
+/// The TBSCertList's fields before revokedCertificates: version (v2), signature, issuer,
+/// thisUpdate, nextUpdate.
+fn tbs_head(ca: &Certificate, alg: SigAlg, this_update: i64, next_update: i64) -> Result<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     1u8.encode_to_vec(&mut head)
-        .map_err(|e| der_err("CRL version", e))?; // v2
+        .map_err(|e| der_err("CRL version", e))?;
     alg.algorithm_identifier()
         .encode_to_vec(&mut head)
         .map_err(|e| der_err("CRL signature algorithm", e))?;
@@ -173,33 +214,36 @@ pub fn build_crl(
             .encode_to_vec(&mut head)
             .map_err(|e| der_err("CRL time", e))?;
     }
-    let revoked = revoked_certificates(entries)?;
-    let tail = crl_extensions(ca, crl_number)?;
-    let tbs = tbs_cert_list(&head, revoked, &tail)?;
+    Ok(head)
+}
 
-    let sig = signer.sign(&tbs)?;
-    let ca_key = ca.tbs_certificate().subject_public_key_info();
-    verify(ca_key, alg, &tbs, &sig).map_err(|e| {
-        e.context("the token's signature on the CRL was rejected; nothing was written")
-    })?;
-    let alg_der = alg
-        .algorithm_identifier()
+/// Write the TBSCertList header, `head` and the revokedCertificates header into the room that
+/// ends at `lead`, in front of the entries (`entries_len` octets) and crlExtensions that fill
+/// the rest of `buf`; returns where the TBSCertList starts. With no entries revokedCertificates
+/// is left out, not written empty, as RFC 5280 §5.1.2.6 requires.
+fn frame_tbs(buf: &mut [u8], lead: usize, head: &[u8], entries_len: usize) -> Result<usize> {
+    let mut at = lead;
+    if entries_len > 0 {
+        at = put_before(buf, at, &header(entries_len)?);
+    }
+    at = put_before(buf, at, head);
+    let tbs_len = buf.len() - at;
+    Ok(put_before(buf, at, &header(tbs_len)?))
+}
+
+/// Copy `bytes` into `buf` so that they end at `end`; returns where they start.
+fn put_before(buf: &mut [u8], end: usize, bytes: &[u8]) -> usize {
+    let start = end - bytes.len();
+    buf[start..end].copy_from_slice(bytes);
+    start
+}
+
+/// A SEQUENCE header for `len` content octets.
+fn header(len: usize) -> Result<Vec<u8>> {
+    let len = Length::try_from(len).map_err(|e| der_err("CRL (too large)", e))?;
+    Header::new(Tag::Sequence, len)
         .to_der()
-        .map_err(|e| der_err("CRL signature algorithm", e))?;
-    let sig_der = BitString::from_bytes(&sig)
-        .and_then(|b| b.to_der())
-        .map_err(|e| der_err("CRL signature", e))?;
-    let mut out = Vec::with_capacity(tbs.len() + alg_der.len() + sig_der.len() + 8);
-    push_header(
-        &mut out,
-        Tag::Sequence,
-        tbs.len() + alg_der.len() + sig_der.len(),
-    )?;
-    out.extend_from_slice(&tbs);
-    drop(tbs);
-    out.extend_from_slice(&alg_der);
-    out.extend_from_slice(&sig_der);
-    Ok(out)
+        .map_err(|e| der_err("CRL", e))
 }
 
 /// The signer must hold the CA certificate's key (else no one could verify the CRL), and a
@@ -222,26 +266,6 @@ fn check_ca(ca: &Certificate, signer: &dyn Signer) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The TBSCertList: `head` (version through nextUpdate), then revokedCertificates (left out
-/// when empty, as RFC 5280 §5.1.2.6 requires) around the encoded entries, then `tail`.
-fn tbs_cert_list(head: &[u8], revoked: Vec<u8>, tail: &[u8]) -> Result<Vec<u8>> {
-    let list_len = if revoked.is_empty() {
-        0
-    } else {
-        header_len(revoked.len())? + revoked.len()
-    };
-    let body = head.len() + list_len + tail.len();
-    let mut tbs = Vec::with_capacity(body + 8);
-    push_header(&mut tbs, Tag::Sequence, body)?;
-    tbs.extend_from_slice(head);
-    if !revoked.is_empty() {
-        push_header(&mut tbs, Tag::Sequence, revoked.len())?;
-        tbs.extend_from_slice(&revoked);
-    }
-    tbs.extend_from_slice(tail);
-    Ok(tbs)
 }
 
 /// crlExtensions, `[0] EXPLICIT`: authorityKeyIdentifier (the CA's SKI, or its RFC 5280
@@ -286,12 +310,18 @@ fn crl_extensions(ca: &Certificate, crl_number: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The contents of revokedCertificates (without its SEQUENCE header): each entry is
-/// SEQUENCE { userCertificate INTEGER, revocationDate Time, crlEntryExtensions OPTIONAL }.
-fn revoked_certificates(entries: impl IntoIterator<Item = RevokedEntry>) -> Result<Vec<u8>> {
+/// `lead` zero octets, then the contents of revokedCertificates (without its SEQUENCE header):
+/// each entry is SEQUENCE { userCertificate INTEGER, revocationDate Time, crlEntryExtensions
+/// OPTIONAL }. Sized for the whole CRL when `entries` knows its length.
+fn revoked_certificates(
+    entries: impl IntoIterator<Item = RevokedEntry>,
+    lead: usize,
+) -> Result<Vec<u8>> {
     let entries = entries.into_iter();
     // A 20-octet serial, a UTCTime and a reasonCode take 55 octets.
-    let mut buf = Vec::with_capacity(entries.size_hint().0.saturating_mul(56));
+    let guess = entries.size_hint().0.saturating_mul(56);
+    let mut buf = Vec::with_capacity(lead.saturating_add(guess).saturating_add(TAIL_ROOM));
+    buf.resize(lead, 0);
     let reasons = reason_extensions()?;
     let mut last_time: Option<(i64, Vec<u8>)> = None;
     for e in entries {
@@ -351,15 +381,6 @@ fn reason_extensions() -> Result<Vec<Vec<u8>>> {
         out[r.code() as usize] = vec![ext].to_der().map_err(|e| der_err("reasonCode", e))?;
     }
     Ok(out)
-}
-
-fn header_len(len: usize) -> Result<usize> {
-    let h = Header::new(
-        Tag::Sequence,
-        Length::try_from(len).map_err(|e| der_err("CRL", e))?,
-    );
-    let n = h.encoded_len().map_err(|e| der_err("CRL", e))?;
-    usize::try_from(n).map_err(|e| der_err("CRL", e))
 }
 
 fn push_header(buf: &mut Vec<u8>, tag: Tag, len: usize) -> Result<()> {
@@ -653,6 +674,21 @@ mod tests {
         let ca = ca_cert(&key, true, ca_usages());
         let e = build_crl(&ca, vec![], &[1], T0, T0 + 60, &BadSigner(&key)).unwrap_err();
         assert_eq!(e.kind(), crate::error::Kind::Verify, "{e}");
+    }
+
+    #[test]
+    fn entries_of_unknown_count_give_the_same_crl() {
+        // An iterator that cannot tell its length (a store's cursor) grows the buffer instead.
+        let key = SoftKey::generate(KeySpec::EcP256).unwrap();
+        let ca = ca_cert(&key, true, ca_usages());
+        let entries: Vec<RevokedEntry> = (1..=5000u32)
+            .map(|i| entry(&i.to_be_bytes(), T0, Some(Reason::KeyCompromise)))
+            .collect();
+        let tbs = |der: Vec<u8>| Crl::from_der(&der).unwrap().tbs_cert_list.to_der().unwrap();
+        let sized = build_crl(&ca, entries.clone(), &[3], T0, T0 + 60, &key).unwrap();
+        let streamed = entries.into_iter().filter(|_| true);
+        let grown = build_crl(&ca, streamed, &[3], T0, T0 + 60, &key).unwrap();
+        assert_eq!(tbs(sized), tbs(grown));
     }
 
     /// Far above the measured figures (see tests/crl.rs for the timed runs), so it never flakes.
