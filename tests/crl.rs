@@ -140,14 +140,15 @@ fn openssl(t: &Token, args: &[&str]) -> Run {
 }
 
 /// The token half of [`a_token_signed_crl_revokes_one_certificate_for_openssl`], which runs
-/// it in a process of its own; run any other way (no `P11CA_CRL_TEST_DIR`) it does nothing.
+/// it in a process of its own; run any other way (no `P11CA_CRL_TEST_DIR`) it fails, saying so.
 #[test]
 #[ignore = "run by a_token_signed_crl_revokes_one_certificate_for_openssl in its own process"]
 fn token_signs_the_crl() {
-    let Some(dir) = std::env::var_os(CHILD_DIR).map(PathBuf::from) else {
-        eprintln!("{CHILD_DIR} is not set: nothing to do outside the parent test");
-        return;
-    };
+    let dir = std::env::var_os(CHILD_DIR).map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "{CHILD_DIR} is not set: this is a step of crl::a_token_signed_crl_revokes_one_certificate_for_openssl; run that test"
+        )
+    });
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
     let ca = Certificate::from_pem(read("ca.pem")).unwrap();
     let revoked = Certificate::from_pem(read("revoked.pem")).unwrap();
