@@ -19,7 +19,7 @@ use p11ca::cfssl::config::SigningConfig;
 use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::serve::api::Service;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
-use p11ca::serve::{Server, TlsOptions, wake};
+use p11ca::serve::{Server, Stats, TlsOptions, wake};
 use p11ca::tls;
 use p11ca::token::pool::SessionPool;
 use p11ca::token::{Pkcs11Uri, key};
@@ -85,14 +85,13 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     } else {
         ""
     };
-    let bound = listener
+    let addr = listener
         .local_addr()
         .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
-    let mut server = Server::new(service.clone(), listener, stop.clone(), guard(a, bound)?);
+    let mut server = Server::new(service.clone(), listener, stop.clone(), guard(a, addr)?);
     if let Some(t) = tls {
         server = server.with_tls(t);
     }
-    let addr = bound;
     let stats = server.stats.clone();
 
     // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
@@ -111,6 +110,13 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     server.run();
 
     // 6. Everything in flight has been answered; flush the store and say goodbye.
+    finish(service, &stats);
+    drop(opened.module);
+    Ok(())
+}
+
+/// After the last request: the store flushed and closed, and the closing line with the counts.
+fn finish(service: Arc<Service>, stats: &Stats) {
     let (requests, issued, failed) = (
         stats.requests.load(Ordering::Relaxed),
         stats.issued.load(Ordering::Relaxed),
@@ -119,11 +125,9 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     if let Ok(service) = Arc::try_unwrap(service) {
         service.recorder.close();
     }
-    drop(opened.module);
     eprintln!(
         "p11ca: serve: stopped: {requests} requests, {issued} certificates issued and recorded, {failed} refused or failed"
     );
-    Ok(())
 }
 
 /// What `serve` checks before it touches the network or the token.

@@ -42,41 +42,7 @@ pub(super) fn parse_rfc3339(s: &str) -> std::result::Result<i64, String> {
         }
         rest = &r[n..];
     }
-    let offset: i64 = match rest {
-        "Z" => 0,
-        _ => {
-            let b = rest.as_bytes();
-            let sign = match b.first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => {
-                    return Err(
-                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
-                    );
-                }
-            };
-            let hh = rest
-                .get(1..3)
-                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
-            let mm = rest
-                .get(4..6)
-                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()));
-            match (hh, mm, b.len() == 6 && b[3] == b':') {
-                (Some(hh), Some(mm), true) => {
-                    let (hh, mm): (i64, i64) = (hh.parse().unwrap_or(99), mm.parse().unwrap_or(99));
-                    if hh > 23 || mm > 59 {
-                        return Err("time zone offset out of range".into());
-                    }
-                    sign * (hh * 3600 + mm * 60)
-                }
-                _ => {
-                    return Err(
-                        "the time zone must be \"Z\" or an offset such as \"+08:00\"".into(),
-                    );
-                }
-            }
-        }
-    };
+    let offset = offset_secs(rest)?;
     let narrow = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
     let dt = DateTime::new(
         y as u16,
@@ -92,4 +58,30 @@ pub(super) fn parse_rfc3339(s: &str) -> std::result::Result<i64, String> {
         return Err("dates before 1970 are not supported".into());
     }
     Ok(unix)
+}
+
+/// The zone of an RFC 3339 time (`Z` or `±hh:mm`) in seconds east of UTC.
+fn offset_secs(rest: &str) -> std::result::Result<i64, String> {
+    const ZONE: &str = "the time zone must be \"Z\" or an offset such as \"+08:00\"";
+    if rest == "Z" {
+        return Ok(0);
+    }
+    let b = rest.as_bytes();
+    let sign = match b.first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return Err(ZONE.into()),
+    };
+    let digits = |from: usize, to: usize| {
+        rest.get(from..to)
+            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|t| t.parse::<i64>().ok())
+    };
+    match (digits(1, 3), digits(4, 6), b.len() == 6 && b[3] == b':') {
+        (Some(hh), Some(mm), true) if hh > 23 || mm > 59 => {
+            Err("time zone offset out of range".into())
+        }
+        (Some(hh), Some(mm), true) => Ok(sign * (hh * 3600 + mm * 60)),
+        _ => Err(ZONE.into()),
+    }
 }
