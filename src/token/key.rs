@@ -363,33 +363,40 @@ pub fn public_key(
     }
 }
 
+/// The two byte-string parts of a public key (`types`) read from `object`; `what` names them
+/// in the error when the token does not return both.
+fn public_parts(
+    session: &Session,
+    object: ObjectHandle,
+    types: [AttributeType; 2],
+    what: &str,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let attrs = session
+        .get_attributes(object, &types)
+        .map_err(|e| ck(&format!("cannot read {what}"), e))?;
+    let value = |ty: AttributeType| {
+        attrs.iter().find_map(|a| match a {
+            Attribute::Modulus(v)
+            | Attribute::PublicExponent(v)
+            | Attribute::EcParams(v)
+            | Attribute::EcPoint(v)
+                if a.attribute_type() == ty =>
+            {
+                Some(v.clone())
+            }
+            _ => None,
+        })
+    };
+    match (value(types[0]), value(types[1])) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(Error::token(format!("the token did not return {what}"))),
+    }
+}
+
 /// The SPKI of an RSA key from the private key's CKA_MODULUS and CKA_PUBLIC_EXPONENT.
 fn rsa_public_key(session: &Session, private: ObjectHandle) -> Result<SubjectPublicKeyInfoOwned> {
-    let a = session
-        .get_attributes(
-            private,
-            &[AttributeType::Modulus, AttributeType::PublicExponent],
-        )
-        .map_err(|e| ck("cannot read the RSA public key", e))?;
-    let n = a.iter().find_map(|x| {
-        if let Attribute::Modulus(v) = x {
-            Some(v.clone())
-        } else {
-            None
-        }
-    });
-    let e = a.iter().find_map(|x| {
-        if let Attribute::PublicExponent(v) = x {
-            Some(v.clone())
-        } else {
-            None
-        }
-    });
-    let (Some(n), Some(e)) = (n, e) else {
-        return Err(Error::token(
-            "the token did not return the RSA modulus and exponent",
-        ));
-    };
+    let parts = [AttributeType::Modulus, AttributeType::PublicExponent];
+    let (n, e) = public_parts(session, private, parts, "the RSA modulus and exponent")?;
     pubkey::rsa_spki(&n, &e)
 }
 
@@ -418,28 +425,8 @@ fn ec_public_key(
             })?
         }
     };
-    let a = session
-        .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
-        .map_err(|e| ck("cannot read the EC public key", e))?;
-    let params = a.iter().find_map(|x| {
-        if let Attribute::EcParams(v) = x {
-            Some(v.clone())
-        } else {
-            None
-        }
-    });
-    let point = a.iter().find_map(|x| {
-        if let Attribute::EcPoint(v) = x {
-            Some(v.clone())
-        } else {
-            None
-        }
-    });
-    let (Some(params), Some(point)) = (params, point) else {
-        return Err(Error::token(
-            "the token did not return CKA_EC_PARAMS and CKA_EC_POINT",
-        ));
-    };
+    let parts = [AttributeType::EcParams, AttributeType::EcPoint];
+    let (params, point) = public_parts(session, public, parts, "CKA_EC_PARAMS and CKA_EC_POINT")?;
     pubkey::ec_spki(&params, &point)
 }
 
