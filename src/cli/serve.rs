@@ -14,7 +14,7 @@ use signal_hook::iterator::Signals;
 use socket2::{Domain, Socket, Type};
 
 use p11ca::ca::batch;
-use p11ca::ca::issue::{CaKey, parse_ca_cert};
+use p11ca::ca::issue::CaKey;
 use p11ca::cfssl::config::SigningConfig;
 use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::serve::api::Service;
@@ -28,8 +28,7 @@ use p11ca::{Error, Result};
 use regex::Regex;
 
 use super::args::{ServeArgs, TokenArgs};
-use super::sign::ca_key_uri;
-use super::{open_and_login, read_input};
+use super::open_and_login;
 
 /// Pending connections the kernel holds for the accept thread (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -144,19 +143,12 @@ struct Inputs {
 /// Everything that can be checked without the token: the CA certificate, the key handle, the
 /// signing config and its profiles, the limits, the store's configuration and TLS.
 fn inputs(a: &ServeArgs) -> Result<Inputs> {
-    let ca =
-        a.ca.as_deref()
-            .ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
-    let ca_key = a.ca_key.as_deref().ok_or_else(|| {
-        Error::input("-ca-key is required: the key handle, e.g. -ca-key ca-key.uri")
-    })?;
-    let (bytes, ca_source) = read_input(ca)?;
-    let ca_cert = parse_ca_cert(&bytes, &ca_source)?;
+    let (ca_cert, ca_source, key_uri) =
+        super::sign::ca_and_key(a.ca.as_deref(), a.ca_key.as_deref())?;
     let ca_pem = build::pem(
         "CERTIFICATE",
         &der::Encode::to_der(&ca_cert).map_err(|e| Error::input(format!("{ca_source}: {e}")))?,
     )?;
-    let key_uri = ca_key_uri(ca_key)?;
     let config = super::sign::load_config(a.config.as_deref())?;
     if a.max_body < 1024 {
         return Err(Error::input("--max-body must be at least 1024 bytes"));

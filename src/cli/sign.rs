@@ -82,16 +82,24 @@ struct Prepared {
     profile: Profile,
 }
 
-fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
+/// `-ca` (the CA certificate, parsed, and its name for messages) and `-ca-key` (the key
+/// handle), both required.
+pub(super) fn ca_and_key(
+    ca: Option<&str>,
+    ca_key: Option<&str>,
+) -> Result<(x509_cert::Certificate, String, Pkcs11Uri)> {
     let ca =
-        c.ca.as_deref()
-            .ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
-    let ca_key = c.ca_key.as_deref().ok_or_else(|| {
+        ca.ok_or_else(|| Error::input("-ca is required: the CA certificate, e.g. -ca ca.pem"))?;
+    let ca_key = ca_key.ok_or_else(|| {
         Error::input("-ca-key is required: the key handle, e.g. -ca-key ca-key.uri")
     })?;
     let (bytes, ca_source) = read_input(ca)?;
     let ca_cert = parse_ca_cert(&bytes, &ca_source)?;
-    let key_uri = ca_key_uri(ca_key)?;
+    Ok((ca_cert, ca_source, ca_key_uri(ca_key)?))
+}
+
+fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
+    let (ca_cert, ca_source, key_uri) = ca_and_key(c.ca.as_deref(), c.ca_key.as_deref())?;
     for n in &local.notices {
         warn(n);
     }
