@@ -72,9 +72,45 @@ pub fn decimal(be: &[u8]) -> String {
     digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
 }
 
+/// The big-endian unsigned integer a string of decimal digits spells, without leading zero
+/// octets (`[]` for 0); `None` for anything but 1 to 100 ASCII digits.
+pub fn from_decimal(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || s.len() > 100 || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let mut be: Vec<u8> = Vec::new();
+    for digit in s.bytes().map(|c| u32::from(c - b'0')) {
+        let mut carry = digit;
+        for byte in be.iter_mut().rev() {
+            let v = u32::from(*byte) * 10 + carry;
+            *byte = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        if carry > 0 {
+            be.insert(0, carry as u8);
+        }
+    }
+    Some(be)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{decimal, escape_for_log, hex, unhex};
+    use super::{decimal, escape_for_log, from_decimal, hex, unhex};
+
+    #[test]
+    fn decimal_round_trips() {
+        assert_eq!(from_decimal("0"), Some(vec![]));
+        assert_eq!(from_decimal("255"), Some(vec![0xff]));
+        assert_eq!(from_decimal("256"), Some(vec![1, 0]));
+        let big = "1461501637330902918203684832716283019655932542975";
+        assert_eq!(from_decimal(big), Some(vec![0xff; 20]));
+        for s in ["1", "10", "65535", "4294967296", big] {
+            assert_eq!(decimal(&from_decimal(s).unwrap()), s);
+        }
+        for bad in ["", "-1", "12a", "0x10", " 1", &"9".repeat(101)] {
+            assert_eq!(from_decimal(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn decimal_serials() {

@@ -2,10 +2,12 @@
 //! checked by OpenSSL — its signature, its fields, and `verify -crl_check` refusing the revoked
 //! certificate and only that one.
 //!
-//! There is no `crl` command yet, so the CRL is built in-process through the library, with the
-//! same token signer `sign` uses. SoftHSM2 reads its configuration once per process and this
-//! binary runs many tests, so the token half runs in a process of its own: this same test
-//! binary, running the ignored [`token_signs_the_crl`] alone with the token's environment.
+//! `p11ca gencrl` (cfssl's command: serials revoked now, no reasons) is tested through the
+//! binary. Reason codes have no command yet, so that CRL is built in-process through the
+//! library, with the same token signer `sign` uses. SoftHSM2 reads its configuration once per
+//! process and this binary runs many tests, so the token half runs in a process of its own:
+//! this same test binary, running the ignored [`token_signs_the_crl`] alone with the token's
+//! environment.
 
 use std::path::PathBuf;
 
@@ -29,18 +31,7 @@ const TOP_BIT_SERIAL: [u8; 20] = [0xff; 20];
 
 #[test]
 fn a_token_signed_crl_revokes_one_certificate_for_openssl() {
-    require("openssl");
-    let t = Token::new("crl");
-    t.seed_ca();
-    for n in ["revoked", "kept"] {
-        let csr = format!(
-            r#"{{"CN":"{n}","hosts":["{n}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
-        );
-        t.write(&format!("{n}.json"), &csr);
-        let g = t.run(&ca_args("gencert", &[&format!("{n}.json")]));
-        g.ok();
-        t.run_in(&["json", "-bare", n], g.stdout.as_bytes()).ok();
-    }
+    let t = seed_with_two_nodes("crl");
 
     let exe = std::env::current_exe().unwrap();
     let mut child = t.command(exe);
@@ -73,7 +64,28 @@ fn a_token_signed_crl_revokes_one_certificate_for_openssl() {
         .args(["crl", "-inform", "DER", "-in", "crl.der", "-out", "crl.pem"]));
     check_text(&t);
 
-    // `verify -crl_check`: the revoked certificate fails with error 23, the other passes.
+    only_revoked_is_refused(&t);
+}
+
+/// A seed CA on a fresh token with two node certificates, `revoked.pem` and `kept.pem`.
+fn seed_with_two_nodes(label: &str) -> Token {
+    require("openssl");
+    let t = Token::new(label);
+    t.seed_ca();
+    for n in ["revoked", "kept"] {
+        let csr = format!(
+            r#"{{"CN":"{n}","hosts":["{n}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+        );
+        t.write(&format!("{n}.json"), &csr);
+        let g = t.run(&ca_args("gencert", &[&format!("{n}.json")]));
+        g.ok();
+        t.run_in(&["json", "-bare", n], g.stdout.as_bytes()).ok();
+    }
+    t
+}
+
+/// `openssl verify -crl_check` with crl.pem: revoked.pem fails with error 23, kept.pem passes.
+fn only_revoked_is_refused(t: &Token) {
     let verify = |cert: &str| {
         let args = [
             "verify",
@@ -84,7 +96,7 @@ fn a_token_signed_crl_revokes_one_certificate_for_openssl() {
             "ca.pem",
             cert,
         ];
-        openssl(&t, &args)
+        openssl(t, &args)
     };
     let r = verify("revoked.pem");
     let out = format!("{}{}", r.stdout, r.stderr);
@@ -96,6 +108,97 @@ fn a_token_signed_crl_revokes_one_certificate_for_openssl() {
     let k = verify("kept.pem");
     assert_eq!(k.code, 0, "{}{}", k.stdout, k.stderr);
     assert!(k.stdout.contains("kept.pem: OK"), "{}", k.stdout);
+}
+
+#[test]
+fn gencrl_revokes_the_listed_serials_as_cfssl_does() {
+    use base64::Engine;
+    let t = seed_with_two_nodes("gencrl");
+    let info = t.run(&["certinfo", "-cert", "revoked.pem"]);
+    let info: serde_json::Value = serde_json::from_str(&info.ok().stdout).unwrap();
+    let serial = info["serial_number"].as_str().unwrap().to_string();
+    // cfssl's serial list: one decimal serial per line; blank lines are skipped.
+    t.write("serials.txt", &format!("{serial}\n\n12345\n"));
+    let g = t.run(&["gencrl", "serials.txt", "ca.pem", "ca-key.uri", "3600"]);
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(g.ok().stdout.trim())
+        .expect("base64 of the CRL");
+    std::fs::write(t.path("crl.der"), der).unwrap();
+    let check = openssl(
+        &t,
+        &[
+            "crl", "-inform", "DER", "-in", "crl.der", "-CAfile", "ca.pem",
+        ],
+    );
+    assert!(check.stderr.contains("verify OK"), "{}", check.stderr);
+    sh(t.command("openssl")
+        .args(["crl", "-inform", "DER", "-in", "crl.der", "-out", "crl.pem"]));
+    let text = sh(t
+        .command("openssl")
+        .args(["crl", "-in", "crl.pem", "-noout", "-text"]));
+    assert!(text.contains("Serial Number: 3039"), "{text}");
+    assert!(text.contains("X509v3 CRL Number"), "{text}");
+    only_revoked_is_refused(&t);
+}
+
+#[test]
+fn gencrl_bad_inputs_are_one_line_errors_before_the_token_signs() {
+    let t = seed_with_two_nodes("gencrl-bad");
+    t.write("serials.txt", "12345\n");
+    t.write("bad-serial.txt", "12345\n0x10\n");
+    t.write("zero.txt", "0\n");
+    let handle = t.read("ca-key.uri");
+    t.write(
+        "evil-key.uri",
+        &format!("{}?module-path=/tmp/x.so\n", handle.trim()),
+    );
+    let g = |rest: &[&str]| {
+        let mut v = vec!["gencrl"];
+        v.extend_from_slice(rest);
+        t.run(&v)
+    };
+    for (name, args, code, needle) in [
+        (
+            "a serial that is not decimal",
+            vec!["bad-serial.txt", "ca.pem", "ca-key.uri"],
+            1,
+            "bad-serial.txt: line 2: \"0x10\" is not a serial number",
+        ),
+        (
+            "serial 0",
+            vec!["zero.txt", "ca.pem", "ca-key.uri"],
+            1,
+            "zero.txt: line 1",
+        ),
+        (
+            "a lifetime that is not seconds",
+            vec!["serials.txt", "ca.pem", "ca-key.uri", "1h"],
+            1,
+            "TIME \"1h\"",
+        ),
+        (
+            "a leaf as the CA",
+            vec!["serials.txt", "kept.pem", "ca-key.uri"],
+            3,
+            "kept.pem",
+        ),
+        (
+            "a key handle that names a module",
+            vec!["serials.txt", "ca.pem", "evil-key.uri"],
+            1,
+            "carries module-path",
+        ),
+        (
+            "a missing serial file",
+            vec!["nope.txt", "ca.pem", "ca-key.uri"],
+            1,
+            "nope.txt",
+        ),
+    ] {
+        let r = g(&args);
+        assert_eq!(r.code, code, "{name}: {}", r.stderr);
+        r.fails(code, needle);
+    }
 }
 
 /// `openssl crl -text`: v2, the cRLNumber, the AKI (= the CA's SKI), each serial as

@@ -95,6 +95,9 @@ pub enum Command {
     /// Certificates recorded by `serve`.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Make a CRL revoking the serial numbers in a file, signed by the CA key in the token,
+    /// like `cfssl gencrl`: prints the DER CRL in base64.
+    Gencrl(GencrlArgs),
     /// Print p11ca's version, the Rust compiler that built it and the target, like
     /// `cfssl version`.
     Version,
@@ -282,6 +285,24 @@ pub enum CertsCommand {
     },
 }
 
+/// `gencrl SERIALS CERT KEY [TIME]`, cfssl's arguments.
+#[derive(Debug, Args)]
+pub(crate) struct GencrlArgs {
+    /// File with one serial number (decimal) per line, or `-` for stdin.
+    pub(crate) serials: String,
+    /// The CA certificate that signs the CRL.
+    pub(crate) cert: String,
+    /// The CA key's handle: a NAME-key.uri file, a pkcs11: URI, file:PATH or env:VAR.
+    pub(crate) key: String,
+    /// Seconds from now until nextUpdate (default, and 0: one week, as cfssl).
+    pub(crate) time: Option<String>,
+    /// The cRLNumber (default: the current Unix time, which grows from one run to the next).
+    #[arg(long, value_name = "N")]
+    pub(crate) number: Option<u64>,
+    #[command(flatten)]
+    pub(crate) token: TokenArgs,
+}
+
 /// `gencert` options (cfssl names).
 #[derive(Debug, Args)]
 pub struct GencertArgs {
@@ -431,6 +452,7 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "batch",
     "jobs",
     "out",
+    "number",
     "remote",
     "label",
     "address",

@@ -5,6 +5,7 @@
 #[allow(unreachable_pub)]
 pub(crate) mod args;
 mod certs;
+mod crl;
 mod keys;
 mod meta;
 mod remote;
@@ -48,6 +49,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
+        Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
         Command::Token(TokenCommand::List { token }) => keys::token_list(&token.over(before)?),
