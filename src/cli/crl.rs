@@ -5,10 +5,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use p11ca::ca::issue::parse_ca_cert;
+use p11ca::ca::issue::{CaKey, Issuer, parse_ca_cert};
 use p11ca::token::key;
-use p11ca::token::signer::{SignMech, TokenSigner};
-use p11ca::x509::alg::{KeyAlg, SigAlg};
 use p11ca::x509::crl::{RevokedEntry, build_crl};
 use p11ca::{Error, Result};
 
@@ -29,15 +27,21 @@ pub(super) fn gencrl(targs: &TokenArgs, g: &GencrlArgs) -> Result<()> {
     let lifetime = lifetime(g.time.as_deref())?;
     let number = g.number.unwrap_or(now.unsigned_abs());
 
+    // Paired with the key, and signing, exactly as `sign` does (CaKey checks the certificate
+    // belongs to the key and is a CA; the Issuer's signer logs in per signature if the key
+    // needs it).
     let opened = open_and_login(targs, Some(&key_uri))?;
     let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let alg = SigAlg::for_key(KeyAlg::of(&found.spki)?);
-    let mechanisms = opened.module.mechanisms(opened.token.slot)?;
-    let mech = SignMech::choose(&mechanisms, alg, &opened.token.label)?;
-    let mut signer = TokenSigner::new(&opened.session, found.handle, found.spki.clone(), mech)?;
-    if found.always_authenticate {
-        signer = signer.with_context_login(&opened.pin);
-    }
+    let mut ca_key = CaKey::new(
+        &opened.module,
+        &opened.token,
+        ca.clone(),
+        &ca_source,
+        &found,
+        &key_uri,
+    )?;
+    ca_key.set_pin(opened.pin.clone());
+    let issuer = Issuer::new(&ca_key, &opened.session)?;
     // As cfssl: every serial is revoked "now", with no reason.
     let entries = serials.into_iter().map(|serial| RevokedEntry {
         serial,
@@ -50,12 +54,16 @@ pub(super) fn gencrl(targs: &TokenArgs, g: &GencrlArgs) -> Result<()> {
         &number.to_be_bytes(),
         now,
         now + lifetime,
-        &signer,
+        issuer.signer(),
     )
     .map_err(|e| e.context(&ca_source))?;
-    drop(signer);
+    drop(issuer);
+    drop(ca_key);
     opened.module.finalize_for_exit();
-    write_stdout(&format!("{}\n", STANDARD.encode(crl)))
+    let mut out = STANDARD.encode(&crl);
+    drop(crl);
+    out.push('\n');
+    write_stdout(&out)
 }
 
 /// TIME: whole seconds until nextUpdate; missing or 0 is one week (cfssl).
