@@ -274,6 +274,24 @@ pub(crate) fn serve_args<'a>(port: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// [`serve_args`] over TLS (tls-srv.pem) requiring client certificates from ca.pem whose CN
+/// matches `cn`.
+pub(crate) fn mutual_tls_args<'a>(port: &'a str, cn: &'a str) -> Vec<&'a str> {
+    serve_args(
+        port,
+        &[
+            "-tls-cert",
+            "tls-srv.pem",
+            "-tls-key",
+            "tls-srv-key.pem",
+            "-mutual-tls-ca",
+            "ca.pem",
+            "-mutual-tls-cn",
+            cn,
+        ],
+    )
+}
+
 /// Start p11ca serve on `t` with `extra` flags.
 pub(crate) fn p11ca_serve(t: &Token, name: &str, extra: &[&str]) -> Server {
     let port = free_port();
@@ -1034,19 +1052,7 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
     }
     let port = free_port();
     let p = port.to_string();
-    let args = serve_args(
-        &p,
-        &[
-            "-tls-cert",
-            "tls-srv.pem",
-            "-tls-key",
-            "tls-srv-key.pem",
-            "-mutual-tls-ca",
-            "ca.pem",
-            "-mutual-tls-cn",
-            "node-.*",
-        ],
-    );
+    let args = mutual_tls_args(&p, "node-.*");
     let mut srv = start(&t, "serve", "p11ca", &args, port, false);
     let url = format!("https://localhost:{port}");
     let mtls = [

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::serve::{Server, http, p11ca_serve, records, serve_args, setup, start, start_env};
+use crate::serve::{
+    Server, http, mutual_tls_args, p11ca_serve, records, serve_args, setup, start, start_env,
+};
 use crate::util::{Token, free_port, require, run, sh};
 
 /// The server's head deadline (src/serve/http.rs HEAD_LIMIT).
@@ -485,19 +487,7 @@ fn mutual_tls_cn_matches_the_whole_cn() {
     }
     let port = free_port();
     let p = port.to_string();
-    let args = serve_args(
-        &p,
-        &[
-            "-tls-cert",
-            "tls-srv.pem",
-            "-tls-key",
-            "tls-srv-key.pem",
-            "-mutual-tls-ca",
-            "ca.pem",
-            "-mutual-tls-cn",
-            "admin",
-        ],
-    );
+    let args = mutual_tls_args(&p, "admin");
     let _srv = start(&t, "serve", "p11ca", &args, port, false);
     for (cn, want) in [
         ("admin", "200"),
