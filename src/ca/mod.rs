@@ -6,3 +6,4 @@
 pub mod batch;
 pub mod init;
 pub mod issue;
+pub mod renew;

@@ -309,6 +309,14 @@ pub struct GencertArgs {
     /// Create a new CA: generate its key in the token and self-sign.
     #[arg(long, conflicts_with_all = ["ca", "ca_key", "config", "profile", "hostname", "cn", "remote", "label", "tls_remote_ca", "mutual_tls_client_cert"])]
     pub initca: bool,
+    /// Renew the CA certificate given with -ca around its key in the token (-ca-key): new
+    /// serial and validity, same key, subject and extensions; the token's certificate object
+    /// is replaced. The CSR JSON is optional (its ca.expiry sets the new lifetime).
+    #[arg(long, conflicts_with_all = ["initca", "config", "profile", "hostname", "cn", "remote", "label", "tls_remote_ca", "mutual_tls_client_cert"])]
+    pub renewca: bool,
+    /// With -renewca: accept a CSR JSON whose subject differs from the old certificate's.
+    #[arg(long, requires = "renewca")]
+    pub allow_subject_change: bool,
     #[command(flatten)]
     pub signing: CaArgs,
     /// Replace the request's CN.
@@ -332,7 +340,7 @@ pub struct GencertArgs {
     #[arg(long, value_name = "HEX")]
     pub key_id: Option<String>,
     /// The cfssl CSR JSON file(s) (`-` for stdin); several only with -ca.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "renewca")]
     pub csr_json: Vec<String>,
     #[command(flatten)]
     pub token: TokenArgs,
@@ -425,6 +433,30 @@ pub enum KeyCommand {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Store the certificate a parent CA signed for this key (an intermediate's) in the token,
+    /// replacing the key's certificate object; refused unless it carries the key's public key.
+    ImportCert {
+        /// pkcs11: URI of the key, or a NAME-key.uri file.
+        uri: String,
+        /// The certificate (PEM or DER; the first of a chain).
+        cert: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Stop a key from signing (CKA_SIGN set to false), or destroy it with --delete
+    /// --confirm-delete.
+    Retire {
+        /// pkcs11: URI of the key, or a NAME-key.uri file.
+        uri: String,
+        /// Destroy the key pair and its certificates instead (needs --confirm-delete).
+        #[arg(long)]
+        delete: bool,
+        /// Confirm --delete: the key is gone for good, and so is everything it could sign.
+        #[arg(long, requires = "delete")]
+        confirm_delete: bool,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 /// Long flags cfssl users write with one dash.
@@ -474,6 +506,10 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "rate-limit",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "renewca",
+    "allow-subject-change",
+    "delete",
+    "confirm-delete",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -485,6 +521,10 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "json",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "renewca",
+    "allow-subject-change",
+    "delete",
+    "confirm-delete",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).

@@ -9,6 +9,7 @@ mod crl;
 mod keys;
 mod meta;
 mod remote;
+mod renew;
 mod serve;
 mod sign;
 
@@ -35,6 +36,7 @@ pub(crate) fn warn(msg: &str) {
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let before = &cli.token;
     match cli.command {
+        Command::Gencert(g) if g.renewca => renew::gencert_renewca(&g.token.over(before)?, &g),
         Command::Gencert(g) if g.initca => gencert(&g.token.over(before)?, &g),
         Command::Gencert(g) => match remote::wanted(&g.signing)? {
             remote::Mode::Remote(plan) => remote::gencert(&g, &plan),
@@ -59,6 +61,15 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Show { uri, json, token }) => {
             keys::key_show(&token.over(before)?, &uri, json)
         }
+        Command::Key(KeyCommand::ImportCert { uri, cert, token }) => {
+            renew::import_cert(&token.over(before)?, &uri, &cert)
+        }
+        Command::Key(KeyCommand::Retire {
+            uri,
+            delete,
+            confirm_delete,
+            token,
+        }) => keys::key_retire(&token.over(before)?, &uri, delete, confirm_delete),
         Command::Version => meta::version(),
         Command::PrintDefaults { what } => meta::print_defaults(what),
         Command::Completion { shell } => meta::completion(shell),

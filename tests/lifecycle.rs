@@ -1,0 +1,436 @@
+//! A CA for its whole life: `gencert -renewca` (same key, new certificate, the token's
+//! certificate object swapped), intermediates' certificates imported into the token, chains
+//! and bundles, rotation with cross-signing, and keys retired. Judged by OpenSSL, GnuTLS's
+//! certtool, Go's crypto/x509 (through `cfssl bundle`, which verifies the chain it builds) and
+//! pkcs11-tool for what the token holds.
+
+use der::{DecodePem, Encode};
+use x509_cert::Certificate;
+
+use crate::util::{PIN, Run, Token, ca_args, require, run, sh};
+
+/// A node certificate `NAME.pem` (P-256, CN=NAME) issued by the seed CA in the work dir.
+pub(crate) fn leaf(t: &Token, name: &str) {
+    let json = format!(
+        r#"{{"CN":"{name}","hosts":["{name}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+    );
+    t.write(&format!("{name}.json"), &json);
+    let file = format!("{name}.json");
+    let g = t.run(&ca_args("gencert", &[&file]));
+    g.ok();
+    t.run_in(&["json", "-bare", name], g.stdout.as_bytes()).ok();
+}
+
+pub(crate) fn cert(t: &Token, file: &str) -> Certificate {
+    Certificate::from_pem(t.read(file).as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn der_of(t: &Token, file: &str) -> Vec<u8> {
+    cert(t, file).to_der().unwrap()
+}
+
+/// The certificate objects in the token, as pkcs11-tool lists them (label lines).
+pub(crate) fn cert_objects(t: &Token) -> Vec<String> {
+    let out = sh(t.command("pkcs11-tool").args([
+        "--module",
+        t.module(),
+        "--token-label",
+        &t.label,
+        "--login",
+        "--pin",
+        PIN,
+        "--list-objects",
+        "--type",
+        "cert",
+    ]));
+    out.split("Certificate Object")
+        .skip(1)
+        .map(|o| {
+            o.lines()
+                .find_map(|l| l.trim().strip_prefix("label:"))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The DER of the one certificate object labelled `label`, read by pkcs11-tool.
+pub(crate) fn token_cert(t: &Token, label: &str) -> Vec<u8> {
+    let out = t.path("token-cert.der");
+    sh(t.command("pkcs11-tool").args([
+        "--module",
+        t.module(),
+        "--token-label",
+        &t.label,
+        "--login",
+        "--pin",
+        PIN,
+        "--read-object",
+        "--type",
+        "cert",
+        "--label",
+        label,
+        "--output-file",
+        out.to_str().unwrap(),
+    ]));
+    std::fs::read(out).unwrap()
+}
+
+/// `openssl verify -CAfile CA [-untrusted U] FILE` succeeds (or, with `ok` false, fails).
+#[track_caller]
+pub(crate) fn openssl_verifies(t: &Token, ca: &str, untrusted: Option<&str>, file: &str, ok: bool) {
+    let mut args = vec!["verify", "-CAfile", ca];
+    if let Some(u) = untrusted {
+        args.extend(["-untrusted", u]);
+    }
+    args.push(file);
+    let r = run(t.command("openssl").args(&args), None);
+    assert_eq!(
+        r.code == 0 && r.stdout.contains(": OK"),
+        ok,
+        "openssl {args:?}: {}{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+/// GnuTLS: `certtool --verify` of `file` (with its chain appended) against `ca`.
+#[track_caller]
+pub(crate) fn gnutls_verifies(t: &Token, ca: &str, file: &str, ok: bool) {
+    require("certtool");
+    let r = run(
+        t.command("certtool")
+            .args(["--verify", "--load-ca-certificate", ca, "--infile", file]),
+        None,
+    );
+    let good = r.code == 0 && r.stdout.contains("Chain verification output: Verified.");
+    assert_eq!(
+        good, ok,
+        "certtool on {file} with {ca}: {}{}",
+        r.stdout, r.stderr
+    );
+}
+
+/// Go's crypto/x509: `cfssl bundle` verifies the chain it builds from `file` to a root in
+/// `ca` (with intermediates from `int`), and prints it; `ok` false: it refuses.
+#[track_caller]
+pub(crate) fn go_verifies(t: &Token, ca: &str, int: Option<&str>, file: &str, ok: bool) {
+    require("cfssl");
+    let mut args = vec!["bundle", "-ca-bundle", ca, "-cert", file];
+    if let Some(i) = int {
+        args.extend(["-int-bundle", i]);
+    }
+    let r = run(t.command("cfssl").args(&args), None);
+    let good = r.code == 0 && r.stdout.starts_with("{\"bundle\":");
+    assert_eq!(good, ok, "cfssl {args:?}: {}{}", r.stdout, r.stderr);
+}
+
+const CA_LABEL: &str = "mosquitood-k8s";
+
+/// Renew the seed CA into `NAME.pem`; returns the gencert run.
+fn renew(t: &Token, name: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "gencert",
+        "-renewca",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+    ];
+    args.extend_from_slice(extra);
+    let g = t.run(&args);
+    g.ok();
+    t.run_in(&["json", "-bare", name], g.stdout.as_bytes()).ok();
+    g
+}
+
+#[test]
+fn renewca_keeps_the_key_and_old_leaves_verify_under_the_new_ca() {
+    require("openssl");
+    let t = Token::new("k8s");
+    t.seed_ca();
+    leaf(&t, "node1");
+    let objects = t.object_count();
+    let g = renew(&t, "new", &[]);
+    let v: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["cert", "csr", "key_uri"], "printed like -initca");
+    assert_eq!(v["key_uri"].as_str().unwrap(), t.read("ca-key.uri").trim());
+
+    let (old, new) = (cert(&t, "ca.pem"), cert(&t, "new.pem"));
+    let (o, n) = (old.tbs_certificate(), new.tbs_certificate());
+    assert_ne!(o.serial_number(), n.serial_number(), "a new serial");
+    assert_eq!(o.subject(), n.subject());
+    assert_eq!(n.issuer(), n.subject(), "still a root");
+    assert_eq!(
+        o.subject_public_key_info().to_der().unwrap(),
+        n.subject_public_key_info().to_der().unwrap()
+    );
+    assert_eq!(
+        o.extensions(),
+        n.extensions(),
+        "same SKI, key usage, constraints"
+    );
+    let life = |c: &x509_cert::TbsCertificate| {
+        c.validity().not_after.to_unix_duration().as_secs()
+            - c.validity().not_before.to_unix_duration().as_secs()
+    };
+    assert_eq!(
+        life(n),
+        life(o),
+        "the old lifetime when no ca.expiry is given"
+    );
+    // The CSR is for the same key and verifies.
+    let r = run(
+        t.command("openssl")
+            .args(["req", "-verify", "-noout", "-in", "new.csr"]),
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // Exactly one certificate for the key in the token, and it is the new one.
+    assert_eq!(cert_objects(&t), [CA_LABEL]);
+    assert_eq!(token_cert(&t, CA_LABEL), der_of(&t, "new.pem"));
+    assert_eq!(t.object_count(), objects, "nothing added, nothing lost");
+
+    // The leaf issued under the old CA certificate verifies under the new one, by three
+    // independent verifiers; a stranger CA is refused by each (the checks can fail).
+    openssl_verifies(&t, "new.pem", None, "node1.pem", true);
+    gnutls_verifies(&t, "new.pem", "node1.pem", true);
+    go_verifies(&t, "new.pem", None, "node1.pem", true);
+    t.write(
+        "stranger.json",
+        &crate::util::ca_csr("ecdsa", 256).replace("mosquitood-k8s", "stranger"),
+    );
+    t.initca("stranger.json", "stranger");
+    openssl_verifies(&t, "stranger.pem", None, "node1.pem", false);
+    gnutls_verifies(&t, "stranger.pem", "node1.pem", false);
+    go_verifies(&t, "stranger.pem", None, "node1.pem", false);
+
+    // Leaves of the renewed CA verify under the old certificate too (same name, same key),
+    // so clients that still trust the old one accept them.
+    std::fs::copy(t.path("ca.pem"), t.path("old.pem")).unwrap();
+    std::fs::copy(t.path("new.pem"), t.path("ca.pem")).unwrap();
+    leaf(&t, "node2");
+    openssl_verifies(&t, "old.pem", None, "node2.pem", true);
+    go_verifies(&t, "old.pem", None, "node2.pem", true);
+}
+
+#[test]
+fn renewca_takes_ca_expiry_from_the_csr_json() {
+    let t = Token::new("k8s");
+    t.seed_ca();
+    t.write(
+        "renew.json",
+        r#"{"CN":"mosquitood-k8s","ca":{"expiry":"87600h"}}"#,
+    );
+    // The seed subject has more than a CN: this CSR JSON's subject differs and is refused.
+    let r = t.run(&[
+        "gencert",
+        "-renewca",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "renew.json",
+    ]);
+    r.fails(3, "renew.json: its subject");
+    assert_eq!(
+        token_cert(&t, CA_LABEL),
+        der_of(&t, "ca.pem"),
+        "refused: token unchanged"
+    );
+    // Only ca.expiry (no subject): the old subject, the new lifetime.
+    t.write("expiry.json", r#"{"ca":{"expiry":"87600h"}}"#);
+    renew(&t, "new", &["expiry.json"]);
+    let n = cert(&t, "new.pem");
+    let v = n.tbs_certificate().validity();
+    assert_eq!(
+        v.not_after.to_unix_duration().as_secs() - v.not_before.to_unix_duration().as_secs(),
+        87600 * 3600
+    );
+    assert_eq!(
+        n.tbs_certificate().subject(),
+        cert(&t, "ca.pem").tbs_certificate().subject()
+    );
+    // An explicit flag takes the new subject, with a warning.
+    let g = renew(&t, "renamed", &["--allow-subject-change", "renew.json"]);
+    assert!(
+        g.stderr.contains("warning: the subject changes"),
+        "{}",
+        g.stderr
+    );
+    assert_eq!(
+        cert(&t, "renamed.pem")
+            .tbs_certificate()
+            .subject()
+            .to_string(),
+        "CN=mosquitood-k8s"
+    );
+    assert_eq!(cert_objects(&t), [CA_LABEL]);
+}
+
+#[test]
+fn renewca_refuses_a_foreign_certificate_and_a_leaf() {
+    let t = Token::new("k8s");
+    t.seed_ca();
+    leaf(&t, "node1");
+    t.write(
+        "other.json",
+        &crate::util::ca_csr("ecdsa", 256).replace("mosquitood-k8s", "other"),
+    );
+    t.initca("other.json", "other");
+    let before = t.object_count();
+    let base = |ca: &'static str| vec!["gencert", "-renewca", "-ca", ca, "-ca-key", "ca-key.uri"];
+    t.run(&base("other.pem"))
+        .fails(3, "other.pem does not belong to the key");
+    t.run(&base("node1.pem"))
+        .fails(3, "node1.pem is not a CA certificate");
+    t.run(&["gencert", "-renewca", "-ca", "ca.pem"])
+        .fails(1, "-ca-key is required");
+    assert_eq!(t.object_count(), before);
+    assert_eq!(token_cert(&t, CA_LABEL), der_of(&t, "ca.pem"));
+}
+
+/// An expired CA certificate for the token's key, made by OpenSSL through its PKCS#11 engine
+/// (`openssl ca -selfsign` with fixed dates in 2020).
+fn expired_ca(t: &Token) {
+    std::fs::create_dir_all(t.path("oca")).unwrap();
+    t.write("oca/index.txt", "");
+    t.write("oca/serial", "01\n");
+    t.write(
+        "oca.cnf",
+        "[ca]\ndefault_ca = d\n[d]\ndir = oca\ndatabase = oca/index.txt\nnew_certs_dir = oca\n\
+         serial = oca/serial\ndefault_md = sha256\npolicy = p\npreserve = yes\nunique_subject = no\n\
+         x509_extensions = ext\n[p]\ncommonName = supplied\n[ext]\nbasicConstraints = critical,CA:TRUE\n\
+         keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n",
+    );
+    let key = format!("{};pin-value={PIN}", t.read("ca-key.uri").trim());
+    let r = run(
+        t.p11ca_free_command("openssl").args([
+            "ca",
+            "-batch",
+            "-config",
+            "oca.cnf",
+            "-selfsign",
+            "-engine",
+            "pkcs11",
+            "-keyform",
+            "engine",
+            "-keyfile",
+            &key,
+            "-in",
+            "ca.csr",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20210101000000Z",
+            "-notext",
+            "-out",
+            "expired.pem",
+        ]),
+        None,
+    );
+    assert_eq!(r.code, 0, "openssl ca: {}{}", r.stdout, r.stderr);
+}
+
+impl Token {
+    /// A command with this token's environment plus the module for OpenSSL's PKCS#11 engine.
+    fn p11ca_free_command(&self, program: &str) -> std::process::Command {
+        let mut c = self.command(program);
+        c.env("PKCS11_MODULE_PATH", self.module());
+        c
+    }
+}
+
+#[test]
+fn renewca_of_an_expired_ca_is_allowed_with_a_warning() {
+    require("openssl");
+    let t = Token::new("k8s");
+    t.seed_ca();
+    expired_ca(&t);
+    let g = t.run(&[
+        "gencert",
+        "-renewca",
+        "-ca",
+        "expired.pem",
+        "-ca-key",
+        "ca-key.uri",
+    ]);
+    g.ok();
+    assert!(
+        g.stderr.contains("warning: expired.pem expired already"),
+        "{}",
+        g.stderr
+    );
+    t.run_in(&["json", "-bare", "back"], g.stdout.as_bytes())
+        .ok();
+    let v = cert(&t, "back.pem");
+    let v = v.tbs_certificate().validity();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        v.not_after.to_unix_duration().as_secs() > now,
+        "valid again"
+    );
+    assert_eq!(
+        v.not_after.to_unix_duration().as_secs() - v.not_before.to_unix_duration().as_secs(),
+        366 * 86400,
+        "the old lifetime (2020 is a leap year)"
+    );
+    openssl_verifies(&t, "back.pem", None, "back.pem", true);
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
+fn a_failed_renewal_leaves_the_token_as_it_was() {
+    let t = Token::new("k8s");
+    t.seed_ca();
+    let old = der_of(&t, "ca.pem");
+    let objects = t.object_count();
+    let args = [
+        "gencert",
+        "-renewca",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+    ];
+    for (point, needle) in [
+        ("renew-before-swap", "injected fault at renew-before-swap"),
+        (
+            "cert-swap-after-relabel",
+            "the token's certificate objects are as before",
+        ),
+    ] {
+        let r = run(t.p11ca().env("P11CA_FAULT", point).args(args), None);
+        r.fails(2, needle);
+        assert_eq!(cert_objects(&t), [CA_LABEL], "after a fault at {point}");
+        assert_eq!(token_cert(&t, CA_LABEL), old, "after a fault at {point}");
+        assert_eq!(t.object_count(), objects);
+    }
+    // Killed between storing the new certificate and removing the old: the old one is still
+    // there under a dated label, and the next renewal clears it.
+    let r = run(
+        t.p11ca()
+            .env("P11CA_FAULT", "cert-swap-before-remove")
+            .args(args),
+        None,
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stdout.is_empty(), "nothing printed by a killed run");
+    let mut labels = cert_objects(&t);
+    labels.sort();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert_eq!(labels[0], CA_LABEL);
+    assert!(labels[1].starts_with("mosquitood-k8s.old-20"), "{labels:?}");
+    renew(&t, "new", &[]);
+    assert_eq!(cert_objects(&t), [CA_LABEL]);
+    assert_eq!(token_cert(&t, CA_LABEL), der_of(&t, "new.pem"));
+}
