@@ -434,3 +434,144 @@ fn a_failed_renewal_leaves_the_token_as_it_was() {
     assert_eq!(cert_objects(&t), [CA_LABEL]);
     assert_eq!(token_cert(&t, CA_LABEL), der_of(&t, "new.pem"));
 }
+
+/// The seed CA's config plus an `intermediate` profile (CA, pathlen 0) and a `server` one.
+const CHAIN_CONFIG: &str = r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{
+  "intermediate":{"usages":["cert sign","crl sign"],"expiry":"87600h",
+    "ca_constraint":{"is_ca":true,"max_path_len":0,"max_path_len_zero":true}},
+  "server":{"usages":["signing","key encipherment","server auth"],"expiry":"8760h"}}}}"#;
+
+const INT_CSR: &str = r#"{"CN":"k8s intermediate","key":{"algo":"ecdsa","size":256},"names":[{"O":"k8s"}],"ca":{"pathlen":0,"pathlenzero":true}}"#;
+
+/// Root (the seed CA) → intermediate `int` (its key in the token, its certificate signed by
+/// the root) → `NAME` server leaf signed by the intermediate.
+fn sign_with(t: &Token, ca: &str, key: &str, profile: &str, args: &[&str], out: &str) -> Run {
+    let mut v = vec![
+        args[0],
+        "-ca",
+        ca,
+        "-ca-key",
+        key,
+        "-config",
+        "chain-config.json",
+        "-profile",
+        profile,
+    ];
+    v.extend_from_slice(&args[1..]);
+    let r = t.run(&v);
+    r.ok();
+    t.run_in(&["json", "-bare", out], r.stdout.as_bytes()).ok();
+    r
+}
+
+fn server_leaf(t: &Token, name: &str) {
+    t.write(
+        &format!("{name}.json"),
+        &format!(
+            r#"{{"CN":"{name}","hosts":["{name}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+        ),
+    );
+    let file = format!("{name}.json");
+    sign_with(
+        t,
+        "int.pem",
+        "int-key.uri",
+        "server",
+        &["gencert", &file],
+        name,
+    );
+}
+
+#[test]
+fn a_three_level_chain_with_the_parent_signed_intermediate_in_the_token() {
+    require("openssl");
+    let t = Token::new("k8s");
+    t.seed_ca();
+    t.write("chain-config.json", CHAIN_CONFIG);
+    t.write("int-csr.json", INT_CSR);
+    // The intermediate: key in the token, only its CSR printed.
+    let g = t.run(&[
+        "gencert",
+        "-initca",
+        "-csr-only",
+        "--key-label",
+        "int",
+        "int-csr.json",
+    ]);
+    g.ok();
+    let v: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["csr", "key_uri"]);
+    t.run_in(&["json", "-bare", "int"], g.stdout.as_bytes())
+        .ok();
+    assert_eq!(
+        cert_objects(&t),
+        [CA_LABEL],
+        "no self-signed certificate for the intermediate"
+    );
+    // The root signs it; the clip to the root's lifetime is warned about.
+    let s = sign_with(
+        &t,
+        "ca.pem",
+        "ca-key.uri",
+        "intermediate",
+        &["sign", "int.csr"],
+        "int",
+    );
+    assert!(s.stderr.contains("clipped to the CA's"), "{}", s.stderr);
+    let i = t.run(&["key", "import-cert", "int-key.uri", "int.pem"]);
+    i.ok();
+    let v: serde_json::Value = serde_json::from_str(&i.stdout).unwrap();
+    assert_eq!(v["key_uri"].as_str().unwrap(), t.read("int-key.uri").trim());
+    let mut labels = cert_objects(&t);
+    labels.sort();
+    assert_eq!(labels, ["int", CA_LABEL]);
+    assert_eq!(token_cert(&t, "int"), der_of(&t, "int.pem"));
+
+    server_leaf(&t, "web");
+    openssl_verifies(&t, "ca.pem", Some("int.pem"), "web.pem", true);
+    openssl_verifies(&t, "ca.pem", None, "web.pem", false);
+    go_verifies(&t, "ca.pem", Some("int.pem"), "web.pem", true);
+    let chain = format!("{}{}", t.read("web.pem"), t.read("int.pem"));
+    t.write("web-chain.pem", &chain);
+    gnutls_verifies(&t, "ca.pem", "web-chain.pem", true);
+    gnutls_verifies(&t, "ca.pem", "web.pem", false);
+}
+
+#[test]
+fn import_cert_replaces_the_self_signed_placeholder_and_refuses_another_key() {
+    let t = Token::new("k8s");
+    t.seed_ca();
+    t.write("chain-config.json", CHAIN_CONFIG);
+    t.write("int-csr.json", INT_CSR);
+    let g = t.run(&["gencert", "-initca", "--key-label", "int", "int-csr.json"]);
+    g.ok();
+    t.run_in(&["json", "-bare", "int"], g.stdout.as_bytes())
+        .ok();
+    std::fs::rename(t.path("int.pem"), t.path("int-self.pem")).unwrap();
+    assert_eq!(token_cert(&t, "int"), der_of(&t, "int-self.pem"));
+    let objects = t.object_count();
+    // A certificate for another key (the root's) is refused; nothing changes.
+    t.run(&["key", "import-cert", "int-key.uri", "ca.pem"])
+        .fails(3, "ca.pem does not belong to the key");
+    t.write("junk.pem", "not a certificate\n");
+    t.run(&["key", "import-cert", "int-key.uri", "junk.pem"])
+        .fails(1, "junk.pem");
+    assert_eq!(token_cert(&t, "int"), der_of(&t, "int-self.pem"));
+    // The parent-signed one replaces the placeholder: still one certificate for the key.
+    sign_with(
+        &t,
+        "ca.pem",
+        "ca-key.uri",
+        "intermediate",
+        &["sign", "int.csr"],
+        "int",
+    );
+    t.run(&["key", "import-cert", "int-key.uri", "int.pem"])
+        .ok();
+    let mut labels = cert_objects(&t);
+    labels.sort();
+    assert_eq!(labels, ["int", CA_LABEL]);
+    assert_eq!(token_cert(&t, "int"), der_of(&t, "int.pem"));
+    assert_eq!(t.object_count(), objects);
+}

@@ -314,6 +314,10 @@ pub struct GencertArgs {
     /// is replaced. The CSR JSON is optional (its ca.expiry sets the new lifetime).
     #[arg(long, conflicts_with_all = ["initca", "config", "profile", "hostname", "cn", "remote", "label", "tls_remote_ca", "mutual_tls_client_cert"])]
     pub renewca: bool,
+    /// With -initca, for an intermediate: make the key and print only its CSR (and key_uri)
+    /// for the parent CA to sign; store the signed certificate with `p11ca key import-cert`.
+    #[arg(long, requires = "initca")]
+    pub csr_only: bool,
     /// With -renewca: accept a CSR JSON whose subject differs from the old certificate's.
     #[arg(long, requires = "renewca")]
     pub allow_subject_change: bool,
@@ -510,6 +514,7 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "allow-subject-change",
     "delete",
     "confirm-delete",
+    "csr-only",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -525,6 +530,7 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "allow-subject-change",
     "delete",
     "confirm-delete",
+    "csr-only",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).

@@ -182,6 +182,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         key_label: g.key_label.clone(),
         always_authenticate: g.always_authenticate,
         key_id,
+        csr_only: g.csr_only,
     };
     // Validate the request fully before the token is touched or a PIN is asked for.
     let plan = InitCaPlan::new(&req, &name, &opts)?;
@@ -222,7 +223,9 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         warn(w);
     }
     let mut fields = BTreeMap::new();
-    fields.insert("cert", out.cert_pem);
+    if !out.cert_pem.is_empty() {
+        fields.insert("cert", out.cert_pem);
+    }
     fields.insert("csr", out.csr_pem);
     fields.insert("key_uri", out.key_uri.to_string());
     write_stdout(&output::result_json(&fields))

@@ -83,11 +83,7 @@ fn dated_label(label: &str) -> String {
 /// Relabel `olds` to a dated label; Ok(None) when the token refuses the first change (some
 /// modules keep certificate attributes read-only), with nothing changed. A refusal after the
 /// first puts the earlier labels back and fails.
-fn relabel(
-    session: &Session,
-    olds: &[ObjectHandle],
-    label: &str,
-) -> Result<Option<Relabelled>> {
+fn relabel(session: &Session, olds: &[ObjectHandle], label: &str) -> Result<Option<Relabelled>> {
     let dated = dated_label(label);
     let mut done: Relabelled = Vec::new();
     for (i, h) in olds.iter().enumerate() {
