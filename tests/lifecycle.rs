@@ -347,7 +347,8 @@ impl Token {
 #[test]
 fn renewca_of_an_expired_ca_is_allowed_with_a_warning() {
     require("openssl");
-    let t = Token::new("k8s");
+    // OpenSSL's PKCS#11 engine makes the expired certificate: SoftHSM2 whatever the back-end.
+    let t = Token::softhsm("k8s");
     t.seed_ca();
     expired_ca(&t);
     let g = t.run(&[
@@ -573,5 +574,65 @@ fn import_cert_replaces_the_self_signed_placeholder_and_refuses_another_key() {
     labels.sort();
     assert_eq!(labels, ["int", CA_LABEL]);
     assert_eq!(token_cert(&t, "int"), der_of(&t, "int.pem"));
+    assert_eq!(t.object_count(), objects);
+}
+
+#[test]
+fn key_retire_stops_signing_and_deletes_only_when_confirmed() {
+    let t = Token::new("k8s");
+    t.seed_ca();
+    leaf(&t, "before");
+    let objects = t.object_count();
+    // --delete without the confirmation: refused before the token is touched.
+    t.run(&["key", "retire", "ca-key.uri", "--delete"])
+        .fails(1, "add --confirm-delete");
+    let c = t.run(&["key", "retire", "ca-key.uri", "--confirm-delete"]);
+    assert_ne!(
+        c.code, 0,
+        "--confirm-delete alone does nothing: {}",
+        c.stdout
+    );
+    assert_eq!(t.object_count(), objects);
+    if t.backend() == crate::util::Backend::Tpm {
+        // tpm2-pkcs11 stores CKA_SIGN=false but signs all the same: p11ca finds that out with
+        // a probe signature, undoes the change and says the key is not retired.
+        t.run(&["key", "retire", "ca-key.uri"])
+            .fails(2, "still signs with the key, so it is NOT retired");
+        leaf(&t, "still");
+    } else {
+        retire_sign_off(&t, objects);
+    }
+    // Delete, confirmed: the key pair and its certificate are gone.
+    let uri = t.read("ca-key.uri").trim().to_string();
+    let d = t.run(&[
+        "key",
+        "retire",
+        "ca-key.uri",
+        "--delete",
+        "--confirm-delete",
+    ]);
+    d.ok();
+    assert!(d.stdout.starts_with("deleted pkcs11:"), "{}", d.stdout);
+    assert_eq!(t.object_count(), objects - 3);
+    assert!(cert_objects(&t).is_empty());
+    t.run(&["key", "show", &uri]).fails(2, "no private key");
+}
+
+/// `key retire` without --delete: the token then refuses to sign with the key, which stays.
+fn retire_sign_off(t: &Token, objects: usize) {
+    let r = t.run(&["key", "retire", "ca-key.uri"]);
+    r.ok();
+    assert!(r.stdout.starts_with("retired pkcs11:"), "{}", r.stdout);
+    let uri = t.read("ca-key.uri").trim().to_string();
+    let show = t.run(&["key", "show", &uri, "--json"]);
+    show.ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(v["attributes"]["CKA_SIGN"], serde_json::json!(false));
+    t.write(
+        "after.json",
+        r#"{"CN":"after","key":{"algo":"ecdsa","size":256}}"#,
+    );
+    t.run(&ca_args("gencert", &["after.json"]))
+        .fails(2, "CKA_SIGN is false");
     assert_eq!(t.object_count(), objects);
 }

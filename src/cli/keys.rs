@@ -136,7 +136,7 @@ pub(super) fn key_retire(
     }
     let o = open_and_login(args, Some(&u))?;
     let k = key::find_private_key(&o.session, &o.token, &u)?;
-    let done = certobj::retire(&o.module, &o.token, &o.session, k.handle, &k.id, delete)?;
+    let done = certobj::retire(&o.module, &o.token, &o.session, &k, Some(&o.pin), delete)?;
     let uri = Pkcs11Uri::for_object(
         &o.token.label,
         &k.id,

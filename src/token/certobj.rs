@@ -13,9 +13,11 @@ use der::DateTime;
 use crate::error::{Error, Result};
 #[cfg(feature = "fault-injection")]
 use crate::fault;
-use crate::token::key;
+use crate::token::key::{self, FoundKey};
 use crate::token::quirks::Quirks;
-use crate::token::{Module, Session, TokenSummary, ck};
+use crate::token::signer::{SignMech, TokenSigner};
+use crate::token::{AuthPin, Module, Session, TokenSummary, ck};
+use crate::x509::alg::{KeyAlg, SigAlg};
 
 /// What a replacement did, for the user.
 #[derive(Clone, Debug, Default)]
@@ -171,17 +173,20 @@ pub enum Retired {
     Deleted,
 }
 
-/// Stop `private` (with CKA_ID `id`) from signing: CKA_SIGN set to false, read back to be
-/// sure; or, with `delete`, the private and public key and the certificate objects
-/// destroyed. A token that refuses the attribute change is an error naming the way out.
+/// Stop `key` from signing: CKA_SIGN set to false, read back, and a probe signature made
+/// to see the token refuse it (`pin` for keys that need a login per signature); or, with
+/// `delete`, the private and public key and the certificate objects destroyed. A token that
+/// refuses the change, or accepts it but still signs, is an error naming the way out, with
+/// the key left as it was.
 pub fn retire(
     module: &Module,
     token: &TokenSummary,
     session: &Session,
-    private: ObjectHandle,
-    id: &[u8],
+    key: &FoundKey,
+    pin: Option<&AuthPin>,
     delete: bool,
 ) -> Result<Retired> {
+    let (private, id) = (key.handle, key.id.as_slice());
     if delete {
         let mut objects = vec![private];
         let publics = session
@@ -214,16 +219,43 @@ pub fn retire(
             )
         })?;
     let now = key::security_attributes(session, private)?;
-    if now
+    let reads_false = now
         .iter()
-        .any(|(n, v)| *n == "CKA_SIGN" && *v != Some(false))
-    {
+        .any(|(n, v)| *n == "CKA_SIGN" && *v == Some(false));
+    // Some modules store the attribute but sign regardless (tpm2-pkcs11): a probe signature
+    // tells. Where it still signs, the change is undone and the key is not called retired.
+    if !reads_false || still_signs(module, token, session, key, pin)? {
+        let _ = session.update_attributes(private, &[Attribute::Sign(true)]);
         return Err(Error::token(format!(
-            "token \"{}\" accepted CKA_SIGN=false but still reports the key can sign; retire it with --delete --confirm-delete instead",
+            "token \"{}\" accepts CKA_SIGN=false but still signs with the key, so it is NOT retired (left as it was); retire it with --delete --confirm-delete",
             token.label
         )));
     }
     Ok(Retired::SignOff)
+}
+
+/// Whether the token still signs with `key`, the way p11ca signs (the mechanism it would
+/// choose, with the per-signature login where the key needs one): one signature over a fixed
+/// message that certifies nothing and is thrown away.
+fn still_signs(
+    module: &Module,
+    token: &TokenSummary,
+    session: &Session,
+    key: &FoundKey,
+    pin: Option<&AuthPin>,
+) -> Result<bool> {
+    let alg = SigAlg::for_key(KeyAlg::of(&key.spki)?);
+    let mech = SignMech::choose_for_key(
+        &module.mechanisms(token.slot)?,
+        alg,
+        &token.label,
+        key.always_authenticate,
+    )?;
+    let mut signer = TokenSigner::new(session, key.handle, key.spki.clone(), mech)?;
+    if let (true, Some(pin)) = (key.always_authenticate, pin) {
+        signer = signer.with_context_login(pin);
+    }
+    Ok(crate::x509::Signer::sign(&signer, b"p11ca key retire probe").is_ok())
 }
 
 #[cfg(test)]
