@@ -487,6 +487,20 @@ fn server_leaf(t: &Token, name: &str) {
 fn a_three_level_chain_with_the_parent_signed_intermediate_in_the_token() {
     require("openssl");
     let t = Token::new("k8s");
+    three_levels(&t);
+    server_leaf(&t, "web");
+    openssl_verifies(&t, "ca.pem", Some("int.pem"), "web.pem", true);
+    openssl_verifies(&t, "ca.pem", None, "web.pem", false);
+    go_verifies(&t, "ca.pem", Some("int.pem"), "web.pem", true);
+    let chain = format!("{}{}", t.read("web.pem"), t.read("int.pem"));
+    t.write("web-chain.pem", &chain);
+    gnutls_verifies(&t, "ca.pem", "web-chain.pem", true);
+    gnutls_verifies(&t, "ca.pem", "web.pem", false);
+}
+
+/// The seed CA as root, and an intermediate `int` whose key is made in the token with only a
+/// CSR, signed by the root and imported: int.pem, int-key.uri, chain-config.json.
+fn three_levels(t: &Token) {
     t.seed_ca();
     t.write("chain-config.json", CHAIN_CONFIG);
     t.write("int-csr.json", INT_CSR);
@@ -506,13 +520,13 @@ fn a_three_level_chain_with_the_parent_signed_intermediate_in_the_token() {
     t.run_in(&["json", "-bare", "int"], g.stdout.as_bytes())
         .ok();
     assert_eq!(
-        cert_objects(&t),
+        cert_objects(t),
         [CA_LABEL],
         "no self-signed certificate for the intermediate"
     );
     // The root signs it; the clip to the root's lifetime is warned about.
     let s = sign_with(
-        &t,
+        t,
         "ca.pem",
         "ca-key.uri",
         "intermediate",
@@ -524,19 +538,10 @@ fn a_three_level_chain_with_the_parent_signed_intermediate_in_the_token() {
     i.ok();
     let v: serde_json::Value = serde_json::from_str(&i.stdout).unwrap();
     assert_eq!(v["key_uri"].as_str().unwrap(), t.read("int-key.uri").trim());
-    let mut labels = cert_objects(&t);
+    let mut labels = cert_objects(t);
     labels.sort();
     assert_eq!(labels, ["int", CA_LABEL]);
-    assert_eq!(token_cert(&t, "int"), der_of(&t, "int.pem"));
-
-    server_leaf(&t, "web");
-    openssl_verifies(&t, "ca.pem", Some("int.pem"), "web.pem", true);
-    openssl_verifies(&t, "ca.pem", None, "web.pem", false);
-    go_verifies(&t, "ca.pem", Some("int.pem"), "web.pem", true);
-    let chain = format!("{}{}", t.read("web.pem"), t.read("int.pem"));
-    t.write("web-chain.pem", &chain);
-    gnutls_verifies(&t, "ca.pem", "web-chain.pem", true);
-    gnutls_verifies(&t, "ca.pem", "web.pem", false);
+    assert_eq!(token_cert(t, "int"), der_of(t, "int.pem"));
 }
 
 #[test]
@@ -635,4 +640,117 @@ fn retire_sign_off(t: &Token, objects: usize) {
     t.run(&ca_args("gencert", &["after.json"]))
         .fails(2, "CKA_SIGN is false");
     assert_eq!(t.object_count(), objects);
+}
+
+#[test]
+fn chains_in_sign_output_json_files_and_p11ca_bundle() {
+    require("cfssljson");
+    let t = Token::new("k8s");
+    three_levels(&t);
+    t.write(
+        "api.json",
+        r#"{"CN":"api","hosts":["api.example"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let g = t.run(&[
+        "gencert",
+        "-ca",
+        "int.pem",
+        "-ca-key",
+        "int-key.uri",
+        "-config",
+        "chain-config.json",
+        "-profile",
+        "server",
+        "-ca-bundle",
+        "ca.pem",
+        "-int-bundle",
+        "int.pem",
+        "api.json",
+    ]);
+    g.ok();
+    let v: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["bundle", "cert", "csr", "key", "root"]);
+    t.run_in(&["json", "-bare", "api"], g.stdout.as_bytes())
+        .ok();
+    for f in [
+        "api.pem",
+        "api-bundle.pem",
+        "api-root.pem",
+        "api-key.pem",
+        "api.csr",
+    ] {
+        assert!(t.path(f).exists(), "{f} written by json -bare");
+    }
+    assert_eq!(
+        t.read("api-bundle.pem").trim(),
+        format!("{}{}", t.read("api.pem"), t.read("int.pem")).trim(),
+        "the certificate, then the intermediate"
+    );
+    assert_eq!(t.read("api-root.pem"), t.read("ca.pem"));
+    openssl_verifies(&t, "api-root.pem", Some("api-bundle.pem"), "api.pem", true);
+    gnutls_verifies(&t, "api-root.pem", "api-bundle.pem", true);
+    // Debian's cfssljson (1.2) writes the same bundle file from p11ca's output.
+    std::fs::create_dir_all(t.path("real")).unwrap();
+    let r = run(
+        t.command("cfssljson").args(["-bare", "real/api"]),
+        Some(g.stdout.as_bytes()),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(t.read("real/api-bundle.pem"), t.read("api-bundle.pem"));
+
+    // A root that did not sign the chain: refused, nothing printed.
+    t.write(
+        "other.json",
+        &crate::util::ca_csr("ecdsa", 256).replace("mosquitood-k8s", "other"),
+    );
+    t.initca("other.json", "other");
+    t.run(&[
+        "sign",
+        "-ca",
+        "int.pem",
+        "-ca-key",
+        "int-key.uri",
+        "-config",
+        "chain-config.json",
+        "-profile",
+        "server",
+        "-ca-bundle",
+        "other.pem",
+        "api.csr",
+    ])
+    .fails(3, "no chain from CN=api to a trusted root");
+
+    // p11ca bundle builds the same chain as cfssl bundle (Go), and refuses what Go refuses.
+    let b = t.run(&[
+        "bundle",
+        "-cert",
+        "api.pem",
+        "-ca-bundle",
+        "ca.pem",
+        "-int-bundle",
+        "int.pem",
+    ]);
+    b.ok();
+    let ours: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
+    let go = sh(t.command("cfssl").args([
+        "bundle",
+        "-cert",
+        "api.pem",
+        "-ca-bundle",
+        "ca.pem",
+        "-int-bundle",
+        "int.pem",
+    ]));
+    let go: serde_json::Value = serde_json::from_str(&go).unwrap();
+    for k in ["bundle", "crt", "root", "expires"] {
+        assert_eq!(ours[k], go[k], "field {k}");
+    }
+    assert_eq!(ours["hostnames"], serde_json::json!(["api", "api.example"]));
+    t.run(&["bundle", "-cert", "api.pem", "-ca-bundle", "ca.pem"])
+        .fails(3, "no certificate named CN=k8s intermediate");
+    go_verifies(&t, "ca.pem", None, "api.pem", false);
+    // The certificate file may carry its intermediates, as cfssl bundle's does.
+    t.run(&["bundle", "-cert", "api-bundle.pem", "-ca-bundle", "ca.pem"])
+        .ok();
 }

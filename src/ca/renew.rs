@@ -276,8 +276,8 @@ fn check_same_key(
     Ok(())
 }
 
-/// `key import-cert`: store the certificate in `cert_bytes` (from `source`; PEM or DER, the
-/// first certificate of a chain) as the certificate of the key `key_uri`, replacing the
+/// `key import-cert`: store the certificate in `cert_bytes` (from `source`; one PEM or DER
+/// certificate) as the certificate of the key `key_uri`, replacing the
 /// certificate object it had (the self-signed placeholder `gencert -initca` made), after
 /// checking that the certificate is for that key. Nothing changes when it is not.
 pub fn import_certificate(

@@ -81,6 +81,8 @@ pub enum Command {
     Sign(SignArgs),
     /// Print a certificate's or CSR's details as cfssl-certinfo's JSON.
     Certinfo(CertinfoArgs),
+    /// Build and verify a certificate's chain to a trusted root, like `cfssl bundle`.
+    Bundle(BundleArgs),
     /// Write the files of a JSON result, like `cfssljson`.
     Json(JsonArgs),
     /// Tokens the module sees.
@@ -172,6 +174,13 @@ pub struct CaArgs {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "FILE", requires = "mutual_tls_client_cert")]
     pub mutual_tls_client_key: Option<String>,
+    /// Trusted roots (PEM): each issued certificate's chain to one of them is verified and
+    /// printed in the `bundle` (certificate and intermediates) and `root` fields.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<String>,
+    /// Intermediates (PEM) for the `bundle` field; needs -ca-bundle.
+    #[arg(long, value_name = "FILE", requires = "ca_bundle")]
+    pub int_bundle: Option<String>,
 }
 
 /// `serve` options (cfssl's names).
@@ -389,6 +398,21 @@ pub struct CertinfoArgs {
     pub csr: Option<String>,
 }
 
+/// `bundle` options (cfssl's).
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The certificate (PEM or DER); certificates after the first in the file are taken as
+    /// intermediates.
+    #[arg(long, value_name = "FILE")]
+    pub cert: String,
+    /// Trusted roots (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: String,
+    /// Intermediates (PEM), cross-certificates included.
+    #[arg(long, value_name = "FILE")]
+    pub int_bundle: Option<String>,
+}
+
 /// `json` options (cfssljson's).
 #[derive(Debug, Args)]
 pub struct JsonArgs {
@@ -442,7 +466,7 @@ pub enum KeyCommand {
     ImportCert {
         /// pkcs11: URI of the key, or a NAME-key.uri file.
         uri: String,
-        /// The certificate (PEM or DER; the first of a chain).
+        /// The certificate (PEM or DER; one certificate, not a chain).
         cert: String,
         #[command(flatten)]
         token: TokenArgs,
@@ -515,6 +539,8 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "delete",
     "confirm-delete",
     "csr-only",
+    "ca-bundle",
+    "int-bundle",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.

@@ -4,6 +4,7 @@
 // args.rs declares its clap types `pub` for main.rs; the lint is about the library's API.
 #[allow(unreachable_pub)]
 pub(crate) mod args;
+mod bundle;
 mod certs;
 mod crl;
 mod keys;
@@ -54,6 +55,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
+        Command::Bundle(b) => bundle::bundle(&b),
         Command::Token(TokenCommand::List { token }) => keys::token_list(&token.over(before)?),
         Command::Key(KeyCommand::List { json, token }) => {
             keys::key_list(&token.over(before)?, json)

@@ -254,6 +254,14 @@ pub(super) fn emit(
         let mut fields = BTreeMap::new();
         fields.insert("cert", build::pem("CERTIFICATE", &der)?);
         fields.insert("csr", item.csr_pem.clone());
+        // -ca-bundle/-int-bundle: the verified chain (bundle, root).
+        match super::bundle::for_issued(c, &der) {
+            Ok(b) => fields.extend(b),
+            Err(e) => {
+                failures.push(if single { e } else { e.context(&item.name) });
+                continue;
+            }
+        }
         if let Some(k) = &item.key_pem {
             fields.insert("key", k.clone());
         }
