@@ -440,6 +440,7 @@ fn a_failed_renewal_leaves_the_token_as_it_was() {
 const CHAIN_CONFIG: &str = r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{
   "intermediate":{"usages":["cert sign","crl sign"],"expiry":"87600h",
     "ca_constraint":{"is_ca":true,"max_path_len":0,"max_path_len_zero":true}},
+  "cross":{"usages":["cert sign","crl sign"],"expiry":"87600h","ca_constraint":{"is_ca":true}},
   "server":{"usages":["signing","key encipherment","server auth"],"expiry":"8760h"}}}}"#;
 
 const INT_CSR: &str = r#"{"CN":"k8s intermediate","key":{"algo":"ecdsa","size":256},"names":[{"O":"k8s"}],"ca":{"pathlen":0,"pathlenzero":true}}"#;
@@ -753,4 +754,113 @@ fn chains_in_sign_output_json_files_and_p11ca_bundle() {
     // The certificate file may carry its intermediates, as cfssl bundle's does.
     t.run(&["bundle", "-cert", "api-bundle.pem", "-ca-bundle", "ca.pem"])
         .ok();
+}
+
+/// Sign `csr` with the CA `ca`/`key` under `profile` of chain-config.json into `out`.
+fn sign_csr(t: &Token, ca: &str, key: &str, profile: &str, csr: &str, out: &str) -> Run {
+    sign_with(t, ca, key, profile, &["sign", csr], out)
+}
+
+/// A P-256 server leaf `NAME` from the CA `ca`/`key`.
+fn leaf_from(t: &Token, ca: &str, key: &str, name: &str) {
+    t.write(
+        &format!("{name}.json"),
+        &format!(
+            r#"{{"CN":"{name}","hosts":["{name}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+        ),
+    );
+    let file = format!("{name}.json");
+    sign_with(t, ca, key, "server", &["gencert", &file], name);
+}
+
+/// The documented rotation (docs/lifecycle.md): a new CA key and certificate in the token, the
+/// new CA cross-signed by the old and the old by the new, leaves of both generations verified
+/// by clients that trust only one root, then the old key retired.
+#[test]
+fn rotation_to_a_new_key_with_cross_signing_both_ways() {
+    require("openssl");
+    let t = Token::new("k8s");
+    t.seed_ca();
+    t.write("chain-config.json", CHAIN_CONFIG);
+    leaf_from(&t, "ca.pem", "ca-key.uri", "old-leaf");
+    // 1. The new generation: its own key and root in the same token.
+    t.write(
+        "new-csr.json",
+        &crate::util::ca_csr("ecdsa", 384).replace("mosquitood-k8s", "mosquitood-k8s 2"),
+    );
+    let g = t.run(&["gencert", "-initca", "--key-label", "k8s-2", "new-csr.json"]);
+    g.ok();
+    t.run_in(&["json", "-bare", "new"], g.stdout.as_bytes())
+        .ok();
+    // 2. Cross-signing both ways; the cross certificate cannot outlive its issuer (clipped,
+    //    with the warning).
+    let x = sign_csr(&t, "ca.pem", "ca-key.uri", "cross", "new.csr", "cross-new");
+    assert!(x.stderr.contains("clipped to the CA's"), "{}", x.stderr);
+    assert_eq!(
+        cert(&t, "cross-new.pem")
+            .tbs_certificate()
+            .validity()
+            .not_after,
+        cert(&t, "ca.pem").tbs_certificate().validity().not_after
+    );
+    sign_csr(&t, "new.pem", "new-key.uri", "cross", "ca.csr", "cross-old");
+    // The token still holds each root as its key's certificate.
+    let mut labels = cert_objects(&t);
+    labels.sort();
+    assert_eq!(labels, ["k8s-2", CA_LABEL]);
+    leaf_from(&t, "new.pem", "new-key.uri", "new-leaf");
+
+    // 3. Clients that trust only the old root accept new leaves through cross-new, and
+    //    clients that trust only the new root accept old leaves through cross-old.
+    openssl_verifies(&t, "ca.pem", Some("cross-new.pem"), "new-leaf.pem", true);
+    openssl_verifies(&t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
+    openssl_verifies(&t, "ca.pem", None, "new-leaf.pem", false);
+    openssl_verifies(&t, "new.pem", None, "old-leaf.pem", false);
+    go_verifies(&t, "ca.pem", Some("cross-new.pem"), "new-leaf.pem", true);
+    go_verifies(&t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
+    let chain = format!("{}{}", t.read("new-leaf.pem"), t.read("cross-new.pem"));
+    t.write("new-leaf-chain.pem", &chain);
+    gnutls_verifies(&t, "ca.pem", "new-leaf-chain.pem", true);
+    // p11ca bundle builds the same path, ending in the old root.
+    let b = t.run(&[
+        "bundle",
+        "-cert",
+        "new-leaf.pem",
+        "-ca-bundle",
+        "ca.pem",
+        "-int-bundle",
+        "cross-new.pem",
+    ]);
+    b.ok();
+    let v: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
+    assert_eq!(v["root"].as_str().unwrap(), t.read("ca.pem").trim_end());
+    // During the overlap a trust bundle with both roots accepts both generations directly.
+    t.write(
+        "trust.pem",
+        &format!("{}{}", t.read("ca.pem"), t.read("new.pem")),
+    );
+    openssl_verifies(&t, "trust.pem", None, "old-leaf.pem", true);
+    openssl_verifies(&t, "trust.pem", None, "new-leaf.pem", true);
+
+    // 4. The old key is retired: it no longer signs, the new one does, old leaves still verify.
+    t.run(&["key", "retire", "ca-key.uri"]).ok();
+    t.write(
+        "late.json",
+        r#"{"CN":"late","hosts":["late.example"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    t.run(&[
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "chain-config.json",
+        "-profile",
+        "server",
+        "late.json",
+    ])
+    .fails(2, "CKA_SIGN is false");
+    leaf_from(&t, "new.pem", "new-key.uri", "after");
+    openssl_verifies(&t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
 }
