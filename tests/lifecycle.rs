@@ -700,27 +700,48 @@ fn chains_in_sign_output_json_files_and_p11ca_bundle() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(t.read("real/api-bundle.pem"), t.read("api-bundle.pem"));
 
-    // A root that did not sign the chain: refused, nothing printed.
+    // The issuing CA (-ca) counts as an intermediate: -ca-bundle alone is enough.
+    let api_args = |roots: &'static str| {
+        vec![
+            "sign",
+            "-ca",
+            "int.pem",
+            "-ca-key",
+            "int-key.uri",
+            "-config",
+            "chain-config.json",
+            "-profile",
+            "server",
+            "-ca-bundle",
+            roots,
+            "api.csr",
+        ]
+    };
+    let s = t.run(&api_args("ca.pem"));
+    s.ok();
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert!(
+        v["bundle"]
+            .as_str()
+            .unwrap()
+            .ends_with(t.read("int.pem").trim_end())
+    );
+    // A root that did not sign the chain: refused before signing (no PIN is even asked for).
     t.write(
         "other.json",
         &crate::util::ca_csr("ecdsa", 256).replace("mosquitood-k8s", "other"),
     );
     t.initca("other.json", "other");
-    t.run(&[
-        "sign",
-        "-ca",
-        "int.pem",
-        "-ca-key",
-        "int-key.uri",
-        "-config",
-        "chain-config.json",
-        "-profile",
-        "server",
-        "-ca-bundle",
-        "other.pem",
-        "api.csr",
-    ])
-    .fails(3, "no chain from CN=api to a trusted root");
+    let r = run(
+        t.p11ca()
+            .env_remove("P11CA_PIN")
+            .args(api_args("other.pem")),
+        None,
+    );
+    r.fails(
+        3,
+        "-ca-bundle: the CA certificate given with -ca: no chain from CN=k8s intermediate",
+    );
 
     // p11ca bundle builds the same chain as cfssl bundle (Go), and refuses what Go refuses.
     let b = t.run(&[

@@ -42,6 +42,17 @@ fn chain_for(
     chain::build_chain(leaf, &intermediates, &roots, now())
 }
 
+/// Before anything is signed: with -ca-bundle, the CA certificate `ca` (from -ca) must chain
+/// to a root there (through -int-bundle), so every certificate it issues will.
+pub(super) fn check_ca(c: &CaArgs, ca: &Certificate) -> Result<()> {
+    let Some(roots) = c.ca_bundle.as_deref() else {
+        return Ok(());
+    };
+    chain_for(ca, &[], roots, c.int_bundle.as_deref())
+        .map(|_| ())
+        .map_err(|e| e.context("-ca-bundle: the CA certificate given with -ca"))
+}
+
 /// The `bundle` and `root` fields for an issued certificate, when -ca-bundle is given.
 pub(super) fn for_issued(c: &CaArgs, der: &[u8]) -> Result<Vec<(&'static str, String)>> {
     let Some(roots) = c.ca_bundle.as_deref() else {
@@ -49,7 +60,12 @@ pub(super) fn for_issued(c: &CaArgs, der: &[u8]) -> Result<Vec<(&'static str, St
     };
     let leaf = Certificate::from_der(der)
         .map_err(|e| Error::input(format!("cannot re-read the issued certificate: {e}")))?;
-    let chain = chain_for(&leaf, &[], roots, c.int_bundle.as_deref())
+    // The issuing CA (-ca) is an intermediate of the chain unless it is the root itself.
+    let issuer = match c.ca.as_deref() {
+        Some(path) => certs_from(path)?,
+        None => Vec::new(),
+    };
+    let chain = chain_for(&leaf, &issuer, roots, c.int_bundle.as_deref())
         .map_err(|e| e.context("-ca-bundle"))?;
     Ok(vec![
         ("bundle", chain.bundle_pem()?),

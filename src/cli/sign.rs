@@ -104,6 +104,7 @@ fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
         warn(n);
     }
     let profile = local.config.profile(c.profile.as_deref())?;
+    super::bundle::check_ca(c, &ca_cert)?;
     if let Some(dir) = c.out.as_deref().filter(|d| !Path::new(d).is_dir()) {
         return Err(Error::output(format!(
             "--out {dir}: not a folder; create it first"
