@@ -98,6 +98,10 @@ pub enum Command {
     /// Make a CRL revoking the serial numbers in a file, signed by the CA key in the token,
     /// like `cfssl gencrl`: prints the DER CRL in base64.
     Gencrl(GencrlArgs),
+    /// kubeadm's PKI with the CA keys in the token: the external-CA layout, kubeconfigs,
+    /// kubeadm's own CSRs signed (see docs/kubernetes.md).
+    #[command(subcommand)]
+    Kubeadm(KubeadmCommand),
     /// Print p11ca's version, the Rust compiler that built it and the target, like
     /// `cfssl version`.
     Version,
@@ -422,6 +426,28 @@ pub enum KeyCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+/// `kubeadm` subcommands (kubeadm's own flag names).
+#[derive(Debug, Subcommand)]
+pub enum KubeadmCommand {
+    /// The three CAs (keys in the token, only ca.crt, front-proxy-ca.crt and etcd/ca.crt on
+    /// disk), every leaf certificate and key of kubeadm's table, sa.key and sa.pub, like
+    /// `kubeadm init phase certs all`; files already there are checked and kept.
+    Certs {
+        /// kubeadm's configuration file (InitConfiguration or JoinConfiguration, and
+        /// ClusterConfiguration).
+        #[arg(long, value_name = "FILE")]
+        config: String,
+        /// Where the certificates go (kubeadm's certificatesDir).
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+        cert_dir: PathBuf,
+        /// List what would be made or kept, touching neither the token nor the folder.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         token: TokenArgs,
     },

@@ -7,6 +7,7 @@ pub(crate) mod args;
 mod certs;
 mod crl;
 mod keys;
+mod kubeadm;
 mod meta;
 mod remote;
 mod serve;
@@ -50,6 +51,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
+        Command::Kubeadm(k) => kubeadm::run(k, before),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
         Command::Token(TokenCommand::List { token }) => keys::token_list(&token.over(before)?),

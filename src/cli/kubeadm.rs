@@ -1,0 +1,53 @@
+//! `p11ca kubeadm …`: kubeadm's configuration file in, the library's kube workflows out.
+
+use std::path::Path;
+
+use p11ca::Result;
+use p11ca::kube::certs::{CertsPlan, TokenContext};
+use p11ca::kube::config::KubeadmConfig;
+
+use super::args::{KubeadmCommand, TokenArgs};
+use super::{open_and_login, read_input, warn, write_stdout};
+
+pub(super) fn run(cmd: KubeadmCommand, before: &TokenArgs) -> Result<()> {
+    match cmd {
+        KubeadmCommand::Certs {
+            config,
+            cert_dir,
+            dry_run,
+            token,
+        } => certs(&config, &cert_dir, dry_run, &token.over(before)?),
+    }
+}
+
+fn read_config(file: &str) -> Result<KubeadmConfig> {
+    let (bytes, name) = read_input(file)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| p11ca::Error::input(format!("{name}: not UTF-8 text")))?;
+    KubeadmConfig::parse(&text, &name)
+}
+
+fn lines(v: &[String]) -> String {
+    v.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn certs(config: &str, dir: &Path, dry_run: bool, targs: &TokenArgs) -> Result<()> {
+    let cfg = read_config(config)?;
+    // Every check that needs no token runs before a PIN is asked for.
+    let plan = CertsPlan::new(&cfg, dir)?;
+    for w in &plan.warnings {
+        warn(w);
+    }
+    if dry_run {
+        return write_stdout(&lines(&plan.describe()));
+    }
+    let o = open_and_login(targs, None)?;
+    let t = TokenContext {
+        module: &o.module,
+        token: &o.token,
+        session: &o.session,
+        pin: &o.pin,
+    };
+    let report = plan.run(&t)?;
+    write_stdout(&lines(&report))
+}

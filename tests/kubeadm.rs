@@ -1,0 +1,405 @@
+//! `p11ca kubeadm`: kubeadm's external-CA layout from the token, checked by OpenSSL against
+//! kubeadm's certificate table, used by a real three-member etcd cluster, and its kubeconfigs
+//! read back by kubectl.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::{Token, require, sh};
+
+/// A kubeadm configuration for node `cp1` on 127.0.0.1 with ECDSA keys (fast to make in
+/// software and in every token), and the fields that shape the certificates set.
+fn config(algo: &str) -> String {
+    format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+nodeRegistration:
+  name: cp1
+localAPIEndpoint:
+  advertiseAddress: 127.0.0.1
+  bindPort: 6443
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+clusterName: kubernetes
+controlPlaneEndpoint: k8s.example.com:443
+encryptionAlgorithm: {algo}
+networking:
+  serviceSubnet: 10.96.0.0/12
+  dnsDomain: cluster.local
+apiServer:
+  certSANs: [\"10.1.2.3\", \"api.example.com\"]
+etcd:
+  local:
+    serverCertSANs: [\"etcd.example.com\"]
+    peerCertSANs: [\"10.9.9.9\"]
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+"
+    )
+}
+
+/// The files `kubeadm certs` writes under the certificate folder.
+const FILES: [&str; 19] = [
+    "apiserver-etcd-client.crt",
+    "apiserver-etcd-client.key",
+    "apiserver-kubelet-client.crt",
+    "apiserver-kubelet-client.key",
+    "apiserver.crt",
+    "apiserver.key",
+    "ca.crt",
+    "etcd/ca.crt",
+    "etcd/healthcheck-client.crt",
+    "etcd/healthcheck-client.key",
+    "etcd/peer.crt",
+    "etcd/peer.key",
+    "etcd/server.crt",
+    "etcd/server.key",
+    "front-proxy-ca.crt",
+    "front-proxy-client.crt",
+    "front-proxy-client.key",
+    "sa.key",
+    "sa.pub",
+];
+
+/// Every file under `dir` (relative, sorted) with its contents.
+fn tree(t: &Token, dir: &str) -> BTreeMap<String, Vec<u8>> {
+    let root = t.path(dir);
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A token with kubeadm's whole PKI made in `pki/` from `config(algo)`.
+pub(crate) fn pki_token(label: &str, algo: &str) -> Token {
+    let t = Token::new(label);
+    t.write("kubeadm.yaml", &config(algo));
+    t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ])
+    .ok();
+    t
+}
+
+#[test]
+fn certs_writes_kubeadms_external_ca_layout_and_a_second_run_keeps_it() {
+    require("openssl");
+    let t = Token::new("k8s");
+    t.write("kubeadm.yaml", &config("ECDSA-P256"));
+    let before = t.object_count();
+    let r = t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ]);
+    r.ok();
+    assert!(
+        r.stdout.contains("sa.key is a software key file"),
+        "{}",
+        r.stdout
+    );
+    let files = tree(&t, "pki");
+    assert_eq!(files.keys().map(String::as_str).collect::<Vec<_>>(), FILES);
+    for (name, _) in &files {
+        let mode = std::fs::metadata(t.path(&format!("pki/{name}")))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        let want = if name.ends_with(".key") || name.starts_with("sa.") {
+            0o600
+        } else {
+            0o644
+        };
+        assert_eq!(mode, want, "{name}");
+    }
+    // Three key pairs and three certificates in the token; no CA key on disk.
+    assert_eq!(t.object_count(), before + 9);
+    let list = t.run(&["key", "list"]);
+    list.ok();
+    for label in [
+        "kubernetes-ca",
+        "kubernetes-front-proxy-ca",
+        "kubernetes-etcd-ca",
+    ] {
+        assert!(
+            list.stdout
+                .contains(&format!("object={label};type=private")),
+            "{}",
+            list.stdout
+        );
+    }
+    // The token's CA key signs what ca.crt says: OpenSSL checks a leaf under it.
+    let v = sh(t
+        .command("openssl")
+        .args(["verify", "-CAfile", "pki/ca.crt", "pki/apiserver.crt"]));
+    assert!(v.contains("OK"), "{v}");
+
+    // Idempotent like kubeadm: a second run finds the CAs in the token and keeps every file.
+    let again = t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ]);
+    again.ok();
+    assert!(
+        again
+            .stdout
+            .contains("Using existing ca keyless certificate authority"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(tree(&t, "pki"), files, "a second run changes nothing");
+    assert_eq!(t.object_count(), before + 9, "no new key in the token");
+
+    // A missing leaf is made again under the same CA; the others stay.
+    std::fs::remove_file(t.path("pki/etcd/peer.crt")).unwrap();
+    std::fs::remove_file(t.path("pki/etcd/peer.key")).unwrap();
+    t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ])
+    .ok();
+    let after = tree(&t, "pki");
+    assert_ne!(after["etcd/peer.crt"], files["etcd/peer.crt"]);
+    assert_eq!(after["etcd/server.crt"], files["etcd/server.crt"]);
+    let v = sh(t.command("openssl").args([
+        "verify",
+        "-CAfile",
+        "pki/etcd/ca.crt",
+        "pki/etcd/peer.crt",
+    ]));
+    assert!(v.contains("OK"), "{v}");
+}
+
+#[test]
+fn dry_run_lists_and_touches_nothing() {
+    let t = Token::new("k8s");
+    t.write("kubeadm.yaml", &config("ECDSA-P256"));
+    let before = t.object_count();
+    let r = t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+        "--dry-run",
+    ]);
+    r.ok();
+    assert!(
+        r.stdout.contains(
+            "make pki/ca.crt (CN kubernetes, key generated in the token as kubernetes-ca)"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("make pki/etcd/server.crt"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("make pki/sa.key and sa.pub"),
+        "{}",
+        r.stdout
+    );
+    assert!(!t.path("pki").exists(), "nothing written");
+    assert_eq!(t.object_count(), before, "nothing made in the token");
+}
+
+/// Each bad input: one error line naming the field or file, its exit code, nothing written,
+/// nothing in the token.
+#[test]
+fn bad_inputs_fail_with_one_line_and_write_nothing() {
+    let t = Token::new("k8s");
+    let good = config("ECDSA-P256");
+    let before = t.object_count();
+    let cases: [(&str, String, i32, &str); 5] = [
+        (
+            "subnet",
+            good.replace("10.96.0.0/12", "10.96.0.0/33"),
+            1,
+            "networking.serviceSubnet \"10.96.0.0/33\" is not a CIDR",
+        ),
+        (
+            "node",
+            good.replace("  name: cp1\n", ""),
+            1,
+            "nodeRegistration.name is missing",
+        ),
+        (
+            "version",
+            good.replacen("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta9", 1),
+            1,
+            "unknown apiVersion \"kubeadm.k8s.io/v1beta9\"",
+        ),
+        ("yaml", "apiVersion: [".to_string(), 1, "not valid YAML"),
+        (
+            "algo",
+            good.replace("ECDSA-P256", "Ed25519"),
+            1,
+            "encryptionAlgorithm \"Ed25519\"",
+        ),
+    ];
+    for (name, text, code, needle) in cases {
+        let file = format!("{name}.yaml");
+        t.write(&file, &text);
+        t.run(&["kubeadm", "certs", "--config", &file, "--cert-dir", "pki"])
+            .fails(code, needle);
+        assert!(!t.path("pki").exists(), "{name}: nothing written");
+    }
+    // A folder holding a CA key: kubeadm would not use external-CA mode.
+    t.write("kubeadm.yaml", &good);
+    std::fs::create_dir_all(t.path("pki/etcd")).unwrap();
+    t.write("pki/etcd/ca.key", "not really a key");
+    t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ])
+    .fails(
+        3,
+        "pki/etcd/ca.key exists: with a CA key file kubeadm does not use external-CA mode",
+    );
+    assert_eq!(tree(&t, "pki").len(), 1, "nothing written beside it");
+    assert_eq!(t.object_count(), before, "nothing made in the token");
+}
+
+#[test]
+fn a_file_that_does_not_match_its_ca_or_names_is_an_error_naming_it() {
+    require("openssl");
+    let t = pki_token("k8s", "ECDSA-P256");
+    let objects = t.object_count();
+    let snapshot = tree(&t, "pki");
+    // A front-proxy-client signed by the kubernetes CA instead of the front-proxy CA.
+    std::fs::copy(
+        t.path("pki/apiserver-etcd-client.crt"),
+        t.path("pki/front-proxy-client.crt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        t.path("pki/apiserver-etcd-client.key"),
+        t.path("pki/front-proxy-client.key"),
+    )
+    .unwrap();
+    t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ])
+    .fails(
+        3,
+        "pki/front-proxy-client.crt is not signed by its CA (front-proxy-ca.crt)",
+    );
+    // An apiserver certificate made for other names.
+    let mut snapshot2 = snapshot.clone();
+    snapshot2.insert(
+        "front-proxy-client.crt".into(),
+        std::fs::read(t.path("pki/front-proxy-client.crt")).unwrap(),
+    );
+    snapshot2.insert(
+        "front-proxy-client.key".into(),
+        std::fs::read(t.path("pki/front-proxy-client.key")).unwrap(),
+    );
+    assert_eq!(tree(&t, "pki"), snapshot2, "nothing written");
+    for (name, bytes) in &snapshot {
+        std::fs::write(t.path(&format!("pki/{name}")), bytes).unwrap();
+    }
+    let other = config("ECDSA-P256").replace("api.example.com", "other.example.com");
+    t.write("other.yaml", &other);
+    t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "other.yaml",
+        "--cert-dir",
+        "pki",
+    ])
+    .fails(
+        3,
+        "pki/apiserver.crt lacks the subjectAltNames other.example.com",
+    );
+    // A key that is not the certificate's.
+    std::fs::copy(t.path("pki/etcd/peer.key"), t.path("pki/etcd/server.key")).unwrap();
+    t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ])
+    .fails(
+        3,
+        "pki/etcd/server.key is not the key of pki/etcd/server.crt",
+    );
+    // A certificate without its key.
+    std::fs::remove_file(t.path("pki/etcd/server.key")).unwrap();
+    t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ])
+    .fails(3, "pki/etcd/server.crt exists without pki/etcd/server.key");
+    // ca.crt present, but this token holds no key for it.
+    let fresh = Token::new("other");
+    fresh.write("kubeadm.yaml", &config("ECDSA-P256"));
+    std::fs::create_dir_all(fresh.path("pki")).unwrap();
+    std::fs::copy(t.path("pki/ca.crt"), fresh.path("pki/ca.crt")).unwrap();
+    fresh
+        .run(&[
+            "kubeadm",
+            "certs",
+            "--config",
+            "kubeadm.yaml",
+            "--cert-dir",
+            "pki",
+        ])
+        .fails(3, "has no key labelled \"kubernetes-ca\"");
+    assert_eq!(t.object_count(), objects, "no key added by a refused run");
+}
