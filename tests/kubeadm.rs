@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{Token, require, sh};
+use crate::util::{Token, require, run, sh};
 
 /// A kubeadm configuration for node `cp1` on 127.0.0.1 with ECDSA keys (fast to make in
 /// software and in every token), and the fields that shape the certificates set.
@@ -402,4 +402,235 @@ fn a_file_that_does_not_match_its_ca_or_names_is_an_error_naming_it() {
         ])
         .fails(3, "has no key labelled \"kubernetes-ca\"");
     assert_eq!(t.object_count(), objects, "no key added by a refused run");
+}
+
+/// `etcdctl` (v3 API) against `endpoints` with a client certificate; never waits long.
+fn etcdctl(t: &Token, endpoints: &str, cert: &str, key: &str, args: &[&str]) -> crate::util::Run {
+    let mut c = t.command("etcdctl");
+    c.env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        endpoints,
+        "--cacert",
+        "pki/etcd/ca.crt",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--dial-timeout",
+        "2s",
+        "--command-timeout",
+        "4s",
+    ]);
+    run(c.args(args), None)
+}
+
+/// A client certificate and key from a CA that is not etcd's (OpenSSL, software keys).
+fn foreign_client(t: &Token) {
+    let openssl = |args: &[&str]| sh(t.command("openssl").args(args));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "other-ca.key",
+        "-out",
+        "other-ca.crt",
+        "-subj",
+        "/CN=etcd-ca",
+        "-days",
+        "2",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.csr",
+        "-subj",
+        "/CN=kube-apiserver-etcd-client",
+    ]);
+    t.write(
+        "client.ext",
+        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "other.csr",
+        "-CA",
+        "other-ca.crt",
+        "-CAkey",
+        "other-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "other.crt",
+    ]);
+}
+
+#[test]
+fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client() {
+    for tool in ["etcd", "etcdctl", "openssl"] {
+        require(tool);
+    }
+    let t = pki_token("k8s", "ECDSA-P256");
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| (crate::util::free_port(), crate::util::free_port()))
+        .collect();
+    let cluster: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=https://127.0.0.1:{peer}"))
+        .collect();
+    let cluster = cluster.join(",");
+    // Each member ends with the test (dropped, panicking or not) or after 120 s at most.
+    let _members: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, peer))| {
+            let (c, p) = (
+                format!("https://127.0.0.1:{client}"),
+                format!("https://127.0.0.1:{peer}"),
+            );
+            let args = [
+                "--name",
+                &format!("m{i}"),
+                "--data-dir",
+                &format!("etcd-m{i}"),
+                "--listen-client-urls",
+                &c,
+                "--advertise-client-urls",
+                &c,
+                "--listen-peer-urls",
+                &p,
+                "--initial-advertise-peer-urls",
+                &p,
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "p11ca-test",
+                "--client-cert-auth",
+                "--trusted-ca-file",
+                "pki/etcd/ca.crt",
+                "--cert-file",
+                "pki/etcd/server.crt",
+                "--key-file",
+                "pki/etcd/server.key",
+                "--peer-client-cert-auth",
+                "--peer-trusted-ca-file",
+                "pki/etcd/ca.crt",
+                "--peer-cert-file",
+                "pki/etcd/peer.crt",
+                "--peer-key-file",
+                "pki/etcd/peer.key",
+            ]
+            .map(|s| s.to_string());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            t.spawn(&format!("etcd-m{i}"), 120, "etcd", &args)
+        })
+        .collect();
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|(client, _)| format!("https://127.0.0.1:{client}"))
+        .collect();
+    let all = endpoints.join(",");
+    let apiserver = (
+        "pki/apiserver-etcd-client.crt",
+        "pki/apiserver-etcd-client.key",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let h = etcdctl(&t, &all, apiserver.0, apiserver.1, &["endpoint", "health"]);
+        if h.code == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the etcd cluster did not become healthy: {}{}\nmember 0: {}",
+            h.stdout,
+            h.stderr,
+            std::fs::read_to_string(t.path("etcd-m0.err")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let members = etcdctl(&t, &all, apiserver.0, apiserver.1, &["member", "list"]);
+    members.ok();
+    assert_eq!(
+        members
+            .stdout
+            .lines()
+            .filter(|l| l.contains("started"))
+            .count(),
+        3,
+        "{}",
+        members.stdout
+    );
+    // The API server's client writes through one member; the health-check client reads
+    // it back through another (replicated over the peer certificates).
+    etcdctl(
+        &t,
+        &endpoints[0],
+        apiserver.0,
+        apiserver.1,
+        &["put", "/p11ca", "from-the-token"],
+    )
+    .ok();
+    let health = (
+        "pki/etcd/healthcheck-client.crt",
+        "pki/etcd/healthcheck-client.key",
+    );
+    let got = etcdctl(
+        &t,
+        &endpoints[2],
+        health.0,
+        health.1,
+        &["get", "/p11ca", "--print-value-only"],
+    );
+    got.ok();
+    assert_eq!(got.stdout.trim(), "from-the-token");
+    etcdctl(&t, &all, health.0, health.1, &["endpoint", "health"]).ok();
+
+    // A client certificate from another CA (same CN) is refused.
+    foreign_client(&t);
+    let refused = etcdctl(
+        &t,
+        &endpoints[0],
+        "other.crt",
+        "other.key",
+        &["put", "/p11ca", "intruder"],
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    let still = etcdctl(
+        &t,
+        &endpoints[1],
+        apiserver.0,
+        apiserver.1,
+        &["get", "/p11ca", "--print-value-only"],
+    );
+    assert_eq!(still.stdout.trim(), "from-the-token");
+    let log: String = (0..3)
+        .map(|i| std::fs::read_to_string(t.path(&format!("etcd-m{i}.err"))).unwrap_or_default())
+        .collect();
+    assert!(
+        log.contains("bad certificate")
+            || log.contains("unknown authority")
+            || log.contains("rejected connection"),
+        "no refusal in etcd's log"
+    );
 }
