@@ -634,3 +634,214 @@ fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client()
         "no refusal in etcd's log"
     );
 }
+
+/// One row of kubeadm's certificate table as OpenSSL prints it.
+struct Row {
+    file: &'static str,
+    issuer_file: &'static str,
+    subject: &'static str,
+    issuer: &'static str,
+    /// Extended key usages; empty for a CA.
+    eku: &'static str,
+    /// subjectAltName; empty for none.
+    sans: &'static str,
+    days: i64,
+}
+
+const SERVER: &str = "TLS Web Server Authentication";
+const CLIENT: &str = "TLS Web Client Authentication";
+const BOTH: &str = "TLS Web Server Authentication, TLS Web Client Authentication";
+
+fn table() -> Vec<Row> {
+    let row = |file, issuer_file, subject, issuer, eku, sans, days| Row {
+        file,
+        issuer_file,
+        subject,
+        issuer,
+        eku,
+        sans,
+        days,
+    };
+    vec![
+        row(
+            "ca.crt",
+            "ca.crt",
+            "CN = kubernetes",
+            "CN = kubernetes",
+            "",
+            "",
+            3650,
+        ),
+        row(
+            "front-proxy-ca.crt",
+            "front-proxy-ca.crt",
+            "CN = front-proxy-ca",
+            "CN = front-proxy-ca",
+            "",
+            "",
+            3650,
+        ),
+        row(
+            "etcd/ca.crt",
+            "etcd/ca.crt",
+            "CN = etcd-ca",
+            "CN = etcd-ca",
+            "",
+            "",
+            3650,
+        ),
+        row(
+            "apiserver.crt",
+            "ca.crt",
+            "CN = kube-apiserver",
+            "CN = kubernetes",
+            SERVER,
+            "DNS:api.example.com, DNS:cp1, DNS:k8s.example.com, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP Address:10.96.0.1, IP Address:127.0.0.1, IP Address:10.1.2.3",
+            365,
+        ),
+        row(
+            "apiserver-kubelet-client.crt",
+            "ca.crt",
+            "O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client",
+            "CN = kubernetes",
+            CLIENT,
+            "",
+            365,
+        ),
+        row(
+            "front-proxy-client.crt",
+            "front-proxy-ca.crt",
+            "CN = front-proxy-client",
+            "CN = front-proxy-ca",
+            CLIENT,
+            "",
+            365,
+        ),
+        row(
+            "etcd/server.crt",
+            "etcd/ca.crt",
+            "CN = cp1",
+            "CN = etcd-ca",
+            BOTH,
+            "DNS:cp1, DNS:etcd.example.com, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1",
+            365,
+        ),
+        row(
+            "etcd/peer.crt",
+            "etcd/ca.crt",
+            "CN = cp1",
+            "CN = etcd-ca",
+            BOTH,
+            "DNS:cp1, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.9.9.9",
+            365,
+        ),
+        row(
+            "etcd/healthcheck-client.crt",
+            "etcd/ca.crt",
+            "CN = kube-etcd-healthcheck-client",
+            "CN = etcd-ca",
+            CLIENT,
+            "",
+            365,
+        ),
+        row(
+            "apiserver-etcd-client.crt",
+            "etcd/ca.crt",
+            "CN = kube-apiserver-etcd-client",
+            "CN = etcd-ca",
+            CLIENT,
+            "",
+            365,
+        ),
+    ]
+}
+
+/// The value lines of `openssl x509 -ext NAME` output (empty when absent).
+fn ext(t: &Token, file: &str, name: &str) -> String {
+    let out = sh(t
+        .command("openssl")
+        .args(["x509", "-noout", "-in", file, "-ext", name]));
+    out.lines()
+        .skip(1)
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn unix(t: &Token, date: &str) -> i64 {
+    sh(t.command("date").args(["-u", "-d", date, "+%s"]))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Every certificate against kubeadm's table, by OpenSSL: subject, issuer (and the chain
+/// verified), usages, names, validity; leaf keys RSA-2048 as kubeadm's default.
+#[test]
+fn every_certificate_matches_kubeadms_table() {
+    require("openssl");
+    let t = pki_token("k8s", "RSA-2048");
+    for r in table() {
+        let file = format!("pki/{}", r.file);
+        let field = |flag: &str| {
+            let out = sh(t
+                .command("openssl")
+                .args(["x509", "-noout", "-in", &file, flag]));
+            out.trim()
+                .split_once('=')
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("-subject").trim(), r.subject, "{file}");
+        assert_eq!(field("-issuer").trim(), r.issuer, "{file}");
+        let v = sh(t.command("openssl").args([
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            &format!("pki/{}", r.issuer_file),
+            &file,
+        ]));
+        assert!(v.contains(": OK"), "{file}: {v}");
+        assert_eq!(ext(&t, &file, "extendedKeyUsage"), r.eku, "{file}");
+        assert_eq!(ext(&t, &file, "subjectAltName"), r.sans, "{file}");
+        let (ku, bc) = (
+            ext(&t, &file, "keyUsage"),
+            ext(&t, &file, "basicConstraints"),
+        );
+        if r.eku.is_empty() {
+            assert_eq!(bc, "CA:TRUE", "{file}");
+            assert!(ku.contains("Certificate Sign"), "{file}: {ku}");
+        } else {
+            assert_eq!(bc, "CA:FALSE", "{file}");
+            assert_eq!(ku, "Digital Signature, Key Encipherment", "{file}");
+            let text = sh(t
+                .command("openssl")
+                .args(["x509", "-noout", "-text", "-in", &file]));
+            assert!(text.contains("Public-Key: (2048 bit)"), "{file}");
+            // The private key beside it is the certificate's.
+            let key = file.replace(".crt", ".key");
+            let m1 = sh(t
+                .command("openssl")
+                .args(["x509", "-noout", "-pubkey", "-in", &file]));
+            let m2 = sh(t.command("openssl").args(["pkey", "-pubout", "-in", &key]));
+            assert_eq!(m1, m2, "{key}");
+        }
+        let (nb, na) = (field("-startdate"), field("-enddate"));
+        let days = (unix(&t, &na) - unix(&t, &nb)) / 86400;
+        assert_eq!(days, r.days, "{file}: {nb} .. {na}");
+        let backdate = sh(t.command("date").args(["-u", "+%s"]))
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+            - unix(&t, &nb);
+        assert!(
+            (0..=420).contains(&backdate),
+            "{file}: notBefore {nb} is backdated about 5 minutes"
+        );
+    }
+    // sa.pub is sa.key's public key.
+    let a = sh(t
+        .command("openssl")
+        .args(["pkey", "-pubout", "-in", "pki/sa.key"]));
+    assert_eq!(a, t.read("pki/sa.pub"));
+}
