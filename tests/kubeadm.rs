@@ -845,3 +845,206 @@ fn every_certificate_matches_kubeadms_table() {
         .args(["pkey", "-pubout", "-in", "pki/sa.key"]));
     assert_eq!(a, t.read("pki/sa.pub"));
 }
+
+/// `kubectl config view --raw -o jsonpath=…` of a kubeconfig.
+fn kubectl_field(t: &Token, file: &str, path: &str) -> String {
+    sh(t.command("kubectl").args([
+        "config",
+        "view",
+        "--raw",
+        "--kubeconfig",
+        file,
+        "-o",
+        &format!("jsonpath={path}"),
+    ]))
+}
+
+fn base64_to_file(t: &Token, data: &str, out: &str) {
+    t.write(&format!("{out}.b64"), data);
+    sh(t.command("openssl").args([
+        "base64",
+        "-d",
+        "-A",
+        "-in",
+        &format!("{out}.b64"),
+        "-out",
+        out,
+    ]));
+}
+
+/// Every kubeconfig read back by kubectl: its server, its CA (ca.crt itself), and its client
+/// certificate verified under ca.crt with the table's CN and O, the key its own.
+#[test]
+fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
+    for tool in ["kubectl", "openssl"] {
+        require(tool);
+    }
+    let t = pki_token("k8s", "ECDSA-P256");
+    let args = [
+        "kubeadm",
+        "kubeconfig",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+        "--kubeconfig-dir",
+        "kc",
+    ];
+    t.run(&args).ok();
+    let table = [
+        (
+            "admin.conf",
+            "O = kubeadm:cluster-admins, CN = kubernetes-admin",
+            "https://k8s.example.com:443",
+        ),
+        (
+            "super-admin.conf",
+            "O = system:masters, CN = kubernetes-super-admin",
+            "https://k8s.example.com:443",
+        ),
+        (
+            "controller-manager.conf",
+            "CN = system:kube-controller-manager",
+            "https://127.0.0.1:6443",
+        ),
+        (
+            "scheduler.conf",
+            "CN = system:kube-scheduler",
+            "https://127.0.0.1:6443",
+        ),
+        (
+            "kubelet.conf",
+            "O = system:nodes, CN = system:node:cp1",
+            "https://k8s.example.com:443",
+        ),
+    ];
+    let ca = t.read("pki/ca.crt");
+    for (file, subject, server) in table {
+        let f = format!("kc/{file}");
+        let mode = std::fs::metadata(t.path(&f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+        assert_eq!(
+            kubectl_field(&t, &f, "{.clusters[0].cluster.server}"),
+            server,
+            "{f}"
+        );
+        assert_eq!(
+            kubectl_field(&t, &f, "{.clusters[0].name}"),
+            "kubernetes",
+            "{f}"
+        );
+        let user = kubectl_field(&t, &f, "{.users[0].name}");
+        assert_eq!(
+            kubectl_field(&t, &f, "{.current-context}"),
+            format!("{user}@kubernetes"),
+            "{f}"
+        );
+        base64_to_file(
+            &t,
+            &kubectl_field(&t, &f, "{.clusters[0].cluster.certificate-authority-data}"),
+            "kc-ca.pem",
+        );
+        assert_eq!(t.read("kc-ca.pem"), ca, "{f} embeds ca.crt");
+        base64_to_file(
+            &t,
+            &kubectl_field(&t, &f, "{.users[0].user.client-certificate-data}"),
+            "kc-cert.pem",
+        );
+        base64_to_file(
+            &t,
+            &kubectl_field(&t, &f, "{.users[0].user.client-key-data}"),
+            "kc-key.pem",
+        );
+        let v = sh(t.command("openssl").args([
+            "verify",
+            "-CAfile",
+            "pki/ca.crt",
+            "-purpose",
+            "sslclient",
+            "kc-cert.pem",
+        ]));
+        assert!(v.contains(": OK"), "{f}: {v}");
+        let s = sh(t
+            .command("openssl")
+            .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
+        assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
+        assert!(
+            subject.ends_with(&format!("CN = {user}")),
+            "{f}: user {user}"
+        );
+        let m1 = sh(t
+            .command("openssl")
+            .args(["x509", "-noout", "-pubkey", "-in", "kc-cert.pem"]));
+        let m2 = sh(t
+            .command("openssl")
+            .args(["pkey", "-pubout", "-in", "kc-key.pem"]));
+        assert_eq!(m1, m2, "{f}: the key is the certificate's");
+    }
+    // A second run keeps them; a kubeconfig of another CA is an error naming it.
+    let before = std::fs::read(t.path("kc/admin.conf")).unwrap();
+    let again = t.run(&args);
+    again.ok();
+    assert!(again.stdout.contains("Using existing"), "{}", again.stdout);
+    assert_eq!(std::fs::read(t.path("kc/admin.conf")).unwrap(), before);
+    let other = pki_token("other", "ECDSA-P256");
+    other
+        .run(&[
+            "kubeadm",
+            "kubeconfig",
+            "--config",
+            "kubeadm.yaml",
+            "--cert-dir",
+            "pki",
+            "--kubeconfig-dir",
+            "kc",
+        ])
+        .ok();
+    std::fs::copy(other.path("kc/scheduler.conf"), t.path("kc/scheduler.conf")).unwrap();
+    t.run(&args)
+        .fails(3, "kc/scheduler.conf embeds another CA than pki/ca.crt");
+
+    // `kubeconfig user`: one more user on stdout, groups from --org; system:masters refused.
+    let u = t.run(&[
+        "kubeadm",
+        "kubeconfig",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+        "--client-name",
+        "jane",
+        "--org",
+        "devs",
+        "--org",
+        "ops",
+    ]);
+    u.ok();
+    t.write("jane.conf", &u.stdout);
+    base64_to_file(
+        &t,
+        &kubectl_field(&t, "jane.conf", "{.users[0].user.client-certificate-data}"),
+        "jane.pem",
+    );
+    let s = sh(t
+        .command("openssl")
+        .args(["x509", "-noout", "-subject", "-in", "jane.pem"]));
+    // One multi-valued RDN, its values in DER order (as Go's SET OF): the shorter first.
+    assert_eq!(s.trim(), "subject=O = ops + O = devs, CN = jane");
+    let v = sh(t
+        .command("openssl")
+        .args(["verify", "-CAfile", "pki/ca.crt", "jane.pem"]));
+    assert!(v.contains(": OK"), "{v}");
+    t.run(&[
+        "kubeadm",
+        "kubeconfig",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+        "--client-name",
+        "mallory",
+        "--org",
+        "system:masters",
+    ])
+    .fails(3, "subject O \"system:masters\" is refused");
+}

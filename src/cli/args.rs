@@ -451,6 +451,29 @@ pub enum KubeadmCommand {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// admin.conf, super-admin.conf, controller-manager.conf, scheduler.conf and kubelet.conf
+    /// with client certificates from the Kubernetes CA in the token, like `kubeadm init phase
+    /// kubeconfig all`; with --client-name, one user's kubeconfig on stdout instead, like
+    /// `kubeadm kubeconfig user`.
+    Kubeconfig {
+        /// kubeadm's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: String,
+        /// The certificate folder holding ca.crt (made by `p11ca kubeadm certs`).
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+        cert_dir: PathBuf,
+        /// Where the kubeconfig files go.
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes")]
+        kubeconfig_dir: PathBuf,
+        /// Print a kubeconfig for this user (the client certificate's CN) instead.
+        #[arg(long, value_name = "NAME")]
+        client_name: Option<String>,
+        /// Organizations (groups) of --client-name; repeat for several.
+        #[arg(long, value_name = "O", requires = "client_name")]
+        org: Vec<String>,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 /// Long flags cfssl users write with one dash.

@@ -5,9 +5,10 @@ use std::path::Path;
 use p11ca::Result;
 use p11ca::kube::certs::{CertsPlan, TokenContext};
 use p11ca::kube::config::KubeadmConfig;
+use p11ca::kube::kubeconfig::KubeconfigPlan;
 
 use super::args::{KubeadmCommand, TokenArgs};
-use super::{open_and_login, read_input, warn, write_stdout};
+use super::{Opened, open_and_login, read_input, warn, write_stdout};
 
 pub(super) fn run(cmd: KubeadmCommand, before: &TokenArgs) -> Result<()> {
     match cmd {
@@ -17,6 +18,23 @@ pub(super) fn run(cmd: KubeadmCommand, before: &TokenArgs) -> Result<()> {
             dry_run,
             token,
         } => certs(&config, &cert_dir, dry_run, &token.over(before)?),
+        KubeadmCommand::Kubeconfig {
+            config,
+            cert_dir,
+            kubeconfig_dir,
+            client_name,
+            org,
+            token,
+        } => {
+            let cfg = read_config(&config)?;
+            let plan = KubeconfigPlan::new(&cfg, &cert_dir, &kubeconfig_dir)?;
+            let o = open_and_login(&token.over(before)?, None)?;
+            let t = context(&o);
+            match client_name {
+                Some(name) => write_stdout(&plan.user(&t, &cert_dir, &name, &org)?),
+                None => write_stdout(&lines(&plan.run(&t, &cert_dir)?)),
+            }
+        }
     }
 }
 
@@ -25,6 +43,15 @@ fn read_config(file: &str) -> Result<KubeadmConfig> {
     let text = String::from_utf8(bytes)
         .map_err(|_| p11ca::Error::input(format!("{name}: not UTF-8 text")))?;
     KubeadmConfig::parse(&text, &name)
+}
+
+fn context(o: &Opened) -> TokenContext<'_> {
+    TokenContext {
+        module: &o.module,
+        token: &o.token,
+        session: &o.session,
+        pin: &o.pin,
+    }
 }
 
 fn lines(v: &[String]) -> String {
@@ -42,12 +69,7 @@ fn certs(config: &str, dir: &Path, dry_run: bool, targs: &TokenArgs) -> Result<(
         return write_stdout(&lines(&plan.describe()));
     }
     let o = open_and_login(targs, None)?;
-    let t = TokenContext {
-        module: &o.module,
-        token: &o.token,
-        session: &o.session,
-        pin: &o.pin,
-    };
+    let t = context(&o);
     let report = plan.run(&t)?;
     write_stdout(&lines(&report))
 }

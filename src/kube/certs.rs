@@ -266,12 +266,18 @@ pub fn profile(
 
 /// The subject kubeadm writes: O (if any), then CN.
 pub fn subject(cn: &str, o: Option<&str>) -> Result<x509_cert::name::Name> {
-    let names: Vec<NameEntry> = o
+    let orgs: Vec<String> = o.map(str::to_string).into_iter().collect();
+    subject_orgs(cn, &orgs)
+}
+
+/// The subject with several O values (one multi-valued RDN, as Go writes them), then CN.
+pub fn subject_orgs(cn: &str, orgs: &[String]) -> Result<x509_cert::name::Name> {
+    let names: Vec<NameEntry> = orgs
+        .iter()
         .map(|o| NameEntry {
-            o: o.to_string(),
+            o: o.clone(),
             ..NameEntry::default()
         })
-        .into_iter()
         .collect();
     name::build(&SubjectSpec {
         cn,

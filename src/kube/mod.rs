@@ -7,4 +7,5 @@
 pub mod certs;
 pub mod check;
 pub mod config;
+pub mod kubeconfig;
 pub mod pki;
