@@ -1048,3 +1048,246 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
     ])
     .fails(3, "subject O \"system:masters\" is refused");
 }
+
+/// An OpenSSL P-256 key (SEC1, as kubeadm writes it) and CSR at `base` with `subj` and SANs.
+fn openssl_csr(t: &Token, base: &str, subj: &str, sans: &str) {
+    let key = format!("{base}.key");
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        "",
+        "-subj",
+        subj,
+    ];
+    let csr = format!("{base}.csr");
+    args[10] = &csr;
+    let ext = format!("subjectAltName={sans}");
+    if !sans.is_empty() {
+        args.extend(["-addext", &ext]);
+    }
+    sh(t.command("openssl").args(&args));
+    sh(t.command("openssl").args(["ec", "-in", &key, "-out", &key]));
+}
+
+/// A kubeconfig as generate-csr leaves it: the client key filled, the CA and certificate empty.
+fn generate_csr_conf(t: &Token, name: &str, user: &str, server: &str) {
+    let key_pem = t.read(&format!("kc/{name}.key"));
+    std::fs::remove_file(t.path(&format!("kc/{name}.key"))).unwrap();
+    t.write(&format!("kc/{name}.b64in"), &key_pem);
+    let b64 = sh(t
+        .command("openssl")
+        .args(["base64", "-A", "-in", &format!("kc/{name}.b64in")]));
+    std::fs::remove_file(t.path(&format!("kc/{name}.b64in"))).unwrap();
+    t.write(
+        &format!("kc/{name}"),
+        &format!(
+            "apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: \"\"
+    server: {server}
+  name: kubernetes
+contexts:
+- context:
+    cluster: kubernetes
+    user: {user}
+  name: {user}@kubernetes
+current-context: {user}@kubernetes
+kind: Config
+preferences: {{}}
+users:
+- name: {user}
+  user:
+    client-certificate-data: \"\"
+    client-key-data: {b64}
+"
+        ),
+    );
+}
+
+/// kubeadm's `certs generate-csr` tree, made as the reference describes it (kubeadm is not in
+/// Debian): seven NAME.key/NAME.csr pairs and five NAME.conf/NAME.conf.csr pairs.
+fn generate_csr_tree(t: &Token) {
+    std::fs::create_dir_all(t.path("pki/etcd")).unwrap();
+    std::fs::create_dir_all(t.path("kc")).unwrap();
+    let etcd = "DNS:cp1,DNS:localhost,IP:127.0.0.1,IP:::1";
+    let csrs = [
+        ("pki/apiserver", "/CN=kube-apiserver".to_string(),
+         "DNS:cp1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:k8s.example.com,DNS:api.example.com,IP:10.96.0.1,IP:127.0.0.1,IP:10.1.2.3".to_string()),
+        ("pki/apiserver-kubelet-client", "/O=kubeadm:cluster-admins/CN=kube-apiserver-kubelet-client".into(), String::new()),
+        ("pki/front-proxy-client", "/CN=front-proxy-client".into(), String::new()),
+        ("pki/etcd/server", "/CN=cp1".into(), format!("{etcd},DNS:etcd.example.com")),
+        ("pki/etcd/peer", "/CN=cp1".into(), format!("{etcd},IP:10.9.9.9")),
+        ("pki/etcd/healthcheck-client", "/CN=kube-etcd-healthcheck-client".into(), String::new()),
+        ("pki/apiserver-etcd-client", "/CN=kube-apiserver-etcd-client".into(), String::new()),
+    ];
+    for (base, subj, sans) in &csrs {
+        openssl_csr(t, base, subj, sans);
+    }
+    let confs = [
+        (
+            "admin.conf",
+            "kubernetes-admin",
+            "/O=kubeadm:cluster-admins/CN=kubernetes-admin",
+            "https://k8s.example.com:443",
+        ),
+        (
+            "super-admin.conf",
+            "kubernetes-super-admin",
+            "/O=system:masters/CN=kubernetes-super-admin",
+            "https://k8s.example.com:443",
+        ),
+        (
+            "controller-manager.conf",
+            "system:kube-controller-manager",
+            "/CN=system:kube-controller-manager",
+            "https://127.0.0.1:6443",
+        ),
+        (
+            "scheduler.conf",
+            "system:kube-scheduler",
+            "/CN=system:kube-scheduler",
+            "https://127.0.0.1:6443",
+        ),
+        (
+            "kubelet.conf",
+            "system:node:cp1",
+            "/O=system:nodes/CN=system:node:cp1",
+            "https://k8s.example.com:443",
+        ),
+    ];
+    for (name, user, subj, server) in confs {
+        // generate-csr names the request NAME.conf.csr; the key goes into NAME.conf.
+        openssl_csr(t, &format!("kc/{name}"), subj, "");
+        generate_csr_conf(t, name, user, server);
+    }
+}
+
+#[test]
+fn sign_csrs_signs_kubeadms_generate_csr_tree_with_the_right_cas() {
+    for tool in ["openssl", "kubectl"] {
+        require(tool);
+    }
+    let t = Token::new("k8s");
+    t.write("kubeadm.yaml", &config("ECDSA-P256"));
+    generate_csr_tree(&t);
+    let objects = t.object_count();
+    let sign = [
+        "kubeadm",
+        "sign-csrs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+        "--kubeconfig-dir",
+        "kc",
+    ];
+
+    // A request that does not match its file's row is refused before anything is made.
+    let good_csr = std::fs::read(t.path("pki/apiserver-etcd-client.csr")).unwrap();
+    let good_key = std::fs::read(t.path("pki/apiserver-etcd-client.key")).unwrap();
+    openssl_csr(
+        &t,
+        "pki/apiserver-etcd-client",
+        "/O=system:masters/CN=kube-apiserver-etcd-client",
+        "",
+    );
+    let before = tree(&t, "pki");
+    t.run(&sign).fails(3, "pki/apiserver-etcd-client.csr: the request is for CN \"kube-apiserver-etcd-client\" O [\"system:masters\"]");
+    assert_eq!(tree(&t, "pki"), before, "nothing written");
+    assert_eq!(t.object_count(), objects, "nothing made in the token");
+    std::fs::write(t.path("pki/apiserver-etcd-client.csr"), good_csr).unwrap();
+    std::fs::write(t.path("pki/apiserver-etcd-client.key"), good_key).unwrap();
+
+    let r = t.run(&sign);
+    r.ok();
+    assert_eq!(t.object_count(), objects + 9, "three CAs made in the token");
+    let rows = [
+        ("apiserver", "ca.crt", SERVER),
+        ("apiserver-kubelet-client", "ca.crt", CLIENT),
+        ("front-proxy-client", "front-proxy-ca.crt", CLIENT),
+        ("etcd/server", "etcd/ca.crt", BOTH),
+        ("etcd/peer", "etcd/ca.crt", BOTH),
+        ("etcd/healthcheck-client", "etcd/ca.crt", CLIENT),
+        ("apiserver-etcd-client", "etcd/ca.crt", CLIENT),
+    ];
+    for (base, ca, eku) in rows {
+        let crt = format!("pki/{base}.crt");
+        let v = sh(t
+            .command("openssl")
+            .args(["verify", "-CAfile", &format!("pki/{ca}"), &crt]));
+        assert!(v.contains(": OK"), "{crt}: {v}");
+        assert_eq!(ext(&t, &crt, "extendedKeyUsage"), eku, "{crt}");
+    }
+    assert!(!t.path("pki/ca.key").exists() && !t.path("pki/etcd/ca.key").exists());
+    for (conf, subject) in [
+        (
+            "admin.conf",
+            "O = kubeadm:cluster-admins, CN = kubernetes-admin",
+        ),
+        (
+            "super-admin.conf",
+            "O = system:masters, CN = kubernetes-super-admin",
+        ),
+        (
+            "controller-manager.conf",
+            "CN = system:kube-controller-manager",
+        ),
+        ("scheduler.conf", "CN = system:kube-scheduler"),
+        ("kubelet.conf", "O = system:nodes, CN = system:node:cp1"),
+    ] {
+        let f = format!("kc/{conf}");
+        base64_to_file(
+            &t,
+            &kubectl_field(&t, &f, "{.clusters[0].cluster.certificate-authority-data}"),
+            "kc-ca.pem",
+        );
+        assert_eq!(t.read("kc-ca.pem"), t.read("pki/ca.crt"), "{f}");
+        base64_to_file(
+            &t,
+            &kubectl_field(&t, &f, "{.users[0].user.client-certificate-data}"),
+            "kc-cert.pem",
+        );
+        let v = sh(t.command("openssl").args([
+            "verify",
+            "-CAfile",
+            "pki/ca.crt",
+            "-purpose",
+            "sslclient",
+            "kc-cert.pem",
+        ]));
+        assert!(v.contains(": OK"), "{f}: {v}");
+        let s = sh(t
+            .command("openssl")
+            .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
+        assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
+    }
+    // What was signed is what kubeadm's table wants: `kubeadm certs` keeps every leaf.
+    let certs = t.run(&[
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ]);
+    certs.ok();
+    assert_eq!(
+        certs.stdout.matches("certificate and key on disk").count(),
+        7,
+        "{}",
+        certs.stdout
+    );
+    // Nothing left to sign: a clear error, nothing changed.
+    let after = tree(&t, "kc");
+    t.run(&sign).fails(1, "no unsigned kubeadm CSR");
+    assert_eq!(tree(&t, "kc"), after);
+}

@@ -474,6 +474,23 @@ pub enum KubeadmCommand {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Sign the CSRs `kubeadm certs generate-csr` left (NAME.csr beside NAME.key, and
+    /// NAME.conf.csr beside NAME.conf) with the right CA in the token, writing NAME.crt and
+    /// completing the kubeconfigs; a missing CA is made in the token first.
+    SignCsrs {
+        /// kubeadm's configuration file, for clusterName, the key type of new CAs and the
+        /// validity periods (default: kubeadm's defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<String>,
+        /// The certificate folder generate-csr wrote into.
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+        cert_dir: PathBuf,
+        /// The kubeconfig folder generate-csr wrote into (its *.conf.csr are signed too).
+        #[arg(long, value_name = "DIR")]
+        kubeconfig_dir: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 /// Long flags cfssl users write with one dash.

@@ -5,6 +5,7 @@ use std::path::Path;
 use p11ca::Result;
 use p11ca::kube::certs::{CertsPlan, TokenContext};
 use p11ca::kube::config::KubeadmConfig;
+use p11ca::kube::csrs::SignCsrsPlan;
 use p11ca::kube::kubeconfig::KubeconfigPlan;
 
 use super::args::{KubeadmCommand, TokenArgs};
@@ -34,6 +35,20 @@ pub(super) fn run(cmd: KubeadmCommand, before: &TokenArgs) -> Result<()> {
                 Some(name) => write_stdout(&plan.user(&t, &cert_dir, &name, &org)?),
                 None => write_stdout(&lines(&plan.run(&t, &cert_dir)?)),
             }
+        }
+        KubeadmCommand::SignCsrs {
+            config,
+            cert_dir,
+            kubeconfig_dir,
+            token,
+        } => {
+            let cfg = match config {
+                Some(f) => read_config(&f)?,
+                None => KubeadmConfig::signing_defaults(),
+            };
+            let plan = SignCsrsPlan::new(&cfg, &cert_dir, kubeconfig_dir.as_deref())?;
+            let o = open_and_login(&token.over(before)?, None)?;
+            write_stdout(&lines(&plan.run(&context(&o))?))
         }
     }
 }

@@ -36,8 +36,13 @@ pub fn is_ca(cert: &Certificate) -> bool {
 
 /// The subject's CN and O values.
 pub fn cn_and_o(cert: &Certificate) -> (Vec<String>, Vec<String>) {
+    name_cn_and_o(cert.tbs_certificate().subject())
+}
+
+/// A name's CN and O values.
+pub fn name_cn_and_o(subject: &x509_cert::name::Name) -> (Vec<String>, Vec<String>) {
     let (mut cn, mut o) = (Vec::new(), Vec::new());
-    for atv in cert.tbs_certificate().subject().iter() {
+    for atv in subject.iter() {
         let v = name::value_text(&atv.value).unwrap_or_default();
         if atv.oid == const_oid::db::rfc4519::CN {
             cn.push(v);

@@ -281,6 +281,30 @@ impl KubeadmConfig {
         })
     }
 
+    /// kubeadm's cluster-wide defaults without a file, for signing kubeadm's CSRs: cluster
+    /// `kubernetes`, RSA-2048, one-year certificates, ten-year CAs. The node fields are left
+    /// empty (the CSRs carry the node's names).
+    pub fn signing_defaults() -> Self {
+        Self {
+            file: "kubeadm's defaults".into(),
+            node_name: String::new(),
+            advertise_address: IpAddr::from([0, 0, 0, 0]),
+            bind_port: DEFAULT_BIND_PORT,
+            control_plane_endpoint: None,
+            api_server_vip: IpAddr::from([10, 96, 0, 1]),
+            dns_domain: DEFAULT_DNS_DOMAIN.into(),
+            cert_sans: Vec::new(),
+            etcd_server_sans: Vec::new(),
+            etcd_peer_sans: Vec::new(),
+            external_etcd: false,
+            cluster_name: "kubernetes".into(),
+            key_alg: KeyAlg::Rsa(2048),
+            cert_validity: DEFAULT_CERT_VALIDITY,
+            ca_validity: DEFAULT_CA_VALIDITY,
+            joining: false,
+        }
+    }
+
     /// The control-plane URL (admin, super-admin and kubelet kubeconfigs).
     pub fn control_plane_url(&self) -> String {
         match &self.control_plane_endpoint {

@@ -7,5 +7,6 @@
 pub mod certs;
 pub mod check;
 pub mod config;
+pub mod csrs;
 pub mod kubeconfig;
 pub mod pki;
