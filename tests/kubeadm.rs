@@ -1291,3 +1291,106 @@ fn sign_csrs_signs_kubeadms_generate_csr_tree_with_the_right_cas() {
     t.run(&sign).fails(1, "no unsigned kubeadm CSR");
     assert_eq!(tree(&t, "kc"), after);
 }
+
+/// `key openssl-conf`: OpenSSL's pkcs11 engine signs with the token's CA key using the printed
+/// configuration and the printed command, run as printed with the PIN typed at its prompt (no
+/// terminal here, so on stdin); a wrong PIN signs nothing. p11tool signs with the same handle.
+#[test]
+fn openssl_conf_lets_openssl_sign_with_the_token_key_exactly_as_printed() {
+    for tool in ["openssl", "p11tool", "setsid"] {
+        require(tool);
+    }
+    let t = Token::new("ca");
+    t.write("csr.json", &crate::util::ca_csr("ecdsa", 256));
+    t.initca("csr.json", "ca");
+    let conf = t.run(&["key", "openssl-conf", "ca-key.uri"]);
+    conf.ok();
+    t.write("openssl-pkcs11.cnf", &conf.stdout);
+    assert!(
+        conf.stdout
+            .contains(&format!("MODULE_PATH = {}", t.module())),
+        "{}",
+        conf.stdout
+    );
+    assert!(
+        !conf
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("PIN")),
+        "no PIN in the file"
+    );
+    let cmd = conf
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("#   "))
+        .expect("the printed command")
+        .to_string();
+    assert!(cmd.contains("-CAkey \"$(cat ca-key.uri)\""), "{cmd}");
+    sh(t.command("openssl").args([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "node.key",
+        "-out",
+        "node.csr",
+        "-subj",
+        "/CN=node1",
+        "-addext",
+        "subjectAltName=DNS:node1.example.com",
+    ]));
+    // setsid: no controlling terminal, so the engine's prompt reads the PIN from stdin.
+    let signed = run(
+        t.command("setsid").args(["-w", "sh", "-c", &cmd]),
+        Some(format!("{}\n", crate::util::PIN).as_bytes()),
+    );
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
+    assert!(
+        signed.stderr.contains("Enter PKCS#11 token PIN for ca"),
+        "{}",
+        signed.stderr
+    );
+    let v = sh(t
+        .command("openssl")
+        .args(["verify", "-CAfile", "ca.pem", "node.pem"]));
+    assert!(v.contains("node.pem: OK"), "{v}");
+    assert_eq!(
+        ext(&t, "node.pem", "subjectAltName"),
+        "DNS:node1.example.com"
+    );
+
+    std::fs::remove_file(t.path("node.pem")).unwrap();
+    let wrong = run(
+        t.command("setsid").args(["-w", "sh", "-c", &cmd]),
+        Some(b"9999\n"),
+    );
+    assert_ne!(wrong.code, 0, "a wrong PIN must not sign");
+    // OpenSSL may have opened its output before failing; nothing is in it.
+    let left = std::fs::read_to_string(t.path("node.pem")).unwrap_or_default();
+    assert!(!left.contains("CERTIFICATE"), "{left}");
+
+    // GnuTLS's p11tool with the same handle (PIN from its environment, not argv).
+    let handle = t.read("ca-key.uri");
+    let p = run(
+        t.command("p11tool")
+            .env("GNUTLS_PIN", crate::util::PIN)
+            .args([
+                "--provider",
+                t.module(),
+                "--login",
+                "--test-sign",
+                handle.trim(),
+            ]),
+        None,
+    );
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    let p = format!("{}{}", p.stdout, p.stderr);
+    assert!(
+        p.contains("Verifying against public key in the token... ok"),
+        "{p}"
+    );
+}

@@ -429,6 +429,14 @@ pub enum KeyCommand {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Print an OpenSSL configuration with which OpenSSL's pkcs11 engine signs with this key
+    /// (the module p11ca uses, the PIN asked on the terminal), and the command that uses it.
+    OpensslConf {
+        /// The key handle (NAME-key.uri) or a pkcs11: URI.
+        handle: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 /// `kubeadm` subcommands (kubeadm's own flag names).

@@ -9,6 +9,7 @@ mod crl;
 mod keys;
 mod kubeadm;
 mod meta;
+mod openssl_conf;
 mod remote;
 mod serve;
 mod sign;
@@ -60,6 +61,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Key(KeyCommand::Show { uri, json, token }) => {
             keys::key_show(&token.over(before)?, &uri, json)
+        }
+        Command::Key(KeyCommand::OpensslConf { handle, token }) => {
+            openssl_conf::openssl_conf(&token.over(before)?, &handle)
         }
         Command::Version => meta::version(),
         Command::PrintDefaults { what } => meta::print_defaults(what),
