@@ -9,7 +9,7 @@ use crate::util::{Token, require, run, sh};
 
 /// A kubeadm configuration for node `cp1` on 127.0.0.1 with ECDSA keys (fast to make in
 /// software and in every token), and the fields that shape the certificates set.
-fn config(algo: &str) -> String {
+pub(crate) fn config(algo: &str) -> String {
     format!(
         "apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
