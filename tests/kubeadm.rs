@@ -128,7 +128,7 @@ fn certs_writes_kubeadms_external_ca_layout_and_a_second_run_keeps_it() {
     );
     let files = tree(&t, "pki");
     assert_eq!(files.keys().map(String::as_str).collect::<Vec<_>>(), FILES);
-    for (name, _) in &files {
+    for name in files.keys() {
         let mode = std::fs::metadata(t.path(&format!("pki/{name}")))
             .unwrap()
             .permissions()

@@ -220,11 +220,12 @@ fn describe_leaf(spec: &LeafSpec) -> String {
 
 /// The token URI that names a CA's key by its label.
 pub fn ca_key_uri(token: &TokenSummary, label: &str) -> Pkcs11Uri {
-    let mut u = Pkcs11Uri::default();
-    u.token = Some(token.label.clone());
-    u.object = Some(label.to_string());
-    u.object_type = Some(ObjectType::Private);
-    u
+    Pkcs11Uri {
+        token: Some(token.label.clone()),
+        object: Some(label.to_string()),
+        object_type: Some(ObjectType::Private),
+        ..Pkcs11Uri::default()
+    }
 }
 
 fn private_keys_labelled(session: &Session, label: &str) -> Result<Vec<ObjectSummary>> {
