@@ -203,7 +203,11 @@ fn describe_leaf(spec: &LeafSpec) -> String {
     if let Some(o) = &spec.o {
         s.push_str(&format!(", O {o}"));
     }
-    s.push_str(&format!(", {:?}, signed by {}", spec.usage, spec.ca.cn()));
+    s.push_str(&format!(
+        ", {}, signed by {}",
+        spec.usage.name(),
+        spec.ca.cn()
+    ));
     if !spec.sans.is_empty() {
         let names: Vec<String> = spec
             .sans

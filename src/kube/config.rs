@@ -503,6 +503,34 @@ mod tests {
     }
 
     #[test]
+    fn join_and_v1beta3() {
+        let join = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\nnodeRegistration:\n  name: cp2\ncontrolPlane:\n  localAPIEndpoint:\n    advertiseAddress: fd00::2\n    bindPort: 7443\n---\napiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\ncontrolPlaneEndpoint: \"[fd00::1]\"\netcd:\n  external:\n    endpoints: [https://10.0.0.9:2379]\n";
+        let c = KubeadmConfig::parse(join, "j.yaml").unwrap();
+        assert!(c.joining && c.external_etcd);
+        assert_eq!(c.node_name, "cp2");
+        assert_eq!(c.local_url(), "https://[fd00::2]:7443");
+        assert_eq!(c.control_plane_url(), "https://[fd00::1]:7443");
+        let names: Vec<String> = crate::kube::pki::kubeconfigs(&c)
+            .into_iter()
+            .map(|k| k.file)
+            .collect();
+        assert!(
+            !names.contains(&"super-admin.conf".to_string()),
+            "{names:?}"
+        );
+        let mut w = Vec::new();
+        let leaves = crate::kube::pki::leaves(&c, &mut w);
+        assert_eq!(leaves.len(), 3, "no etcd certificates with external etcd");
+        let worker = join.replace("controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: fd00::2\n    bindPort: 7443\n", "");
+        let e = KubeadmConfig::parse(&worker, "j.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("JoinConfiguration has no controlPlane"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_inputs_name_the_field() {
         let e = KubeadmConfig::parse(&BASE.replace("v1beta4", "v1beta9"), "k.yaml").unwrap_err();
         assert!(

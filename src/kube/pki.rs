@@ -68,6 +68,15 @@ pub enum Usage {
 }
 
 impl Usage {
+    /// The usages as the report prints them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Usage::Server => "serverAuth",
+            Usage::Client => "clientAuth",
+            Usage::Both => "serverAuth+clientAuth",
+        }
+    }
+
     /// The extended key usages, in kubeadm's order.
     pub fn ekus(self) -> Vec<ObjectIdentifier> {
         match self {
