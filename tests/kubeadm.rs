@@ -488,9 +488,15 @@ fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client()
         require(tool);
     }
     let t = pki_token("k8s", "ECDSA-P256");
-    let ports: Vec<(u16, u16)> = (0..3)
-        .map(|_| (crate::util::free_port(), crate::util::free_port()))
-        .collect();
+    // Six distinct free ports: a client and a peer port per member.
+    let mut free: Vec<u16> = Vec::new();
+    while free.len() < 6 {
+        let p = crate::util::free_port();
+        if !free.contains(&p) {
+            free.push(p);
+        }
+    }
+    let ports: Vec<(u16, u16)> = free.chunks(2).map(|c| (c[0], c[1])).collect();
     let cluster: Vec<String> = ports
         .iter()
         .enumerate()
