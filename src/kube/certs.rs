@@ -240,7 +240,8 @@ fn private_keys_labelled(session: &Session, label: &str) -> Result<Vec<ObjectSum
 }
 
 /// The kubeadm-shaped signing profile for one usage: digitalSignature (+ keyEncipherment for
-/// RSA keys), the usage's EKUs, `validity` seconds, kubeadm's 5-minute backdate.
+/// RSA keys), the usage's EKUs, notBefore 5 minutes back and notAfter `validity` seconds from
+/// now.
 pub fn profile(
     name: &str,
     usage: Usage,
@@ -258,6 +259,8 @@ pub fn profile(
     p.ext_key_usage = usage.ekus();
     p.expiry_secs = validity;
     p.backdate_secs = Some(300);
+    // As kubeadm: notBefore 5 minutes back, notAfter the whole period from now.
+    p.not_after = Some(build::now_rounded() + validity);
     if let Some(o) = allow_o {
         // Only the profile that must issue this O (system:masters for super-admin.conf)
         // lifts the built-in refusal.
