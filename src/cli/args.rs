@@ -548,6 +548,11 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "rate-limit",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "cert-dir",
+    "dry-run",
+    "kubeconfig-dir",
+    "client-name",
+    "org",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -559,6 +564,7 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "json",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "dry-run",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).

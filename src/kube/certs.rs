@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use der::flagset::FlagSet;
-use der::{Decode, Encode, EncodePem};
+use der::{Encode, EncodePem};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::KeyUsages;
 
@@ -162,11 +162,6 @@ impl CertsPlan {
             sa_kept,
             warnings,
         })
-    }
-
-    /// Whether nothing needs the token (every CA certificate is there and nothing is made).
-    pub fn all_kept(&self) -> bool {
-        self.cas.iter().all(|c| c.cert.is_some()) && self.leaves.iter().all(|(_, k)| *k)
     }
 
     /// What a run would do, one line per file (`--dry-run`).
@@ -513,11 +508,6 @@ impl CertsPlan {
         files.commit()?;
         Ok(report)
     }
-}
-
-/// Parse a certificate's DER (for callers holding DER).
-pub fn cert_from_der(der: &[u8], source: &str) -> Result<Certificate> {
-    Certificate::from_der(der).map_err(|e| Error::input(format!("{source}: {e}")))
 }
 
 /// A certificate as PEM.
