@@ -1053,6 +1053,34 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
         "system:masters",
     ])
     .fails(3, "subject O \"system:masters\" is refused");
+    // A worker's kubelet.conf (no controller-manager signer in external-CA mode).
+    let w = t.run(&[
+        "kubeadm",
+        "kubeconfig",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+        "--client-name",
+        "system:node:w1",
+        "--org",
+        "system:nodes",
+    ]);
+    w.ok();
+    t.write("w1.conf", &w.stdout);
+    assert_eq!(
+        kubectl_field(&t, "w1.conf", "{.clusters[0].cluster.server}"),
+        "https://k8s.example.com:443"
+    );
+    base64_to_file(
+        &t,
+        &kubectl_field(&t, "w1.conf", "{.users[0].user.client-certificate-data}"),
+        "w1.pem",
+    );
+    let s = sh(t
+        .command("openssl")
+        .args(["x509", "-noout", "-subject", "-in", "w1.pem"]));
+    assert_eq!(s.trim(), "subject=O = system:nodes, CN = system:node:w1");
 }
 
 /// An OpenSSL P-256 key (SEC1, as kubeadm writes it) and CSR at `base` with `subj` and SANs.
