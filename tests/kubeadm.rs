@@ -250,7 +250,18 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     let t = Token::new("k8s");
     let good = config("ECDSA-P256");
     let before = t.object_count();
-    let cases: [(&str, String, i32, &str); 5] = [
+    let many: Vec<String> = (1..=120).map(|i| format!("\"10.1.0.{i}\"")).collect();
+    let many = good.replace(
+        "[\"10.1.2.3\", \"api.example.com\"]",
+        &format!("[{}]", many.join(", ")),
+    );
+    let cases: [(&str, String, i32, &str); 6] = [
+        (
+            "sans",
+            many,
+            3,
+            "sans.yaml: apiserver would get 128 subjectAltNames; the issuance policy allows at most 100",
+        ),
         (
             "subnet",
             good.replace("10.96.0.0/12", "10.96.0.0/33"),

@@ -129,6 +129,9 @@ impl CertsPlan {
         }
         let mut planned = Vec::new();
         for spec in leaves {
+            // The issuance policy sees these names again when they are signed; checking them
+            // here makes a bad name fail before any CA key is made.
+            precheck_names(&spec, &cfg.file)?;
             let (crt, key) = (path(dir, &spec.base, "crt"), path(dir, &spec.base, "key"));
             let kept = both_or_neither(&crt, &key)?;
             if kept {
@@ -191,6 +194,22 @@ impl CertsPlan {
         out.push(format!("{verb} {}/sa.key and sa.pub", self.dir.display()));
         out
     }
+}
+
+fn precheck_names(spec: &LeafSpec, file: &str) -> Result<()> {
+    let max = Policy::default().max_sans;
+    if spec.sans.len() > max {
+        return Err(Error::policy(format!(
+            "{file}: {} would get {} subjectAltNames; the issuance policy allows at most {max}",
+            spec.base,
+            spec.sans.len()
+        )));
+    }
+    for san in &spec.sans {
+        crate::x509::policy::check_san(san)
+            .map_err(|e| e.context(format!("{file}: {}", spec.base)))?;
+    }
+    Ok(())
 }
 
 fn describe_leaf(spec: &LeafSpec) -> String {
