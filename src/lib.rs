@@ -22,6 +22,7 @@ pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod fsio;
+pub mod kube;
 pub mod serve;
 pub mod sync;
 pub mod text;

@@ -475,3 +475,87 @@ fn renewca_replaces_the_certificate_and_old_leaves_verify() {
     assert_eq!(t.object_count(), before);
     openssl_verifies(&t, "new.pem", None, "node.pem", true);
 }
+
+/// `kubeadm certs` and `kubeadm kubeconfig` on this back-end: the three CA keys generated in
+/// the token (in the TPM with P11CA_TEST_BACKEND=tpm), every leaf verified by OpenSSL under its
+/// CA, and a second run finding the CAs again.
+#[test]
+fn kubeadm_pki_with_all_three_ca_keys_in_the_token() {
+    require("openssl");
+    let t = Token::new("k8s");
+    t.write("kubeadm.yaml", &crate::kubeadm::config("ECDSA-P256"));
+    let before = t.object_count();
+    let certs = [
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ];
+    t.run(&certs).ok();
+    assert_eq!(
+        t.object_count(),
+        before + 9,
+        "three key pairs and certificates"
+    );
+    let list = t.run(&["key", "list"]);
+    list.ok();
+    for label in [
+        "kubernetes-ca",
+        "kubernetes-front-proxy-ca",
+        "kubernetes-etcd-ca",
+    ] {
+        assert!(
+            list.stdout
+                .contains(&format!("object={label};type=private")),
+            "{}",
+            list.stdout
+        );
+    }
+    for (leaf, ca) in [
+        ("apiserver", "ca"),
+        ("apiserver-kubelet-client", "ca"),
+        ("front-proxy-client", "front-proxy-ca"),
+        ("etcd/server", "etcd/ca"),
+        ("etcd/peer", "etcd/ca"),
+        ("etcd/healthcheck-client", "etcd/ca"),
+        ("apiserver-etcd-client", "etcd/ca"),
+    ] {
+        let v = sh(t.command("openssl").args([
+            "verify",
+            "-CAfile",
+            &format!("pki/{ca}.crt"),
+            &format!("pki/{leaf}.crt"),
+        ]));
+        assert!(v.contains(": OK"), "{leaf}: {v}");
+        assert!(!t.path(&format!("pki/{ca}.key")).exists());
+    }
+    let again = t.run(&certs);
+    again.ok();
+    assert_eq!(
+        again
+            .stdout
+            .matches("keyless certificate authority")
+            .count(),
+        3,
+        "{}",
+        again.stdout
+    );
+    assert_eq!(t.object_count(), before + 9);
+    t.run(&[
+        "kubeadm",
+        "kubeconfig",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+        "--kubeconfig-dir",
+        "kc",
+    ])
+    .ok();
+    assert!(
+        t.read("kc/admin.conf")
+            .contains("client-certificate-data: ")
+    );
+}

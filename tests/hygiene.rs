@@ -238,6 +238,7 @@ const LAYERS: &[&[&str]] = &[
     &["tls"],
     &["client", "db"],
     &["serve"],
+    &["kube"],
 ];
 
 /// Every `.rs` file under `dir`, sorted.

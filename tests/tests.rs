@@ -10,6 +10,7 @@ mod crl;
 mod hygiene;
 mod initca;
 mod json;
+mod kubeadm;
 mod lifecycle;
 mod p11kit;
 mod policy;

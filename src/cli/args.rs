@@ -100,6 +100,10 @@ pub enum Command {
     /// Make a CRL revoking the serial numbers in a file, signed by the CA key in the token,
     /// like `cfssl gencrl`: prints the DER CRL in base64.
     Gencrl(GencrlArgs),
+    /// kubeadm's PKI with the CA keys in the token: the external-CA layout, kubeconfigs,
+    /// kubeadm's own CSRs signed (see docs/kubernetes.md).
+    #[command(subcommand)]
+    Kubeadm(KubeadmCommand),
     /// Print p11ca's version, the Rust compiler that built it and the target, like
     /// `cfssl version`.
     Version,
@@ -485,6 +489,76 @@ pub enum KeyCommand {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Print an OpenSSL configuration with which OpenSSL's pkcs11 engine signs with this key
+    /// (the module p11ca uses, the PIN asked on the terminal), and the command that uses it.
+    OpensslConf {
+        /// The key handle (NAME-key.uri) or a pkcs11: URI.
+        handle: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+/// `kubeadm` subcommands (kubeadm's own flag names).
+#[derive(Debug, Subcommand)]
+pub enum KubeadmCommand {
+    /// The three CAs (keys in the token, only ca.crt, front-proxy-ca.crt and etcd/ca.crt on
+    /// disk), every leaf certificate and key of kubeadm's table, sa.key and sa.pub, like
+    /// `kubeadm init phase certs all`; files already there are checked and kept.
+    Certs {
+        /// kubeadm's configuration file (InitConfiguration or JoinConfiguration, and
+        /// ClusterConfiguration).
+        #[arg(long, value_name = "FILE")]
+        config: String,
+        /// Where the certificates go (kubeadm's certificatesDir).
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+        cert_dir: PathBuf,
+        /// List what would be made or kept, touching neither the token nor the folder.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// admin.conf, super-admin.conf, controller-manager.conf, scheduler.conf and kubelet.conf
+    /// with client certificates from the Kubernetes CA in the token, like `kubeadm init phase
+    /// kubeconfig all`; with --client-name, one user's kubeconfig on stdout instead, like
+    /// `kubeadm kubeconfig user`.
+    Kubeconfig {
+        /// kubeadm's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: String,
+        /// The certificate folder holding ca.crt (made by `p11ca kubeadm certs`).
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+        cert_dir: PathBuf,
+        /// Where the kubeconfig files go.
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes")]
+        kubeconfig_dir: PathBuf,
+        /// Print a kubeconfig for this user (the client certificate's CN) instead.
+        #[arg(long, value_name = "NAME")]
+        client_name: Option<String>,
+        /// Organizations (groups) of --client-name; repeat for several.
+        #[arg(long, value_name = "O", requires = "client_name")]
+        org: Vec<String>,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Sign the CSRs `kubeadm certs generate-csr` left (NAME.csr beside NAME.key, and
+    /// NAME.conf.csr beside NAME.conf) with the right CA in the token, writing NAME.crt and
+    /// completing the kubeconfigs; a missing CA is made in the token first.
+    SignCsrs {
+        /// kubeadm's configuration file, for clusterName, the key type of new CAs and the
+        /// validity periods (default: kubeadm's defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<String>,
+        /// The certificate folder generate-csr wrote into.
+        #[arg(long, value_name = "DIR", default_value = "/etc/kubernetes/pki")]
+        cert_dir: PathBuf,
+        /// The kubeconfig folder generate-csr wrote into (its *.conf.csr are signed too).
+        #[arg(long, value_name = "DIR")]
+        kubeconfig_dir: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 /// Long flags cfssl users write with one dash.
@@ -541,6 +615,11 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "csr-only",
     "ca-bundle",
     "int-bundle",
+    "cert-dir",
+    "dry-run",
+    "kubeconfig-dir",
+    "client-name",
+    "org",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -557,6 +636,7 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "delete",
     "confirm-delete",
     "csr-only",
+    "dry-run",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).

@@ -8,7 +8,9 @@ mod bundle;
 mod certs;
 mod crl;
 mod keys;
+mod kubeadm;
 mod meta;
+mod openssl_conf;
 mod remote;
 mod renew;
 mod serve;
@@ -53,6 +55,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
+        Command::Kubeadm(k) => kubeadm::run(k, before),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
         Command::Bundle(b) => bundle::bundle(&b),
@@ -72,6 +75,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             confirm_delete,
             token,
         }) => keys::key_retire(&token.over(before)?, &uri, delete, confirm_delete),
+        Command::Key(KeyCommand::OpensslConf { handle, token }) => {
+            openssl_conf::openssl_conf(&token.over(before)?, &handle)
+        }
         Command::Version => meta::version(),
         Command::PrintDefaults { what } => meta::print_defaults(what),
         Command::Completion { shell } => meta::completion(shell),
