@@ -3,6 +3,7 @@
 
 mod util;
 
+mod audit;
 mod backends;
 mod bad_input;
 mod cli;

@@ -95,6 +95,10 @@ pub enum Command {
     /// Certificates recorded by `serve`.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// The tamper-evident audit log in the store: verify its chain and signed checkpoints, or
+    /// list it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Make a CRL revoking the serial numbers in a file, signed by the CA key in the token,
     /// like `cfssl gencrl`: prints the DER CRL in base64.
     Gencrl(GencrlArgs),
@@ -280,6 +284,32 @@ pub enum CertsCommand {
         /// The serial number.
         serial: String,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `p11ca audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit chain and its signed checkpoints; name the first record that was
+    /// edited, removed or reordered (exit 5), else print a summary.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+        /// CA certificate(s) whose keys sign the checkpoints (repeatable): a checkpoint signed
+        /// by any other key fails the check.
+        #[arg(long, value_name = "FILE", required = true)]
+        ca: Vec<String>,
+    },
+    /// List the audit records, oldest first.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only the last N records.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Print JSON lines instead of text.
         #[arg(long)]
         json: bool,
     },

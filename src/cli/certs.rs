@@ -15,7 +15,7 @@ fn open(a: &DbArgs) -> Result<Store> {
 }
 
 /// Unix seconds as RFC 3339 UTC.
-fn time(t: i64) -> String {
+pub(super) fn time(t: i64) -> String {
     u64::try_from(t)
         .ok()
         .and_then(|s| der::DateTime::from_unix_duration(std::time::Duration::from_secs(s)).ok())

@@ -4,6 +4,7 @@
 // args.rs declares its clap types `pub` for main.rs; the lint is about the library's API.
 #[allow(unreachable_pub)]
 pub(crate) mod args;
+mod audit;
 mod certs;
 mod crl;
 mod keys;
@@ -49,6 +50,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
+        Command::Audit(c) => audit::run(&c),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),

@@ -8,6 +8,7 @@
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -18,6 +19,7 @@ use p11ca::ca::issue::CaKey;
 use p11ca::cfssl::config::SigningConfig;
 use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::serve::api::Service;
+use p11ca::serve::checkpoint::{self, Checkpoints};
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
 use p11ca::serve::{Server, Stats, TlsOptions, wake};
 use p11ca::tls;
@@ -28,7 +30,7 @@ use p11ca::{Error, Result};
 use regex::Regex;
 
 use super::args::{ServeArgs, TokenArgs};
-use super::open_and_login;
+use super::{open_and_login, warn};
 
 /// Pending connections the kernel holds for the accept thread (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -92,6 +94,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         server = server.with_tls(t);
     }
     let stats = server.stats.clone();
+    let checkpoints = Checkpoints::start(service.clone(), db.clone(), CHECKPOINT_EVERY)?;
 
     // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
     // send one) change nothing.
@@ -108,10 +111,29 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     );
     server.run();
 
-    // 6. Everything in flight has been answered; flush the store and say goodbye.
+    // 6. Everything in flight has been answered; flush the store, sign the last audit
+    // checkpoint and say goodbye.
+    checkpoints.stop();
+    service.recorder.sync();
+    final_checkpoint(&service, &db);
     finish(service, &stats);
     drop(opened.module);
     Ok(())
+}
+
+/// How often `serve` signs an audit checkpoint (when something was appended since the last).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// The checkpoint over everything this run appended (a failure is a warning: the records are
+/// chained and the next run's checkpoint covers them).
+fn final_checkpoint(service: &Service, db: &DbConfig) {
+    let r = Store::open(db).and_then(|mut store| checkpoint::checkpoint(service, &mut store));
+    if let Err(e) = r {
+        warn(&format!(
+            "serve: the last audit checkpoint failed: {}",
+            e.message()
+        ));
+    }
 }
 
 /// After the last request: the store flushed and closed, and the closing line with the counts.

@@ -9,6 +9,7 @@
 //!
 //! Layer: above `cfssl` and `tls`; it must not use the server, the client or the CA workflows.
 
+pub mod audit;
 mod pg;
 mod recorder;
 mod sqlite;
@@ -33,10 +34,11 @@ pub const DEFAULT_SQLITE_NAME: &str = "p11ca-certs.db";
 
 /// Schema migrations, in order: `(version, description, SQL)`. The SQL is plain enough for
 /// both SQLite and PostgreSQL. Never edit an applied migration; add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "certificates table",
-    "CREATE TABLE certificates (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "certificates table",
+        "CREATE TABLE certificates (
         serial_number TEXT NOT NULL,
         authority_key_identifier TEXT NOT NULL,
         serial_hex TEXT NOT NULL,
@@ -54,7 +56,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     );
     CREATE INDEX certificates_not_after ON certificates (not_after);
     CREATE INDEX certificates_serial_hex ON certificates (serial_hex);",
-)];
+    ),
+    (2, "audit log", audit::MIGRATION_SQL),
+];
 
 /// The columns, in the order [`CertRecord`] reads and writes them.
 const COLUMNS: &str = "serial_number, authority_key_identifier, serial_hex, subject, common_name, sans, profile, not_before, not_after, pem, requester, auth_key, issued_at";

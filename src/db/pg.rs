@@ -194,6 +194,11 @@ impl Pg {
         Ok(s)
     }
 
+    /// The client, for the audit log's own statements.
+    pub(super) fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     fn migrate(&mut self) -> Result<()> {
         let mut tx = self
             .client

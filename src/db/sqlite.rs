@@ -61,6 +61,11 @@ impl Sqlite {
         Ok(s)
     }
 
+    /// The connection, for the audit log's own statements.
+    pub(super) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     fn migrate(&mut self) -> Result<()> {
         // IMMEDIATE takes the write lock first, so two processes cannot both migrate.
         let tx = self

@@ -24,6 +24,7 @@ use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
+use crate::db::audit::{self, AuditEvent, AuditKind};
 use crate::db::{CertRecord, Recorder};
 use crate::error::{Error, Kind, TokenFault};
 use crate::token::pool::SessionPool;
@@ -173,11 +174,23 @@ impl Service {
             return failure(405, &format!("Method is not allowed:\"{method}\""));
         }
         match endpoint {
-            "sign" => self.sign(body, peer),
-            "authsign" => self.authsign(body, peer),
+            "sign" => self.audited(endpoint, peer, self.sign(body, peer)),
+            "authsign" => self.audited(endpoint, peer, self.authsign(body, peer)),
             "info" => self.info(body),
             _ => self.health(),
         }
+    }
+
+    /// A refused request to an endpoint that changes state goes into the audit log.
+    fn audited(&self, endpoint: &str, peer: &str, reply: Reply) -> Reply {
+        if let Some(why) = reply.error.as_deref().filter(|_| reply.issued == 0) {
+            self.recorder.audit(AuditEvent::new(
+                AuditKind::Refuse,
+                peer,
+                json!({"endpoint": endpoint, "status": reply.status, "reason": why}),
+            ));
+        }
+        reply
     }
 
     fn sign(&self, body: &[u8], peer: &str) -> Reply {
@@ -297,7 +310,8 @@ impl Service {
             Err(e) => return failure(500, e.message()),
         };
         let pem = record.pem.clone();
-        if let Err(e) = self.recorder.record(record) {
+        let event = audit::issue_event(&record, peer);
+        if let Err(e) = self.recorder.record(record, event) {
             return failure(
                 500,
                 &format!(

@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod checkpoint;
 pub mod guard;
 pub mod http;
 
