@@ -95,6 +95,9 @@ pub enum Command {
     /// Certificates recorded by `serve`.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Sign an OCSP response for one certificate with the CA key in the token, like `cfssl
+    /// ocspsign`: prints {"ocspResponse": "<base64 DER>"}.
+    Ocspsign(OcspsignArgs),
     /// The tamper-evident audit log in the store: verify its chain and signed checkpoints, or
     /// list it.
     #[command(subcommand)]
@@ -315,6 +318,38 @@ pub enum AuditCommand {
     },
 }
 
+/// `ocspsign`, cfssl's flags.
+#[derive(Debug, Args)]
+pub(crate) struct OcspsignArgs {
+    /// The CA certificate that issued -cert.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: String,
+    /// The responder's certificate: the CA certificate itself (the default), or a delegated
+    /// responder the CA issued for OCSP signing.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) responder: Option<String>,
+    /// The responder key's handle (NAME-key.uri, a pkcs11: URI, file:PATH or env:VAR).
+    #[arg(long, value_name = "HANDLE|URI")]
+    pub(crate) responder_key: String,
+    /// The certificate the response is about.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cert: String,
+    /// good, revoked or unknown.
+    #[arg(long, default_value = "good", value_name = "STATUS")]
+    pub(crate) status: String,
+    /// Why it was revoked: a cfssl reason name (keyCompromise, superseded, ...) or its code.
+    #[arg(long, default_value = "0", value_name = "REASON")]
+    pub(crate) reason: String,
+    /// When it was revoked: YYYY-MM-DD (UTC midnight), or now.
+    #[arg(long, default_value = "now", value_name = "DATE")]
+    pub(crate) revoked_at: String,
+    /// How long the response holds (Go duration; nextUpdate = thisUpdate + interval).
+    #[arg(long, default_value = "96h", value_name = "DURATION")]
+    pub(crate) interval: String,
+    #[command(flatten)]
+    pub(crate) token: TokenArgs,
+}
+
 /// `gencrl SERIALS CERT KEY [TIME]`, cfssl's arguments.
 #[derive(Debug, Args)]
 pub(crate) struct GencrlArgs {
@@ -488,6 +523,12 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "address",
     "port",
     "db-config",
+    "responder",
+    "responder-key",
+    "status",
+    "reason",
+    "revoked-at",
+    "interval",
     "db",
     "max-body",
     "expiring",

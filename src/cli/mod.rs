@@ -9,6 +9,7 @@ mod certs;
 mod crl;
 mod keys;
 mod meta;
+mod ocsp;
 mod remote;
 mod serve;
 mod sign;
@@ -51,6 +52,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
         Command::Audit(c) => audit::run(&c),
+        Command::Ocspsign(o) => ocsp::ocspsign(&o.token.over(before)?, &o),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),

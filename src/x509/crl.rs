@@ -83,7 +83,8 @@ impl Reason {
         }
     }
 
-    fn x509(self) -> CrlReason {
+    /// The x509-cert enumeration value.
+    pub fn x509(self) -> CrlReason {
         match self {
             Reason::Unspecified => CrlReason::Unspecified,
             Reason::KeyCompromise => CrlReason::KeyCompromise,

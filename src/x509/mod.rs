@@ -11,6 +11,7 @@ pub mod build;
 pub mod crl;
 pub mod hosts;
 pub mod name;
+pub mod ocsp;
 pub mod pem;
 pub mod policy;
 pub mod pubkey;

@@ -1,0 +1,124 @@
+//! `p11ca ocspsign`: cfssl's `ocspsign` with the responder key in the token. The certificate,
+//! the CA and the responder are all checked before the token is opened; the response's
+//! signature is verified in software before it is printed.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use p11ca::ca::issue::{CaKey, Issuer, parse_ca_cert};
+use p11ca::cfssl::duration::GoDuration;
+use p11ca::token::key;
+use p11ca::x509::crl::Reason;
+use p11ca::x509::ocsp::{self, Status, Validity};
+use p11ca::{Error, Result};
+
+use super::args::{OcspsignArgs, TokenArgs};
+use super::sign::ca_key_uri;
+use super::{open_and_login, read_input, write_stdout};
+
+fn cert(path: &str, what: &str) -> Result<x509_cert::Certificate> {
+    use der::Decode;
+    let (bytes, source) = read_input(path)?;
+    let der = p11ca::x509::pem::read_der(&bytes, &source, &["CERTIFICATE"], what)?;
+    x509_cert::Certificate::from_der(&der)
+        .map_err(|e| Error::input(format!("{source}: not a certificate: {e}")))
+}
+
+/// `-status`, `-reason`, `-revoked-at` as cfssl reads them.
+fn status(o: &OcspsignArgs, now: i64) -> Result<Status> {
+    match o.status.to_ascii_lowercase().as_str() {
+        "good" => Ok(Status::Good),
+        "unknown" => Ok(Status::Unknown),
+        "revoked" => {
+            let reason = match o.reason.trim() {
+                "0" => Reason::Unspecified,
+                r => r.parse::<Reason>().map_err(|e| e.context("-reason"))?,
+            };
+            Ok(Status::Revoked {
+                at: revoked_at(&o.revoked_at, now)?,
+                reason,
+            })
+        }
+        s => Err(Error::input(format!(
+            "-status \"{}\": give good, revoked or unknown",
+            p11ca::text::escape_for_log(s)
+        ))),
+    }
+}
+
+/// `YYYY-MM-DD` as UTC midnight, or `now`.
+fn revoked_at(s: &str, now: i64) -> Result<i64> {
+    if s == "now" {
+        return Ok(now);
+    }
+    let bad = || {
+        Error::input(format!(
+            "-revoked-at \"{}\": give a date as YYYY-MM-DD (UTC) or now",
+            p11ca::text::escape_for_log(s)
+        ))
+    };
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, d) = (
+        y.parse::<u16>().map_err(|_| bad())?,
+        m.parse::<u8>().map_err(|_| bad())?,
+        d.parse::<u8>().map_err(|_| bad())?,
+    );
+    let dt = der::DateTime::new(y, m, d, 0, 0, 0).map_err(|_| bad())?;
+    Ok(dt.unix_duration().as_secs() as i64)
+}
+
+fn interval(s: &str) -> Result<i64> {
+    let d = GoDuration::parse(s).map_err(|m| {
+        Error::input(format!(
+            "-interval \"{s}\": {m}; give a Go duration such as 96h"
+        ))
+    })?;
+    if d.as_secs() <= 0 {
+        return Err(Error::input(format!("-interval \"{s}\" must be positive")));
+    }
+    Ok(d.as_secs())
+}
+
+pub(super) fn ocspsign(targs: &TokenArgs, o: &OcspsignArgs) -> Result<()> {
+    let now = p11ca::db::now();
+    let (ca_bytes, ca_source) = read_input(&o.ca)?;
+    let ca = parse_ca_cert(&ca_bytes, &ca_source)?;
+    let leaf = cert(&o.cert, "-cert")?;
+    let serial = ocsp::issued_by(&leaf, &ca).map_err(|e| e.context(&o.cert))?;
+    let responder = match &o.responder {
+        Some(r) => cert(r, "-responder")?,
+        None => ca.clone(),
+    };
+    ocsp::check_responder(&ca, &responder)?;
+    if responder != ca {
+        return Err(Error::input(
+            "-responder: p11ca ocspsign signs with the CA key; a delegated responder's key in the token is not supported yet (give the CA certificate, or leave -responder out)",
+        ));
+    }
+    let status = status(o, now)?;
+    let times = Validity::at(now, interval(&o.interval)?);
+    let id = ocsp::cert_id(&ca, &serial)?;
+    let key_uri = ca_key_uri(&o.responder_key)?;
+
+    let opened = open_and_login(targs, Some(&key_uri))?;
+    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
+    let mut ca_key = CaKey::new(
+        &opened.module,
+        &opened.token,
+        ca.clone(),
+        &ca_source,
+        &found,
+        &key_uri,
+    )?;
+    ca_key.set_pin(opened.pin.clone());
+    let issuer = Issuer::new(&ca_key, &opened.session)?;
+    let der = ocsp::sign_response(id, status, times, &responder, true, issuer.signer())?;
+    drop(issuer);
+    drop(ca_key);
+    opened.module.finalize_for_exit();
+    let line = serde_json::json!({"ocspResponse": STANDARD.encode(der)});
+    write_stdout(&format!("{line}\n"))
+}
