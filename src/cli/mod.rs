@@ -9,6 +9,7 @@ mod crl;
 mod keys;
 mod meta;
 mod remote;
+mod revoke;
 mod serve;
 mod sign;
 
@@ -50,6 +51,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
+        Command::Revoke(r) => revoke::revoke(&r),
+        Command::Crl(c) => crl::crl(&c.token.over(before)?, &c),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
         Command::Token(TokenCommand::List { token }) => keys::token_list(&token.over(before)?),
