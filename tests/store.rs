@@ -268,3 +268,351 @@ fn revoke_by_certificate_file_and_by_list() {
     let all: Vec<serde_json::Value> = serde_json::from_str(&all.ok().stdout).unwrap();
     assert_eq!(all.len(), 2);
 }
+
+/// A column of one row of certs.db, as text (whatever its storage class).
+fn cell(t: &Token, sql: &str) -> String {
+    let c = rusqlite::Connection::open(t.path(DB)).unwrap();
+    c.query_row(sql, [], |r| {
+        Ok(match r.get::<_, rusqlite::types::Value>(0)? {
+            rusqlite::types::Value::Text(s) => s,
+            rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            v => format!("{v:?}"),
+        })
+    })
+    .unwrap()
+}
+
+#[test]
+fn cfssl_revoke_and_ocsprefresh_work_on_a_store_p11ca_wrote() {
+    require("cfssl");
+    let t = seed_with_two_nodes("store-cfssl");
+    let recs = record(&t, &["revoked.pem", "kept.pem"]);
+    let (serial, aki) = (&recs[0].serial_number, &recs[0].authority_key_identifier);
+    // The encodings cfssl writes: decimal serial, lowercase hex AKI, text times, '' label.
+    let row = |col: &str| {
+        cell(
+            &t,
+            &format!("SELECT {col} FROM certificates WHERE serial_number = '{serial}'"),
+        )
+    };
+    assert_eq!(row("authority_key_identifier"), *aki);
+    assert_eq!(row("ca_label"), "");
+    assert_eq!(row("revoked_at"), "0001-01-01 00:00:00+00:00");
+    assert!(row("expiry").ends_with("+00:00"), "{}", row("expiry"));
+    assert_eq!(row("typeof(metadata)"), "blob");
+    assert_eq!(row("sans"), r#"["revoked.example"]"#);
+
+    let r = crate::util::run(
+        t.command("cfssl").args([
+            "revoke",
+            "-db-config",
+            "db.json",
+            "-serial",
+            serial,
+            "-aki",
+            aki,
+            "-reason",
+            "superseded",
+        ]),
+        None,
+    );
+    assert_eq!(r.code, 0, "cfssl revoke: {}{}", r.stdout, r.stderr);
+    assert_eq!(
+        (row("status"), row("reason")),
+        ("revoked".into(), "4".into())
+    );
+    // SQLite's CURRENT_TIMESTAMP: no zone, which p11ca reads as UTC.
+    assert_eq!(row("length(revoked_at)"), "19");
+
+    // p11ca reads what cfssl wrote: the state, and a CRL with cfssl's reason.
+    let l = t.run(&["certs", "list", "-db-config", "db.json", "--revoked"]);
+    assert!(
+        l.ok().stdout.contains("revoked superseded 20"),
+        "{}",
+        l.stdout
+    );
+    make_crl(&t);
+    let text = sh(t
+        .command("openssl")
+        .args(["crl", "-in", "crl.pem", "-noout", "-text"]));
+    assert!(text.contains("Superseded"), "{text}");
+    only_revoked_is_refused(&t);
+
+    // cfssl ocsprefresh signs a response for every unexpired row into ocsp_responses.
+    let r = crate::util::run(
+        t.command("cfssl").args([
+            "ocsprefresh",
+            "-db-config",
+            "db.json",
+            "-ca",
+            "ca.pem",
+            "-responder",
+            "kept.pem",
+            "-responder-key",
+            "kept-key.pem",
+        ]),
+        None,
+    );
+    assert_eq!(r.code, 0, "cfssl ocsprefresh: {}{}", r.stdout, r.stderr);
+    let c = rusqlite::Connection::open(t.path(DB)).unwrap();
+    let mut st = c
+        .prepare("SELECT serial_number, authority_key_identifier, CAST(body AS BLOB) FROM ocsp_responses")
+        .unwrap();
+    let rows: Vec<(String, String, Vec<u8>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for (s, a, body) in rows {
+        assert_eq!(a, *aki);
+        std::fs::write(t.path("resp.der"), body).unwrap();
+        let text = sh(t.command("openssl").args([
+            "ocsp",
+            "-respin",
+            "resp.der",
+            "-resp_text",
+            "-noverify",
+        ]));
+        let want = if s == *serial {
+            "Cert Status: revoked"
+        } else {
+            "Cert Status: good"
+        };
+        assert!(text.contains(want), "{s}: {text}");
+    }
+}
+
+/// cfssl's certdb schema for SQLite (certdb/sqlite/migrations 001 and 002): how a cfssl user
+/// creates the store.
+const CFSSL_SQLITE_SCHEMA: &str = "
+CREATE TABLE certificates (
+  serial_number            blob NOT NULL,
+  authority_key_identifier blob NOT NULL,
+  ca_label                 blob,
+  status                   blob NOT NULL,
+  reason                   int,
+  expiry                   timestamp,
+  revoked_at               timestamp,
+  pem                      blob NOT NULL,
+  PRIMARY KEY(serial_number, authority_key_identifier)
+);
+CREATE TABLE ocsp_responses (
+  serial_number            blob NOT NULL,
+  authority_key_identifier blob NOT NULL,
+  body                     blob NOT NULL,
+  expiry                   timestamp,
+  PRIMARY KEY(serial_number, authority_key_identifier),
+  FOREIGN KEY(serial_number, authority_key_identifier) REFERENCES certificates(serial_number, authority_key_identifier)
+);
+ALTER TABLE certificates ADD COLUMN issued_at timestamp;
+ALTER TABLE certificates ADD COLUMN not_before timestamp;
+ALTER TABLE certificates ADD COLUMN metadata text;
+ALTER TABLE certificates ADD COLUMN sans text;
+ALTER TABLE certificates ADD COLUMN common_name text;
+";
+
+/// `cfssl sign -db-config db.json` of a fresh CSR `name` with the cfssl CA.
+fn cfssl_sign(t: &Token, name: &str) {
+    t.write(
+        &format!("{name}.json"),
+        &format!(
+            r#"{{"CN":"{name}","hosts":["{name}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+        ),
+    );
+    let k = crate::util::run(
+        t.command("cfssl").args(["genkey", &format!("{name}.json")]),
+        None,
+    );
+    assert_eq!(k.code, 0, "{}", k.stderr);
+    t.run_in(&["json", "-bare", name], k.stdout.as_bytes()).ok();
+    let s = crate::util::run(
+        t.command("cfssl").args([
+            "sign",
+            "-db-config",
+            "db.json",
+            "-ca",
+            "cfssl-ca.pem",
+            "-ca-key",
+            "cfssl-ca-key.pem",
+            &format!("{name}.csr"),
+        ]),
+        None,
+    );
+    assert_eq!(s.code, 0, "cfssl sign: {}", s.stderr);
+    t.run_in(&["json", "-bare", name], s.stdout.as_bytes()).ok();
+}
+
+#[test]
+fn p11ca_revokes_and_makes_the_crl_of_a_store_cfssl_made() {
+    require("cfssl");
+    require("pkcs11-tool");
+    let t = Token::new("store-cfssldb");
+    // A cfssl CA (software) whose key is then moved into the token, and a store made with
+    // cfssl's schema SQL that cfssl 1.2 signs into.
+    t.write(
+        "cfssl-ca.json",
+        r#"{"CN":"cfssl CA","key":{"algo":"rsa","size":2048}}"#,
+    );
+    let ca = crate::util::run(
+        t.command("cfssl")
+            .args(["gencert", "-initca", "cfssl-ca.json"]),
+        None,
+    );
+    assert_eq!(ca.code, 0, "{}", ca.stderr);
+    t.run_in(&["json", "-bare", "cfssl-ca"], ca.stdout.as_bytes())
+        .ok();
+    rusqlite::Connection::open(t.path(DB))
+        .unwrap()
+        .execute_batch(CFSSL_SQLITE_SCHEMA)
+        .unwrap();
+    t.write(
+        "db.json",
+        &serde_json::json!({"driver": "sqlite3", "data_source": DB}).to_string(),
+    );
+    cfssl_sign(&t, "leaf1");
+    cfssl_sign(&t, "leaf2");
+    sh(t.command("pkcs11-tool").args([
+        "--module",
+        t.module(),
+        "--token-label",
+        &t.label,
+        "--login",
+        "--pin",
+        crate::util::PIN,
+        "--write-object",
+        "cfssl-ca-key.pem",
+        "--type",
+        "privkey",
+        "--id",
+        "77",
+        "--label",
+        "cfssl-ca",
+    ]));
+    t.write(
+        "cfssl-ca-key.uri",
+        &format!("pkcs11:token={};object=cfssl-ca;type=private\n", t.label),
+    );
+
+    // certs list reads cfssl's rows (cfssl 1.2 leaves the AKI and migration 002's columns
+    // empty: they come from the PEM).
+    let l = t.run(&["certs", "list", "-db-config", "db.json", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&l.ok().stdout).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed.iter().any(|c| c["subject"] == "CN=leaf1"),
+        "{}",
+        l.stdout
+    );
+    assert!(listed.iter().all(|c| c["status"] == "good"));
+
+    revoke(&t, &["leaf1.pem", "-reason", "cessationOfOperation"]).ok();
+    let r = t.run(&[
+        "crl",
+        "-db-config",
+        "db.json",
+        "-ca",
+        "cfssl-ca.pem",
+        "-ca-key",
+        "cfssl-ca-key.uri",
+        "-out",
+        "crl.pem",
+    ]);
+    r.ok();
+    let check = openssl(
+        &t,
+        &[
+            "crl",
+            "-in",
+            "crl.pem",
+            "-CAfile",
+            "cfssl-ca.pem",
+            "-noout",
+            "-text",
+        ],
+    );
+    assert!(
+        check.stderr.contains("verify OK"),
+        "{}{}",
+        check.stdout,
+        check.stderr
+    );
+    assert!(
+        check.stdout.contains("Cessation Of Operation"),
+        "{}",
+        check.stdout
+    );
+    for (cert, ok) in [("leaf1.pem", false), ("leaf2.pem", true)] {
+        let v = openssl(
+            &t,
+            &[
+                "verify",
+                "-crl_check",
+                "-CRLfile",
+                "crl.pem",
+                "-CAfile",
+                "cfssl-ca.pem",
+                cert,
+            ],
+        );
+        let out = format!("{}{}", v.stdout, v.stderr);
+        assert_eq!(v.code == 0, ok, "{cert}: {out}");
+        assert!(ok || out.contains("error 23"), "{out}");
+    }
+
+    // cfssl still signs into, and revokes in, the store p11ca has opened. cfssl 1.2 records
+    // an empty AKI (so its own revoke, which needs one, cannot find the row); p11ca's next
+    // revoke or crl files the row under the AKI its PEM carries, and then cfssl finds it.
+    cfssl_sign(&t, "leaf3");
+    let leaf3 = record_of(&t, "leaf3.pem");
+    assert_eq!(
+        cell(
+            &t,
+            &format!(
+                "SELECT authority_key_identifier FROM certificates WHERE serial_number = '{}'",
+                leaf3.serial_number
+            )
+        ),
+        ""
+    );
+    t.run(&[
+        "crl",
+        "-db-config",
+        "db.json",
+        "-ca",
+        "cfssl-ca.pem",
+        "-ca-key",
+        "cfssl-ca-key.uri",
+    ])
+    .ok();
+    let r = crate::util::run(
+        t.command("cfssl").args([
+            "revoke",
+            "-db-config",
+            "db.json",
+            "-serial",
+            &leaf3.serial_number,
+            "-aki",
+            &leaf3.authority_key_identifier,
+            "-reason",
+            "keycompromise",
+        ]),
+        None,
+    );
+    assert_eq!(
+        r.code, 0,
+        "cfssl revoke after p11ca: {}{}",
+        r.stdout, r.stderr
+    );
+    let l = t.run(&[
+        "certs",
+        "list",
+        "-db-config",
+        "db.json",
+        "--revoked",
+        "--json",
+    ]);
+    let revoked: Vec<serde_json::Value> = serde_json::from_str(&l.ok().stdout).unwrap();
+    assert_eq!(revoked.len(), 2, "{}", l.stdout);
+}

@@ -304,6 +304,9 @@ impl RawRow {
             authority_key_identifier: self.aki,
         };
         if let Some(p) = parsed {
+            if record.authority_key_identifier.is_empty() {
+                record.authority_key_identifier = p.authority_key_identifier;
+            }
             if record.serial_hex.is_empty() {
                 record.serial_hex = p.serial_hex;
             }
@@ -339,6 +342,13 @@ fn pem_record(pem: &str) -> Option<CertRecord> {
     let der = crate::x509::pem::read_der(pem.as_bytes(), "store", &["CERTIFICATE"], "certificate")
         .ok()?;
     CertRecord::from_der(&der, "", "", "").ok()
+}
+
+/// The AKI (lowercase hex) of a stored PEM certificate, if it has one.
+fn aki_of_pem(pem: &str) -> Option<String> {
+    pem_record(pem)
+        .map(|r| r.authority_key_identifier)
+        .filter(|a| !a.is_empty())
 }
 
 /// cfssl's `sans` column: the certificate's DNS names only, as JSON, `null` when there are none
@@ -488,14 +498,16 @@ impl Store {
             .map(|(s, a)| Ok((parse_serial(s)?, parse_aki(a)?)))
             .collect::<Result<Vec<_>>>()?;
         let code = i64::from(reason.code());
+        each!(self, s => s.fill_missing_akis())?;
         each!(self, s => s.revoke_many(&items, code, at))
     }
 
     /// The revoked certificates of the CA whose key identifier is `aki`, for its CRL made at
-    /// `now`. An entry stays until a CRL made after its notAfter has listed it (RFC 5280 §3.3):
+    /// `now` (rows cfssl 1.2 wrote without an AKI are first given the one their PEM carries). An entry stays until a CRL made after its notAfter has listed it (RFC 5280 §3.3):
     /// it is dropped only once the previous CRL of this CA was itself made after its notAfter.
     pub fn crl_entries(&mut self, aki: &str, now: i64) -> Result<Vec<RevokedEntry>> {
         let aki = parse_aki(aki)?;
+        each!(self, s => s.fill_missing_akis())?;
         each!(self, s => s.crl_entries(&aki, now))
     }
 

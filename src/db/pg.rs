@@ -338,6 +338,32 @@ impl Pg {
             .map_err(|e| err("cannot count", e))
     }
 
+    /// Give rows written without an AKI (cfssl 1.2 stores `''`) the one their PEM carries.
+    pub(super) fn fill_missing_akis(&mut self) -> Result<()> {
+        let rows = self
+            .client
+            .query(
+                "SELECT convert_from(serial_number, 'UTF8'), convert_from(pem, 'UTF8') FROM certificates WHERE authority_key_identifier = ''::bytea",
+                &[],
+            )
+            .map_err(|e| err("cannot query", e))?;
+        for r in rows {
+            let (serial, pem): (String, String) = (r.get(0), r.get(1));
+            let Some(aki) = super::aki_of_pem(&pem) else {
+                continue;
+            };
+            self.client
+                .execute(
+                    "UPDATE certificates SET authority_key_identifier = convert_to($2, 'UTF8')
+                     WHERE serial_number = convert_to($1, 'UTF8') AND authority_key_identifier = ''::bytea
+                     AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial_number = convert_to($1, 'UTF8') AND c.authority_key_identifier = convert_to($2, 'UTF8'))",
+                    &[&serial, &aki],
+                )
+                .map_err(|e| err("cannot fill in a missing AKI", e))?;
+        }
+        Ok(())
+    }
+
     /// Revoke all of `items` in one transaction, or none (rows locked as they are read).
     pub(super) fn revoke_many(
         &mut self,

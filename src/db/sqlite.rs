@@ -284,6 +284,34 @@ impl Sqlite {
             .map_err(|e| err("cannot count", e))
     }
 
+    /// Give rows written without an AKI (cfssl 1.2 stores `''`) the one their PEM carries.
+    pub(super) fn fill_missing_akis(&mut self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let rows: Vec<(String, String)> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT serial_number, pem FROM certificates WHERE authority_key_identifier = ''")
+                .map_err(|e| err("cannot query", e))?;
+            st.query_map([], |r| Ok((text_at(r, 0)?, text_at(r, 1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| err("cannot query", e))?
+        };
+        for (serial, pem) in rows {
+            let Some(aki) = super::aki_of_pem(&pem) else {
+                continue;
+            };
+            self.conn
+                .execute(
+                    "UPDATE OR IGNORE certificates SET authority_key_identifier = ?2 WHERE serial_number = ?1 AND authority_key_identifier = ''",
+                    params![serial, aki],
+                )
+                .map_err(|e| err("cannot fill in a missing AKI", e))?;
+        }
+        Ok(())
+    }
+
     /// Revoke all of `items` in one transaction, or none.
     pub(super) fn revoke_many(
         &mut self,
