@@ -18,4 +18,5 @@ mod security;
 mod serve;
 mod serve_hostile;
 mod sign;
+mod store;
 mod tokens;

@@ -105,6 +105,12 @@ pub enum Command {
     /// Make a CRL revoking the serial numbers in a file, signed by the CA key in the token,
     /// like `cfssl gencrl`: prints the DER CRL in base64.
     Gencrl(GencrlArgs),
+    /// Revoke certificates recorded in the store, like `cfssl revoke` (by -serial and -aki,
+    /// by certificate file, or many from a list in one transaction).
+    Revoke(RevokeArgs),
+    /// Make the CRL of a CA from the store's revoked certificates, signed by the CA key in the
+    /// token, like `cfssl crl`: prints the DER CRL in base64.
+    Crl(CrlArgs),
     /// Print p11ca's version, the Rust compiler that built it and the target, like
     /// `cfssl version`.
     Version,
@@ -276,6 +282,9 @@ pub enum CertsCommand {
         /// Only certificates that expire within this Go duration (e.g. 720h), or already have.
         #[arg(long, value_name = "DURATION")]
         expiring: Option<String>,
+        /// Only revoked certificates.
+        #[arg(long)]
+        revoked: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -364,6 +373,52 @@ pub(crate) struct GencrlArgs {
     /// The cRLNumber (default: the current Unix time, which grows from one run to the next).
     #[arg(long, value_name = "N")]
     pub(crate) number: Option<u64>,
+    /// Write the CRL to FILE instead of printing base64: PEM when FILE ends in .pem, else DER.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<String>,
+    #[command(flatten)]
+    pub(crate) token: TokenArgs,
+}
+
+/// `revoke` options (cfssl's, plus certificate files and lists).
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The serial number, decimal as cfssl stores it (hex only with 0x or colons).
+    #[arg(long, value_name = "SERIAL", requires = "aki")]
+    pub(crate) serial: Option<String>,
+    /// The issuing CA's key identifier (the certificate's AKI), hex.
+    #[arg(long, value_name = "AKI", requires = "serial")]
+    pub(crate) aki: Option<String>,
+    /// Why: a cfssl reason name (keyCompromise, superseded, ..., any case) or code 1-9
+    /// (default: unspecified).
+    #[arg(long, value_name = "REASON", default_value = "")]
+    pub(crate) reason: String,
+    /// A file of `SERIAL AKI` lines (or `-` for stdin) to revoke together.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) list: Option<String>,
+    /// Certificate files to revoke (serial and AKI read from each).
+    pub(crate) certs: Vec<String>,
+}
+
+/// `crl` options (cfssl 1.6's).
+#[derive(Debug, Args)]
+pub(crate) struct CrlArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The CA certificate whose CRL this is.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: String,
+    /// The CA key's handle: a NAME-key.uri file, a pkcs11: URI, file:PATH or env:VAR.
+    #[arg(long, value_name = "URI")]
+    pub(crate) ca_key: String,
+    /// Time from now until nextUpdate, a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "168h")]
+    pub(crate) expiry: String,
+    /// Write the CRL to FILE instead of printing base64: PEM when FILE ends in .pem, else DER.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<String>,
     #[command(flatten)]
     pub(crate) token: TokenArgs,
 }
@@ -545,6 +600,11 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "rate-limit",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "serial",
+    "aki",
+    "reason",
+    "expiry",
+    "revoked",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -556,6 +616,7 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "json",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "revoked",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).

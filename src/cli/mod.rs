@@ -11,6 +11,7 @@ mod keys;
 mod meta;
 mod ocsp;
 mod remote;
+mod revoke;
 mod serve;
 mod sign;
 
@@ -54,6 +55,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Audit(c) => audit::run(&c),
         Command::Ocspsign(o) => ocsp::ocspsign(&o.token.over(before)?, &o),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
+        Command::Revoke(r) => revoke::revoke(&r),
+        Command::Crl(c) => crl::crl(&c.token.over(before)?, &c),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
         Command::Token(TokenCommand::List { token }) => keys::token_list(&token.over(before)?),
