@@ -17,6 +17,7 @@ mod policy;
 mod security;
 mod serve;
 mod serve_hostile;
+mod serve_revoke;
 mod sign;
 mod store;
 mod tokens;

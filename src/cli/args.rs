@@ -246,6 +246,14 @@ pub struct ServeArgs {
     /// Requests per second (and burst) one client address may send; more get 429. 0: no limit.
     #[arg(long, default_value_t = Limits::default().rate, value_name = "N")]
     pub rate_limit: u32,
+    /// Accept POST /api/v1/cfssl/revoke, authenticated with this auth_keys entry of -config
+    /// (cfssl's authenticated envelope, as authsign); without it /revoke is refused.
+    #[arg(long, value_name = "NAME")]
+    pub revoke_auth_key: Option<String>,
+    /// Lifetime of the CRL serve publishes (/crl, /crl.der, /crl.pem); it is rebuilt after each
+    /// revocation and when half of it has passed.
+    #[arg(long, default_value = "168h", value_name = "DURATION")]
+    pub crl_expiry: String,
     /// Start even though a profile with ca_constraint.is_ca has no auth_key, so that any
     /// caller can get an intermediate CA certificate.
     #[arg(long)]
@@ -600,6 +608,8 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "rate-limit",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "revoke-auth-key",
+    "crl-expiry",
     "serial",
     "aki",
     "reason",

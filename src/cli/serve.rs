@@ -16,11 +16,13 @@ use socket2::{Domain, Socket, Type};
 
 use p11ca::ca::batch;
 use p11ca::ca::issue::CaKey;
-use p11ca::cfssl::config::SigningConfig;
+use p11ca::cfssl::config::{AuthKey, SigningConfig};
+use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::serve::api::Service;
-use p11ca::serve::checkpoint::{self, Checkpoints};
+use p11ca::serve::crl::CrlCache;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
+use p11ca::serve::upkeep::{self, Upkeep};
 use p11ca::serve::{Server, Stats, TlsOptions, wake};
 use p11ca::tls;
 use p11ca::token::pool::SessionPool;
@@ -45,6 +47,8 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         config,
         db,
         tls,
+        revoke_key,
+        crl_lifetime,
     } = inputs(a)?;
 
     // 2. The port, before the token: a taken port costs no login.
@@ -78,7 +82,11 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         recorder: Recorder::start(store, db.clone()),
         max_body: a.max_body,
         replays: Default::default(),
+        revoke_key,
+        crl: CrlCache::new(crl_lifetime),
     });
+    // The CRL is published before the first request (a failure here stops the start-up).
+    service.publish_crl("serve")?;
     let stop = Arc::new(AtomicBool::new(false));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mutual = if tls.as_ref().is_some_and(|t| t.mutual) {
@@ -94,7 +102,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         server = server.with_tls(t);
     }
     let stats = server.stats.clone();
-    let checkpoints = Checkpoints::start(service.clone(), db.clone(), CHECKPOINT_EVERY)?;
+    let upkeep = Upkeep::start(service.clone(), db.clone(), CHECKPOINT_EVERY)?;
 
     // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
     // send one) change nothing.
@@ -113,7 +121,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
 
     // 6. Everything in flight has been answered; flush the store, sign the last audit
     // checkpoint and say goodbye.
-    checkpoints.stop();
+    upkeep.stop();
     service.recorder.sync();
     final_checkpoint(&service, &db);
     finish(service, &stats);
@@ -127,7 +135,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 /// The checkpoint over everything this run appended (a failure is a warning: the records are
 /// chained and the next run's checkpoint covers them).
 fn final_checkpoint(service: &Service, db: &DbConfig) {
-    let r = Store::open(db).and_then(|mut store| checkpoint::checkpoint(service, &mut store));
+    let r = Store::open(db).and_then(|mut store| upkeep::checkpoint(service, &mut store));
     if let Err(e) = r {
         warn(&format!(
             "serve: the last audit checkpoint failed: {}",
@@ -160,6 +168,8 @@ struct Inputs {
     config: SigningConfig,
     db: DbConfig,
     tls: Option<TlsOptions>,
+    revoke_key: Option<AuthKey>,
+    crl_lifetime: i64,
 }
 
 /// Everything that can be checked without the token: the CA certificate, the key handle, the
@@ -186,6 +196,29 @@ fn inputs(a: &ServeArgs) -> Result<Inputs> {
     let db = DbConfig::resolve(a.db_config.as_deref(), a.db.as_deref(), a.config.as_deref())?;
     check_profiles(&config, a)?;
     let tls = tls_options(a)?;
+    let revoke_key = match &a.revoke_auth_key {
+        None => None,
+        Some(_) if a.config.is_none() => {
+            return Err(Error::input(
+                "-revoke-auth-key names an auth_keys entry of the signing config; give -config",
+            ));
+        }
+        Some(name) => Some(config.named_auth_key(name, "-revoke-auth-key")?),
+    };
+    let crl_lifetime = GoDuration::parse(&a.crl_expiry)
+        .map_err(|m| {
+            Error::input(format!(
+                "-crl-expiry \"{}\": {m}; give a Go duration such as 168h",
+                a.crl_expiry
+            ))
+        })?
+        .as_secs();
+    if crl_lifetime < 60 {
+        return Err(Error::input(format!(
+            "-crl-expiry \"{}\": a CRL must hold at least a minute",
+            a.crl_expiry
+        )));
+    }
 
     Ok(Inputs {
         ca_cert,
@@ -195,6 +228,8 @@ fn inputs(a: &ServeArgs) -> Result<Inputs> {
         config,
         db,
         tls,
+        revoke_key,
+        crl_lifetime,
     })
 }
 

@@ -24,6 +24,8 @@ enum Job {
     Audit(AuditEvent),
     /// Answered once everything handed in before it is written.
     Barrier(mpsc::SyncSender<Result<()>>),
+    /// Work on the store itself (revocation, CRL entries), after the records before it.
+    Run(Box<dyn FnOnce(&mut Store) + Send>),
 }
 
 /// The handle request threads use to record certificates.
@@ -83,6 +85,30 @@ impl Recorder {
         }
     }
 
+    /// Run `f` on the writer's store, after every record handed in before it, and return its
+    /// result (one connection does all the writing, so revocations queue with issuance).
+    pub fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (done, wait) = mpsc::sync_channel(1);
+        let gone = || {
+            Error::output(format!(
+                "certificate store {}: the writer has stopped",
+                self.what
+            ))
+        };
+        let job = Job::Run(Box::new(move |s: &mut Store| {
+            let _ = done.send(f(s));
+        }));
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        wait.recv().map_err(|_| gone())?
+    }
+
     /// Wait until every record and event handed in so far is written.
     pub fn sync(&self) {
         let (done, wait) = mpsc::sync_channel(1);
@@ -124,6 +150,7 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
         let mut events = Vec::new();
         let mut records = Vec::new();
         let mut barriers = Vec::new();
+        let mut runs = Vec::new();
         for j in jobs {
             match j {
                 Job::Record {
@@ -133,6 +160,7 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
                 } => records.push((*record, event, done)),
                 Job::Audit(e) => events.push(e),
                 Job::Barrier(done) => barriers.push(done),
+                Job::Run(f) => runs.push(f),
             }
         }
         let ok = commit(&mut store, cfg, &records);
@@ -144,6 +172,9 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
         }
         if let Err(e) = store.audit_append(&events) {
             eprintln!("p11ca: warning: {}", e.message());
+        }
+        for f in runs {
+            f(&mut store);
         }
         for b in barriers {
             let _ = b.send(Ok(()));

@@ -332,15 +332,35 @@ impl<S: Read + Write> Conn<S> {
 
     /// Write a response with a JSON body.
     pub fn respond(&mut self, status: u16, body: &[u8], keep_alive: bool) -> io::Result<()> {
-        self.stream.write_all(&response(status, body, keep_alive))?;
+        self.respond_as(status, JSON, body, keep_alive)
+    }
+
+    /// Send a response with a body of `content_type`.
+    pub fn respond_as(
+        &mut self,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        keep_alive: bool,
+    ) -> io::Result<()> {
+        self.stream
+            .write_all(&response_as(status, content_type, body, keep_alive))?;
         self.stream.flush()
     }
 }
 
+/// The content type of the API's envelopes.
+pub const JSON: &str = "application/json";
+
 /// A response with a JSON body, as bytes.
 pub fn response(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
+    response_as(status, JSON, body, keep_alive)
+}
+
+/// A response with a body of `content_type`, as bytes.
+pub fn response_as(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
         reason(status),
         body.len(),
         if keep_alive { "keep-alive" } else { "close" }

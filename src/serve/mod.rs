@@ -32,9 +32,11 @@
 
 pub mod api;
 pub mod auth;
-pub mod checkpoint;
+pub mod crl;
 pub mod guard;
 pub mod http;
+pub mod revoke;
+pub mod upkeep;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -294,7 +296,9 @@ fn serve_request(
         }
     }
     let keep = req.keep_alive && !cx.stop.load(Ordering::SeqCst);
-    conn.respond(reply.status, &reply.body, keep).is_ok() && keep
+    conn.respond_as(reply.status, reply.content_type, &reply.body, keep)
+        .is_ok()
+        && keep
 }
 
 /// The 403 for a client certificate whose CN does not match `-mutual-tls-cn`.

@@ -1,7 +1,8 @@
-//! Signed audit checkpoints while `serve` runs: every interval, and once when it stops, a
-//! checkpoint over the audit chain's head is signed by the CA key through one of the pool's
-//! sessions, if anything was appended since the last one. Its own store connection, so the
-//! writer thread never waits for the token.
+//! What `serve` does on its own while it runs: sign an audit checkpoint every interval (and
+//! once when it stops) over the audit chain's head, with the CA key through one of the pool's
+//! sessions, if anything was appended since the last one (on its own store connection, so the
+//! writer thread never waits for the token); and rebuild the published CRL once half its
+//! lifetime has passed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +17,8 @@ use crate::error::Result;
 /// How long a checkpoint waits for a free session.
 const SESSION_WAIT: Duration = Duration::from_secs(30);
 
-/// The checkpoint thread.
-pub struct Checkpoints {
+/// The upkeep thread.
+pub struct Upkeep {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -37,19 +38,27 @@ pub fn checkpoint(service: &Service, store: &mut Store) -> Result<bool> {
     Ok(true)
 }
 
-impl Checkpoints {
-    /// Start checkpointing every `every` into the store `db`.
+impl Upkeep {
+    /// Start: checkpoints every `every` into the store `db`, CRLs when due.
     pub fn start(service: Arc<Service>, db: DbConfig, every: Duration) -> Result<Self> {
         let mut store = Store::open(&db)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("p11ca-audit".into())
+            .name("p11ca-upkeep".into())
             .spawn(move || {
                 let mut last = Instant::now();
                 while !flag.load(Ordering::SeqCst) {
                     std::thread::park_timeout(Duration::from_millis(500));
-                    if last.elapsed() < every || flag.load(Ordering::SeqCst) {
+                    if flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if service.crl.due(crate::db::now())
+                        && let Err(e) = service.publish_crl(ACTOR)
+                    {
+                        eprintln!("p11ca: warning: serve: CRL: {}", e.message());
+                    }
+                    if last.elapsed() < every {
                         continue;
                     }
                     last = Instant::now();
