@@ -15,7 +15,8 @@ fn sign_body(csr: &str, profile: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// A CA whose `serve` issued two certificates and refused one request, then stopped.
+/// A CA whose `serve` published its CRL, issued two certificates and refused one request,
+/// then stopped.
 fn served(t: &Token) {
     setup(t);
     let csr = t.ec_csr("node", "node");
@@ -54,7 +55,7 @@ fn serve_appends_issues_refusals_and_a_signed_checkpoint() {
     out.ok();
     assert!(
         out.stdout
-            .contains("4 records, 1 signed checkpoints, records 1..3 covered"),
+            .contains("5 records, 1 signed checkpoints, records 1..4 covered"),
         "{}",
         out.stdout
     );
@@ -68,7 +69,7 @@ fn serve_appends_issues_refusals_and_a_signed_checkpoint() {
         .collect();
     assert_eq!(
         kinds,
-        ["issue", "issue", "refuse", "checkpoint"],
+        ["crl", "issue", "issue", "refuse", "checkpoint"],
         "{}",
         list.stdout
     );
