@@ -170,3 +170,105 @@ fn ocspsign_refuses_what_it_cannot_answer_for() {
     ])
     .fails(3, "responder certificate was not issued by the CA");
 }
+
+/// `openssl ocsp` asking the responder at `port` about `cert`.
+fn ask(t: &Token, port: u16, cert: &str) -> String {
+    let out = t
+        .command("openssl")
+        .args([
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            cert,
+            "-url",
+            &format!("http://127.0.0.1:{port}"),
+            "-CAfile",
+            "ca.pem",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Response verify OK"), "{text}");
+    text
+}
+
+#[test]
+fn ocsprefresh_writes_responses_that_cfssl_ocspserve_serves() {
+    require("cfssl");
+    let t = Token::new("ocsprefresh");
+    crate::serve::setup(&t);
+    let mut server = crate::serve::p11ca_serve(&t, "serve", &[]);
+    let bad = crate::serve_revoke::issue(&t, server.port, "bad");
+    crate::serve_revoke::issue(&t, server.port, "good");
+    server.signal("TERM");
+    assert_eq!(server.wait(std::time::Duration::from_secs(30)), 0);
+    let aki = crate::serve::records(&t)[0]
+        .authority_key_identifier
+        .clone();
+    t.run(&[
+        "revoke",
+        "--db",
+        "p11ca-certs.db",
+        "-serial",
+        &bad,
+        "-aki",
+        &aki,
+        "-reason",
+        "keyCompromise",
+    ])
+    .ok();
+    let r = t.run(&[
+        "ocsprefresh",
+        "--db",
+        "p11ca-certs.db",
+        "-ca",
+        "ca.pem",
+        "-responder-key",
+        "ca-key.uri",
+    ]);
+    r.ok();
+    assert!(
+        r.stderr.contains("2 responses signed and stored"),
+        "{}",
+        r.stderr
+    );
+
+    // cfssl's own tools read the rows p11ca wrote (Debian's cfssl 1.2 ocspserve takes only a
+    // response file; ocspdump makes it from the store) and its responder answers from them.
+    t.write(
+        "db.json",
+        r#"{"driver":"sqlite3","data_source":"p11ca-certs.db"}"#,
+    );
+    let dump = crate::util::sh(
+        t.command("cfssl")
+            .args(["ocspdump", "-db-config", "db.json"]),
+    );
+    assert_eq!(dump.lines().count(), 2, "{dump}");
+    t.write("responses", &dump);
+    let port = crate::util::free_port();
+    let p = port.to_string();
+    let _cfssl = crate::serve::start(
+        &t,
+        "cfssl-ocspserve",
+        "cfssl",
+        &[
+            "ocspserve",
+            "-responses",
+            "responses",
+            "-address",
+            "127.0.0.1",
+            "-port",
+            &p,
+        ],
+        port,
+        false,
+    );
+    let good = ask(&t, port, "good.pem");
+    assert!(good.contains("good.pem: good"), "{good}");
+    let revoked = ask(&t, port, "bad.pem");
+    assert!(revoked.contains("bad.pem: revoked"), "{revoked}");
+    assert!(revoked.contains("Reason: keyCompromise"), "{revoked}");
+}

@@ -25,7 +25,7 @@ fn current_key() -> AuthKey {
 
 /// Issue a client certificate for `name` over /sign: `{name}.pem`, `{name}-key.pem`; its
 /// decimal serial.
-fn issue(t: &Token, port: u16, name: &str) -> String {
+pub(crate) fn issue(t: &Token, port: u16, name: &str) -> String {
     let csr = t.ec_csr(name, name);
     let body = json!({"certificate_request": csr, "profile": "kubernetes"}).to_string();
     let (status, text) = http(port, "POST", SIGN, body.as_bytes()).unwrap();

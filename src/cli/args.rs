@@ -98,6 +98,9 @@ pub enum Command {
     /// Sign an OCSP response for one certificate with the CA key in the token, like `cfssl
     /// ocspsign`: prints {"ocspResponse": "<base64 DER>"}.
     Ocspsign(OcspsignArgs),
+    /// Sign a fresh OCSP response for every unexpired certificate of the CA in the store and
+    /// write them to its ocsp_responses table, like `cfssl ocsprefresh`.
+    Ocsprefresh(OcsprefreshArgs),
     /// The tamper-evident audit log in the store: verify its chain and signed checkpoints, or
     /// list it.
     #[command(subcommand)]
@@ -333,6 +336,27 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `ocsprefresh`, cfssl's flags.
+#[derive(Debug, Args)]
+pub(crate) struct OcsprefreshArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The CA certificate whose certificates are refreshed.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: String,
+    /// The responder's certificate (default: the CA certificate itself).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) responder: Option<String>,
+    /// The responder key's handle (NAME-key.uri, a pkcs11: URI, file:PATH or env:VAR).
+    #[arg(long, value_name = "HANDLE|URI")]
+    pub(crate) responder_key: String,
+    /// How long each response holds (Go duration).
+    #[arg(long, default_value = "96h", value_name = "DURATION")]
+    pub(crate) interval: String,
+    #[command(flatten)]
+    pub(crate) token: TokenArgs,
 }
 
 /// `ocspsign`, cfssl's flags.
@@ -587,6 +611,7 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "port",
     "db-config",
     "responder",
+    "responses",
     "responder-key",
     "status",
     "reason",

@@ -7,12 +7,15 @@ use base64::engine::general_purpose::STANDARD;
 
 use p11ca::ca::issue::{CaKey, Issuer, parse_ca_cert};
 use p11ca::cfssl::duration::GoDuration;
+use p11ca::db::ocsp::StoredResponse;
+use p11ca::db::{DbConfig, ListFilter, Listed, Store};
 use p11ca::token::key;
 use p11ca::x509::crl::Reason;
+use p11ca::x509::crl::ca_key_identifier;
 use p11ca::x509::ocsp::{self, Status, Validity};
 use p11ca::{Error, Result};
 
-use super::args::{OcspsignArgs, TokenArgs};
+use super::args::{OcsprefreshArgs, OcspsignArgs, TokenArgs};
 use super::sign::ca_key_uri;
 use super::{open_and_login, read_input, write_stdout};
 
@@ -82,22 +85,121 @@ fn interval(s: &str) -> Result<i64> {
     Ok(d.as_secs())
 }
 
+/// The responder certificate for `ca`: the CA itself unless `responder` names another, which
+/// must be a delegated responder the CA issued; p11ca signs with the CA key for now.
+fn responder_for(ca: &x509_cert::Certificate, responder: Option<&str>) -> Result<()> {
+    let responder = match responder {
+        Some(r) => cert(r, "-responder")?,
+        None => return Ok(()),
+    };
+    ocsp::check_responder(ca, &responder)?;
+    if &responder != ca {
+        return Err(Error::input(
+            "-responder: p11ca signs OCSP responses with the CA key; a delegated responder's key in the token is not supported yet (give the CA certificate, or leave -responder out)",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn ocsprefresh(targs: &TokenArgs, o: &OcsprefreshArgs) -> Result<()> {
+    let now = p11ca::db::now();
+    let (ca_bytes, ca_source) = read_input(&o.ca)?;
+    let ca = parse_ca_cert(&ca_bytes, &ca_source)?;
+    responder_for(&ca, o.responder.as_deref())?;
+    let interval = interval(&o.interval)?;
+    let aki = p11ca::text::hex(&ca_key_identifier(&ca).map_err(|e| e.context(&ca_source))?);
+    let cfg = DbConfig::resolve(
+        o.db.db_config.as_deref(),
+        o.db.db.as_deref(),
+        o.db.config.as_deref(),
+    )?;
+    let mut store = Store::open_existing(&cfg)?;
+    let all = store.list_status(ListFilter::default())?;
+    let (mine, others): (Vec<Listed>, Vec<Listed>) = all
+        .into_iter()
+        .filter(|l| l.record.not_after > now)
+        .partition(|l| l.record.authority_key_identifier == aki);
+    let key_uri = ca_key_uri(&o.responder_key)?;
+    let opened = open_and_login(targs, Some(&key_uri))?;
+    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
+    let mut ca_key = CaKey::new(
+        &opened.module,
+        &opened.token,
+        ca.clone(),
+        &ca_source,
+        &found,
+        &key_uri,
+    )?;
+    ca_key.set_pin(opened.pin.clone());
+    let issuer = Issuer::new(&ca_key, &opened.session)?;
+    let times = Validity::at(now, interval);
+    let mut signed = Vec::with_capacity(mine.len());
+    for l in &mine {
+        let serial = p11ca::text::from_decimal(&l.record.serial_number).ok_or_else(|| {
+            Error::input(format!(
+                "store: serial \"{}\" is not decimal",
+                l.record.serial_number
+            ))
+        })?;
+        let der = ocsp::sign_response(
+            ocsp::cert_id(&ca, &serial)?,
+            stored_status(l),
+            times,
+            &ca,
+            true,
+            issuer.signer(),
+        )?;
+        let row = StoredResponse {
+            serial: l.record.serial_number.clone(),
+            aki: aki.clone(),
+            body: der,
+        };
+        signed.push((row, now + interval));
+    }
+    drop(issuer);
+    drop(ca_key);
+    opened.module.finalize_for_exit();
+    store
+        .upsert_ocsp(&signed)
+        .map_err(|e| e.context(format!("certificate store {}", cfg.describe())))?;
+    eprintln!(
+        "p11ca: ocsprefresh: {} responses signed and stored{}",
+        signed.len(),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} unexpired certificates of other CAs left alone",
+                others.len()
+            )
+        }
+    );
+    Ok(())
+}
+
+/// The status a stored certificate's response carries.
+fn stored_status(l: &Listed) -> Status {
+    if !l.is_revoked() {
+        return Status::Good;
+    }
+    let reason = Reason::ALL
+        .into_iter()
+        .find(|r| i64::from(r.code()) == l.reason)
+        .unwrap_or(Reason::Unspecified);
+    Status::Revoked {
+        at: l.revoked_at.unwrap_or(0),
+        reason,
+    }
+}
+
 pub(super) fn ocspsign(targs: &TokenArgs, o: &OcspsignArgs) -> Result<()> {
     let now = p11ca::db::now();
     let (ca_bytes, ca_source) = read_input(&o.ca)?;
     let ca = parse_ca_cert(&ca_bytes, &ca_source)?;
     let leaf = cert(&o.cert, "-cert")?;
     let serial = ocsp::issued_by(&leaf, &ca).map_err(|e| e.context(&o.cert))?;
-    let responder = match &o.responder {
-        Some(r) => cert(r, "-responder")?,
-        None => ca.clone(),
-    };
-    ocsp::check_responder(&ca, &responder)?;
-    if responder != ca {
-        return Err(Error::input(
-            "-responder: p11ca ocspsign signs with the CA key; a delegated responder's key in the token is not supported yet (give the CA certificate, or leave -responder out)",
-        ));
-    }
+    responder_for(&ca, o.responder.as_deref())?;
+    let responder = ca.clone();
     let status = status(o, now)?;
     let times = Validity::at(now, interval(&o.interval)?);
     let id = ocsp::cert_id(&ca, &serial)?;

@@ -13,6 +13,7 @@
 
 pub mod audit;
 mod gotime;
+pub mod ocsp;
 mod pg;
 mod recorder;
 mod revoke;

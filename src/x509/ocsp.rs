@@ -235,9 +235,17 @@ fn sha1(data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-/// The SHA-1 CertID of the certificate with `serial` (its DER INTEGER content octets) issued
-/// by `issuer`.
+/// The SHA-1 CertID of the certificate with `serial` (big-endian, unsigned; leading zero
+/// octets allowed) issued by `issuer`.
 pub fn cert_id(issuer: &Certificate, serial: &[u8]) -> Result<CertId> {
+    let first = serial
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(serial.len().saturating_sub(1));
+    let mut content = serial[first..].to_vec();
+    if content.first().is_none_or(|b| b & 0x80 != 0) {
+        content.insert(0, 0);
+    }
     let tbs = issuer.tbs_certificate();
     let name = tbs
         .subject()
@@ -251,7 +259,7 @@ pub fn cert_id(issuer: &Certificate, serial: &[u8]) -> Result<CertId> {
         },
         issuer_name_hash: octets(sha1(&name))?,
         issuer_key_hash: octets(sha1(key))?,
-        serial_number: Int::new(serial).map_err(|e| der_err("serial", e))?,
+        serial_number: Int::new(&content).map_err(|e| der_err("serial", e))?,
     })
 }
 
