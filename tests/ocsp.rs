@@ -272,3 +272,170 @@ fn ocsprefresh_writes_responses_that_cfssl_ocspserve_serves() {
     assert!(revoked.contains("bad.pem: revoked"), "{revoked}");
     assert!(revoked.contains("Reason: keyCompromise"), "{revoked}");
 }
+
+/// A raw HTTP exchange (request bytes as given); the status and body bytes.
+fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out[split..].to_vec())
+}
+
+#[test]
+fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
+    require("curl");
+    let t = Token::new("ocspserve");
+    crate::serve::setup(&t);
+    let mut server = crate::serve::p11ca_serve(&t, "serve", &[]);
+    let bad = crate::serve_revoke::issue(&t, server.port, "bad");
+    crate::serve_revoke::issue(&t, server.port, "good");
+    server.signal("TERM");
+    assert_eq!(server.wait(std::time::Duration::from_secs(30)), 0);
+    let aki = crate::serve::records(&t)[0]
+        .authority_key_identifier
+        .clone();
+    let refresh = || {
+        t.run(&[
+            "ocsprefresh",
+            "--db",
+            "p11ca-certs.db",
+            "-ca",
+            "ca.pem",
+            "-responder-key",
+            "ca-key.uri",
+        ])
+        .ok();
+    };
+    refresh();
+    let port = crate::util::free_port();
+    let p = port.to_string();
+    let _ocsp = crate::serve::start(
+        &t,
+        "ocspserve",
+        "p11ca",
+        &["ocspserve", "--db", "p11ca-certs.db", "-port", &p],
+        port,
+        false,
+    );
+    assert!(ask(&t, port, "good.pem").contains("good.pem: good"));
+    assert!(ask(&t, port, "bad.pem").contains("bad.pem: good"));
+
+    // Revoked and refreshed: the running responder answers "revoked" at once.
+    t.run(&[
+        "revoke",
+        "--db",
+        "p11ca-certs.db",
+        "-serial",
+        &bad,
+        "-aki",
+        &aki,
+        "-reason",
+        "superseded",
+    ])
+    .ok();
+    refresh();
+    let revoked = ask(&t, port, "bad.pem");
+    assert!(revoked.contains("bad.pem: revoked"), "{revoked}");
+    assert!(revoked.contains("Reason: superseded"), "{revoked}");
+
+    // RFC 5019 GET, with the caching headers.
+    crate::util::sh(t.command("openssl").args([
+        "ocsp",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "good.pem",
+        "-reqout",
+        "req.der",
+        "-no_nonce",
+    ]));
+    let b64 =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(t.path("req.der")).unwrap());
+    let enc: String = b64
+        .chars()
+        .map(|c| match c {
+            '+' => "%2B".to_string(),
+            '/' => "%2F".to_string(),
+            '=' => "%3D".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    let head = crate::util::sh(t.command("curl").args([
+        "-sS",
+        "-D",
+        "-",
+        "-o",
+        "get.der",
+        &format!("http://127.0.0.1:{port}/{enc}"),
+    ]));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("Content-Type: application/ocsp-response"),
+        "{head}"
+    );
+    assert!(
+        head.contains("public, no-transform, must-revalidate"),
+        "{head}"
+    );
+    assert!(head.contains(" GMT\r\n"), "{head}");
+    assert!(head.contains("ETag: \""), "{head}");
+    let out = crate::util::sh(t.command("openssl").args([
+        "ocsp", "-respin", "get.der", "-issuer", "ca.pem", "-cert", "good.pem", "-CAfile", "ca.pem",
+    ]));
+    assert!(out.contains("good.pem: good"), "{out}");
+
+    // Bad requests: the RFC's error status, and the next good request is still answered.
+    let req = std::fs::read(t.path("req.der")).unwrap();
+    let post = |body: &[u8]| {
+        let mut r = format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        raw_http(port, &r)
+    };
+    assert_eq!(
+        post(&req[..req.len() / 2]),
+        (400, vec![0x30, 0x03, 0x0a, 0x01, 0x01])
+    );
+    assert_eq!(post(b"not der"), (400, vec![0x30, 0x03, 0x0a, 0x01, 0x01]));
+    let (status, _) = post(&vec![0x30; 100_000]);
+    assert_eq!(status, 413);
+    // Another CA's certificate: unauthorized.
+    crate::util::sh(t.command("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "other-key.pem",
+        "-subj",
+        "/CN=other",
+        "-out",
+        "other.pem",
+    ]));
+    crate::util::sh(t.command("openssl").args([
+        "ocsp",
+        "-issuer",
+        "other.pem",
+        "-cert",
+        "other.pem",
+        "-reqout",
+        "other.der",
+        "-no_nonce",
+    ]));
+    let other = std::fs::read(t.path("other.der")).unwrap();
+    assert_eq!(post(&other), (200, vec![0x30, 0x03, 0x0a, 0x01, 0x06]));
+    assert!(ask(&t, port, "good.pem").contains("good.pem: good"));
+}

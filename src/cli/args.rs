@@ -101,6 +101,9 @@ pub enum Command {
     /// Sign a fresh OCSP response for every unexpired certificate of the CA in the store and
     /// write them to its ocsp_responses table, like `cfssl ocsprefresh`.
     Ocsprefresh(OcsprefreshArgs),
+    /// Answer OCSP requests (RFC 6960, RFC 5019 GET and POST) from pre-signed responses in a
+    /// file or the store, like `cfssl ocspserve`; no request reaches the token.
+    Ocspserve(OcspserveArgs),
     /// The tamper-evident audit log in the store: verify its chain and signed checkpoints, or
     /// list it.
     #[command(subcommand)]
@@ -336,6 +339,35 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `ocspserve`, cfssl's flags.
+#[derive(Debug, Args)]
+pub(crate) struct OcspserveArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub(crate) address: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8889, value_name = "PORT")]
+    pub(crate) port: u16,
+    /// Serve the responses in this file (base64 DER separated by white space, as `cfssl
+    /// ocspdump` writes) instead of the store.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) responses: Option<String>,
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The path requests come under (RFC 5019 GET: PATH followed by the base64 request).
+    #[arg(long, default_value = "/", value_name = "PATH")]
+    pub(crate) path: String,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = Limits::default().max_connections, value_name = "N")]
+    pub(crate) max_connections: usize,
+    /// Most connections open at once from one client address.
+    #[arg(long, default_value_t = Limits::default().per_client, value_name = "N")]
+    pub(crate) max_conns_per_client: usize,
+    /// Requests per second (and burst) one client address may send; 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) rate_limit: u32,
 }
 
 /// `ocsprefresh`, cfssl's flags.
@@ -612,6 +644,7 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "db-config",
     "responder",
     "responses",
+    "path",
     "responder-key",
     "status",
     "reason",

@@ -55,6 +55,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Audit(c) => audit::run(&c),
         Command::Ocspsign(o) => ocsp::ocspsign(&o.token.over(before)?, &o),
         Command::Ocsprefresh(o) => ocsp::ocsprefresh(&o.token.over(before)?, &o),
+        Command::Ocspserve(o) => ocsp::ocspserve(&o),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
         Command::Revoke(r) => revoke::revoke(&r),
         Command::Crl(c) => crl::crl(&c.token.over(before)?, &c),

@@ -15,7 +15,7 @@ use p11ca::x509::crl::ca_key_identifier;
 use p11ca::x509::ocsp::{self, Status, Validity};
 use p11ca::{Error, Result};
 
-use super::args::{OcsprefreshArgs, OcspsignArgs, TokenArgs};
+use super::args::{OcsprefreshArgs, OcspserveArgs, OcspsignArgs, TokenArgs};
 use super::sign::ca_key_uri;
 use super::{open_and_login, read_input, write_stdout};
 
@@ -223,4 +223,76 @@ pub(super) fn ocspsign(targs: &TokenArgs, o: &OcspsignArgs) -> Result<()> {
     opened.module.finalize_for_exit();
     let line = serde_json::json!({"ocspResponse": STANDARD.encode(der)});
     write_stdout(&format!("{line}\n"))
+}
+
+pub(super) fn ocspserve(o: &OcspserveArgs) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use p11ca::serve::guard::{Guard, HostPolicy, Limits};
+    use p11ca::serve::ocsp::Responder;
+
+    if !o.path.starts_with('/') {
+        return Err(Error::input(format!(
+            "-path \"{}\" must start with /",
+            o.path
+        )));
+    }
+    let (responder, what) = match &o.responses {
+        Some(file) => {
+            let (bytes, source) = read_input(file)?;
+            let text = String::from_utf8_lossy(&bytes);
+            let (r, n, skipped) = Responder::from_file(&text, &source, &o.path)?;
+            if skipped > 0 {
+                super::warn(&format!(
+                    "{source}: {skipped} entries are not OCSP responses; skipped"
+                ));
+            }
+            (r, format!("{n} responses from {source}"))
+        }
+        None => {
+            let cfg = DbConfig::resolve(
+                o.db.db_config.as_deref(),
+                o.db.db.as_deref(),
+                o.db.config.as_deref(),
+            )?;
+            let what = format!("the store {}", cfg.describe());
+            (Responder::from_store(cfg, &o.path)?, what)
+        }
+    };
+    let spec = if o.address.contains(':') && !o.address.starts_with('[') {
+        format!("[{}]:{}", o.address, o.port)
+    } else {
+        format!("{}:{}", o.address, o.port)
+    };
+    let addrs: Vec<_> = spec
+        .to_socket_addrs()
+        .map_err(|e| Error::input(format!("-address {}: {e}", o.address)))?
+        .collect();
+    super::serve::raise_open_file_limit(o.max_connections);
+    let listener = super::serve::listen(&addrs).map_err(|e| {
+        Error::input(format!(
+            "cannot listen on {spec}: {e}; choose another -port or -address"
+        ))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
+    let limits = Limits {
+        max_connections: o.max_connections,
+        per_client: o.max_conns_per_client,
+        rate: o.rate_limit,
+    };
+    let guard = Guard::new(limits, HostPolicy::new(&o.address, addr.ip(), &[], &[]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = p11ca::serve::Server::new(Arc::new(responder), listener, stop.clone(), guard);
+    super::serve::stop_on_signals(stop, addr)?;
+    eprintln!(
+        "p11ca: ocspserve: listening on http://{addr}{} with {what}",
+        o.path
+    );
+    server.run();
+    eprintln!("p11ca: ocspserve: stopped");
+    Ok(())
 }

@@ -256,7 +256,7 @@ fn bind(a: &ServeArgs, has_tls: bool) -> Result<TcpListener> {
 
 /// The first SIGTERM or SIGINT sets `stop` and wakes the listener at `addr`; more change
 /// nothing.
-fn stop_on_signals(stop: Arc<AtomicBool>, addr: SocketAddr) -> Result<()> {
+pub(super) fn stop_on_signals(stop: Arc<AtomicBool>, addr: SocketAddr) -> Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Error::input(format!("cannot install signal handlers: {e}")))?;
     std::thread::spawn(move || {
@@ -330,7 +330,7 @@ fn check_plaintext(a: &ServeArgs, tls: bool, addrs: &[SocketAddr]) -> Result<()>
 
 /// Listen on the first of `addrs` that can be bound (as `TcpListener::bind`), with a backlog
 /// that absorbs a burst of connects while the accept thread catches up.
-fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
+pub(super) fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
     let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
     for a in addrs {
         let bound = Socket::new(Domain::for_address(*a), Type::STREAM, None).and_then(|s| {
@@ -399,7 +399,7 @@ fn has_cap_ipc_lock() -> bool {
 
 /// Raise the soft open-file limit to the hard one: every connection is a descriptor, and at
 /// the limit `accept` fails for everyone. Warn if it is still below what the caps allow.
-fn raise_open_file_limit(max_connections: usize) {
+pub(super) fn raise_open_file_limit(max_connections: usize) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)

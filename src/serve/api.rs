@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 
 use super::auth::ReplayGuard;
 use super::crl::{self, CrlCache};
+use super::handler::{Handler, Reply};
+use super::http::Request;
 use super::revoke;
 use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::cfssl::auth::{self, AuthenticatedRequest};
@@ -49,21 +51,6 @@ thread_local! {
 /// How long a request waits for a free token session.
 const SESSION_WAIT: Duration = Duration::from_secs(30);
 
-/// An HTTP answer: status and envelope.
-#[derive(Debug)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// The JSON envelope.
-    pub body: Vec<u8>,
-    /// For the server log: what went wrong (failures only).
-    pub error: Option<String>,
-    /// How many certificates this reply carries (0 or 1).
-    pub issued: usize,
-    /// The body's content type.
-    pub content_type: &'static str,
-}
-
 /// A success envelope.
 pub fn success(result: Value, messages: &[String]) -> Reply {
     let messages: Vec<Value> = messages
@@ -77,6 +64,7 @@ pub fn success(result: Value, messages: &[String]) -> Reply {
         error: None,
         issued: 0,
         content_type: super::http::JSON,
+        headers: Vec::new(),
     }
 }
 
@@ -94,6 +82,7 @@ pub fn failure(status: u16, message: &str) -> Reply {
         error: Some(message.to_string()),
         issued: 0,
         content_type: super::http::JSON,
+        headers: Vec::new(),
     }
 }
 
@@ -162,9 +151,19 @@ pub struct Service {
     pub crl: CrlCache,
 }
 
+impl Handler for Service {
+    fn handle(&self, req: &Request, who: &str) -> Reply {
+        self.answer(&req.method, &req.path, &req.body, who)
+    }
+
+    fn max_body(&self) -> usize {
+        self.max_body
+    }
+}
+
 impl Service {
     /// Answer one request from `peer`.
-    pub fn handle(&self, method: &str, path: &str, body: &[u8], peer: &str) -> Reply {
+    pub fn answer(&self, method: &str, path: &str, body: &[u8], peer: &str) -> Reply {
         if let Some(form) = path.strip_prefix("/crl.") {
             return self.plain_crl(method, form);
         }
@@ -265,6 +264,7 @@ impl Service {
             error: None,
             issued: 0,
             content_type,
+            headers: Vec::new(),
         }
     }
 
