@@ -120,6 +120,26 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
     let (st, text) = http(port, "POST", REVOKE, body.as_bytes()).unwrap();
     assert_eq!(st, 401, "replayed: {text}");
 
+    // Its OCSP response in the store already says so, signed by the CA.
+    let der = Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+        .unwrap()
+        .ocsp_response(&bad, &aki)
+        .unwrap()
+        .expect("an OCSP response stored at revocation");
+    std::fs::write(t.path("bad-ocsp.der"), der).unwrap();
+    let ocsp = sh(t.command("openssl").args([
+        "ocsp",
+        "-respin",
+        "bad-ocsp.der",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "bad.pem",
+        "-CAfile",
+        "ca.pem",
+    ]));
+    assert!(ocsp.contains("bad.pem: revoked"), "{ocsp}");
+
     // The CRL already lists it, with the reason, under a higher CRL number.
     let after = fetch_crl(&t, port);
     assert!(after.contains("Key Compromise"), "{after}");

@@ -51,6 +51,8 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         crl_lifetime,
     } = inputs(a)?;
 
+    let crl = CrlCache::new(&ca_cert, crl_lifetime)?;
+
     // 2. The port, before the token: a taken port costs no login.
     let listener = bind(a, tls.is_some())?;
 
@@ -83,7 +85,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         max_body: a.max_body,
         replays: Default::default(),
         revoke_key,
-        crl: CrlCache::new(crl_lifetime),
+        crl,
     });
     // The CRL is published before the first request (a failure here stops the start-up).
     service.publish_crl("serve")?;

@@ -32,7 +32,7 @@ use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
 use crate::db::audit::{self, AuditEvent, AuditKind};
-use crate::db::{CertRecord, Recorder};
+use crate::db::{CertRecord, Recorder, RevokeOutcome};
 use crate::error::{Error, Kind, TokenFault};
 use crate::token::pool::SessionPool;
 use crate::x509::hosts;
@@ -205,9 +205,10 @@ impl Service {
             Err((status, m)) => return failure(status, &m),
         };
         let (serial, aki, reason) = (r.serial.clone(), r.aki.clone(), r.reason);
+        let at = crate::db::now();
         let outcome = self
             .recorder
-            .with_store(move |s| s.revoke(&serial, &aki, reason, crate::db::now()));
+            .with_store(move |s| s.revoke(&serial, &aki, reason, at));
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) if e.kind() == Kind::Output => return failure(500, e.message()),
@@ -221,6 +222,16 @@ impl Service {
         let mut messages = vec![revoke::describe(&r, outcome)];
         if let Err(e) = self.publish_crl(peer) {
             messages.push(format!("the CRL was not rebuilt: {}", e.message()));
+        }
+        // Only this CA's own certificates get a response signed by its key.
+        if outcome == RevokeOutcome::Revoked
+            && self.crl.aki == r.aki
+            && let Err(e) = revoke::refresh_ocsp(&self.ca, &self.pool, &self.recorder, &r, at)
+        {
+            messages.push(format!(
+                "the OCSP response was not refreshed: {}",
+                e.message()
+            ));
         }
         success(json!({}), &messages)
     }

@@ -38,15 +38,18 @@ pub struct CrlCache {
     current: Mutex<Option<Arc<Published>>>,
     /// Seconds from thisUpdate to nextUpdate.
     pub lifetime: i64,
+    /// The CA's key identifier, lower-case hex (the AKI of what it issued).
+    pub aki: String,
 }
 
 impl CrlCache {
-    /// An empty cache for CRLs that hold `lifetime` seconds.
-    pub fn new(lifetime: i64) -> Self {
-        Self {
+    /// An empty cache for the CRLs of `ca` that hold `lifetime` seconds.
+    pub fn new(ca: &x509_cert::Certificate, lifetime: i64) -> Result<Self> {
+        Ok(Self {
             current: Mutex::new(None),
             lifetime,
-        }
+            aki: text::hex(&ca_key_identifier(ca)?),
+        })
     }
 
     /// The last CRL built.
@@ -71,7 +74,7 @@ pub fn publish(
     actor: &str,
 ) -> Result<Arc<Published>> {
     let ca = ca_key.certificate();
-    let aki = text::hex(&ca_key_identifier(ca)?);
+    let aki = cache.aki.clone();
     let now = crate::db::now();
     let key = aki.clone();
     let (entries, number) = recorder.with_store(move |s| {

@@ -4,14 +4,24 @@
 //! cfssl's own /revoke takes anyone's request; a revocation changes what every relying party
 //! believes, so p11ca does not.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::auth::ReplayGuard;
+use crate::ca::issue::{CaKey, Issuer};
 use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::AuthKey;
 use crate::cfssl::json;
-use crate::db::{RevokeOutcome, parse_aki, parse_serial};
+use crate::db::ocsp::StoredResponse;
+use crate::db::{Recorder, RevokeOutcome, parse_aki, parse_serial};
+use crate::error::{Error, Result};
+use crate::token::pool::SessionPool;
 use crate::x509::crl::Reason;
+use crate::x509::ocsp::{self, Status, Validity};
+
+/// How long an OCSP response signed at revocation holds (cfssl's ocsprefresh default).
+pub const OCSP_INTERVAL: i64 = 96 * 3600;
 
 /// cfssl's revoke request.
 #[derive(Debug, Deserialize)]
@@ -43,7 +53,7 @@ pub fn check(
     key: Option<&AuthKey>,
     replays: &ReplayGuard,
     body: &[u8],
-) -> Result<Revocation, Refusal> {
+) -> std::result::Result<Revocation, Refusal> {
     let Some(key) = key else {
         return Err((
             403,
@@ -85,4 +95,40 @@ pub fn describe(r: &Revocation, outcome: RevokeOutcome) -> String {
             r.reason.name()
         ),
     }
+}
+
+/// Sign the OCSP response of the revoked certificate now and store it, so that responders
+/// answering from the store say "revoked" at once, not after the next `ocsprefresh`.
+pub fn refresh_ocsp(
+    ca: &CaKey,
+    pool: &SessionPool,
+    recorder: &Recorder,
+    r: &Revocation,
+    at: i64,
+) -> Result<()> {
+    let serial = crate::text::from_decimal(&r.serial)
+        .ok_or_else(|| Error::input(format!("serial \"{}\" is not decimal", r.serial)))?;
+    let id = ocsp::cert_id(ca.certificate(), &serial)?;
+    let status = Status::Revoked {
+        at,
+        reason: r.reason,
+    };
+    let times = Validity::at(at, OCSP_INTERVAL);
+    let der = pool.with_session(Duration::from_secs(30), |session| {
+        let issuer = Issuer::new(ca, session)?;
+        ocsp::sign_response(
+            id.clone(),
+            status,
+            times,
+            ca.certificate(),
+            true,
+            issuer.signer(),
+        )
+    })?;
+    let row = StoredResponse {
+        serial: r.serial.clone(),
+        aki: r.aki.clone(),
+        body: der,
+    };
+    recorder.with_store(move |s| s.upsert_ocsp(&[(row, at + OCSP_INTERVAL)]))
 }
