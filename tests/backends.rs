@@ -425,3 +425,53 @@ fn token_list_names_the_token_and_what_it_can_make() {
         r.stdout
     );
 }
+
+/// `gencert -renewca` on each back-end: a new certificate for the same key replaces the
+/// token's one (exactly one certificate object afterwards, holding the new certificate), and a
+/// leaf issued under the old certificate verifies under the new one. A back-end that keeps
+/// certificate labels read-only takes the create-then-remove path, which it says in a warning.
+#[test]
+fn renewca_replaces_the_certificate_and_old_leaves_verify() {
+    use crate::lifecycle::{cert_objects, openssl_verifies, token_cert};
+    let t = ca("ecdsa", 256);
+    t.write(
+        "node.json",
+        r#"{"CN":"node","hosts":["node.example"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let g = t.run(&with_ca("gencert", &["node.json"]));
+    g.ok();
+    t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
+        .ok();
+    let before = t.object_count();
+    let r = without_module_log(
+        &t,
+        &t.run(&[
+            "gencert",
+            "-renewca",
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "ca-key.uri",
+        ]),
+    );
+    r.ok();
+    t.run_in(&["json", "-bare", "new"], r.stdout.as_bytes())
+        .ok();
+    let labels = cert_objects(&t);
+    assert_eq!(
+        labels.len(),
+        1,
+        "one certificate on {}: {labels:?}",
+        t.backend().name()
+    );
+    let new = std::fs::read_to_string(t.path("new.pem")).unwrap();
+    let new_der = <x509_cert::Certificate as der::DecodePem>::from_pem(new.as_bytes()).unwrap();
+    assert_eq!(
+        token_cert(&t, &labels[0]),
+        der::Encode::to_der(&new_der).unwrap(),
+        "the token holds the renewed certificate on {}",
+        t.backend().name()
+    );
+    assert_eq!(t.object_count(), before);
+    openssl_verifies(&t, "new.pem", None, "node.pem", true);
+}

@@ -11,6 +11,7 @@ mod crl;
 mod hygiene;
 mod initca;
 mod json;
+mod lifecycle;
 mod ocsp;
 mod p11kit;
 mod policy;

@@ -32,12 +32,15 @@ pub struct InitCaOptions {
     pub key_id: Option<Vec<u8>>,
     /// Make the key need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
     pub always_authenticate: bool,
+    /// An intermediate's key: make only the key and the CSR, for the parent CA to sign; no
+    /// self-signed certificate is made or stored (`p11ca key import-cert` stores the parent's).
+    pub csr_only: bool,
 }
 
 /// What `gencert -initca` produced.
 #[derive(Clone, Debug)]
 pub struct InitCaOutput {
-    /// The CA certificate, PEM.
+    /// The CA certificate, PEM (empty with [`InitCaOptions::csr_only`]).
     pub cert_pem: String,
     /// The CA's CSR, PEM.
     pub csr_pem: String,
@@ -62,6 +65,7 @@ pub struct InitCaPlan {
     label: String,
     key_id: Option<Vec<u8>>,
     always_authenticate: bool,
+    csr_only: bool,
     warnings: Vec<String>,
 }
 
@@ -127,6 +131,7 @@ impl InitCaPlan {
             label,
             key_id: opts.key_id.clone(),
             always_authenticate: opts.always_authenticate,
+            csr_only: opts.csr_only,
             warnings,
         })
     }
@@ -243,6 +248,9 @@ impl InitCaPlan {
             csr_exts.push(e);
         }
         let csr_der = build::csr(subject, csr_exts, &signer as &dyn x509::Signer)?;
+        if self.csr_only {
+            return Ok((String::new(), build::pem("CERTIFICATE REQUEST", &csr_der)?));
+        }
 
         // Certificate, extensions in Go's order: KU, BC, SKI, SAN, CRL DP. No AKI on a root
         // (as cfssl and Go since 1.7): it would only repeat the SKI.

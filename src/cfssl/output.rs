@@ -3,7 +3,8 @@
 //! `gencert` prints one JSON object with alphabetically sorted keys (`cert`, `csr`, `key`,
 //! `key_uri`); the real `cfssljson -bare` reads the keys it knows and ignores `key_uri`.
 //! `p11ca json -bare NAME` writes the same files as cfssljson plus `NAME-key.uri`, the handle
-//! of the key in the token, all atomically.
+//! of the key in the token, all atomically; a chain (`bundle`, `root`) goes to
+//! `NAME-bundle.pem` and `NAME-root.pem`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,12 +99,68 @@ pub fn files_from_json(input: &[u8], source: &str, bare: bool, base: &str) -> Re
             break;
         }
     }
+    bundle_files(obj, source, base, &mut set)?;
     if set.paths().next().is_none() {
         return Err(Error::input(format!(
             "{source}: no certificate, CSR, key or key_uri in the input; nothing to write"
         )));
     }
     Ok(set)
+}
+
+/// The chain files. cfssl 1.6's form, a `bundle` object `{bundle, root}` (in `result`, or the
+/// result itself): `NAME-bundle.pem` = bundle + "\n" + root, and `NAME-root.pem`. p11ca's and
+/// cfssl 1.2's form, top-level strings: `bundle` (certificate and intermediates) verbatim to
+/// `NAME-bundle.pem`, `root` to `NAME-root.pem`.
+fn bundle_files(
+    obj: &serde_json::Map<String, Value>,
+    source: &str,
+    base: &str,
+    set: &mut OutputSet,
+) -> Result<()> {
+    let nested = obj.get("bundle").filter(|v| v.is_object()).or_else(|| {
+        obj.get("result")
+            .and_then(|r| r.get("bundle"))
+            .filter(|v| v.is_object())
+    });
+    if let Some(b) = nested {
+        let part = |k: &str| {
+            b.get(k).and_then(Value::as_str).ok_or_else(|| {
+                Error::input(format!(
+                    "{source}: the \"bundle\" object has no string \"{k}\"; nothing was written"
+                ))
+            })
+        };
+        let (chain, root) = (part("bundle")?, part("root")?);
+        set.add(
+            format!("{base}-bundle.pem"),
+            format!("{chain}\n{root}").into_bytes(),
+            PUBLIC_MODE,
+        );
+        set.add(
+            format!("{base}-root.pem"),
+            root.as_bytes().to_vec(),
+            PUBLIC_MODE,
+        );
+        return Ok(());
+    }
+    for (key, suffix) in [("bundle", "-bundle.pem"), ("root", "-root.pem")] {
+        match obj.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(Value::String(s)) => set.add(
+                format!("{base}{suffix}"),
+                s.as_bytes().to_vec(),
+                PUBLIC_MODE,
+            ),
+            Some(_) => {
+                return Err(Error::input(format!(
+                    "{source}: field \"{key}\" must be a string; nothing was written"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A `key_uri` is written only if it is a key handle and nothing more: the file is copied to
@@ -184,5 +241,40 @@ mod tests {
             "{e}"
         );
         assert!(files_from_json(b"{}", "in.json", true, "n").is_err());
+    }
+
+    #[test]
+    fn bundle_files_in_both_forms() {
+        let names = |set: &OutputSet| -> Vec<String> {
+            set.paths().map(|p| p.display().to_string()).collect()
+        };
+        let flat = files_from_json(
+            br#"{"cert":"A","bundle":"A\nI","root":"R"}"#,
+            "-",
+            true,
+            "n",
+        )
+        .unwrap();
+        assert_eq!(names(&flat), ["n.pem", "n-bundle.pem", "n-root.pem"]);
+        let got: Vec<_> = flat.contents().map(|(_, c)| c.to_vec()).collect();
+        assert_eq!(got[1], b"A\nI");
+        let nested = files_from_json(
+            br#"{"cert":"A","result":{"bundle":{"bundle":"A\nI","root":"R"}}}"#,
+            "-",
+            true,
+            "n",
+        )
+        .unwrap();
+        let got: Vec<_> = nested.contents().map(|(_, c)| c.to_vec()).collect();
+        assert_eq!(names(&nested), ["n.pem", "n-bundle.pem", "n-root.pem"]);
+        assert_eq!(got[1], b"A\nI\nR", "cfssl 1.6: bundle + newline + root");
+        let e = files_from_json(
+            br#"{"cert":"A","bundle":{"root":"R"}}"#,
+            "x.json",
+            true,
+            "n",
+        )
+        .unwrap_err();
+        assert!(e.message().contains("has no string \"bundle\""), "{e}");
     }
 }

@@ -81,6 +81,8 @@ pub enum Command {
     Sign(SignArgs),
     /// Print a certificate's or CSR's details as cfssl-certinfo's JSON.
     Certinfo(CertinfoArgs),
+    /// Build and verify a certificate's chain to a trusted root, like `cfssl bundle`.
+    Bundle(BundleArgs),
     /// Write the files of a JSON result, like `cfssljson`.
     Json(JsonArgs),
     /// Tokens the module sees.
@@ -191,6 +193,13 @@ pub struct CaArgs {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "FILE", requires = "mutual_tls_client_cert")]
     pub mutual_tls_client_key: Option<String>,
+    /// Trusted roots (PEM): each issued certificate's chain to one of them is verified and
+    /// printed in the `bundle` (certificate and intermediates) and `root` fields.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<String>,
+    /// Intermediates (PEM) for the `bundle` field; needs -ca-bundle.
+    #[arg(long, value_name = "FILE", requires = "ca_bundle")]
+    pub int_bundle: Option<String>,
 }
 
 /// `serve` options (cfssl's names).
@@ -493,6 +502,18 @@ pub struct GencertArgs {
     /// Create a new CA: generate its key in the token and self-sign.
     #[arg(long, conflicts_with_all = ["ca", "ca_key", "config", "profile", "hostname", "cn", "remote", "label", "tls_remote_ca", "mutual_tls_client_cert"])]
     pub initca: bool,
+    /// Renew the CA certificate given with -ca around its key in the token (-ca-key): new
+    /// serial and validity, same key, subject and extensions; the token's certificate object
+    /// is replaced. The CSR JSON is optional (its ca.expiry sets the new lifetime).
+    #[arg(long, conflicts_with_all = ["initca", "config", "profile", "hostname", "cn", "remote", "label", "tls_remote_ca", "mutual_tls_client_cert"])]
+    pub renewca: bool,
+    /// With -initca, for an intermediate: make the key and print only its CSR (and key_uri)
+    /// for the parent CA to sign; store the signed certificate with `p11ca key import-cert`.
+    #[arg(long, requires = "initca")]
+    pub csr_only: bool,
+    /// With -renewca: accept a CSR JSON whose subject differs from the old certificate's.
+    #[arg(long, requires = "renewca")]
+    pub allow_subject_change: bool,
     #[command(flatten)]
     pub signing: CaArgs,
     /// Replace the request's CN.
@@ -516,7 +537,7 @@ pub struct GencertArgs {
     #[arg(long, value_name = "HEX")]
     pub key_id: Option<String>,
     /// The cfssl CSR JSON file(s) (`-` for stdin); several only with -ca.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "renewca")]
     pub csr_json: Vec<String>,
     #[command(flatten)]
     pub token: TokenArgs,
@@ -559,6 +580,21 @@ pub struct CertinfoArgs {
     /// A CSR file, PEM or DER (`-` for stdin).
     #[arg(long, value_name = "FILE")]
     pub csr: Option<String>,
+}
+
+/// `bundle` options (cfssl's).
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The certificate (PEM or DER); certificates after the first in the file are taken as
+    /// intermediates.
+    #[arg(long, value_name = "FILE")]
+    pub cert: String,
+    /// Trusted roots (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: String,
+    /// Intermediates (PEM), cross-certificates included.
+    #[arg(long, value_name = "FILE")]
+    pub int_bundle: Option<String>,
 }
 
 /// `json` options (cfssljson's).
@@ -606,6 +642,30 @@ pub enum KeyCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Store the certificate a parent CA signed for this key (an intermediate's) in the token,
+    /// replacing the key's certificate object; refused unless it carries the key's public key.
+    ImportCert {
+        /// pkcs11: URI of the key, or a NAME-key.uri file.
+        uri: String,
+        /// The certificate (PEM or DER; one certificate, not a chain).
+        cert: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Stop a key from signing (CKA_SIGN set to false), or destroy it with --delete
+    /// --confirm-delete.
+    Retire {
+        /// pkcs11: URI of the key, or a NAME-key.uri file.
+        uri: String,
+        /// Destroy the key pair and its certificates instead (needs --confirm-delete).
+        #[arg(long)]
+        delete: bool,
+        /// Confirm --delete: the key is gone for good, and so is everything it could sign.
+        #[arg(long, requires = "delete")]
+        confirm_delete: bool,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -673,6 +733,13 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "reason",
     "expiry",
     "revoked",
+    "renewca",
+    "allow-subject-change",
+    "delete",
+    "confirm-delete",
+    "csr-only",
+    "ca-bundle",
+    "int-bundle",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -685,6 +752,11 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "allow-unauthenticated-ca",
     "insecure-plaintext",
     "revoked",
+    "renewca",
+    "allow-subject-change",
+    "delete",
+    "confirm-delete",
+    "csr-only",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).

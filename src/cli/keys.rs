@@ -118,3 +118,35 @@ pub(super) fn key_show(args: &TokenArgs, uri: &str, as_json: bool) -> Result<()>
     s.push_str(&spki_pem);
     write_stdout(&s)
 }
+
+/// `key retire HANDLE [--delete --confirm-delete]`: the key stops signing; destroyed only
+/// when both flags say so.
+pub(super) fn key_retire(
+    args: &TokenArgs,
+    handle: &str,
+    delete: bool,
+    confirm: bool,
+) -> Result<()> {
+    use p11ca::token::certobj::{self, Retired};
+    let u = super::sign::ca_key_uri(handle)?;
+    if delete && !confirm {
+        return Err(Error::input(format!(
+            "key retire --delete destroys {u} for good: add --confirm-delete to do so, or leave out --delete to only stop it from signing"
+        )));
+    }
+    let o = open_and_login(args, Some(&u))?;
+    let k = key::find_private_key(&o.session, &o.token, &u)?;
+    let done = certobj::retire(&o.module, &o.token, &o.session, &k, Some(&o.pin), delete)?;
+    let uri = Pkcs11Uri::for_object(
+        &o.token.label,
+        &k.id,
+        &k.label,
+        p11ca::token::uri::ObjectType::Private,
+    );
+    write_stdout(&match done {
+        Retired::SignOff => {
+            format!("retired {uri}: CKA_SIGN=false, the token refuses to sign with it\n")
+        }
+        Retired::Deleted => format!("deleted {uri} with its public key and certificates\n"),
+    })
+}

@@ -5,12 +5,14 @@
 #[allow(unreachable_pub)]
 pub(crate) mod args;
 mod audit;
+mod bundle;
 mod certs;
 mod crl;
 mod keys;
 mod meta;
 mod ocsp;
 mod remote;
+mod renew;
 mod revoke;
 mod serve;
 mod sign;
@@ -38,6 +40,7 @@ pub(crate) fn warn(msg: &str) {
 pub(crate) fn run(cli: Cli) -> Result<()> {
     let before = &cli.token;
     match cli.command {
+        Command::Gencert(g) if g.renewca => renew::gencert_renewca(&g.token.over(before)?, &g),
         Command::Gencert(g) if g.initca => gencert(&g.token.over(before)?, &g),
         Command::Gencert(g) => match remote::wanted(&g.signing)? {
             remote::Mode::Remote(plan) => remote::gencert(&g, &plan),
@@ -61,6 +64,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Crl(c) => crl::crl(&c.token.over(before)?, &c),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
+        Command::Bundle(b) => bundle::bundle(&b),
         Command::Token(TokenCommand::List { token }) => keys::token_list(&token.over(before)?),
         Command::Key(KeyCommand::List { json, token }) => {
             keys::key_list(&token.over(before)?, json)
@@ -68,6 +72,15 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Show { uri, json, token }) => {
             keys::key_show(&token.over(before)?, &uri, json)
         }
+        Command::Key(KeyCommand::ImportCert { uri, cert, token }) => {
+            renew::import_cert(&token.over(before)?, &uri, &cert)
+        }
+        Command::Key(KeyCommand::Retire {
+            uri,
+            delete,
+            confirm_delete,
+            token,
+        }) => keys::key_retire(&token.over(before)?, &uri, delete, confirm_delete),
         Command::Version => meta::version(),
         Command::PrintDefaults { what } => meta::print_defaults(what),
         Command::Completion { shell } => meta::completion(shell),
@@ -180,6 +193,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         key_label: g.key_label.clone(),
         always_authenticate: g.always_authenticate,
         key_id,
+        csr_only: g.csr_only,
     };
     // Validate the request fully before the token is touched or a PIN is asked for.
     let plan = InitCaPlan::new(&req, &name, &opts)?;
@@ -220,7 +234,9 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         warn(w);
     }
     let mut fields = BTreeMap::new();
-    fields.insert("cert", out.cert_pem);
+    if !out.cert_pem.is_empty() {
+        fields.insert("cert", out.cert_pem);
+    }
     fields.insert("csr", out.csr_pem);
     fields.insert("key_uri", out.key_uri.to_string());
     write_stdout(&output::result_json(&fields))

@@ -104,6 +104,7 @@ fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
         warn(n);
     }
     let profile = local.config.profile(c.profile.as_deref())?;
+    super::bundle::check_ca(c, &ca_cert)?;
     if let Some(dir) = c.out.as_deref().filter(|d| !Path::new(d).is_dir()) {
         return Err(Error::output(format!(
             "--out {dir}: not a folder; create it first"
@@ -254,6 +255,14 @@ pub(super) fn emit(
         let mut fields = BTreeMap::new();
         fields.insert("cert", build::pem("CERTIFICATE", &der)?);
         fields.insert("csr", item.csr_pem.clone());
+        // -ca-bundle/-int-bundle: the verified chain (bundle, root).
+        match super::bundle::for_issued(c, &der) {
+            Ok(b) => fields.extend(b),
+            Err(e) => {
+                failures.push(if single { e } else { e.context(&item.name) });
+                continue;
+            }
+        }
         if let Some(k) = &item.key_pem {
             fields.insert("key", k.clone());
         }

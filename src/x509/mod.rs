@@ -8,6 +8,7 @@
 
 pub mod alg;
 pub mod build;
+pub mod chain;
 pub mod crl;
 pub mod hosts;
 pub mod name;
