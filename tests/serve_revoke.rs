@@ -79,7 +79,11 @@ fn fetch_crl(t: &Token, port: u16) -> String {
 fn revocation_over_the_network_is_authenticated_and_published_at_once() {
     let t = Token::new("serve-revoke");
     setup(&t);
-    let mut server = p11ca_serve(&t, "serve", &["-revoke-auth-key", "current"]);
+    let mut server = p11ca_serve(
+        &t,
+        "serve",
+        &["-revoke-auth-key", "current", "-ocsp-path", "/ocsp/"],
+    );
     let port = server.port;
     let bad = issue(&t, port, "bad");
     issue(&t, port, "good");
@@ -139,6 +143,19 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
         "ca.pem",
     ]));
     assert!(ocsp.contains("bad.pem: revoked"), "{ocsp}");
+    // The same process answers OCSP for it on -ocsp-path, from the store.
+    let asked = sh(t.command("openssl").args([
+        "ocsp",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "bad.pem",
+        "-CAfile",
+        "ca.pem",
+        "-url",
+        &format!("http://127.0.0.1:{port}/ocsp/"),
+    ]));
+    assert!(asked.contains("bad.pem: revoked"), "{asked}");
 
     // The CRL already lists it, with the reason, under a higher CRL number.
     let after = fetch_crl(&t, port);

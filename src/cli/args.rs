@@ -265,6 +265,10 @@ pub struct ServeArgs {
     /// (cfssl's authenticated envelope, as authsign); without it /revoke is refused.
     #[arg(long, value_name = "NAME")]
     pub revoke_auth_key: Option<String>,
+    /// Also answer OCSP requests under this path (e.g. /ocsp/), from the responses in the
+    /// store (`ocsprefresh`, and those /revoke signs), as `p11ca ocspserve` does.
+    #[arg(long, value_name = "PATH")]
+    pub ocsp_path: Option<String>,
     /// Lifetime of the CRL serve publishes (/crl, /crl.der, /crl.pem); it is rebuilt after each
     /// revocation and when half of it has passed.
     #[arg(long, default_value = "168h", value_name = "DURATION")]
@@ -728,6 +732,7 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "insecure-plaintext",
     "revoke-auth-key",
     "crl-expiry",
+    "ocsp-path",
     "serial",
     "aki",
     "reason",

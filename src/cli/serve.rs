@@ -22,6 +22,7 @@ use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::serve::api::Service;
 use p11ca::serve::crl::CrlCache;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
+use p11ca::serve::ocsp::Responder;
 use p11ca::serve::upkeep::{self, Upkeep};
 use p11ca::serve::{Server, Stats, TlsOptions, wake};
 use p11ca::tls;
@@ -58,6 +59,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
 
     // 3. The store (created and migrated if needed).
     let store = Store::open(&db)?;
+    let ocsp = ocsp_responder(a, &db)?;
 
     // 4. The token: one login; the CA certificate must belong to the key. Memory is locked
     // first, so the PIN kept for re-logins is never written to swap.
@@ -86,6 +88,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         replays: Default::default(),
         revoke_key,
         crl,
+        ocsp,
     });
     // The CRL is published before the first request (a failure here stops the start-up).
     service.publish_crl("serve")?;
@@ -129,6 +132,21 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     finish(service, &stats);
     drop(opened.module);
     Ok(())
+}
+
+/// The OCSP responder of `-ocsp-path`, if one is asked for (the store is opened after
+/// migration, so it is created here if needed).
+fn ocsp_responder(a: &ServeArgs, db: &DbConfig) -> Result<Option<Responder>> {
+    let Some(path) = &a.ocsp_path else {
+        return Ok(None);
+    };
+    if !path.starts_with('/') || !path.ends_with('/') || path.starts_with("/api/") || path.len() < 2
+    {
+        return Err(Error::input(format!(
+            "-ocsp-path \"{path}\": give a path of its own that starts and ends with /, such as /ocsp/"
+        )));
+    }
+    Ok(Some(Responder::from_store(db.clone(), path)?))
 }
 
 /// How often `serve` signs an audit checkpoint (when something was appended since the last).

@@ -25,6 +25,7 @@ use super::auth::ReplayGuard;
 use super::crl::{self, CrlCache};
 use super::handler::{Handler, Reply};
 use super::http::Request;
+use super::ocsp::Responder;
 use super::revoke;
 use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::cfssl::auth::{self, AuthenticatedRequest};
@@ -149,15 +150,27 @@ pub struct Service {
     pub revoke_key: Option<AuthKey>,
     /// The published CRL.
     pub crl: CrlCache,
+    /// The OCSP responder on a path of its own (`serve -ocsp-path`), from the same store.
+    pub ocsp: Option<Responder>,
 }
 
 impl Handler for Service {
     fn handle(&self, req: &Request, who: &str) -> Reply {
-        self.answer(&req.method, &req.path, &req.body, who)
+        match &self.ocsp {
+            Some(o) if o.serves(&req.path) => o.handle(req, who),
+            _ => self.answer(&req.method, &req.path, &req.body, who),
+        }
     }
 
     fn max_body(&self) -> usize {
         self.max_body
+    }
+
+    fn accepts(&self, req: &Request) -> bool {
+        match &self.ocsp {
+            Some(o) if o.serves(&req.path) => o.accepts(req),
+            _ => super::guard::is_json(req.content_type.as_deref()),
+        }
     }
 }
 

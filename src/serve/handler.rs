@@ -26,10 +26,10 @@ pub trait Handler: Send + Sync {
     fn handle(&self, req: &Request, who: &str) -> Reply;
     /// The largest request body read.
     fn max_body(&self) -> usize;
-    /// Whether a POST body of this `Content-Type` is one the handler reads (others get 415
-    /// before it sees them).
-    fn accepts(&self, content_type: Option<&str>) -> bool {
-        super::guard::is_json(content_type)
+    /// Whether the POST body of `req` is of a type the handler reads (others get 415 before
+    /// it sees them).
+    fn accepts(&self, req: &Request) -> bool {
+        super::guard::is_json(req.content_type.as_deref())
     }
     /// Whether requests for any `Host` and from any `Origin` are answered: true only for a
     /// handler whose answers are public and change nothing (OCSP), where the DNS-rebinding

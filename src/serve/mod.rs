@@ -280,13 +280,8 @@ fn serve_request(
     };
     let refused = if cx.guard.take_request(cx.peer.ip()) {
         let hosts = (!cx.service.any_host()).then_some(&cx.guard.hosts);
-        guard::refuse_request(
-            hosts,
-            req,
-            local,
-            cx.service.accepts(req.content_type.as_deref()),
-        )
-        .or_else(|| cn_refusal(cx.tls.as_ref(), cn.as_deref()))
+        guard::refuse_request(hosts, req, local, cx.service.accepts(req))
+            .or_else(|| cn_refusal(cx.tls.as_ref(), cn.as_deref()))
     } else {
         cx.guard.log_refusal(cx.peer.ip(), Refusal::Rate);
         Some(Refusal::Rate.answer(&cx.guard.limits))

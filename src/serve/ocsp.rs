@@ -123,6 +123,11 @@ impl Responder {
         }
     }
 
+    /// Whether `path` is under this responder's prefix.
+    pub fn serves(&self, path: &str) -> bool {
+        path.starts_with(&self.prefix)
+    }
+
     /// The request DER of a GET path (after the prefix) or a POST body.
     fn request_der(&self, req: &Request) -> Option<Vec<u8>> {
         if req.method == "POST" {
@@ -233,9 +238,9 @@ impl Handler for Responder {
         true
     }
 
-    fn accepts(&self, content_type: Option<&str>) -> bool {
+    fn accepts(&self, req: &Request) -> bool {
         // RFC 6960 §A.1: application/ocsp-request; some clients send none.
-        content_type.is_none_or(|ct| {
+        req.content_type.as_deref().is_none_or(|ct| {
             ct.split(';')
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/ocsp-request"))
