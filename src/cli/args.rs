@@ -400,6 +400,10 @@ pub(crate) struct OcsprefreshArgs {
     /// How long each response holds (Go duration).
     #[arg(long, default_value = "96h", value_name = "DURATION")]
     pub(crate) interval: String,
+    /// Token sessions signing in parallel (default: the number of cores, capped by the
+    /// token's session limit).
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
     #[command(flatten)]
     pub(crate) token: TokenArgs,
 }

@@ -5,6 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use p11ca::ca::batch;
 use p11ca::ca::issue::{CaKey, Issuer, parse_ca_cert};
 use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::ocsp::StoredResponse;
@@ -131,32 +132,41 @@ pub(super) fn ocsprefresh(targs: &TokenArgs, o: &OcsprefreshArgs) -> Result<()> 
         &key_uri,
     )?;
     ca_key.set_pin(opened.pin.clone());
-    let issuer = Issuer::new(&ca_key, &opened.session)?;
     let times = Validity::at(now, interval);
-    let mut signed = Vec::with_capacity(mine.len());
-    for l in &mine {
-        let serial = p11ca::text::from_decimal(&l.record.serial_number).ok_or_else(|| {
-            Error::input(format!(
-                "store: serial \"{}\" is not decimal",
-                l.record.serial_number
-            ))
-        })?;
-        let der = ocsp::sign_response(
-            ocsp::cert_id(&ca, &serial)?,
-            stored_status(l),
-            times,
-            &ca,
-            true,
-            issuer.signer(),
-        )?;
-        let row = StoredResponse {
-            serial: l.record.serial_number.clone(),
-            aki: aki.clone(),
-            body: der,
-        };
-        signed.push((row, now + interval));
-    }
-    drop(issuer);
+    let items = mine
+        .iter()
+        .map(|l| {
+            let serial = p11ca::text::from_decimal(&l.record.serial_number).ok_or_else(|| {
+                Error::input(format!(
+                    "store: serial \"{}\" is not decimal",
+                    l.record.serial_number
+                ))
+            })?;
+            Ok((serial, stored_status(l)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let jobs = batch::session_count(&opened.module, &opened.token, o.jobs, items.len());
+    let bodies = p11ca::ca::ocsp::sign_all(
+        &opened.module,
+        &opened.token,
+        &ca_key,
+        &opened.session,
+        &items,
+        times,
+        jobs,
+    )?;
+    let signed: Vec<(StoredResponse, i64)> = mine
+        .iter()
+        .zip(bodies)
+        .map(|(l, body)| {
+            let row = StoredResponse {
+                serial: l.record.serial_number.clone(),
+                aki: aki.clone(),
+                body,
+            };
+            (row, now + interval)
+        })
+        .collect();
     drop(ca_key);
     opened.module.finalize_for_exit();
     store
