@@ -68,7 +68,7 @@ fn a_token_signed_crl_revokes_one_certificate_for_openssl() {
 }
 
 /// A seed CA on a fresh token with two node certificates, `revoked.pem` and `kept.pem`.
-fn seed_with_two_nodes(label: &str) -> Token {
+pub(crate) fn seed_with_two_nodes(label: &str) -> Token {
     require("openssl");
     let t = Token::new(label);
     t.seed_ca();
@@ -85,7 +85,7 @@ fn seed_with_two_nodes(label: &str) -> Token {
 }
 
 /// `openssl verify -crl_check` with crl.pem: revoked.pem fails with error 23, kept.pem passes.
-fn only_revoked_is_refused(t: &Token) {
+pub(crate) fn only_revoked_is_refused(t: &Token) {
     let verify = |cert: &str| {
         let args = [
             "verify",
@@ -238,7 +238,7 @@ fn check_text(t: &Token) {
     assert_eq!(flat.matches("Serial Number:").count(), 3, "{text}");
 }
 
-fn openssl(t: &Token, args: &[&str]) -> Run {
+pub(crate) fn openssl(t: &Token, args: &[&str]) -> Run {
     run(t.command("openssl").args(args), None)
 }
 

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod audit;
 mod backends;
 mod bad_input;
 mod cli;
@@ -12,10 +13,13 @@ mod initca;
 mod json;
 mod kubeadm;
 mod lifecycle;
+mod ocsp;
 mod p11kit;
 mod policy;
 mod security;
 mod serve;
 mod serve_hostile;
+mod serve_revoke;
 mod sign;
+mod store;
 mod tokens;

@@ -171,6 +171,11 @@ impl CaKey {
         Ok(found.handle)
     }
 
+    /// The CA certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.ca
+    }
+
     /// The key's object handle (as found at start, or last found again).
     pub fn key_handle(&self) -> KeyHandle {
         *lock(&self.key)

@@ -7,4 +7,5 @@
 pub mod batch;
 pub mod init;
 pub mod issue;
+pub mod ocsp;
 pub mod renew;

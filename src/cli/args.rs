@@ -97,6 +97,19 @@ pub enum Command {
     /// Certificates recorded by `serve`.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Sign an OCSP response for one certificate with the CA key in the token, like `cfssl
+    /// ocspsign`: prints {"ocspResponse": "<base64 DER>"}.
+    Ocspsign(OcspsignArgs),
+    /// Sign a fresh OCSP response for every unexpired certificate of the CA in the store and
+    /// write them to its ocsp_responses table, like `cfssl ocsprefresh`.
+    Ocsprefresh(OcsprefreshArgs),
+    /// Answer OCSP requests (RFC 6960, RFC 5019 GET and POST) from pre-signed responses in a
+    /// file or the store, like `cfssl ocspserve`; no request reaches the token.
+    Ocspserve(OcspserveArgs),
+    /// The tamper-evident audit log in the store: verify its chain and signed checkpoints, or
+    /// list it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Make a CRL revoking the serial numbers in a file, signed by the CA key in the token,
     /// like `cfssl gencrl`: prints the DER CRL in base64.
     Gencrl(GencrlArgs),
@@ -104,6 +117,12 @@ pub enum Command {
     /// kubeadm's own CSRs signed (see docs/kubernetes.md).
     #[command(subcommand)]
     Kubeadm(KubeadmCommand),
+    /// Revoke certificates recorded in the store, like `cfssl revoke` (by -serial and -aki,
+    /// by certificate file, or many from a list in one transaction).
+    Revoke(RevokeArgs),
+    /// Make the CRL of a CA from the store's revoked certificates, signed by the CA key in the
+    /// token, like `cfssl crl`: prints the DER CRL in base64.
+    Crl(CrlArgs),
     /// Print p11ca's version, the Rust compiler that built it and the target, like
     /// `cfssl version`.
     Version,
@@ -246,6 +265,18 @@ pub struct ServeArgs {
     /// Requests per second (and burst) one client address may send; more get 429. 0: no limit.
     #[arg(long, default_value_t = Limits::default().rate, value_name = "N")]
     pub rate_limit: u32,
+    /// Accept POST /api/v1/cfssl/revoke, authenticated with this auth_keys entry of -config
+    /// (cfssl's authenticated envelope, as authsign); without it /revoke is refused.
+    #[arg(long, value_name = "NAME")]
+    pub revoke_auth_key: Option<String>,
+    /// Also answer OCSP requests under this path (e.g. /ocsp/), from the responses in the
+    /// store (`ocsprefresh`, and those /revoke signs), as `p11ca ocspserve` does.
+    #[arg(long, value_name = "PATH")]
+    pub ocsp_path: Option<String>,
+    /// Lifetime of the CRL serve publishes (/crl, /crl.der, /crl.pem); it is rebuilt after each
+    /// revocation and when half of it has passed.
+    #[arg(long, default_value = "168h", value_name = "DURATION")]
+    pub crl_expiry: String,
     /// Start even though a profile with ca_constraint.is_ca has no auth_key, so that any
     /// caller can get an intermediate CA certificate.
     #[arg(long)]
@@ -282,6 +313,9 @@ pub enum CertsCommand {
         /// Only certificates that expire within this Go duration (e.g. 720h), or already have.
         #[arg(long, value_name = "DURATION")]
         expiring: Option<String>,
+        /// Only revoked certificates.
+        #[arg(long)]
+        revoked: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -298,6 +332,118 @@ pub enum CertsCommand {
     },
 }
 
+/// `p11ca audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit chain and its signed checkpoints; name the first record that was
+    /// edited, removed or reordered (exit 5), else print a summary.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+        /// CA certificate(s) whose keys sign the checkpoints (repeatable): a checkpoint signed
+        /// by any other key fails the check.
+        #[arg(long, value_name = "FILE", required = true)]
+        ca: Vec<String>,
+    },
+    /// List the audit records, oldest first.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Only the last N records.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ocspserve`, cfssl's flags.
+#[derive(Debug, Args)]
+pub(crate) struct OcspserveArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub(crate) address: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8889, value_name = "PORT")]
+    pub(crate) port: u16,
+    /// Serve the responses in this file (base64 DER separated by white space, as `cfssl
+    /// ocspdump` writes) instead of the store.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) responses: Option<String>,
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The path requests come under (RFC 5019 GET: PATH followed by the base64 request).
+    #[arg(long, default_value = "/", value_name = "PATH")]
+    pub(crate) path: String,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = Limits::default().max_connections, value_name = "N")]
+    pub(crate) max_connections: usize,
+    /// Most connections open at once from one client address.
+    #[arg(long, default_value_t = Limits::default().per_client, value_name = "N")]
+    pub(crate) max_conns_per_client: usize,
+    /// Requests per second (and burst) one client address may send; 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) rate_limit: u32,
+}
+
+/// `ocsprefresh`, cfssl's flags.
+#[derive(Debug, Args)]
+pub(crate) struct OcsprefreshArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The CA certificate whose certificates are refreshed.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: String,
+    /// The responder's certificate (default: the CA certificate itself).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) responder: Option<String>,
+    /// The responder key's handle (NAME-key.uri, a pkcs11: URI, file:PATH or env:VAR).
+    #[arg(long, value_name = "HANDLE|URI")]
+    pub(crate) responder_key: String,
+    /// How long each response holds (Go duration).
+    #[arg(long, default_value = "96h", value_name = "DURATION")]
+    pub(crate) interval: String,
+    /// Token sessions signing in parallel (default: the number of cores, capped by the
+    /// token's session limit).
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+    #[command(flatten)]
+    pub(crate) token: TokenArgs,
+}
+
+/// `ocspsign`, cfssl's flags.
+#[derive(Debug, Args)]
+pub(crate) struct OcspsignArgs {
+    /// The CA certificate that issued -cert.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: String,
+    /// The responder's certificate: the CA certificate itself (the default), or a delegated
+    /// responder the CA issued for OCSP signing.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) responder: Option<String>,
+    /// The responder key's handle (NAME-key.uri, a pkcs11: URI, file:PATH or env:VAR).
+    #[arg(long, value_name = "HANDLE|URI")]
+    pub(crate) responder_key: String,
+    /// The certificate the response is about.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cert: String,
+    /// good, revoked or unknown.
+    #[arg(long, default_value = "good", value_name = "STATUS")]
+    pub(crate) status: String,
+    /// Why it was revoked: a cfssl reason name (keyCompromise, superseded, ...) or its code.
+    #[arg(long, default_value = "0", value_name = "REASON")]
+    pub(crate) reason: String,
+    /// When it was revoked: YYYY-MM-DD (UTC midnight), or now.
+    #[arg(long, default_value = "now", value_name = "DATE")]
+    pub(crate) revoked_at: String,
+    /// How long the response holds (Go duration; nextUpdate = thisUpdate + interval).
+    #[arg(long, default_value = "96h", value_name = "DURATION")]
+    pub(crate) interval: String,
+    #[command(flatten)]
+    pub(crate) token: TokenArgs,
+}
+
 /// `gencrl SERIALS CERT KEY [TIME]`, cfssl's arguments.
 #[derive(Debug, Args)]
 pub(crate) struct GencrlArgs {
@@ -312,6 +458,52 @@ pub(crate) struct GencrlArgs {
     /// The cRLNumber (default: the current Unix time, which grows from one run to the next).
     #[arg(long, value_name = "N")]
     pub(crate) number: Option<u64>,
+    /// Write the CRL to FILE instead of printing base64: PEM when FILE ends in .pem, else DER.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<String>,
+    #[command(flatten)]
+    pub(crate) token: TokenArgs,
+}
+
+/// `revoke` options (cfssl's, plus certificate files and lists).
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The serial number, decimal as cfssl stores it (hex only with 0x or colons).
+    #[arg(long, value_name = "SERIAL", requires = "aki")]
+    pub(crate) serial: Option<String>,
+    /// The issuing CA's key identifier (the certificate's AKI), hex.
+    #[arg(long, value_name = "AKI", requires = "serial")]
+    pub(crate) aki: Option<String>,
+    /// Why: a cfssl reason name (keyCompromise, superseded, ..., any case) or code 1-9
+    /// (default: unspecified).
+    #[arg(long, value_name = "REASON", default_value = "")]
+    pub(crate) reason: String,
+    /// A file of `SERIAL AKI` lines (or `-` for stdin) to revoke together.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) list: Option<String>,
+    /// Certificate files to revoke (serial and AKI read from each).
+    pub(crate) certs: Vec<String>,
+}
+
+/// `crl` options (cfssl 1.6's).
+#[derive(Debug, Args)]
+pub(crate) struct CrlArgs {
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+    /// The CA certificate whose CRL this is.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: String,
+    /// The CA key's handle: a NAME-key.uri file, a pkcs11: URI, file:PATH or env:VAR.
+    #[arg(long, value_name = "URI")]
+    pub(crate) ca_key: String,
+    /// Time from now until nextUpdate, a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "168h")]
+    pub(crate) expiry: String,
+    /// Write the CRL to FILE instead of printing base64: PEM when FILE ends in .pem, else DER.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<String>,
     #[command(flatten)]
     pub(crate) token: TokenArgs,
 }
@@ -592,6 +784,14 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "address",
     "port",
     "db-config",
+    "responder",
+    "responses",
+    "path",
+    "responder-key",
+    "status",
+    "reason",
+    "revoked-at",
+    "interval",
     "db",
     "max-body",
     "expiring",
@@ -608,6 +808,14 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "rate-limit",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "revoke-auth-key",
+    "crl-expiry",
+    "ocsp-path",
+    "serial",
+    "aki",
+    "reason",
+    "expiry",
+    "revoked",
     "renewca",
     "allow-subject-change",
     "delete",
@@ -631,6 +839,7 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "json",
     "allow-unauthenticated-ca",
     "insecure-plaintext",
+    "revoked",
     "renewca",
     "allow-subject-change",
     "delete",

@@ -1,9 +1,11 @@
-//! `p11ca certs list [--expiring 720h]` and `p11ca certs show SERIAL`: read the store that
-//! `serve` writes (the same `--db` / `-db-config` / `-config` choice as `serve`).
+//! `p11ca certs list [--expiring 720h] [--revoked]` and `p11ca certs show SERIAL`: read the
+//! store (the same `--db` / `-db-config` / `-config` choice as `serve`), with each
+//! certificate's revocation state.
 
 use p11ca::cfssl::duration::GoDuration;
-use p11ca::db::{self, CertRecord, DbConfig, ListFilter, Store};
+use p11ca::db::{self, DbConfig, ListFilter, Listed, Store};
 use p11ca::text::escape_for_log;
+use p11ca::x509::crl::Reason;
 use p11ca::{Error, Result};
 
 use super::args::{CertsCommand, DbArgs};
@@ -15,7 +17,7 @@ fn open(a: &DbArgs) -> Result<Store> {
 }
 
 /// Unix seconds as RFC 3339 UTC.
-fn time(t: i64) -> String {
+pub(super) fn time(t: i64) -> String {
     u64::try_from(t)
         .ok()
         .and_then(|s| der::DateTime::from_unix_duration(std::time::Duration::from_secs(s)).ok())
@@ -24,7 +26,12 @@ fn time(t: i64) -> String {
 
 pub(super) fn run(c: &CertsCommand) -> Result<()> {
     match c {
-        CertsCommand::List { db, expiring, json } => {
+        CertsCommand::List {
+            db,
+            expiring,
+            revoked,
+            json,
+        } => {
             let not_after_by = match expiring.as_deref() {
                 None => None,
                 Some(s) => {
@@ -39,22 +46,22 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                     Some(db::now() + d.as_secs())
                 }
             };
-            let records = open(db)?.list(ListFilter { not_after_by })?;
+            let records = open(db)?.list_status(ListFilter {
+                not_after_by,
+                revoked_only: *revoked,
+            })?;
             if *json {
                 return write_stdout(&format!("{}\n", to_json(&records)));
             }
             let now = db::now();
             let mut out = String::from("SERIAL (hex)\tNOT AFTER\tSTATE\tPROFILE\tSUBJECT\tSANS\n");
-            for r in &records {
+            for l in &records {
+                let r = &l.record;
                 out.push_str(&format!(
                     "{}\t{}\t{}\t{}\t{}\t{}\n",
                     r.serial_hex,
                     time(r.not_after),
-                    if r.not_after <= now {
-                        "expired"
-                    } else {
-                        "valid"
-                    },
+                    state(l, now),
                     escape_for_log(&r.profile),
                     escape_for_log(&r.subject),
                     escape_for_log(&r.sans.join(","))
@@ -64,7 +71,7 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
         }
         CertsCommand::Show { db, serial, json } => {
             let mut store = open(db)?;
-            let records = store.find(serial)?;
+            let records = store.find_status(serial)?;
             if records.is_empty() {
                 return Err(Error::input(format!(
                     "serial {serial} is not in the certificate store; `p11ca certs list` shows what is"
@@ -74,11 +81,13 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                 return write_stdout(&format!("{}\n", to_json(&records)));
             }
             let mut out = String::new();
-            for r in &records {
+            for l in &records {
+                let r = &l.record;
                 out.push_str(&format!(
-                    "serial:         {} (hex {})\nissuer AKI:     {}\nsubject:        {}\nSANs:           {}\nprofile:        {}\nnot before:     {}\nnot after:      {}\nissued at:      {}\nrequested by:   {}{}\n{}",
+                    "serial:         {} (hex {})\nstate:          {}\nissuer AKI:     {}\nsubject:        {}\nSANs:           {}\nprofile:        {}\nnot before:     {}\nnot after:      {}\nissued at:      {}\nrequested by:   {}{}\n{}",
                     r.serial_number,
                     r.serial_hex,
+                    state(l, db::now()),
                     r.authority_key_identifier,
                     escape_for_log(&r.subject),
                     escape_for_log(&r.sans.join(", ")),
@@ -100,6 +109,26 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
     }
 }
 
-fn to_json(records: &[CertRecord]) -> String {
+/// `valid`, `expired`, or `revoked REASON TIME`.
+fn state(l: &Listed, now: i64) -> String {
+    if l.is_revoked() {
+        let reason = u8::try_from(l.reason)
+            .ok()
+            .and_then(|c| Reason::ALL.into_iter().find(|r| r.code() == c))
+            .map_or_else(|| format!("code{}", l.reason), |r| r.name().to_string());
+        return format!(
+            "revoked {reason} {}",
+            l.revoked_at.map_or_else(|| "-".into(), time)
+        );
+    }
+    if l.record.not_after <= now {
+        "expired"
+    } else {
+        "valid"
+    }
+    .to_string()
+}
+
+fn to_json(records: &[Listed]) -> String {
     serde_json::to_string(records).unwrap_or_else(|_| "[]".into())
 }

@@ -1,16 +1,22 @@
-//! `p11ca gencrl SERIALS CERT KEY [TIME]`: cfssl's `gencrl` with the CA key in the token. The
-//! serial list, the CA certificate and the key handle are all checked before the token is
-//! opened; the CRL's signature is verified in software before it is printed.
+//! `p11ca gencrl SERIALS CERT KEY [TIME]` (cfssl's `gencrl`) and `p11ca crl -ca CERT -ca-key
+//! KEY` (cfssl 1.6's `crl`, from the certificate store), with the CA key in the token. Inputs
+//! are all checked before the token is opened; the CRL's signature is verified in software
+//! before it is printed (base64 DER, as cfssl) or written with `--out` (DER, or PEM for .pem).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use x509_cert::Certificate;
+
 use p11ca::ca::issue::{CaKey, Issuer, parse_ca_cert};
+use p11ca::cfssl::duration::GoDuration;
+use p11ca::db::{DbConfig, Store};
+use p11ca::fsio::{OutputSet, PUBLIC_MODE};
 use p11ca::token::key;
-use p11ca::x509::crl::{RevokedEntry, build_crl};
+use p11ca::x509::crl::{RevokedEntry, build_crl, ca_key_identifier};
 use p11ca::{Error, Result};
 
-use super::args::{GencrlArgs, TokenArgs};
+use super::args::{CrlArgs, GencrlArgs, TokenArgs};
 use super::sign::ca_key_uri;
 use super::{open_and_login, read_input, write_stdout};
 
@@ -27,43 +33,127 @@ pub(super) fn gencrl(targs: &TokenArgs, g: &GencrlArgs) -> Result<()> {
     let lifetime = lifetime(g.time.as_deref())?;
     let number = g.number.unwrap_or(now.unsigned_abs());
 
-    // Paired with the key, and signing, exactly as `sign` does (CaKey checks the certificate
-    // belongs to the key and is a CA; the Issuer's signer logs in per signature if the key
-    // needs it).
-    let opened = open_and_login(targs, Some(&key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
+    // As cfssl: every serial is revoked "now", with no reason.
+    let entries: Vec<RevokedEntry> = serials
+        .into_iter()
+        .map(|serial| RevokedEntry {
+            serial,
+            revoked_at: now,
+            reason: None,
+        })
+        .collect();
+    let crl = sign_crl(
+        targs,
+        &ca,
+        &ca_source,
+        &key_uri,
+        entries,
+        |_| Ok(number),
+        (now, now + lifetime),
+    )?;
+    output(crl, g.out.as_deref())
+}
+
+/// `crl`: the store's revoked certificates of the CA `-ca`, the next CRL number of that CA
+/// from the store. Nothing in the store changes unless the key pairs with `-ca`.
+pub(super) fn crl(targs: &TokenArgs, c: &CrlArgs) -> Result<()> {
+    let now = p11ca::db::now();
+    let (bytes, ca_source) = read_input(&c.ca)?;
+    let ca = parse_ca_cert(&bytes, &ca_source)?;
+    let key_uri = ca_key_uri(&c.ca_key)?;
+    let d = GoDuration::parse(&c.expiry).map_err(|m| {
+        Error::input(format!(
+            "-expiry \"{}\": {m}; give a Go duration such as 168h",
+            c.expiry
+        ))
+    })?;
+    if d.as_secs() <= 0 {
+        return Err(Error::input(format!(
+            "-expiry \"{}\" must be positive",
+            c.expiry
+        )));
+    }
+    let aki = p11ca::text::hex(&ca_key_identifier(&ca).map_err(|e| e.context(&ca_source))?);
+    let cfg = DbConfig::resolve(
+        c.db.db_config.as_deref(),
+        c.db.db.as_deref(),
+        c.db.config.as_deref(),
+    )?;
+    let what = cfg.describe();
+    let in_store = |e: Error| e.context(format!("certificate store {what}"));
+    let mut store = Store::open_existing(&cfg)?;
+    let entries = store.crl_entries(&aki, now).map_err(in_store)?;
+    let number = |_: ()| store.next_crl_number(&aki).map_err(in_store);
+    let crl = sign_crl(
+        targs,
+        &ca,
+        &ca_source,
+        &key_uri,
+        entries,
+        number,
+        (now, now + d.as_secs()),
+    )?;
+    output(crl, c.out.as_deref())
+}
+
+/// Sign the CRL of `ca` listing `entries` with the key `key_uri`, exactly as `sign` signs
+/// certificates (CaKey checks the certificate belongs to the key and is a CA; the Issuer's
+/// signer logs in per signature if the key needs it). `number` is asked only once the key is
+/// known to pair with `ca`, so a wrong `-ca` takes no CRL number.
+fn sign_crl(
+    targs: &TokenArgs,
+    ca: &Certificate,
+    ca_source: &str,
+    key_uri: &p11ca::token::Pkcs11Uri,
+    entries: Vec<RevokedEntry>,
+    number: impl FnOnce(()) -> Result<u64>,
+    (this_update, next_update): (i64, i64),
+) -> Result<Vec<u8>> {
+    let opened = open_and_login(targs, Some(key_uri))?;
+    let found = key::find_private_key(&opened.session, &opened.token, key_uri)?;
     let mut ca_key = CaKey::new(
         &opened.module,
         &opened.token,
         ca.clone(),
-        &ca_source,
+        ca_source,
         &found,
-        &key_uri,
+        key_uri,
     )?;
     ca_key.set_pin(opened.pin.clone());
     let issuer = Issuer::new(&ca_key, &opened.session)?;
-    // As cfssl: every serial is revoked "now", with no reason.
-    let entries = serials.into_iter().map(|serial| RevokedEntry {
-        serial,
-        revoked_at: now,
-        reason: None,
-    });
+    let number = number(())?;
     let crl = build_crl(
-        &ca,
+        ca,
         entries,
         &number.to_be_bytes(),
-        now,
-        now + lifetime,
+        this_update,
+        next_update,
         issuer.signer(),
     )
-    .map_err(|e| e.context(&ca_source))?;
+    .map_err(|e| e.context(ca_source))?;
     drop(issuer);
     drop(ca_key);
     opened.module.finalize_for_exit();
-    let mut out = STANDARD.encode(&crl);
-    drop(crl);
-    out.push('\n');
-    write_stdout(&out)
+    Ok(crl)
+}
+
+/// Print the CRL as cfssl does (one line of base64 DER), or write it to `out`: PEM when the
+/// name ends in `.pem`, else DER (atomically, as every output file).
+fn output(crl: Vec<u8>, out: Option<&str>) -> Result<()> {
+    let Some(path) = out else {
+        let mut text = STANDARD.encode(&crl);
+        drop(crl);
+        text.push('\n');
+        return write_stdout(&text);
+    };
+    let bytes = if path.to_ascii_lowercase().ends_with(".pem") {
+        p11ca::x509::build::pem("X509 CRL", &crl)?.into_bytes()
+    } else {
+        crl
+    };
+    let mut set = OutputSet::new();
+    set.add(path, bytes, PUBLIC_MODE);
+    set.commit()
 }
 
 /// TIME: whole seconds until nextUpdate; missing or 0 is one week (cfssl).

@@ -4,15 +4,18 @@
 // args.rs declares its clap types `pub` for main.rs; the lint is about the library's API.
 #[allow(unreachable_pub)]
 pub(crate) mod args;
+mod audit;
 mod bundle;
 mod certs;
 mod crl;
 mod keys;
 mod kubeadm;
 mod meta;
+mod ocsp;
 mod openssl_conf;
 mod remote;
 mod renew;
+mod revoke;
 mod serve;
 mod sign;
 
@@ -54,8 +57,14 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
+        Command::Audit(c) => audit::run(&c),
+        Command::Ocspsign(o) => ocsp::ocspsign(&o.token.over(before)?, &o),
+        Command::Ocsprefresh(o) => ocsp::ocsprefresh(&o.token.over(before)?, &o),
+        Command::Ocspserve(o) => ocsp::ocspserve(&o),
         Command::Gencrl(g) => crl::gencrl(&g.token.over(before)?, &g),
         Command::Kubeadm(k) => kubeadm::run(k, before),
+        Command::Revoke(r) => revoke::revoke(&r),
+        Command::Crl(c) => crl::crl(&c.token.over(before)?, &c),
         Command::Json(j) => json(&j),
         Command::Certinfo(c) => certinfo(&c),
         Command::Bundle(b) => bundle::bundle(&b),

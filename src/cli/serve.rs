@@ -8,6 +8,7 @@
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -15,10 +16,14 @@ use socket2::{Domain, Socket, Type};
 
 use p11ca::ca::batch;
 use p11ca::ca::issue::CaKey;
-use p11ca::cfssl::config::SigningConfig;
+use p11ca::cfssl::config::{AuthKey, SigningConfig};
+use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::{DbConfig, Recorder, Store};
 use p11ca::serve::api::Service;
+use p11ca::serve::crl::CrlCache;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
+use p11ca::serve::ocsp::Responder;
+use p11ca::serve::upkeep::{self, Upkeep};
 use p11ca::serve::{Server, Stats, TlsOptions, wake};
 use p11ca::tls;
 use p11ca::token::pool::SessionPool;
@@ -28,7 +33,7 @@ use p11ca::{Error, Result};
 use regex::Regex;
 
 use super::args::{ServeArgs, TokenArgs};
-use super::open_and_login;
+use super::{open_and_login, warn};
 
 /// Pending connections the kernel holds for the accept thread (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -43,13 +48,18 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         config,
         db,
         tls,
+        revoke_key,
+        crl_lifetime,
     } = inputs(a)?;
+
+    let crl = CrlCache::new(&ca_cert, crl_lifetime)?;
 
     // 2. The port, before the token: a taken port costs no login.
     let listener = bind(a, tls.is_some())?;
 
     // 3. The store (created and migrated if needed).
     let store = Store::open(&db)?;
+    let ocsp = ocsp_responder(a, &db)?;
 
     // 4. The token: one login; the CA certificate must belong to the key. Memory is locked
     // first, so the PIN kept for re-logins is never written to swap.
@@ -76,7 +86,12 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         recorder: Recorder::start(store, db.clone()),
         max_body: a.max_body,
         replays: Default::default(),
+        revoke_key,
+        crl,
+        ocsp,
     });
+    // The CRL is published before the first request (a failure here stops the start-up).
+    service.publish_crl("serve")?;
     let stop = Arc::new(AtomicBool::new(false));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mutual = if tls.as_ref().is_some_and(|t| t.mutual) {
@@ -92,6 +107,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         server = server.with_tls(t);
     }
     let stats = server.stats.clone();
+    let upkeep = Upkeep::start(service.clone(), db.clone(), CHECKPOINT_EVERY)?;
 
     // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
     // send one) change nothing.
@@ -108,10 +124,44 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     );
     server.run();
 
-    // 6. Everything in flight has been answered; flush the store and say goodbye.
+    // 6. Everything in flight has been answered; flush the store, sign the last audit
+    // checkpoint and say goodbye.
+    upkeep.stop();
+    service.recorder.sync();
+    final_checkpoint(&service, &db);
     finish(service, &stats);
     drop(opened.module);
     Ok(())
+}
+
+/// The OCSP responder of `-ocsp-path`, if one is asked for (the store is opened after
+/// migration, so it is created here if needed).
+fn ocsp_responder(a: &ServeArgs, db: &DbConfig) -> Result<Option<Responder>> {
+    let Some(path) = &a.ocsp_path else {
+        return Ok(None);
+    };
+    if !path.starts_with('/') || !path.ends_with('/') || path.starts_with("/api/") || path.len() < 2
+    {
+        return Err(Error::input(format!(
+            "-ocsp-path \"{path}\": give a path of its own that starts and ends with /, such as /ocsp/"
+        )));
+    }
+    Ok(Some(Responder::from_store(db.clone(), path)?))
+}
+
+/// How often `serve` signs an audit checkpoint (when something was appended since the last).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// The checkpoint over everything this run appended (a failure is a warning: the records are
+/// chained and the next run's checkpoint covers them).
+fn final_checkpoint(service: &Service, db: &DbConfig) {
+    let r = Store::open(db).and_then(|mut store| upkeep::checkpoint(service, &mut store));
+    if let Err(e) = r {
+        warn(&format!(
+            "serve: the last audit checkpoint failed: {}",
+            e.message()
+        ));
+    }
 }
 
 /// After the last request: the store flushed and closed, and the closing line with the counts.
@@ -138,6 +188,8 @@ struct Inputs {
     config: SigningConfig,
     db: DbConfig,
     tls: Option<TlsOptions>,
+    revoke_key: Option<AuthKey>,
+    crl_lifetime: i64,
 }
 
 /// Everything that can be checked without the token: the CA certificate, the key handle, the
@@ -164,6 +216,29 @@ fn inputs(a: &ServeArgs) -> Result<Inputs> {
     let db = DbConfig::resolve(a.db_config.as_deref(), a.db.as_deref(), a.config.as_deref())?;
     check_profiles(&config, a)?;
     let tls = tls_options(a)?;
+    let revoke_key = match &a.revoke_auth_key {
+        None => None,
+        Some(_) if a.config.is_none() => {
+            return Err(Error::input(
+                "-revoke-auth-key names an auth_keys entry of the signing config; give -config",
+            ));
+        }
+        Some(name) => Some(config.named_auth_key(name, "-revoke-auth-key")?),
+    };
+    let crl_lifetime = GoDuration::parse(&a.crl_expiry)
+        .map_err(|m| {
+            Error::input(format!(
+                "-crl-expiry \"{}\": {m}; give a Go duration such as 168h",
+                a.crl_expiry
+            ))
+        })?
+        .as_secs();
+    if crl_lifetime < 60 {
+        return Err(Error::input(format!(
+            "-crl-expiry \"{}\": a CRL must hold at least a minute",
+            a.crl_expiry
+        )));
+    }
 
     Ok(Inputs {
         ca_cert,
@@ -173,6 +248,8 @@ fn inputs(a: &ServeArgs) -> Result<Inputs> {
         config,
         db,
         tls,
+        revoke_key,
+        crl_lifetime,
     })
 }
 
@@ -199,7 +276,7 @@ fn bind(a: &ServeArgs, has_tls: bool) -> Result<TcpListener> {
 
 /// The first SIGTERM or SIGINT sets `stop` and wakes the listener at `addr`; more change
 /// nothing.
-fn stop_on_signals(stop: Arc<AtomicBool>, addr: SocketAddr) -> Result<()> {
+pub(super) fn stop_on_signals(stop: Arc<AtomicBool>, addr: SocketAddr) -> Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Error::input(format!("cannot install signal handlers: {e}")))?;
     std::thread::spawn(move || {
@@ -273,7 +350,7 @@ fn check_plaintext(a: &ServeArgs, tls: bool, addrs: &[SocketAddr]) -> Result<()>
 
 /// Listen on the first of `addrs` that can be bound (as `TcpListener::bind`), with a backlog
 /// that absorbs a burst of connects while the accept thread catches up.
-fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
+pub(super) fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
     let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
     for a in addrs {
         let bound = Socket::new(Domain::for_address(*a), Type::STREAM, None).and_then(|s| {
@@ -342,7 +419,7 @@ fn has_cap_ipc_lock() -> bool {
 
 /// Raise the soft open-file limit to the hard one: every connection is a descriptor, and at
 /// the limit `accept` fails for everyone. Warn if it is still below what the caps allow.
-fn raise_open_file_limit(max_connections: usize) {
+pub(super) fn raise_open_file_limit(max_connections: usize) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)

@@ -1,5 +1,7 @@
-//! The issued-certificate store: every certificate `p11ca serve` issues is recorded here before
-//! it is returned (serial, AKI, subject, SANs, profile, validity, PEM, requester, time).
+//! The issued-certificate store: every certificate p11ca issues is recorded here before it is
+//! returned (serial, AKI, subject, SANs, profile, validity, PEM, requester, time), revoked here,
+//! and the CRLs are made from it. The tables are cfssl's certdb (see [`schema`] and
+//! docs/store.md), so cfssl's tools and p11ca share one store both ways.
 //!
 //! Two back ends with one schema: SQLite (the embedded default, a file next to the signing
 //! config) and PostgreSQL (for several signer replicas), chosen by cfssl's db-config JSON
@@ -9,8 +11,13 @@
 //!
 //! Layer: above `cfssl` and `tls`; it must not use the server, the client or the CA workflows.
 
+pub mod audit;
+mod gotime;
+pub mod ocsp;
 mod pg;
 mod recorder;
+mod revoke;
+pub mod schema;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -24,40 +31,14 @@ use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectAltName};
 use crate::cfssl::json;
 use crate::error::{Error, Result};
 use crate::text;
+use crate::x509::crl::{Reason, RevokedEntry};
 use crate::x509::name;
 
 pub use recorder::Recorder;
+pub use revoke::{RevokeOutcome, parse_aki, parse_serial};
 
 /// The SQLite file name used next to the signing config when no database is named.
 pub const DEFAULT_SQLITE_NAME: &str = "p11ca-certs.db";
-
-/// Schema migrations, in order: `(version, description, SQL)`. The SQL is plain enough for
-/// both SQLite and PostgreSQL. Never edit an applied migration; add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "certificates table",
-    "CREATE TABLE certificates (
-        serial_number TEXT NOT NULL,
-        authority_key_identifier TEXT NOT NULL,
-        serial_hex TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        common_name TEXT NOT NULL,
-        sans TEXT NOT NULL,
-        profile TEXT NOT NULL,
-        not_before BIGINT NOT NULL,
-        not_after BIGINT NOT NULL,
-        pem TEXT NOT NULL,
-        requester TEXT NOT NULL,
-        auth_key TEXT NOT NULL,
-        issued_at BIGINT NOT NULL,
-        PRIMARY KEY (serial_number, authority_key_identifier)
-    );
-    CREATE INDEX certificates_not_after ON certificates (not_after);
-    CREATE INDEX certificates_serial_hex ON certificates (serial_hex);",
-)];
-
-/// The columns, in the order [`CertRecord`] reads and writes them.
-const COLUMNS: &str = "serial_number, authority_key_identifier, serial_hex, subject, common_name, sans, profile, not_before, not_after, pem, requester, auth_key, issued_at";
 
 /// One issued certificate as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -246,6 +227,144 @@ impl DbConfig {
 pub struct ListFilter {
     /// Only certificates whose notAfter is at or before this time (Unix seconds).
     pub not_after_by: Option<i64>,
+    /// Only revoked certificates.
+    pub revoked_only: bool,
+}
+
+/// A recorded certificate with its revocation state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    /// What was recorded at issuance.
+    #[serde(flatten)]
+    pub record: CertRecord,
+    /// cfssl's `ca_label` ("" when none).
+    pub ca_label: String,
+    /// cfssl's status: `good`, `revoked` (or `unknown`, which cfssl's certadd accepts).
+    pub status: String,
+    /// The CRLReason code (0 unless revoked with a reason).
+    pub reason: i64,
+    /// When it was revoked, Unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
+impl Listed {
+    /// Whether the certificate is revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.status == "revoked"
+    }
+}
+
+/// A row as either back end reads it. cfssl's own rows lack p11ca's columns (and cfssl 1.2's
+/// lack migration 002's): what is missing is read from the PEM.
+#[derive(Default)]
+struct RawRow {
+    serial_number: String,
+    aki: String,
+    serial_hex: String,
+    subject: String,
+    common_name: String,
+    p11ca_sans: String,
+    profile: String,
+    not_before: Option<i64>,
+    expiry: Option<i64>,
+    pem: String,
+    requester: String,
+    auth_key: String,
+    issued_at: Option<i64>,
+    status: String,
+    reason: i64,
+    revoked_at: Option<i64>,
+    ca_label: String,
+    sans: String,
+}
+
+impl RawRow {
+    fn complete(self) -> Listed {
+        let parsed =
+            (self.serial_hex.is_empty() || self.subject.is_empty() || self.not_before.is_none())
+                .then(|| pem_record(&self.pem))
+                .flatten();
+        let sans: Vec<String> = serde_json::from_str(&self.p11ca_sans)
+            .or_else(|_| {
+                serde_json::from_str::<Option<Vec<String>>>(&self.sans)
+                    .map(Option::unwrap_or_default)
+            })
+            .unwrap_or_default();
+        let mut record = CertRecord {
+            serial_hex: self.serial_hex,
+            subject: self.subject,
+            common_name: self.common_name,
+            sans,
+            profile: self.profile,
+            not_before: self.not_before.unwrap_or_default(),
+            not_after: self.expiry.unwrap_or_default(),
+            pem: self.pem,
+            requester: self.requester,
+            auth_key: self.auth_key,
+            issued_at: self.issued_at.unwrap_or_default(),
+            serial_number: self.serial_number,
+            authority_key_identifier: self.aki,
+        };
+        if let Some(p) = parsed {
+            if record.authority_key_identifier.is_empty() {
+                record.authority_key_identifier = p.authority_key_identifier;
+            }
+            if record.serial_hex.is_empty() {
+                record.serial_hex = p.serial_hex;
+            }
+            if record.subject.is_empty() {
+                record.subject = p.subject;
+            }
+            if record.common_name.is_empty() {
+                record.common_name = p.common_name;
+            }
+            if record.sans.is_empty() {
+                record.sans = p.sans;
+            }
+            if self.not_before.is_none() {
+                record.not_before = p.not_before;
+            }
+            if self.expiry.is_none() {
+                record.not_after = p.not_after;
+            }
+        }
+        let revoked = self.status == "revoked";
+        Listed {
+            record,
+            ca_label: self.ca_label,
+            status: self.status,
+            reason: self.reason,
+            revoked_at: self.revoked_at.filter(|_| revoked),
+        }
+    }
+}
+
+/// The record of a stored PEM certificate (for rows cfssl wrote).
+fn pem_record(pem: &str) -> Option<CertRecord> {
+    let der = crate::x509::pem::read_der(pem.as_bytes(), "store", &["CERTIFICATE"], "certificate")
+        .ok()?;
+    CertRecord::from_der(&der, "", "", "").ok()
+}
+
+/// The AKI (lowercase hex) of a stored PEM certificate, if it has one.
+fn aki_of_pem(pem: &str) -> Option<String> {
+    pem_record(pem)
+        .map(|r| r.authority_key_identifier)
+        .filter(|a| !a.is_empty())
+}
+
+/// cfssl's `sans` column: the certificate's DNS names only, as JSON, `null` when there are none
+/// (Go marshals a nil slice so).
+fn cfssl_sans(sans: &[String]) -> String {
+    let dns: Vec<&String> = sans
+        .iter()
+        .filter(|s| !s.contains(['@', ':']) && s.parse::<std::net::IpAddr>().is_err())
+        .collect();
+    if dns.is_empty() {
+        "null".into()
+    } else {
+        serde_json::to_string(&dns).unwrap_or_else(|_| "null".into())
+    }
 }
 
 /// An open store with its schema migrated.
@@ -254,6 +373,16 @@ pub enum Store {
     Sqlite(sqlite::Sqlite),
     /// PostgreSQL.
     Postgres(pg::Pg),
+}
+
+/// Call the same method on either back end.
+macro_rules! each {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($b) => $e,
+            Store::Postgres($b) => $e,
+        }
+    };
 }
 
 impl Store {
@@ -270,7 +399,7 @@ impl Store {
     /// Open an existing store for reading (a missing SQLite file is an error, not created).
     pub fn open_existing(cfg: &DbConfig) -> Result<Self> {
         if let DbConfig::Sqlite(p) = cfg
-            && !p.exists()
+            && !sqlite::exists(p)
         {
             return Err(Error::input(format!(
                 "certificate store {} does not exist; name it with --db PATH, -db-config FILE or -config (the store is next to the signing config)",
@@ -282,10 +411,7 @@ impl Store {
 
     /// Record `records` in one transaction: all or none.
     pub fn insert(&mut self, records: &[&CertRecord]) -> Result<()> {
-        match self {
-            Self::Sqlite(s) => s.insert(records),
-            Self::Postgres(p) => p.insert(records),
-        }
+        each!(self, s => s.insert(records))
     }
 
     /// Whether the connection is gone (PostgreSQL), so that reopening may help.
@@ -298,14 +424,30 @@ impl Store {
 
     /// Certificates by notAfter (soonest first).
     pub fn list(&mut self, filter: ListFilter) -> Result<Vec<CertRecord>> {
-        match self {
-            Self::Sqlite(s) => s.list(filter),
-            Self::Postgres(p) => p.list(filter),
-        }
+        Ok(self
+            .list_status(filter)?
+            .into_iter()
+            .map(|l| l.record)
+            .collect())
+    }
+
+    /// Certificates by notAfter (soonest first), with their revocation state.
+    pub fn list_status(&mut self, filter: ListFilter) -> Result<Vec<Listed>> {
+        let rows = each!(self, s => s.list(filter))?;
+        Ok(rows.into_iter().map(RawRow::complete).collect())
     }
 
     /// Certificates whose serial is `serial`: decimal, or hex (with or without colons or 0x).
     pub fn find(&mut self, serial: &str) -> Result<Vec<CertRecord>> {
+        Ok(self
+            .find_status(serial)?
+            .into_iter()
+            .map(|l| l.record)
+            .collect())
+    }
+
+    /// [`Store::find`] with the revocation state.
+    pub fn find_status(&mut self, serial: &str) -> Result<Vec<Listed>> {
         let s = serial.trim();
         let hexform = s
             .trim_start_matches("0x")
@@ -313,38 +455,147 @@ impl Store {
             .to_ascii_lowercase();
         let hexform = hexform.trim_start_matches('0');
         let hexform = if hexform.is_empty() { "0" } else { hexform };
-        // Leading zero bytes are not stored; compare without leading zero digits.
-        match self {
-            Self::Sqlite(db) => db.find(s, hexform),
-            Self::Postgres(db) => db.find(s, hexform),
-        }
+        // Leading zero bytes are not stored; compare without leading zero digits. Rows cfssl
+        // wrote have no hex serial: their decimal one is compared too.
+        let dec = text::unhex(&format!(
+            "{}{hexform}",
+            if hexform.len() % 2 == 1 { "0" } else { "" }
+        ))
+        .map(|b| text::decimal(&b));
+        let rows = each!(self, db => db.find(s, hexform, dec.as_deref().unwrap_or(s)))?;
+        Ok(rows.into_iter().map(RawRow::complete).collect())
     }
 
     /// Number of recorded certificates.
     pub fn count(&mut self) -> Result<u64> {
-        match self {
-            Self::Sqlite(s) => s.count(),
-            Self::Postgres(p) => p.count(),
-        }
+        each!(self, s => s.count())
+    }
+
+    /// Revoke the certificate `serial` (decimal, as cfssl stores it; see [`parse_serial`]) of
+    /// the CA whose key identifier is `aki` (lowercase hex; see [`parse_aki`]), at `at` (Unix
+    /// seconds), in one transaction. An unknown certificate, or one already revoked for
+    /// another reason, is an error and nothing changes; one already revoked for this reason is
+    /// left as it is and reported so.
+    pub fn revoke(
+        &mut self,
+        serial: &str,
+        aki: &str,
+        reason: Reason,
+        at: i64,
+    ) -> Result<RevokeOutcome> {
+        let items = [(serial.to_string(), aki.to_string())];
+        Ok(self.revoke_many(&items, reason, at)?[0])
+    }
+
+    /// Revoke every `(serial, aki)` of `items` in ONE transaction: all of them, or (on the
+    /// first unknown or conflicting one, or any failure) none. The outcome of each, in order.
+    pub fn revoke_many(
+        &mut self,
+        items: &[(String, String)],
+        reason: Reason,
+        at: i64,
+    ) -> Result<Vec<RevokeOutcome>> {
+        let items = items
+            .iter()
+            .map(|(s, a)| Ok((parse_serial(s)?, parse_aki(a)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let code = i64::from(reason.code());
+        each!(self, s => s.fill_missing_akis())?;
+        each!(self, s => s.revoke_many(&items, code, at))
+    }
+
+    /// The revoked certificates of the CA whose key identifier is `aki`, for its CRL made at
+    /// `now` (rows cfssl 1.2 wrote without an AKI are first given the one their PEM carries). An entry stays until a CRL made after its notAfter has listed it (RFC 5280 §3.3):
+    /// it is dropped only once the previous CRL of this CA was itself made after its notAfter.
+    pub fn crl_entries(&mut self, aki: &str, now: i64) -> Result<Vec<RevokedEntry>> {
+        let aki = parse_aki(aki)?;
+        each!(self, s => s.fill_missing_akis())?;
+        each!(self, s => s.crl_entries(&aki, now))
+    }
+
+    /// The next CRL number of the CA `aki`: strictly greater than every number handed out
+    /// before for it, by any process sharing the store (one atomic upsert), and at least `now`
+    /// (Unix seconds), so it also stays above the numbers `p11ca gencrl` gives by default.
+    pub fn next_crl_number(&mut self, aki: &str) -> Result<u64> {
+        let aki = parse_aki(aki)?;
+        let n = each!(self, s => s.next_crl_number(&aki, now()))?;
+        u64::try_from(n).map_err(|_| Error::output("the stored CRL number is negative"))
     }
 }
 
-/// SQL that selects records (for both back ends).
-fn select_sql(filter: &str) -> String {
-    format!("SELECT {COLUMNS} FROM certificates {filter}")
+/// One certificate's revocation, given its stored `(status, reason)` (`None`: not stored).
+fn revoke_step(
+    serial: &str,
+    aki: &str,
+    found: Option<(String, Option<i64>)>,
+    code: i64,
+) -> Result<RevokeOutcome> {
+    let name = |c: i64| {
+        u8::try_from(c)
+            .ok()
+            .and_then(|c| Reason::ALL.into_iter().find(|r| r.code() == c))
+            .map_or_else(|| format!("code {c}"), |r| r.name().to_string())
+    };
+    match found {
+        None => Err(Error::input(format!(
+            "serial {serial} of the CA with key identifier {aki} is not in the certificate store; nothing was revoked (`p11ca certs list` shows what is)"
+        ))),
+        Some((status, reason)) if status == "revoked" => {
+            let had = reason.unwrap_or(0);
+            if had == code {
+                Ok(RevokeOutcome::AlreadyRevoked)
+            } else {
+                Err(Error::policy(format!(
+                    "serial {serial} is already revoked with reason {}; it cannot be revoked again with reason {}; nothing was revoked",
+                    name(had),
+                    name(code)
+                )))
+            }
+        }
+        Some(_) => Ok(RevokeOutcome::Revoked),
+    }
 }
 
-/// Check the applied versions against [`MIGRATIONS`]; the ones still to apply.
-fn pending(applied: &[i64]) -> Result<Vec<&'static (i64, &'static str, &'static str)>> {
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+/// A CRL entry from a stored row: the serial from its hex form when p11ca wrote one, else
+/// from cfssl's decimal; the reason when it is one a CRL can carry.
+fn crl_entry(
+    hex: &str,
+    dec: &str,
+    revoked_at: Option<i64>,
+    reason: Option<i64>,
+) -> Result<RevokedEntry> {
+    let serial = if hex.is_empty() {
+        text::from_decimal(dec.trim())
+    } else {
+        text::unhex(hex)
+    };
+    let serial = serial.filter(|s| !s.is_empty()).ok_or_else(|| {
+        Error::output(format!(
+            "the store holds a revoked certificate whose serial \"{}\" is not a number; fix or delete that row",
+            text::escape_for_log(dec)
+        ))
+    })?;
+    let reason = reason
+        .and_then(|c| u8::try_from(c).ok())
+        .and_then(|c| Reason::ALL.into_iter().find(|r| r.code() == c));
+    Ok(RevokedEntry {
+        serial,
+        revoked_at: revoked_at.unwrap_or(0),
+        reason,
+    })
+}
+
+/// Check the applied versions against [`schema::MIGRATIONS`]; the ones still to apply.
+fn pending(applied: &[i64]) -> Result<Vec<&'static schema::Migration>> {
+    let known = schema::CURRENT;
     if let Some(v) = applied.iter().find(|v| **v > known) {
         return Err(Error::output(format!(
-            "the schema is at version {v}, newer than this p11ca knows ({known}); upgrade p11ca"
+            "the schema is at version {v}, newer than this p11ca knows ({known}); upgrade p11ca (nothing was changed)"
         )));
     }
-    Ok(MIGRATIONS
+    Ok(schema::MIGRATIONS
         .iter()
-        .filter(|m| !applied.contains(&m.0))
+        .filter(|m| !applied.contains(&m.version))
         .collect())
 }
 
@@ -469,7 +720,8 @@ mod tests {
         assert!(s.find("257").unwrap().is_empty());
         assert_eq!(
             s.list(ListFilter {
-                not_after_by: Some(19)
+                not_after_by: Some(19),
+                revoked_only: false,
             })
             .unwrap()
             .len(),
@@ -478,5 +730,72 @@ mod tests {
         assert_eq!(s.list(ListFilter::default()).unwrap(), vec![rec]);
         let missing = DbConfig::Sqlite(d.path().join("none.db"));
         assert!(Store::open_existing(&missing).is_err());
+    }
+
+    #[test]
+    fn revoke_states_and_crl_numbers() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&DbConfig::Sqlite(d.path().join("c.db"))).unwrap();
+        let rec = |serial: &str, hex: &str, not_after: i64| CertRecord {
+            serial_number: serial.into(),
+            authority_key_identifier: "ab".into(),
+            serial_hex: hex.into(),
+            subject: "CN=x".into(),
+            common_name: "x".into(),
+            sans: vec![],
+            profile: "p".into(),
+            not_before: 10,
+            not_after,
+            pem: "PEM".into(),
+            requester: "r".into(),
+            auth_key: String::new(),
+            issued_at: 30,
+        };
+        let (a, b) = (rec("256", "0100", 4_000_000_000), rec("257", "0101", 100));
+        s.insert(&[&a, &b]).unwrap();
+        let t = 1_800_000_000;
+        assert_eq!(
+            s.revoke("0x100", "AB", Reason::KeyCompromise, t).unwrap(),
+            RevokeOutcome::Revoked
+        );
+        assert_eq!(
+            s.revoke("256", "ab", Reason::KeyCompromise, t + 5).unwrap(),
+            RevokeOutcome::AlreadyRevoked
+        );
+        let e = s.revoke("256", "ab", Reason::Superseded, t).unwrap_err();
+        assert!(
+            e.message()
+                .contains("already revoked with reason keycompromise"),
+            "{e}"
+        );
+        let e = s.revoke("999", "ab", Reason::Superseded, t).unwrap_err();
+        assert!(e.message().contains("not in the certificate store"), "{e}");
+        // All or nothing: the unknown last item undoes the first.
+        let items = [
+            ("257".to_string(), "ab".to_string()),
+            ("999".to_string(), "ab".to_string()),
+        ];
+        assert!(s.revoke_many(&items, Reason::Superseded, t).is_err());
+        let revoked = s
+            .list_status(ListFilter {
+                revoked_only: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(revoked.len(), 1);
+        assert_eq!((revoked[0].reason, revoked[0].revoked_at), (1, Some(t)));
+        // The expired certificate (notAfter 100) is listed on the first CRL, then dropped.
+        s.revoke("257", "ab", Reason::Superseded, t).unwrap();
+        let first = s.crl_entries("ab", t).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            first.iter().find(|e| e.serial == [1, 0]).unwrap().reason,
+            Some(Reason::KeyCompromise)
+        );
+        let n1 = s.next_crl_number("ab").unwrap();
+        let n2 = s.next_crl_number("ab").unwrap();
+        assert!(n2 > n1 && n1 >= now() as u64, "{n1} {n2}");
+        assert_eq!(s.crl_entries("ab", now()).unwrap().len(), 1);
+        assert!(s.crl_entries("zz", t).is_err());
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use postgres::config::SslMode;
 use postgres::{Client, Config, NoTls};
 
-use super::{COLUMNS, CertRecord, ListFilter, now, pending, select_sql};
+use super::{CertRecord, ListFilter, RawRow, RevokeOutcome, cfssl_sans, now, pending, schema};
 use crate::error::{Error, Result};
+use crate::x509::crl::RevokedEntry;
 
 /// The advisory lock key that serializes migrations ("p11c").
 const MIGRATION_LOCK: i64 = 0x7031_3163;
@@ -103,22 +104,35 @@ fn err(what: &str, e: postgres::Error) -> Error {
     Error::output(format!("{what}: {detail}"))
 }
 
-fn row(r: &postgres::Row) -> CertRecord {
-    let sans: String = r.get(5);
-    CertRecord {
+/// cfssl's columns are bytea, timestamptz and jsonb: read back as text and Unix seconds.
+const SELECT: &str = "SELECT convert_from(serial_number, 'UTF8'), convert_from(authority_key_identifier, 'UTF8'),
+    serial_hex, subject, COALESCE(common_name, ''), p11ca_sans, profile,
+    extract(epoch FROM not_before)::BIGINT, extract(epoch FROM expiry)::BIGINT, convert_from(pem, 'UTF8'),
+    requester, auth_key, extract(epoch FROM issued_at)::BIGINT, convert_from(status, 'UTF8'),
+    COALESCE(reason, 0)::BIGINT, extract(epoch FROM revoked_at)::BIGINT,
+    convert_from(COALESCE(ca_label, ''::bytea), 'UTF8'), COALESCE(sans::TEXT, 'null')
+    FROM certificates";
+
+fn row(r: &postgres::Row) -> RawRow {
+    RawRow {
         serial_number: r.get(0),
-        authority_key_identifier: r.get(1),
+        aki: r.get(1),
         serial_hex: r.get(2),
         subject: r.get(3),
         common_name: r.get(4),
-        sans: serde_json::from_str(&sans).unwrap_or_default(),
+        p11ca_sans: r.get(5),
         profile: r.get(6),
         not_before: r.get(7),
-        not_after: r.get(8),
+        expiry: r.get(8),
         pem: r.get(9),
         requester: r.get(10),
         auth_key: r.get(11),
         issued_at: r.get(12),
+        status: r.get(13),
+        reason: r.get(14),
+        revoked_at: r.get::<_, Option<i64>>(15).filter(|t| *t > 0),
+        ca_label: r.get(16),
+        sans: r.get(17),
     }
 }
 
@@ -194,6 +208,11 @@ impl Pg {
         Ok(s)
     }
 
+    /// The client, for the audit log's own statements.
+    pub(super) fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     fn migrate(&mut self) -> Result<()> {
         let mut tx = self
             .client
@@ -212,12 +231,34 @@ impl Pg {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        for (version, description, sql) in pending(&applied)? {
-            tx.batch_execute(sql)
-                .map_err(|e| err(&format!("migration {version} ({description})"), e))?;
+        let todo = pending(&applied)?;
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<String> = tx
+            .query(
+                "SELECT column_name::TEXT FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'certificates'",
+                &[],
+            )
+            .map_err(|e| err("cannot read the schema", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let adopted = applied.is_empty() && !columns.is_empty();
+        if adopted {
+            // A store cfssl made (its own schema SQL, no p11ca version table).
+            let sql = schema::adopt_sql(&columns, schema::Dialect::Postgres)?;
+            tx.batch_execute(&sql)
+                .map_err(|e| err("cannot adopt cfssl's certificates table", e))?;
+        }
+        for m in todo {
+            if !adopted || m.version > schema::ADOPTED_AT {
+                tx.batch_execute(m.postgres)
+                    .map_err(|e| err(&format!("migration {} ({})", m.version, m.description), e))?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
-                &[version, description, &now()],
+                &[&m.version, &m.description, &now()],
             )
             .map_err(|e| err("cannot record the migration", e))?;
         }
@@ -237,9 +278,12 @@ impl Pg {
             .transaction()
             .map_err(|e| err("cannot start a transaction", e))?;
         let st = tx
-            .prepare(&format!(
-                "INSERT INTO certificates ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
+            .prepare(
+                "INSERT INTO certificates (serial_number, authority_key_identifier, ca_label, status, reason, expiry, revoked_at, pem, issued_at, not_before, metadata, sans, common_name, serial_hex, subject, profile, requester, auth_key, p11ca_sans)
+                 VALUES (convert_to($1, 'UTF8'), convert_to($2, 'UTF8'), ''::bytea, 'good'::bytea, 0, to_timestamp($3::BIGINT),
+                 '0001-01-01 00:00:00+00', convert_to($4, 'UTF8'), to_timestamp($5::BIGINT), to_timestamp($6::BIGINT), 'null'::jsonb,
+                 $7::TEXT::jsonb, $8, $9, $10, $11, $12, $13, $14)",
+            )
             .map_err(|e| err("cannot prepare the insert", e))?;
         for r in records {
             let sans = serde_json::to_string(&r.sans).unwrap_or_else(|_| "[]".into());
@@ -248,17 +292,18 @@ impl Pg {
                 &[
                     &r.serial_number,
                     &r.authority_key_identifier,
-                    &r.serial_hex,
-                    &r.subject,
-                    &r.common_name,
-                    &sans,
-                    &r.profile,
-                    &r.not_before,
                     &r.not_after,
                     &r.pem,
+                    &r.issued_at,
+                    &r.not_before,
+                    &cfssl_sans(&r.sans),
+                    &r.common_name,
+                    &r.serial_hex,
+                    &r.subject,
+                    &r.profile,
                     &r.requester,
                     &r.auth_key,
-                    &r.issued_at,
+                    &sans,
                 ],
             )
             .map_err(|e| err(&format!("cannot record serial {}", r.serial_hex), e))?;
@@ -267,23 +312,25 @@ impl Pg {
     }
 
     /// List by notAfter.
-    pub fn list(&mut self, f: ListFilter) -> Result<Vec<CertRecord>> {
-        let sql = select_sql(
-            "WHERE $1::BIGINT IS NULL OR not_after <= $1::BIGINT ORDER BY not_after, serial_hex",
+    pub(super) fn list(&mut self, f: ListFilter) -> Result<Vec<RawRow>> {
+        let sql = format!(
+            "{SELECT} WHERE ($1::BIGINT IS NULL OR expiry <= to_timestamp($1::BIGINT)) AND (NOT $2 OR status = 'revoked'::bytea)
+             ORDER BY expiry, serial_hex, serial_number"
         );
         self.client
-            .query(&sql, &[&f.not_after_by])
+            .query(&sql, &[&f.not_after_by, &f.revoked_only])
             .map(|rows| rows.iter().map(row).collect())
             .map_err(|e| err("cannot query", e))
     }
 
     /// Find by decimal or (normalized) hex serial.
-    pub fn find(&mut self, dec: &str, hex: &str) -> Result<Vec<CertRecord>> {
-        let sql = select_sql(
-            "WHERE serial_number = $1 OR ltrim(serial_hex, '0') = $2 ORDER BY issued_at",
+    pub(super) fn find(&mut self, dec: &str, hex: &str, hex_as_dec: &str) -> Result<Vec<RawRow>> {
+        let sql = format!(
+            "{SELECT} WHERE serial_number = convert_to($1, 'UTF8') OR (serial_hex != '' AND ltrim(serial_hex, '0') = $2)
+             OR (serial_hex = '' AND serial_number = convert_to($3, 'UTF8')) ORDER BY issued_at"
         );
         self.client
-            .query(&sql, &[&dec, &hex])
+            .query(&sql, &[&dec, &hex, &hex_as_dec])
             .map(|rows| rows.iter().map(row).collect())
             .map_err(|e| err("cannot query", e))
     }
@@ -294,5 +341,122 @@ impl Pg {
             .query_one("SELECT count(*) FROM certificates", &[])
             .map(|r| r.get::<_, i64>(0) as u64)
             .map_err(|e| err("cannot count", e))
+    }
+
+    /// Give rows written without an AKI (cfssl 1.2 stores `''`) the one their PEM carries.
+    pub(super) fn fill_missing_akis(&mut self) -> Result<()> {
+        let rows = self
+            .client
+            .query(
+                "SELECT convert_from(serial_number, 'UTF8'), convert_from(pem, 'UTF8') FROM certificates WHERE authority_key_identifier = ''::bytea",
+                &[],
+            )
+            .map_err(|e| err("cannot query", e))?;
+        for r in rows {
+            let (serial, pem): (String, String) = (r.get(0), r.get(1));
+            let Some(aki) = super::aki_of_pem(&pem) else {
+                continue;
+            };
+            self.client
+                .execute(
+                    "UPDATE certificates SET authority_key_identifier = convert_to($2, 'UTF8')
+                     WHERE serial_number = convert_to($1, 'UTF8') AND authority_key_identifier = ''::bytea
+                     AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial_number = convert_to($1, 'UTF8') AND c.authority_key_identifier = convert_to($2, 'UTF8'))",
+                    &[&serial, &aki],
+                )
+                .map_err(|e| err("cannot fill in a missing AKI", e))?;
+        }
+        Ok(())
+    }
+
+    /// Revoke all of `items` in one transaction, or none (rows locked as they are read).
+    pub(super) fn revoke_many(
+        &mut self,
+        items: &[(String, String)],
+        code: i64,
+        at: i64,
+    ) -> Result<Vec<RevokeOutcome>> {
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| err("cannot start a transaction", e))?;
+        let get = tx
+            .prepare(
+                "SELECT convert_from(status, 'UTF8'), reason::BIGINT FROM certificates
+                 WHERE serial_number = convert_to($1, 'UTF8') AND authority_key_identifier = convert_to($2, 'UTF8') FOR UPDATE",
+            )
+            .map_err(|e| err("cannot prepare the revocation", e))?;
+        let set = tx
+            .prepare(
+                "UPDATE certificates SET status = 'revoked'::bytea, reason = $3::BIGINT::INT, revoked_at = to_timestamp($4::BIGINT)
+                 WHERE serial_number = convert_to($1, 'UTF8') AND authority_key_identifier = convert_to($2, 'UTF8')",
+            )
+            .map_err(|e| err("cannot prepare the revocation", e))?;
+        let mut out = Vec::with_capacity(items.len());
+        for (serial, aki) in items {
+            let found = tx
+                .query_opt(&get, &[serial, aki])
+                .map_err(|e| err("cannot read the certificate", e))?
+                .map(|r| (r.get::<_, String>(0), r.get::<_, Option<i64>>(1)));
+            match super::revoke_step(serial, aki, found, code)? {
+                RevokeOutcome::Revoked => {
+                    tx.execute(&set, &[serial, aki, &code, &at])
+                        .map_err(|e| err(&format!("cannot revoke serial {serial}"), e))?;
+                    out.push(RevokeOutcome::Revoked);
+                }
+                o => out.push(o),
+            }
+        }
+        tx.commit()
+            .map_err(|e| err("cannot commit the revocation", e))?;
+        Ok(out)
+    }
+
+    /// The revoked entries of CA `aki` for a CRL made at `now`.
+    pub(super) fn crl_entries(&mut self, aki: &str, now: i64) -> Result<Vec<RevokedEntry>> {
+        let last: Option<i64> = self
+            .client
+            .query_opt(
+                "SELECT last_issued FROM p11ca_crl_numbers WHERE authority_key_identifier = $1",
+                &[&aki],
+            )
+            .map_err(|e| err("cannot read the CRL state", e))?
+            .map(|r| r.get(0));
+        let keep_from = last.unwrap_or(0).min(now);
+        let rows = self
+            .client
+            .query(
+                "SELECT serial_hex, convert_from(serial_number, 'UTF8'), extract(epoch FROM revoked_at)::BIGINT, reason::BIGINT
+                 FROM certificates WHERE authority_key_identifier = convert_to($1, 'UTF8') AND status = 'revoked'::bytea
+                 AND expiry >= to_timestamp($2::BIGINT)",
+                &[&aki, &keep_from],
+            )
+            .map_err(|e| err("cannot query the revoked certificates", e))?;
+        rows.iter()
+            .map(|r| {
+                super::crl_entry(
+                    r.get::<_, &str>(0),
+                    r.get::<_, &str>(1),
+                    r.get::<_, Option<i64>>(2),
+                    r.get::<_, Option<i64>>(3),
+                )
+            })
+            .collect()
+    }
+
+    /// Take the next CRL number of `aki`: one upsert, which locks the row, so replicas
+    /// sharing the database never get the same number.
+    pub(super) fn next_crl_number(&mut self, aki: &str, now: i64) -> Result<i64> {
+        self.client
+            .query_one(
+                "INSERT INTO p11ca_crl_numbers (authority_key_identifier, last_number, last_issued) VALUES ($1, $2, $2)
+                 ON CONFLICT (authority_key_identifier) DO UPDATE
+                 SET last_number = GREATEST(p11ca_crl_numbers.last_number + 1, EXCLUDED.last_number),
+                     last_issued = EXCLUDED.last_issued
+                 RETURNING last_number",
+                &[&aki, &now],
+            )
+            .map(|r| r.get(0))
+            .map_err(|e| err("cannot take the next CRL number", e))
     }
 }

@@ -6,15 +6,26 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use super::audit::AuditEvent;
 use super::{CertRecord, DbConfig, Store};
 use crate::error::{Error, Result};
 
 /// At most this many records per transaction.
 const MAX_BATCH: usize = 256;
 
-struct Job {
-    record: CertRecord,
-    done: mpsc::SyncSender<Result<()>>,
+enum Job {
+    /// A certificate and its audit event, recorded before the caller goes on.
+    Record {
+        record: Box<CertRecord>,
+        event: AuditEvent,
+        done: mpsc::SyncSender<Result<()>>,
+    },
+    /// An audit event nobody waits for (a refusal).
+    Audit(AuditEvent),
+    /// Answered once everything handed in before it is written.
+    Barrier(mpsc::SyncSender<Result<()>>),
+    /// Work on the store itself (revocation, CRL entries), after the records before it.
+    Run(Box<dyn FnOnce(&mut Store) + Send>),
 }
 
 /// The handle request threads use to record certificates.
@@ -45,8 +56,9 @@ impl Recorder {
         &self.what
     }
 
-    /// Record one certificate; returns once it is committed (or failed to be).
-    pub fn record(&self, record: CertRecord) -> Result<()> {
+    /// Record one certificate and append `event` to the audit log; returns once the
+    /// certificate is committed (or failed to be).
+    pub fn record(&self, record: CertRecord, event: AuditEvent) -> Result<()> {
         let (done, wait) = mpsc::sync_channel(1);
         let gone = || {
             Error::output(format!(
@@ -57,9 +69,54 @@ impl Recorder {
         self.tx
             .as_ref()
             .ok_or_else(gone)?
-            .send(Job { record, done })
+            .send(Job::Record {
+                record: Box::new(record),
+                event,
+                done,
+            })
             .map_err(|_| gone())?;
         wait.recv().map_err(|_| gone())?
+    }
+
+    /// Append `event` to the audit log without waiting (a failure is reported on stderr).
+    pub fn audit(&self, event: AuditEvent) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::Audit(event));
+        }
+    }
+
+    /// Run `f` on the writer's store, after every record handed in before it, and return its
+    /// result (one connection does all the writing, so revocations queue with issuance).
+    pub fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (done, wait) = mpsc::sync_channel(1);
+        let gone = || {
+            Error::output(format!(
+                "certificate store {}: the writer has stopped",
+                self.what
+            ))
+        };
+        let job = Job::Run(Box::new(move |s: &mut Store| {
+            let _ = done.send(f(s));
+        }));
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        wait.recv().map_err(|_| gone())?
+    }
+
+    /// Wait until every record and event handed in so far is written.
+    pub fn sync(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if let Some(tx) = &self.tx
+            && tx.send(Job::Barrier(done)).is_ok()
+        {
+            let _ = wait.recv();
+        }
     }
 
     /// Finish: every record handed in so far is written before this returns.
@@ -90,30 +147,61 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let records: Vec<&CertRecord> = jobs.iter().map(|j| &j.record).collect();
-        let mut result = store.insert(&records);
-        if result.is_err() && store.is_broken() {
-            // The connection went away (database restart): reconnect once and retry.
-            if let Ok(s) = Store::open(cfg) {
-                store = s;
-                result = store.insert(&records);
+        let mut events = Vec::new();
+        let mut records = Vec::new();
+        let mut barriers = Vec::new();
+        let mut runs = Vec::new();
+        for j in jobs {
+            match j {
+                Job::Record {
+                    record,
+                    event,
+                    done,
+                } => records.push((*record, event, done)),
+                Job::Audit(e) => events.push(e),
+                Job::Barrier(done) => barriers.push(done),
+                Job::Run(f) => runs.push(f),
             }
         }
-        match result {
-            Ok(()) => {
-                for j in &jobs {
-                    let _ = j.done.send(Ok(()));
-                }
+        let ok = commit(&mut store, cfg, &records);
+        for ((_, event, done), ok) in records.into_iter().zip(ok) {
+            if ok.is_ok() {
+                events.push(event);
             }
-            Err(e) if jobs.len() == 1 => {
-                let _ = jobs[0].done.send(Err(e));
-            }
-            Err(_) => {
-                // One bad record must not fail the others: retry each alone.
-                for j in &jobs {
-                    let _ = j.done.send(store.insert(&[&j.record]));
-                }
-            }
+            let _ = done.send(ok);
         }
+        if let Err(e) = store.audit_append(&events) {
+            eprintln!("p11ca: warning: {}", e.message());
+        }
+        for f in runs {
+            f(&mut store);
+        }
+        for b in barriers {
+            let _ = b.send(Ok(()));
+        }
+    }
+}
+
+type Pending = (CertRecord, AuditEvent, mpsc::SyncSender<Result<()>>);
+
+/// Insert `records` in one transaction (one at a time if that fails); each one's result.
+fn commit(store: &mut Store, cfg: &DbConfig, records: &[Pending]) -> Vec<Result<()>> {
+    if records.is_empty() {
+        return Vec::new();
+    }
+    let all: Vec<&CertRecord> = records.iter().map(|r| &r.0).collect();
+    let mut result = store.insert(&all);
+    if result.is_err() && store.is_broken() {
+        // The connection went away (database restart): reconnect once and retry.
+        if let Ok(s) = Store::open(cfg) {
+            *store = s;
+            result = store.insert(&all);
+        }
+    }
+    match result {
+        Ok(()) => records.iter().map(|_| Ok(())).collect(),
+        Err(e) if records.len() == 1 => vec![Err(e)],
+        // One bad record must not fail the others: retry each alone.
+        Err(_) => all.iter().map(|r| store.insert(&[r])).collect(),
     }
 }

@@ -7,6 +7,9 @@
 //! | `/api/v1/cfssl/authsign` | POST | `{token, request, timestamp, remote_address}` (base64) | `{certificate}` |
 //! | `/api/v1/cfssl/info` | POST | `{label, profile}` | `{certificate, usages, expiry}` |
 //! | `/api/v1/cfssl/health` | GET | | `{healthy: true}` |
+//! | `/api/v1/cfssl/revoke` | POST | authenticated `{serial, authority_key_id, reason}` | `{}` |
+//! | `/api/v1/cfssl/crl` | GET | | base64 DER CRL (a JSON string, as cfssl) |
+//! | `/crl.der`, `/crl.pem` | GET | | the same CRL, for profiles' `crl_url` |
 //!
 //! Client mistakes are 400 (as cfssl), failed or missing authentication 401 (as multirootca),
 //! an oversized body 413, unknown paths 404 and wrong methods 405; failures of the server
@@ -19,12 +22,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::ReplayGuard;
+use super::crl::{self, CrlCache};
+use super::handler::{Handler, Reply};
+use super::http::Request;
+use super::ocsp::Responder;
+use super::revoke;
 use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
 use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
-use crate::db::{CertRecord, Recorder};
+use crate::db::audit::{self, AuditEvent, AuditKind};
+use crate::db::{CertRecord, Recorder, RevokeOutcome};
 use crate::error::{Error, Kind, TokenFault};
 use crate::token::pool::SessionPool;
 use crate::x509::hosts;
@@ -43,19 +52,6 @@ thread_local! {
 /// How long a request waits for a free token session.
 const SESSION_WAIT: Duration = Duration::from_secs(30);
 
-/// An HTTP answer: status and envelope.
-#[derive(Debug)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// The JSON envelope.
-    pub body: Vec<u8>,
-    /// For the server log: what went wrong (failures only).
-    pub error: Option<String>,
-    /// How many certificates this reply carries (0 or 1).
-    pub issued: usize,
-}
-
 /// A success envelope.
 pub fn success(result: Value, messages: &[String]) -> Reply {
     let messages: Vec<Value> = messages
@@ -68,6 +64,8 @@ pub fn success(result: Value, messages: &[String]) -> Reply {
         body: serde_json::to_vec(&v).unwrap_or_default(),
         error: None,
         issued: 0,
+        content_type: super::http::JSON,
+        headers: Vec::new(),
     }
 }
 
@@ -84,6 +82,8 @@ pub fn failure(status: u16, message: &str) -> Reply {
         body: serde_json::to_vec(&v).unwrap_or_default(),
         error: Some(message.to_string()),
         issued: 0,
+        content_type: super::http::JSON,
+        headers: Vec::new(),
     }
 }
 
@@ -146,11 +146,40 @@ pub struct Service {
     pub max_body: usize,
     /// authsign tokens accepted recently (replays are refused).
     pub replays: ReplayGuard,
+    /// The `auth_keys` entry that authenticates /revoke (`None`: /revoke is off).
+    pub revoke_key: Option<AuthKey>,
+    /// The published CRL.
+    pub crl: CrlCache,
+    /// The OCSP responder on a path of its own (`serve -ocsp-path`), from the same store.
+    pub ocsp: Option<Responder>,
+}
+
+impl Handler for Service {
+    fn handle(&self, req: &Request, who: &str) -> Reply {
+        match &self.ocsp {
+            Some(o) if o.serves(&req.path) => o.handle(req, who),
+            _ => self.answer(&req.method, &req.path, &req.body, who),
+        }
+    }
+
+    fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    fn accepts(&self, req: &Request) -> bool {
+        match &self.ocsp {
+            Some(o) if o.serves(&req.path) => o.accepts(req),
+            _ => super::guard::is_json(req.content_type.as_deref()),
+        }
+    }
 }
 
 impl Service {
     /// Answer one request from `peer`.
-    pub fn handle(&self, method: &str, path: &str, body: &[u8], peer: &str) -> Reply {
+    pub fn answer(&self, method: &str, path: &str, body: &[u8], peer: &str) -> Reply {
+        if let Some(form) = path.strip_prefix("/crl.") {
+            return self.plain_crl(method, form);
+        }
         let Some(endpoint) = path.strip_prefix(PREFIX) else {
             return failure(
                 404,
@@ -158,13 +187,13 @@ impl Service {
             );
         };
         let allowed = match endpoint {
-            "sign" | "authsign" | "info" => "POST",
-            "health" => "GET",
+            "sign" | "authsign" | "info" | "revoke" => "POST",
+            "health" | "crl" => "GET",
             other => {
                 return failure(
                     404,
                     &format!(
-                        "p11ca serve does not offer {PREFIX}{other}; it offers sign, authsign, info and health"
+                        "p11ca serve does not offer {PREFIX}{other}; it offers sign, authsign, info, health, revoke and crl"
                     ),
                 );
             }
@@ -173,11 +202,106 @@ impl Service {
             return failure(405, &format!("Method is not allowed:\"{method}\""));
         }
         match endpoint {
-            "sign" => self.sign(body, peer),
-            "authsign" => self.authsign(body, peer),
+            "sign" => self.audited(endpoint, peer, self.sign(body, peer)),
+            "authsign" => self.audited(endpoint, peer, self.authsign(body, peer)),
+            "revoke" => self.audited(endpoint, peer, self.revoke(body, peer)),
             "info" => self.info(body),
+            "crl" => self.crl(),
             _ => self.health(),
         }
+    }
+
+    /// Revoke, then publish the new CRL before answering, so the next GET /crl lists it.
+    fn revoke(&self, body: &[u8], peer: &str) -> Reply {
+        let r = match revoke::check(self.revoke_key.as_ref(), &self.replays, body) {
+            Ok(r) => r,
+            Err((status, m)) => return failure(status, &m),
+        };
+        let (serial, aki, reason) = (r.serial.clone(), r.aki.clone(), r.reason);
+        let at = crate::db::now();
+        let outcome = self
+            .recorder
+            .with_store(move |s| s.revoke(&serial, &aki, reason, at));
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) if e.kind() == Kind::Output => return failure(500, e.message()),
+            Err(e) => return failure(400, e.message()),
+        };
+        self.recorder.audit(AuditEvent::new(
+            AuditKind::Revoke,
+            peer,
+            json!({"serial": r.serial, "aki": r.aki, "reason": r.reason.name()}),
+        ));
+        let mut messages = vec![revoke::describe(&r, outcome)];
+        if let Err(e) = self.publish_crl(peer) {
+            messages.push(format!("the CRL was not rebuilt: {}", e.message()));
+        }
+        // Only this CA's own certificates get a response signed by its key.
+        if outcome == RevokeOutcome::Revoked
+            && self.crl.aki == r.aki
+            && let Err(e) = revoke::refresh_ocsp(&self.ca, &self.pool, &self.recorder, &r, at)
+        {
+            messages.push(format!(
+                "the OCSP response was not refreshed: {}",
+                e.message()
+            ));
+        }
+        success(json!({}), &messages)
+    }
+
+    /// Build, sign and publish the CA's CRL now.
+    pub fn publish_crl(&self, actor: &str) -> crate::Result<std::sync::Arc<crl::Published>> {
+        crl::publish(&self.ca, &self.pool, &self.recorder, &self.crl, actor)
+    }
+
+    /// cfssl's GET /crl: the current CRL, base64 DER as a JSON string.
+    fn crl(&self) -> Reply {
+        use base64::Engine;
+        match self.crl.current() {
+            Some(c) => success(
+                json!(base64::engine::general_purpose::STANDARD.encode(&c.der)),
+                &[],
+            ),
+            None => failure(503, "no CRL has been built yet; retry shortly"),
+        }
+    }
+
+    /// `/crl.der` and `/crl.pem`: the current CRL as a file, for `crl_url`.
+    fn plain_crl(&self, method: &str, form: &str) -> Reply {
+        if method != "GET" {
+            return failure(405, &format!("Method is not allowed:\"{method}\""));
+        }
+        let Some(c) = self.crl.current() else {
+            return failure(503, "no CRL has been built yet; retry shortly");
+        };
+        let (body, content_type) = match form {
+            "der" => (c.der.clone(), "application/pkix-crl"),
+            "pem" => match crate::x509::build::pem("X509 CRL", &c.der) {
+                Ok(p) => (p.into_bytes(), "application/x-pem-file"),
+                Err(e) => return failure(500, e.message()),
+            },
+            _ => return failure(404, "the CRL is at /crl.der and /crl.pem"),
+        };
+        Reply {
+            status: 200,
+            body,
+            error: None,
+            issued: 0,
+            content_type,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A refused request to an endpoint that changes state goes into the audit log.
+    fn audited(&self, endpoint: &str, peer: &str, reply: Reply) -> Reply {
+        if let Some(why) = reply.error.as_deref().filter(|_| reply.issued == 0) {
+            self.recorder.audit(AuditEvent::new(
+                AuditKind::Refuse,
+                peer,
+                json!({"endpoint": endpoint, "status": reply.status, "reason": why}),
+            ));
+        }
+        reply
     }
 
     fn sign(&self, body: &[u8], peer: &str) -> Reply {
@@ -297,7 +421,8 @@ impl Service {
             Err(e) => return failure(500, e.message()),
         };
         let pem = record.pem.clone();
-        if let Err(e) = self.recorder.record(record) {
+        let event = audit::issue_event(&record, peer);
+        if let Err(e) = self.recorder.record(record, event) {
             return failure(
                 500,
                 &format!(

@@ -364,8 +364,30 @@ pub fn is_json(content_type: Option<&str>) -> bool {
 }
 
 /// Why a request is refused before the API sees it: a foreign `Host` (421), a foreign
-/// `Origin` (403), a POST body that is not JSON (415).
+/// `Origin` (403), a POST body of a type the handler does not read (415; `body_ok` says).
 pub fn refuse_request(
+    hosts: Option<&HostPolicy>,
+    req: &super::http::Request,
+    local: Option<IpAddr>,
+    body_ok: bool,
+) -> Option<(u16, String)> {
+    if let Some(refused) = hosts.and_then(|h| foreign(h, req, local)) {
+        return Some(refused);
+    }
+    if req.method == "POST" && !body_ok {
+        return Some((
+            415,
+            format!(
+                "Content-Type \"{}\" is not one this server reads (the API takes application/json)",
+                req.content_type.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    None
+}
+
+/// A foreign `Host` (421) or `Origin` (403).
+fn foreign(
     hosts: &HostPolicy,
     req: &super::http::Request,
     local: Option<IpAddr>,
@@ -378,26 +400,15 @@ pub fn refuse_request(
             ),
         ));
     }
-    if let Some(o) = req
-        .origin
+    req.origin
         .as_deref()
         .filter(|o| !hosts.allows_origin(o, local))
-    {
-        return Some((
-            403,
-            format!("cross-origin request from \"{o}\" refused: the API is not for web pages"),
-        ));
-    }
-    if req.method == "POST" && !is_json(req.content_type.as_deref()) {
-        return Some((
-            415,
-            format!(
-                "Content-Type must be application/json, not \"{}\"",
-                req.content_type.as_deref().unwrap_or("")
-            ),
-        ));
-    }
-    None
+        .map(|o| {
+            (
+                403,
+                format!("cross-origin request from \"{o}\" refused: the API is not for web pages"),
+            )
+        })
 }
 
 #[cfg(test)]

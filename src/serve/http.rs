@@ -332,28 +332,63 @@ impl<S: Read + Write> Conn<S> {
 
     /// Write a response with a JSON body.
     pub fn respond(&mut self, status: u16, body: &[u8], keep_alive: bool) -> io::Result<()> {
-        self.stream.write_all(&response(status, body, keep_alive))?;
+        self.respond_with(status, JSON, &[], body, keep_alive)
+    }
+
+    /// Send a response with a body of `content_type` and extra `headers`.
+    pub fn respond_with(
+        &mut self,
+        status: u16,
+        content_type: &str,
+        headers: &[(&'static str, String)],
+        body: &[u8],
+        keep_alive: bool,
+    ) -> io::Result<()> {
+        let mut out = head(status, content_type, headers, body.len(), keep_alive);
+        out.extend_from_slice(body);
+        self.stream.write_all(&out)?;
         self.stream.flush()
     }
 }
 
+/// The content type of the API's envelopes.
+pub const JSON: &str = "application/json";
+
 /// A response with a JSON body, as bytes.
 pub fn response(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
-        reason(status),
-        body.len(),
-        if keep_alive { "keep-alive" } else { "close" }
-    )
-    .into_bytes();
+    let mut out = head(status, JSON, &[], body.len(), keep_alive);
     out.extend_from_slice(body);
     out
+}
+
+/// A response head (status line and headers, up to the empty line).
+fn head(
+    status: u16,
+    content_type: &str,
+    headers: &[(&'static str, String)],
+    len: usize,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n",
+        reason(status),
+    );
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(if keep_alive {
+        "Connection: keep-alive\r\n\r\n"
+    } else {
+        "Connection: close\r\n\r\n"
+    });
+    out.into_bytes()
 }
 
 /// The reason phrase of a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

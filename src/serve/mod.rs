@@ -32,8 +32,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod crl;
 pub mod guard;
+pub mod handler;
 pub mod http;
+pub mod ocsp;
+pub mod revoke;
+pub mod upkeep;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -43,8 +48,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::tls::Stream;
-use api::Service;
 use guard::{Guard, Refusal};
+use handler::Handler;
 use http::{Conn, ReadError, Request};
 use regex::Regex;
 
@@ -85,7 +90,7 @@ pub struct Stats {
 
 /// A bound server.
 pub struct Server {
-    service: Arc<Service>,
+    service: Arc<dyn Handler>,
     listener: TcpListener,
     stop: Arc<AtomicBool>,
     tls: Option<TlsOptions>,
@@ -110,7 +115,7 @@ pub fn wake(addr: SocketAddr) {
 
 /// What a connection thread needs.
 struct ConnContext {
-    service: Arc<Service>,
+    service: Arc<dyn Handler>,
     tls: Option<TlsOptions>,
     guard: Arc<Guard>,
     stop: Arc<AtomicBool>,
@@ -122,7 +127,7 @@ impl Server {
     /// A server for `service` on `listener`, with `guard`'s limits and host names; it stops
     /// when `stop` is set (and [`wake`] is called with its address).
     pub fn new(
-        service: Arc<Service>,
+        service: Arc<dyn Handler>,
         listener: TcpListener,
         stop: Arc<AtomicBool>,
         guard: Guard,
@@ -231,7 +236,7 @@ fn connection(cx: &ConnContext, stream: TcpStream) {
     }
     let mut conn = Conn::new(stream);
     loop {
-        match conn.read_request(cx.service.max_body, &cx.stop) {
+        match conn.read_request(cx.service.max_body(), &cx.stop) {
             Ok(req) => {
                 if !serve_request(cx, &mut conn, &req, local) {
                     break;
@@ -274,7 +279,8 @@ fn serve_request(
         None => peer.clone(),
     };
     let refused = if cx.guard.take_request(cx.peer.ip()) {
-        guard::refuse_request(&cx.guard.hosts, req, local)
+        let hosts = (!cx.service.any_host()).then_some(&cx.guard.hosts);
+        guard::refuse_request(hosts, req, local, cx.service.accepts(req))
             .or_else(|| cn_refusal(cx.tls.as_ref(), cn.as_deref()))
     } else {
         cx.guard.log_refusal(cx.peer.ip(), Refusal::Rate);
@@ -282,7 +288,7 @@ fn serve_request(
     };
     let reply = match refused {
         Some((status, m)) => api::failure(status, &m),
-        None => cx.service.handle(&req.method, &req.path, &req.body, &who),
+        None => cx.service.handle(req, &who),
     };
     cx.stats.requests.fetch_add(1, Ordering::Relaxed);
     cx.stats.issued.fetch_add(reply.issued, Ordering::Relaxed);
@@ -293,7 +299,15 @@ fn serve_request(
         }
     }
     let keep = req.keep_alive && !cx.stop.load(Ordering::SeqCst);
-    conn.respond(reply.status, &reply.body, keep).is_ok() && keep
+    conn.respond_with(
+        reply.status,
+        reply.content_type,
+        &reply.headers,
+        &reply.body,
+        keep,
+    )
+    .is_ok()
+        && keep
 }
 
 /// The 403 for a client certificate whose CN does not match `-mutual-tls-cn`.

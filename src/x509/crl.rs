@@ -83,7 +83,8 @@ impl Reason {
         }
     }
 
-    fn x509(self) -> CrlReason {
+    /// The x509-cert enumeration value.
+    pub fn x509(self) -> CrlReason {
         match self {
             Reason::Unspecified => CrlReason::Unspecified,
             Reason::KeyCompromise => CrlReason::KeyCompromise,
@@ -268,17 +269,26 @@ fn check_ca(ca: &Certificate, signer: &dyn Signer) -> Result<()> {
     Ok(())
 }
 
+/// The key identifier of `ca` that its CRLs and the certificates it issues carry as their
+/// authorityKeyIdentifier: its SKI, or its RFC 5280 method-1 key identifier when it has none.
+/// The certificate store files issued certificates under it (lowercase hex).
+pub fn ca_key_identifier(ca: &Certificate) -> Result<Vec<u8>> {
+    let tbs = ca.tbs_certificate();
+    Ok(
+        match tbs
+            .get_extension::<SubjectKeyIdentifier>()
+            .map_err(|e| der_err("CA certificate subjectKeyIdentifier", e))?
+        {
+            Some((_, ski)) => ski.0.as_bytes().to_vec(),
+            None => key_id(tbs.subject_public_key_info()),
+        },
+    )
+}
+
 /// crlExtensions, `[0] EXPLICIT`: authorityKeyIdentifier (the CA's SKI, or its RFC 5280
 /// method-1 key identifier when it has none, as issued certificates get) and cRLNumber.
 fn crl_extensions(ca: &Certificate, crl_number: &[u8]) -> Result<Vec<u8>> {
-    let tbs = ca.tbs_certificate();
-    let ski = match tbs
-        .get_extension::<SubjectKeyIdentifier>()
-        .map_err(|e| der_err("CA certificate subjectKeyIdentifier", e))?
-    {
-        Some((_, ski)) => ski.0.as_bytes().to_vec(),
-        None => key_id(tbs.subject_public_key_info()),
-    };
+    let ski = ca_key_identifier(ca)?;
     let number = UintRef::new(crl_number).map_err(|e| der_err("cRLNumber", e))?;
     // RFC 5280 §5.2.3: conforming CRL issuers use cRLNumber values of at most 20 octets.
     if number.is_empty()

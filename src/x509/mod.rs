@@ -12,6 +12,7 @@ pub mod chain;
 pub mod crl;
 pub mod hosts;
 pub mod name;
+pub mod ocsp;
 pub mod pem;
 pub mod policy;
 pub mod pubkey;

@@ -139,6 +139,18 @@ pub struct SigningConfig {
     file: String,
     default: Profile,
     profiles: BTreeMap<String, Profile>,
+    /// The file's `auth_keys`, for keys named outside a profile (`serve -revoke-auth-key`).
+    auth_keys: RawKeys,
+}
+
+/// `auth_keys` as written; its Debug shows the names only, never a key.
+#[derive(Clone, Default)]
+struct RawKeys(BTreeMap<String, RawAuthKey>);
+
+impl std::fmt::Debug for RawKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 /// One fully resolved signing profile.
@@ -196,7 +208,7 @@ struct RawFile {
     ocsp: Option<Value>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 struct RawAuthKey {
     #[serde(default, rename = "type")]
     kind: String,
@@ -452,7 +464,21 @@ impl SigningConfig {
             file: file.to_string(),
             default,
             profiles,
+            auth_keys: RawKeys(auth_keys),
         })
+    }
+
+    /// The `auth_keys` entry `name`, for `flag` (checked as a profile's `auth_key` is).
+    pub fn named_auth_key(&self, name: &str, flag: &str) -> Result<AuthKey> {
+        let remotes = BTreeMap::new();
+        let ctx = Ctx {
+            file: &self.file,
+            name: flag,
+            path: flag.to_string(),
+            auth_keys: &self.auth_keys.0,
+            remotes: &remotes,
+        };
+        ctx.auth_key("auth_key", name)
     }
 
     /// cfssl's default when no `-config` is given: signing, key encipherment, server auth,
@@ -483,6 +509,7 @@ impl SigningConfig {
             file: String::new(),
             default,
             profiles: BTreeMap::new(),
+            auth_keys: RawKeys::default(),
         }
     }
 

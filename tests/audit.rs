@@ -1,0 +1,160 @@
+//! The audit log as the attack it prevents: someone with write access to the store edits,
+//! removes or reorders what the CA did, and `p11ca audit verify` names the record.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::serve::{http, p11ca_serve, setup};
+use crate::util::Token;
+
+const SIGN: &str = "/api/v1/cfssl/sign";
+
+fn sign_body(csr: &str, profile: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"certificate_request": csr, "profile": profile}))
+        .unwrap()
+}
+
+/// A CA whose `serve` published its CRL, issued two certificates and refused one request,
+/// then stopped.
+fn served(t: &Token) {
+    setup(t);
+    let csr = t.ec_csr("node", "node");
+    let mut server = p11ca_serve(t, "serve", &[]);
+    for _ in 0..2 {
+        let (status, body) =
+            http(server.port, "POST", SIGN, &sign_body(&csr, "kubernetes")).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = http(server.port, "POST", SIGN, &sign_body(&csr, "nope")).unwrap();
+    assert_eq!(status, 400);
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(30)), 0);
+}
+
+fn verify_args() -> [&'static str; 6] {
+    [
+        "audit",
+        "verify",
+        "--db",
+        "p11ca-certs.db",
+        "--ca",
+        "ca.pem",
+    ]
+}
+
+fn db(t: &Token) -> Connection {
+    Connection::open(t.path("p11ca-certs.db")).unwrap()
+}
+
+#[test]
+fn serve_appends_issues_refusals_and_a_signed_checkpoint() {
+    let t = Token::new("audit");
+    served(&t);
+    let out = t.run(&verify_args());
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("5 records, 1 signed checkpoints, records 1..4 covered"),
+        "{}",
+        out.stdout
+    );
+    let list = t.run(&["audit", "list", "--db", "p11ca-certs.db"]);
+    list.ok();
+    let kinds: Vec<&str> = list
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(2))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["crl", "issue", "issue", "refuse", "checkpoint"],
+        "{}",
+        list.stdout
+    );
+    assert!(list.stdout.contains("127.0.0.1"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("\"profile\":\"kubernetes\""),
+        "{}",
+        list.stdout
+    );
+    // The store's certificates are the ones the log names.
+    let serials = crate::serve::records(&t)
+        .into_iter()
+        .map(|r| r.serial_number)
+        .collect::<Vec<_>>();
+    for s in serials {
+        assert!(list.stdout.contains(&format!("\"serial\":\"{s}\"")), "{s}");
+    }
+}
+
+#[test]
+fn audit_verify_names_the_record_that_was_edited_removed_or_swapped() {
+    let t = Token::new("audit-tamper");
+    served(&t);
+    // Checkpoint the WAL into the file so that a copy of the file is the whole store.
+    db(&t)
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let backup = std::fs::read(t.path("p11ca-certs.db")).unwrap();
+    let restore_to = |b: &[u8]| {
+        let _ = std::fs::remove_file(t.path("p11ca-certs.db-wal"));
+        let _ = std::fs::remove_file(t.path("p11ca-certs.db-shm"));
+        std::fs::write(t.path("p11ca-certs.db"), b).unwrap();
+    };
+
+    // Edited: the refusal is turned into something else.
+    db(&t)
+        .execute("UPDATE audit SET detail = '{}' WHERE seq = 3", [])
+        .unwrap();
+    t.run(&verify_args())
+        .fails(5, "audit record 3: its contents do not match its hash");
+    restore_to(&backup);
+
+    // Removed: the second issuance disappears.
+    db(&t)
+        .execute("DELETE FROM audit WHERE seq = 2", [])
+        .unwrap();
+    t.run(&verify_args()).fails(5, "audit record 2: missing");
+    restore_to(&backup);
+
+    // Reordered: the first two records' contents exchanged.
+    let c = db(&t);
+    c.execute_batch(
+        "UPDATE audit SET seq = -1 WHERE seq = 1;
+         UPDATE audit SET seq = 1 WHERE seq = 2;
+         UPDATE audit SET seq = 2 WHERE seq = -1;",
+    )
+    .unwrap();
+    drop(c);
+    t.run(&verify_args()).fails(5, "audit record 1:");
+    restore_to(&backup);
+
+    // Restored, it verifies again; checked against another CA, the checkpoint is refused.
+    t.run(&verify_args()).ok();
+    crate::util::sh(t.command("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "other-key.pem",
+        "-subj",
+        "/CN=other",
+        "-out",
+        "other.pem",
+    ]));
+    t.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "p11ca-certs.db",
+        "--ca",
+        "other.pem",
+    ])
+    .fails(5, "none of the given CA certificates");
+}

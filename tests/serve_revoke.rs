@@ -1,0 +1,342 @@
+//! `serve`'s /revoke and its published CRL (issue #13): revocation over the network only with
+//! cfssl's authenticated envelope, never replayed; the CRL rebuilt at once and served at
+//! /api/v1/cfssl/crl and /crl.pem; OpenSSL and a real TLS server (nginx with `ssl_crl`)
+//! refuse the revoked client certificate and accept the other.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use p11ca::cfssl::auth;
+use p11ca::cfssl::config::AuthKey;
+use p11ca::db::{DbConfig, ListFilter, Store};
+use serde_json::{Value, json};
+
+use crate::serve::{http, p11ca_serve, records, setup};
+use crate::util::{Token, free_port, require, sh};
+
+const SIGN: &str = "/api/v1/cfssl/sign";
+const REVOKE: &str = "/api/v1/cfssl/revoke";
+
+/// The `current` key of tests/serve.rs's SERVER_CONFIG.
+fn current_key() -> AuthKey {
+    AuthKey::new("current", (0u8..32).collect())
+}
+
+/// Issue a client certificate for `name` over /sign: `{name}.pem`, `{name}-key.pem`; its
+/// decimal serial.
+pub(crate) fn issue(t: &Token, port: u16, name: &str) -> String {
+    let csr = t.ec_csr(name, name);
+    let body = json!({"certificate_request": csr, "profile": "kubernetes"}).to_string();
+    let (status, text) = http(port, "POST", SIGN, body.as_bytes()).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    t.write(
+        &format!("{name}.pem"),
+        v["result"]["certificate"].as_str().unwrap(),
+    );
+    let pem = v["result"]["certificate"].as_str().unwrap().to_string();
+    records(t)
+        .into_iter()
+        .find(|r| r.pem == pem)
+        .expect("the issued certificate is recorded")
+        .serial_number
+}
+
+fn any_revoked(t: &Token) -> bool {
+    Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+        .unwrap()
+        .list_status(ListFilter::default())
+        .unwrap()
+        .iter()
+        .any(|r| r.is_revoked())
+}
+
+fn revoke_body(key: &AuthKey, serial: &str, aki: &str, reason: &str) -> String {
+    let inner = json!({"serial": serial, "authority_key_id": aki, "reason": reason}).to_string();
+    auth::wrap(key, inner.as_bytes())
+}
+
+/// GET /crl.pem into crl.pem and check its signature with OpenSSL.
+fn fetch_crl(t: &Token, port: u16) -> String {
+    let (status, pem) = http(port, "GET", "/crl.pem", b"").unwrap();
+    assert_eq!(status, 200, "{pem}");
+    t.write("crl.pem", &pem);
+    let out = t
+        .command("openssl")
+        .args([
+            "crl", "-in", "crl.pem", "-CAfile", "ca.pem", "-noout", "-text",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("verify OK"), "{text}");
+    text
+}
+
+#[test]
+fn revocation_over_the_network_is_authenticated_and_published_at_once() {
+    let t = Token::new("serve-revoke");
+    setup(&t);
+    let mut server = p11ca_serve(
+        &t,
+        "serve",
+        &["-revoke-auth-key", "current", "-ocsp-path", "/ocsp/"],
+    );
+    let port = server.port;
+    let bad = issue(&t, port, "bad");
+    issue(&t, port, "good");
+    let aki = records(&t)[0].authority_key_identifier.clone();
+    let before = fetch_crl(&t, port);
+    assert!(before.contains("No Revoked Certificates"), "{before}");
+
+    // cfssl's own unauthenticated body, a wrong key, a bad reason: refused, nothing changes.
+    let plain = json!({"serial": bad, "authority_key_id": aki, "reason": "keyCompromise"});
+    let (st, text) = http(port, "POST", REVOKE, plain.to_string().as_bytes()).unwrap();
+    assert_eq!(st, 401, "{text}");
+    let wrong = AuthKey::new("current", vec![7; 32]);
+    let (st, text) = http(
+        port,
+        "POST",
+        REVOKE,
+        revoke_body(&wrong, &bad, &aki, "keyCompromise").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 401, "{text}");
+    let (st, text) = http(
+        port,
+        "POST",
+        REVOKE,
+        revoke_body(&current_key(), &bad, &aki, "bored").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("unknown revocation reason"), "{text}");
+    assert!(!any_revoked(&t));
+
+    // The real thing, then its replay.
+    let body = revoke_body(&current_key(), &bad, &aki, "keyCompromise");
+    let (st, text) = http(port, "POST", REVOKE, body.as_bytes()).unwrap();
+    assert_eq!(st, 200, "{text}");
+    assert!(text.contains(&format!("revoked serial {bad}")), "{text}");
+    assert!(any_revoked(&t));
+    let (st, text) = http(port, "POST", REVOKE, body.as_bytes()).unwrap();
+    assert_eq!(st, 401, "replayed: {text}");
+
+    // Its OCSP response in the store already says so, signed by the CA.
+    let der = Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+        .unwrap()
+        .ocsp_response(&bad, &aki)
+        .unwrap()
+        .expect("an OCSP response stored at revocation");
+    std::fs::write(t.path("bad-ocsp.der"), der).unwrap();
+    let ocsp = sh(t.command("openssl").args([
+        "ocsp",
+        "-respin",
+        "bad-ocsp.der",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "bad.pem",
+        "-CAfile",
+        "ca.pem",
+    ]));
+    assert!(ocsp.contains("bad.pem: revoked"), "{ocsp}");
+    // The same process answers OCSP for it on -ocsp-path, from the store.
+    let asked = sh(t.command("openssl").args([
+        "ocsp",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "bad.pem",
+        "-CAfile",
+        "ca.pem",
+        "-url",
+        &format!("http://127.0.0.1:{port}/ocsp/"),
+    ]));
+    assert!(asked.contains("bad.pem: revoked"), "{asked}");
+
+    // The CRL already lists it, with the reason, under a higher CRL number.
+    let after = fetch_crl(&t, port);
+    assert!(after.contains("Key Compromise"), "{after}");
+    let number = |text: &str| {
+        let line = text
+            .lines()
+            .skip_while(|l| !l.contains("X509v3 CRL Number"))
+            .nth(1)
+            .unwrap();
+        u64::from_str_radix(line.trim().trim_start_matches("0x"), 16)
+            .or_else(|_| line.trim().parse())
+            .unwrap()
+    };
+    assert!(number(&after) > number(&before), "{before}\n{after}");
+    // cfssl's GET /crl gives the same CRL as a base64 JSON string.
+    let (st, text) = http(port, "GET", "/api/v1/cfssl/crl", b"").unwrap();
+    assert_eq!(st, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let der = STANDARD.decode(v["result"].as_str().unwrap()).unwrap();
+    t.write("crl-api.der", "");
+    std::fs::write(t.path("crl-api.der"), der).unwrap();
+    let pem = sh(t
+        .command("openssl")
+        .args(["crl", "-inform", "DER", "-in", "crl-api.der"]));
+    assert_eq!(pem.trim(), t.read("crl.pem").trim());
+
+    for (cert, expect) in [("bad.pem", "error 23"), ("good.pem", "OK")] {
+        let out = t
+            .command("openssl")
+            .args([
+                "verify",
+                "-crl_check",
+                "-CRLfile",
+                "crl.pem",
+                "-CAfile",
+                "ca.pem",
+                cert,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(expect), "{cert}: {text}");
+    }
+    nginx_enforces_the_crl(&t);
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(30)), 0);
+    let audit = t.run(&["audit", "list", "--db", "p11ca-certs.db"]);
+    audit.ok();
+    assert!(audit.stdout.contains("\trevoke\t"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("\tcrl\t"), "{}", audit.stdout);
+    t.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "p11ca-certs.db",
+        "--ca",
+        "ca.pem",
+    ])
+    .ok();
+}
+
+#[test]
+fn revoke_is_refused_unless_a_key_is_named() {
+    let t = Token::new("serve-revoke-off");
+    setup(&t);
+    let server = p11ca_serve(&t, "serve", &[]);
+    let body = revoke_body(&current_key(), "1", "ab", "superseded");
+    let (st, text) = http(server.port, "POST", REVOKE, body.as_bytes()).unwrap();
+    assert_eq!(st, 403, "{text}");
+    assert!(text.contains("-revoke-auth-key"), "{text}");
+    // Without a signing config there is no key to name.
+    let r = t.run(&[
+        "serve",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-port",
+        "1",
+        "-revoke-auth-key",
+        "current",
+    ]);
+    r.fails(1, "give -config");
+    let r = t.run(&[
+        "serve",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "server-config.json",
+        "-port",
+        "1",
+        "-revoke-auth-key",
+        "nobody",
+    ]);
+    r.fails(1, "\"nobody\" is not in the auth_keys section");
+}
+
+/// nginx from Debian on loopback, requiring client certificates from ca.pem and checking them
+/// against crl.pem: the revoked one gets 400, the good one the page.
+fn nginx_enforces_the_crl(t: &Token) {
+    require("nginx");
+    require("curl");
+    // The server's own certificate, from the same CA.
+    t.write(
+        "srv.json",
+        r#"{"CN":"127.0.0.1","hosts":["127.0.0.1"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let g = t.run(&[
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "server-config.json",
+        "-profile",
+        "kubernetes",
+        "srv.json",
+    ]);
+    g.ok();
+    t.run_in(&["json", "-bare", "srv"], g.stdout.as_bytes())
+        .ok();
+    let port = free_port();
+    let dir = t.work();
+    std::fs::create_dir_all(dir.join("nginx/logs")).unwrap();
+    std::fs::write(dir.join("nginx/index.html"), "hello from behind the CRL\n").unwrap();
+    let conf = format!(
+        "daemon off;\nerror_log {d}/nginx/logs/error.log info;\npid {d}/nginx/nginx.pid;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/nginx/tmp;\n  proxy_temp_path {d}/nginx/tmp;\n  fastcgi_temp_path {d}/nginx/tmp;\n  uwsgi_temp_path {d}/nginx/tmp;\n  scgi_temp_path {d}/nginx/tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/srv.pem;\n    ssl_certificate_key {d}/srv-key.pem;\n    ssl_client_certificate {d}/ca.pem;\n    ssl_verify_client on;\n    ssl_crl {d}/crl.pem;\n    root {d}/nginx;\n  }}\n}}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("nginx/nginx.conf"), conf).unwrap();
+    let mut nginx = t.spawn(
+        "nginx",
+        60,
+        "nginx",
+        &[
+            "-p",
+            &format!("{}/nginx", dir.display()),
+            "-c",
+            &format!("{}/nginx/nginx.conf", dir.display()),
+        ],
+    );
+    let url = format!("https://127.0.0.1:{port}/index.html");
+    let curl = |who: &str| -> String {
+        let out = t
+            .command("curl")
+            .args([
+                "-sS",
+                "--cacert",
+                "ca.pem",
+                "--cert",
+                &format!("{who}.pem"),
+                "--key",
+                &format!("{who}-key.pem"),
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let mut good = String::new();
+    for _ in 0..100 {
+        good = curl("good");
+        if good.contains("hello") || !nginx.running() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        good.contains("hello from behind the CRL") && good.ends_with("200"),
+        "good: {good} ({})",
+        t.read("nginx.err")
+    );
+    let bad = curl("bad");
+    assert!(bad.ends_with("400") && !bad.contains("hello"), "bad: {bad}");
+    let log = std::fs::read_to_string(dir.join("nginx/logs/error.log")).unwrap_or_default();
+    assert!(log.contains("certificate revoked"), "{log}");
+}
