@@ -616,3 +616,186 @@ fn p11ca_revokes_and_makes_the_crl_of_a_store_cfssl_made() {
     let revoked: Vec<serde_json::Value> = serde_json::from_str(&l.ok().stdout).unwrap();
     assert_eq!(revoked.len(), 2, "{}", l.stdout);
 }
+
+#[test]
+fn bad_inputs_are_one_clear_line_and_change_nothing() {
+    let t = seed_with_two_nodes("store-bad");
+    let recs = record(&t, &["revoked.pem", "kept.pem"]);
+    let (serial, aki) = (
+        recs[0].serial_number.as_str(),
+        recs[0].authority_key_identifier.as_str(),
+    );
+    revoke(&t, &["revoked.pem", "-reason", "keyCompromise"]).ok();
+    // Another CA in the same token: its certificate does not belong to ca-key.uri.
+    t.write(
+        "other-csr.json",
+        r#"{"CN":"other CA","key":{"algo":"ecdsa","size":256}}"#,
+    );
+    t.initca("other-csr.json", "other");
+    t.write(
+        "ro.json",
+        &serde_json::json!({"driver": "sqlite3", "data_source": format!("file:{}?mode=ro", t.path(DB).display())})
+            .to_string(),
+    );
+    let before = dump(&t);
+    let files = t.files();
+    let crl = |rest: &[&str]| {
+        let mut v = vec![
+            "crl",
+            "-db-config",
+            "db.json",
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "ca-key.uri",
+        ];
+        v.extend_from_slice(rest);
+        t.run(&v)
+    };
+    let cases: Vec<(&str, Run, i32, &str)> = vec![
+        (
+            "malformed serial",
+            revoke(&t, &["-serial", "12ab", "-aki", aki]),
+            1,
+            "-serial: serial \"12ab\" is not a serial number",
+        ),
+        (
+            "malformed AKI",
+            revoke(&t, &["-serial", serial, "-aki", "xyz"]),
+            1,
+            "-aki: AKI \"xyz\" is not a key identifier",
+        ),
+        (
+            "unknown reason",
+            revoke(
+                &t,
+                &["-serial", serial, "-aki", aki, "-reason", "key_compromise"],
+            ),
+            1,
+            "unknown revocation reason \"key_compromise\"",
+        ),
+        (
+            "reason 7",
+            revoke(&t, &["-serial", serial, "-aki", aki, "-reason", "7"]),
+            1,
+            "unknown revocation reason \"7\"",
+        ),
+        (
+            "unknown serial",
+            revoke(&t, &["-serial", "12345", "-aki", aki]),
+            1,
+            "serial 12345 of the CA with key identifier",
+        ),
+        (
+            "another reason",
+            revoke(&t, &["revoked.pem", "kept.pem", "-reason", "superseded"]),
+            3,
+            "already revoked with reason keycompromise",
+        ),
+        (
+            "serial without AKI",
+            revoke(&t, &["-serial", serial]),
+            1,
+            "--aki",
+        ),
+        ("nothing named", revoke(&t, &[]), 1, "nothing to revoke"),
+        (
+            "a bad list line",
+            {
+                t.write("l.txt", &format!("{serial}\n"));
+                revoke(&t, &["--list", "l.txt"])
+            },
+            1,
+            "l.txt: line 1",
+        ),
+        (
+            "read-only store: revoke",
+            t.run(&["revoke", "-db-config", "ro.json", "kept.pem"]),
+            4,
+            "the store is read-only: cannot revoke; nothing was changed",
+        ),
+        (
+            "read-only store: crl",
+            t.run(&[
+                "crl",
+                "-db-config",
+                "ro.json",
+                "-ca",
+                "ca.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            4,
+            "the store is read-only: cannot take a CRL number",
+        ),
+        (
+            "-ca of another key",
+            t.run(&[
+                "crl",
+                "-db-config",
+                "db.json",
+                "-ca",
+                "other.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            3,
+            "other.pem",
+        ),
+        (
+            "a leaf as -ca",
+            t.run(&[
+                "crl",
+                "-db-config",
+                "db.json",
+                "-ca",
+                "kept.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            3,
+            "kept.pem",
+        ),
+        ("bad -expiry", crl(&["-expiry", "7d"]), 1, "-expiry \"7d\""),
+        (
+            "missing store",
+            t.run(&[
+                "crl",
+                "--db",
+                "none.db",
+                "-ca",
+                "ca.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            1,
+            "does not exist",
+        ),
+    ];
+    for (name, r, code, needle) in cases {
+        assert_eq!(r.code, code, "{name}: {}", r.stderr);
+        r.fails(code, needle);
+    }
+    assert_eq!(dump(&t), before, "a refused command changed the store");
+    let mut now = t.files();
+    now.retain(|f| f != "l.txt");
+    assert_eq!(now, files, "a refused command left a file");
+}
+
+#[test]
+fn a_store_of_a_newer_schema_is_refused_untouched() {
+    let t = seed_with_two_nodes("store-newer");
+    record(&t, &["revoked.pem"]);
+    rusqlite::Connection::open(t.path(DB))
+        .unwrap()
+        .execute("INSERT INTO schema_migrations (version, description, applied_at) VALUES (3, 'future', 0)", [])
+        .unwrap();
+    let before = dump(&t);
+    t.run(&["certs", "list", "-db-config", "db.json"]).fails(
+        4,
+        "the schema is at version 3, newer than this p11ca knows (2); upgrade p11ca",
+    );
+    t.run(&["revoke", "-db-config", "db.json", "revoked.pem"])
+        .fails(4, "newer than this p11ca knows");
+    assert_eq!(dump(&t), before);
+}
