@@ -799,3 +799,140 @@ fn a_store_of_a_newer_schema_is_refused_untouched() {
         .fails(4, "newer than this p11ca knows");
     assert_eq!(dump(&t), before);
 }
+
+#[test]
+fn ten_thousand_serials_are_revoked_in_one_transaction() {
+    let t = seed_with_two_nodes("store-10k");
+    let real = record(&t, &["kept.pem"]).remove(0);
+    let aki = real.authority_key_identifier.clone();
+    let recs: Vec<CertRecord> = (1..=10_000u32)
+        .map(|i| {
+            let serial = 1_000_000 + i;
+            CertRecord {
+                serial_number: serial.to_string(),
+                serial_hex: format!("{serial:x}"),
+                ..real.clone()
+            }
+        })
+        .collect();
+    let mut s = Store::open(&DbConfig::Sqlite(t.path(DB))).unwrap();
+    s.insert(&recs.iter().collect::<Vec<_>>()).unwrap();
+    drop(s);
+    let line = |r: &CertRecord| format!("{} {aki}\n", r.serial_number);
+    let all: String = recs.iter().map(line).collect();
+    let revoked_count = || {
+        cell(
+            &t,
+            "SELECT count(*) FROM certificates WHERE status = 'revoked'",
+        )
+    };
+
+    // An unknown serial in the middle: an error, and none of the 5,000 before it is revoked.
+    let mut broken: Vec<String> = recs.iter().map(line).collect();
+    broken[5_000] = format!("99 {aki}\n");
+    t.write("broken.txt", &broken.concat());
+    revoke(&t, &["--list", "broken.txt"]).fails(1, "serial 99 of the CA");
+    assert_eq!(revoked_count(), "0");
+
+    // Killed half-way through (SIGABRT after 5,000 updates): none revoked either.
+    t.write("all.txt", &all);
+    let mut killed = t.p11ca();
+    killed.env("P11CA_FAULT", "revoke-midway").args([
+        "revoke",
+        "-db-config",
+        "db.json",
+        "--list",
+        "all.txt",
+    ]);
+    let k = crate::util::run(&mut killed, None);
+    assert_ne!(k.code, 0, "the fault point was not reached: {}", k.stderr);
+    assert_eq!(revoked_count(), "0");
+
+    // The whole list in one call.
+    let r = revoke(
+        &t,
+        &["--list", "all.txt", "-reason", "cessationofoperation"],
+    );
+    assert!(
+        r.ok().stderr.contains("revoked 10000 certificates"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(revoked_count(), "10000");
+    let der = make_crl(&t);
+    assert_eq!(crl_serials(&der).len(), 10_000);
+}
+
+#[test]
+fn a_store_written_by_the_previous_release_migrates_losing_nothing() {
+    let t = seed_with_two_nodes("store-v1");
+    t.write(
+        "multi.json",
+        r#"{"CN":"multi","hosts":["multi.example","10.0.0.1","ops@example.com"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let g = t.run(&crate::util::ca_args("gencert", &["multi.json"]));
+    t.run_in(&["json", "-bare", "multi"], g.ok().stdout.as_bytes())
+        .ok();
+    let recs: Vec<CertRecord> = ["revoked.pem", "kept.pem", "multi.pem"]
+        .iter()
+        .enumerate()
+        .map(|(i, f)| CertRecord {
+            requester: format!("127.0.0.1:{}", 40_000 + i),
+            auth_key: if i == 1 { "ops".into() } else { String::new() },
+            issued_at: 1_790_000_000 + i as i64,
+            ..record_of(&t, f)
+        })
+        .collect();
+    // The store as the previous release (schema version 1) wrote it.
+    {
+        let c = rusqlite::Connection::open(t.path(DB)).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 'certificates table', 1790000000);",
+        )
+        .unwrap();
+        c.execute_batch(p11ca::db::schema::V1_SQL).unwrap();
+        for r in &recs {
+            c.execute(
+                "INSERT INTO certificates (serial_number, authority_key_identifier, serial_hex, subject, common_name, sans, profile, not_before, not_after, pem, requester, auth_key, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                rusqlite::params![
+                    r.serial_number, r.authority_key_identifier, r.serial_hex, r.subject, r.common_name,
+                    serde_json::to_string(&r.sans).unwrap(), r.profile, r.not_before, r.not_after, r.pem,
+                    r.requester, r.auth_key, r.issued_at
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let mut s = Store::open_existing(&DbConfig::Sqlite(t.path(DB))).unwrap();
+    let mut got = s.list_status(ListFilter::default()).unwrap();
+    got.sort_by(|a, b| a.record.issued_at.cmp(&b.record.issued_at));
+    assert_eq!(got.len(), 3);
+    for (g, want) in got.iter().zip(&recs) {
+        assert_eq!(g.record, *want, "a field did not survive the migration");
+        assert_eq!(
+            (g.status.as_str(), g.reason, g.revoked_at),
+            ("good", 0, None)
+        );
+    }
+    drop(s);
+    assert_eq!(recs[2].sans.len(), 3, "{:?}", recs[2].sans);
+    let multi = &recs[2].serial_number;
+    // cfssl's columns hold cfssl's encodings: sans only the DNS names.
+    assert_eq!(
+        cell(
+            &t,
+            &format!("SELECT sans FROM certificates WHERE serial_number = '{multi}'")
+        ),
+        r#"["multi.example"]"#
+    );
+    assert_eq!(cell(&t, "SELECT max(version) FROM schema_migrations"), "2");
+    // And it is a working store: revoke, CRL.
+    t.write(
+        "db.json",
+        &serde_json::json!({"driver": "sqlite3", "data_source": DB}).to_string(),
+    );
+    revoke(&t, &["multi.pem", "-reason", "affiliationChanged"]).ok();
+    let der = make_crl(&t);
+    assert_eq!(crl_serials(&der), vec![recs[2].serial_hex.to_uppercase()]);
+}

@@ -562,11 +562,14 @@ fn crl_entry(
     revoked_at: Option<i64>,
     reason: Option<i64>,
 ) -> Result<RevokedEntry> {
-    let serial = if hex.is_empty() {
-        text::from_decimal(dec.trim())
+    let padded = if hex.len() % 2 == 1 {
+        format!("0{hex}")
     } else {
-        text::unhex(hex)
+        hex.to_string()
     };
+    let serial = text::unhex(&padded)
+        .filter(|s| !s.is_empty())
+        .or_else(|| text::from_decimal(dec.trim()));
     let serial = serial.filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::output(format!(
             "the store holds a revoked certificate whose serial \"{}\" is not a number; fix or delete that row",
