@@ -936,3 +936,142 @@ fn a_store_written_by_the_previous_release_migrates_losing_nothing() {
     let der = make_crl(&t);
     assert_eq!(crl_serials(&der), vec![recs[2].serial_hex.to_uppercase()]);
 }
+
+/// A throwaway PostgreSQL cluster (ci/pg-start), stopped on drop.
+struct Postgres {
+    dir: tempfile::TempDir,
+    dsn: String,
+}
+
+impl Postgres {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::util::free_port().to_string();
+        let out = std::process::Command::new(crate::util::repo("ci/pg-start"))
+            .arg(dir.path().join("pg"))
+            .arg(&port)
+            .output()
+            .expect("run ci/pg-start");
+        assert!(
+            out.status.success(),
+            "PostgreSQL could not be started (tests never skip; run ci/setup): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dsn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Self { dir, dsn }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(crate::util::repo("ci/pg-stop"))
+            .arg(self.dir.path().join("pg"))
+            .status();
+    }
+}
+
+#[test]
+fn postgres_store_migrates_and_crl_numbers_grow_across_processes() {
+    let pg = Postgres::start();
+    let t = seed_with_two_nodes("store-pg");
+    let recs: Vec<CertRecord> = ["revoked.pem", "kept.pem"]
+        .iter()
+        .map(|f| record_of(&t, f))
+        .collect();
+    // A v1 store, as the previous release wrote it to PostgreSQL.
+    {
+        let mut c = postgres::Client::connect(&pg.dsn, postgres::NoTls).unwrap();
+        c.batch_execute(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 'certificates table', 1790000000);",
+        )
+        .unwrap();
+        c.batch_execute(p11ca::db::schema::V1_SQL).unwrap();
+        for r in &recs {
+            c.execute(
+                "INSERT INTO certificates (serial_number, authority_key_identifier, serial_hex, subject, common_name, sans, profile, not_before, not_after, pem, requester, auth_key, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                &[
+                    &r.serial_number, &r.authority_key_identifier, &r.serial_hex, &r.subject, &r.common_name,
+                    &serde_json::to_string(&r.sans).unwrap(), &r.profile, &r.not_before, &r.not_after, &r.pem,
+                    &r.requester, &r.auth_key, &r.issued_at,
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let cfg = DbConfig::Postgres(pg.dsn.clone());
+    let mut got = Store::open(&cfg)
+        .unwrap()
+        .list(ListFilter::default())
+        .unwrap();
+    got.sort_by(|a, b| a.serial_number.cmp(&b.serial_number));
+    let mut want = recs.clone();
+    want.sort_by(|a, b| a.serial_number.cmp(&b.serial_number));
+    assert_eq!(
+        got, want,
+        "a field did not survive the migration on PostgreSQL"
+    );
+
+    t.write(
+        "db.json",
+        &serde_json::json!({"driver": "postgres", "data_source": pg.dsn}).to_string(),
+    );
+    revoke(&t, &["revoked.pem", "-reason", "keycompromise"]).ok();
+    revoke(&t, &["revoked.pem", "-reason", "superseded"])
+        .fails(3, "already revoked with reason keycompromise");
+
+    // Two processes taking CRL numbers from the one store at the same time.
+    let want_serial = vec![recs[0].serial_hex.to_uppercase()];
+    let numbers = |_: usize| {
+        let (t, want_serial) = (&t, &want_serial);
+        move || {
+            (0..4)
+                .map(|_| {
+                    let r = t.run(&[
+                        "crl",
+                        "-db-config",
+                        "db.json",
+                        "-ca",
+                        "ca.pem",
+                        "-ca-key",
+                        "ca-key.uri",
+                    ]);
+                    let der = base64::engine::general_purpose::STANDARD
+                        .decode(r.ok().stdout.trim())
+                        .unwrap();
+                    assert_eq!(crl_serials(&der), *want_serial);
+                    crl_number(&der)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(numbers(0));
+        let b = s.spawn(numbers(1));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for run in [&a, &b] {
+        assert!(
+            run.windows(2).all(|w| w[0] < w[1]),
+            "not increasing: {run:?}"
+        );
+    }
+    let mut all: Vec<u128> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        8,
+        "a CRL number was handed out twice: {a:?} {b:?}"
+    );
+    let last = make_crl(&t);
+    assert!(crl_number(&last) > *all.last().unwrap());
+    let check = openssl(
+        &t,
+        &[
+            "crl", "-inform", "DER", "-in", "crl.der", "-CAfile", "ca.pem",
+        ],
+    );
+    assert!(check.stderr.contains("verify OK"), "{}", check.stderr);
+    only_revoked_is_refused(&t);
+}
