@@ -158,7 +158,7 @@ struct RawDbConfig {
 
 impl DbConfig {
     /// Parse cfssl's db-config JSON (`{"driver", "data_source"}`) read from `file`. A relative
-    /// SQLite path is taken relative to the file's folder.
+    /// SQLite path is taken relative to the file's folder; a `file:` URI is kept as it is.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
         let raw: RawDbConfig = json::decode(bytes, file, &[])?;
         if raw.data_source.trim().is_empty() {
@@ -169,7 +169,8 @@ impl DbConfig {
         match raw.driver.as_str() {
             "sqlite3" | "sqlite" => {
                 let p = PathBuf::from(raw.data_source.trim());
-                let p = if p.is_relative() {
+                // A `file:` URI goes to SQLite as it is (as with cfssl's driver).
+                let p = if p.is_relative() && !raw.data_source.trim().starts_with("file:") {
                     Path::new(file)
                         .parent()
                         .map_or(p.clone(), |dir| dir.join(&p))
@@ -626,6 +627,12 @@ mod tests {
         let e =
             DbConfig::from_json(br#"{"driver":"mysql","data_source":"x"}"#, "db.json").unwrap_err();
         assert!(e.message().contains("not supported"), "{e}");
+        let c = DbConfig::from_json(
+            br#"{"driver":"sqlite3","data_source":"file:/srv/c.db?mode=ro"}"#,
+            "/etc/p/db.json",
+        )
+        .unwrap();
+        assert_eq!(c, DbConfig::Sqlite("file:/srv/c.db?mode=ro".into()));
         let e = DbConfig::from_json(br#"{"driver":"postgres"}"#, "db.json").unwrap_err();
         assert!(e.message().contains("data_source"), "{e}");
     }
