@@ -906,7 +906,7 @@ fn a_store_written_by_the_previous_release_migrates_losing_nothing() {
     }
     let mut s = Store::open_existing(&DbConfig::Sqlite(t.path(DB))).unwrap();
     let mut got = s.list_status(ListFilter::default()).unwrap();
-    got.sort_by(|a, b| a.record.issued_at.cmp(&b.record.issued_at));
+    got.sort_by_key(|l| l.record.issued_at);
     assert_eq!(got.len(), 3);
     for (g, want) in got.iter().zip(&recs) {
         assert_eq!(g.record, *want, "a field did not survive the migration");
