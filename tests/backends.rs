@@ -558,4 +558,64 @@ fn kubeadm_pki_with_all_three_ca_keys_in_the_token() {
         t.read("kc/admin.conf")
             .contains("client-certificate-data: ")
     );
+#[test]
+fn revoke_and_a_crl_from_the_store_signed_by_this_token() {
+    use p11ca::db::{CertRecord, DbConfig, Store};
+    let t = ca("rsa", 2048);
+    let mut store = Store::open(&DbConfig::Sqlite(t.path("certs.db"))).unwrap();
+    for n in ["revoked", "kept"] {
+        t.write(
+            &format!("{n}.json"),
+            &format!(
+                r#"{{"CN":"{n}","hosts":["{n}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+            ),
+        );
+        let g = t.run(&with_ca("gencert", &[&format!("{n}.json")]));
+        t.run_in(&["json", "-bare", n], g.ok().stdout.as_bytes())
+            .ok();
+        let der = p11ca::x509::pem::read_der(
+            t.read(&format!("{n}.pem")).as_bytes(),
+            n,
+            &["CERTIFICATE"],
+            "c",
+        )
+        .unwrap();
+        store
+            .insert(&[&CertRecord::from_der(&der, PROFILE, "test", "").unwrap()])
+            .unwrap();
+    }
+    drop(store);
+    t.run(&[
+        "revoke",
+        "--db",
+        "certs.db",
+        "revoked.pem",
+        "-reason",
+        "keyCompromise",
+    ])
+    .ok();
+    t.run(&[
+        "crl",
+        "--db",
+        "certs.db",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-out",
+        "crl.pem",
+    ])
+    .ok();
+    let check = run(
+        t.command("openssl")
+            .args(["crl", "-in", "crl.pem", "-CAfile", "ca.pem", "-noout"]),
+        None,
+    );
+    assert!(
+        check.stderr.contains("verify OK"),
+        "on {}: {}",
+        t.backend().name(),
+        check.stderr
+    );
+    crate::crl::only_revoked_is_refused(&t);
 }

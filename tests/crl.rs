@@ -289,3 +289,49 @@ fn token_signs_the_crl() {
     let der = build_crl(&ca, entries, &[0x01, 0x00], now - 60, now + 86_400, &signer).unwrap();
     std::fs::write(dir.join("crl.der"), der).unwrap();
 }
+
+#[test]
+fn gencrl_out_writes_der_or_pem_by_the_file_name() {
+    let t = seed_with_two_nodes("gencrl-out");
+    t.write("serials.txt", "12345\n");
+    for (file, pem) in [("crl.pem", true), ("crl.der", false)] {
+        t.run(&[
+            "gencrl",
+            "serials.txt",
+            "ca.pem",
+            "ca-key.uri",
+            "--out",
+            file,
+        ])
+        .ok();
+        let bytes = std::fs::read(t.path(file)).unwrap();
+        assert_eq!(
+            bytes.starts_with(b"-----BEGIN X509 CRL-----\n"),
+            pem,
+            "{file}"
+        );
+        let form = if pem { "PEM" } else { "DER" };
+        let check = openssl(
+            &t,
+            &[
+                "crl", "-inform", form, "-in", file, "-CAfile", "ca.pem", "-noout",
+            ],
+        );
+        assert!(
+            check.stderr.contains("verify OK"),
+            "{file}: {}",
+            check.stderr
+        );
+    }
+    // Nothing is written when the CRL cannot be made.
+    t.run(&[
+        "gencrl",
+        "serials.txt",
+        "kept.pem",
+        "ca-key.uri",
+        "--out",
+        "bad.pem",
+    ])
+    .fails(3, "kept.pem");
+    assert!(!t.path("bad.pem").exists());
+}

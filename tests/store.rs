@@ -616,3 +616,462 @@ fn p11ca_revokes_and_makes_the_crl_of_a_store_cfssl_made() {
     let revoked: Vec<serde_json::Value> = serde_json::from_str(&l.ok().stdout).unwrap();
     assert_eq!(revoked.len(), 2, "{}", l.stdout);
 }
+
+#[test]
+fn bad_inputs_are_one_clear_line_and_change_nothing() {
+    let t = seed_with_two_nodes("store-bad");
+    let recs = record(&t, &["revoked.pem", "kept.pem"]);
+    let (serial, aki) = (
+        recs[0].serial_number.as_str(),
+        recs[0].authority_key_identifier.as_str(),
+    );
+    revoke(&t, &["revoked.pem", "-reason", "keyCompromise"]).ok();
+    // Another CA in the same token: its certificate does not belong to ca-key.uri.
+    t.write(
+        "other-csr.json",
+        r#"{"CN":"other CA","key":{"algo":"ecdsa","size":256}}"#,
+    );
+    t.initca("other-csr.json", "other");
+    t.write(
+        "ro.json",
+        &serde_json::json!({"driver": "sqlite3", "data_source": format!("file:{}?mode=ro", t.path(DB).display())})
+            .to_string(),
+    );
+    let before = dump(&t);
+    let files = t.files();
+    let crl = |rest: &[&str]| {
+        let mut v = vec![
+            "crl",
+            "-db-config",
+            "db.json",
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "ca-key.uri",
+        ];
+        v.extend_from_slice(rest);
+        t.run(&v)
+    };
+    let cases: Vec<(&str, Run, i32, &str)> = vec![
+        (
+            "malformed serial",
+            revoke(&t, &["-serial", "12ab", "-aki", aki]),
+            1,
+            "-serial: serial \"12ab\" is not a serial number",
+        ),
+        (
+            "malformed AKI",
+            revoke(&t, &["-serial", serial, "-aki", "xyz"]),
+            1,
+            "-aki: AKI \"xyz\" is not a key identifier",
+        ),
+        (
+            "unknown reason",
+            revoke(
+                &t,
+                &["-serial", serial, "-aki", aki, "-reason", "key_compromise"],
+            ),
+            1,
+            "unknown revocation reason \"key_compromise\"",
+        ),
+        (
+            "reason 7",
+            revoke(&t, &["-serial", serial, "-aki", aki, "-reason", "7"]),
+            1,
+            "unknown revocation reason \"7\"",
+        ),
+        (
+            "unknown serial",
+            revoke(&t, &["-serial", "12345", "-aki", aki]),
+            1,
+            "serial 12345 of the CA with key identifier",
+        ),
+        (
+            "another reason",
+            revoke(&t, &["revoked.pem", "kept.pem", "-reason", "superseded"]),
+            3,
+            "already revoked with reason keycompromise",
+        ),
+        (
+            "serial without AKI",
+            revoke(&t, &["-serial", serial]),
+            1,
+            "--aki",
+        ),
+        ("nothing named", revoke(&t, &[]), 1, "nothing to revoke"),
+        (
+            "a bad list line",
+            {
+                t.write("l.txt", &format!("{serial}\n"));
+                revoke(&t, &["--list", "l.txt"])
+            },
+            1,
+            "l.txt: line 1",
+        ),
+        (
+            "read-only store: revoke",
+            t.run(&["revoke", "-db-config", "ro.json", "kept.pem"]),
+            4,
+            "the store is read-only: cannot revoke; nothing was changed",
+        ),
+        (
+            "read-only store: crl",
+            t.run(&[
+                "crl",
+                "-db-config",
+                "ro.json",
+                "-ca",
+                "ca.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            4,
+            "the store is read-only: cannot take a CRL number",
+        ),
+        (
+            "-ca of another key",
+            t.run(&[
+                "crl",
+                "-db-config",
+                "db.json",
+                "-ca",
+                "other.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            3,
+            "other.pem",
+        ),
+        (
+            "a leaf as -ca",
+            t.run(&[
+                "crl",
+                "-db-config",
+                "db.json",
+                "-ca",
+                "kept.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            3,
+            "kept.pem",
+        ),
+        ("bad -expiry", crl(&["-expiry", "7d"]), 1, "-expiry \"7d\""),
+        (
+            "missing store",
+            t.run(&[
+                "crl",
+                "--db",
+                "none.db",
+                "-ca",
+                "ca.pem",
+                "-ca-key",
+                "ca-key.uri",
+            ]),
+            1,
+            "does not exist",
+        ),
+    ];
+    for (name, r, code, needle) in cases {
+        assert_eq!(r.code, code, "{name}: {}", r.stderr);
+        r.fails(code, needle);
+    }
+    assert_eq!(dump(&t), before, "a refused command changed the store");
+    let mut now = t.files();
+    now.retain(|f| f != "l.txt");
+    assert_eq!(now, files, "a refused command left a file");
+}
+
+#[test]
+fn a_store_of_a_newer_schema_is_refused_untouched() {
+    let t = seed_with_two_nodes("store-newer");
+    record(&t, &["revoked.pem"]);
+    rusqlite::Connection::open(t.path(DB))
+        .unwrap()
+        .execute("INSERT INTO schema_migrations (version, description, applied_at) VALUES (3, 'future', 0)", [])
+        .unwrap();
+    let before = dump(&t);
+    t.run(&["certs", "list", "-db-config", "db.json"]).fails(
+        4,
+        "the schema is at version 3, newer than this p11ca knows (2); upgrade p11ca",
+    );
+    t.run(&["revoke", "-db-config", "db.json", "revoked.pem"])
+        .fails(4, "newer than this p11ca knows");
+    assert_eq!(dump(&t), before);
+}
+
+#[test]
+fn ten_thousand_serials_are_revoked_in_one_transaction() {
+    let t = seed_with_two_nodes("store-10k");
+    let real = record(&t, &["kept.pem"]).remove(0);
+    let aki = real.authority_key_identifier.clone();
+    let recs: Vec<CertRecord> = (1..=10_000u32)
+        .map(|i| {
+            let serial = 1_000_000 + i;
+            CertRecord {
+                serial_number: serial.to_string(),
+                serial_hex: format!("{serial:x}"),
+                ..real.clone()
+            }
+        })
+        .collect();
+    let mut s = Store::open(&DbConfig::Sqlite(t.path(DB))).unwrap();
+    s.insert(&recs.iter().collect::<Vec<_>>()).unwrap();
+    drop(s);
+    let line = |r: &CertRecord| format!("{} {aki}\n", r.serial_number);
+    let all: String = recs.iter().map(line).collect();
+    let revoked_count = || {
+        cell(
+            &t,
+            "SELECT count(*) FROM certificates WHERE status = 'revoked'",
+        )
+    };
+
+    // An unknown serial in the middle: an error, and none of the 5,000 before it is revoked.
+    let mut broken: Vec<String> = recs.iter().map(line).collect();
+    broken[5_000] = format!("99 {aki}\n");
+    t.write("broken.txt", &broken.concat());
+    revoke(&t, &["--list", "broken.txt"]).fails(1, "serial 99 of the CA");
+    assert_eq!(revoked_count(), "0");
+
+    // Killed half-way through (SIGABRT after 5,000 updates): none revoked either.
+    t.write("all.txt", &all);
+    let mut killed = t.p11ca();
+    killed.env("P11CA_FAULT", "revoke-midway").args([
+        "revoke",
+        "-db-config",
+        "db.json",
+        "--list",
+        "all.txt",
+    ]);
+    let k = crate::util::run(&mut killed, None);
+    assert_ne!(k.code, 0, "the fault point was not reached: {}", k.stderr);
+    assert_eq!(revoked_count(), "0");
+
+    // The whole list in one call.
+    let r = revoke(
+        &t,
+        &["--list", "all.txt", "-reason", "cessationofoperation"],
+    );
+    assert!(
+        r.ok().stderr.contains("revoked 10000 certificates"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(revoked_count(), "10000");
+    let der = make_crl(&t);
+    assert_eq!(crl_serials(&der).len(), 10_000);
+}
+
+#[test]
+fn a_store_written_by_the_previous_release_migrates_losing_nothing() {
+    let t = seed_with_two_nodes("store-v1");
+    t.write(
+        "multi.json",
+        r#"{"CN":"multi","hosts":["multi.example","10.0.0.1","ops@example.com"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let g = t.run(&crate::util::ca_args("gencert", &["multi.json"]));
+    t.run_in(&["json", "-bare", "multi"], g.ok().stdout.as_bytes())
+        .ok();
+    let recs: Vec<CertRecord> = ["revoked.pem", "kept.pem", "multi.pem"]
+        .iter()
+        .enumerate()
+        .map(|(i, f)| CertRecord {
+            requester: format!("127.0.0.1:{}", 40_000 + i),
+            auth_key: if i == 1 { "ops".into() } else { String::new() },
+            issued_at: 1_790_000_000 + i as i64,
+            ..record_of(&t, f)
+        })
+        .collect();
+    // The store as the previous release (schema version 1) wrote it.
+    {
+        let c = rusqlite::Connection::open(t.path(DB)).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 'certificates table', 1790000000);",
+        )
+        .unwrap();
+        c.execute_batch(p11ca::db::schema::V1_SQL).unwrap();
+        for r in &recs {
+            c.execute(
+                "INSERT INTO certificates (serial_number, authority_key_identifier, serial_hex, subject, common_name, sans, profile, not_before, not_after, pem, requester, auth_key, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                rusqlite::params![
+                    r.serial_number, r.authority_key_identifier, r.serial_hex, r.subject, r.common_name,
+                    serde_json::to_string(&r.sans).unwrap(), r.profile, r.not_before, r.not_after, r.pem,
+                    r.requester, r.auth_key, r.issued_at
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let mut s = Store::open_existing(&DbConfig::Sqlite(t.path(DB))).unwrap();
+    let mut got = s.list_status(ListFilter::default()).unwrap();
+    got.sort_by_key(|l| l.record.issued_at);
+    assert_eq!(got.len(), 3);
+    for (g, want) in got.iter().zip(&recs) {
+        assert_eq!(g.record, *want, "a field did not survive the migration");
+        assert_eq!(
+            (g.status.as_str(), g.reason, g.revoked_at),
+            ("good", 0, None)
+        );
+    }
+    drop(s);
+    assert_eq!(recs[2].sans.len(), 3, "{:?}", recs[2].sans);
+    let multi = &recs[2].serial_number;
+    // cfssl's columns hold cfssl's encodings: sans only the DNS names.
+    assert_eq!(
+        cell(
+            &t,
+            &format!("SELECT sans FROM certificates WHERE serial_number = '{multi}'")
+        ),
+        r#"["multi.example"]"#
+    );
+    assert_eq!(cell(&t, "SELECT max(version) FROM schema_migrations"), "2");
+    // And it is a working store: revoke, CRL.
+    t.write(
+        "db.json",
+        &serde_json::json!({"driver": "sqlite3", "data_source": DB}).to_string(),
+    );
+    revoke(&t, &["multi.pem", "-reason", "affiliationChanged"]).ok();
+    let der = make_crl(&t);
+    assert_eq!(crl_serials(&der), vec![recs[2].serial_hex.to_uppercase()]);
+}
+
+/// A throwaway PostgreSQL cluster (ci/pg-start), stopped on drop.
+struct Postgres {
+    dir: tempfile::TempDir,
+    dsn: String,
+}
+
+impl Postgres {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::util::free_port().to_string();
+        let out = std::process::Command::new(crate::util::repo("ci/pg-start"))
+            .arg(dir.path().join("pg"))
+            .arg(&port)
+            .output()
+            .expect("run ci/pg-start");
+        assert!(
+            out.status.success(),
+            "PostgreSQL could not be started (tests never skip; run ci/setup): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dsn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Self { dir, dsn }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(crate::util::repo("ci/pg-stop"))
+            .arg(self.dir.path().join("pg"))
+            .status();
+    }
+}
+
+#[test]
+fn postgres_store_migrates_and_crl_numbers_grow_across_processes() {
+    let pg = Postgres::start();
+    let t = seed_with_two_nodes("store-pg");
+    let recs: Vec<CertRecord> = ["revoked.pem", "kept.pem"]
+        .iter()
+        .map(|f| record_of(&t, f))
+        .collect();
+    // A v1 store, as the previous release wrote it to PostgreSQL.
+    {
+        let mut c = postgres::Client::connect(&pg.dsn, postgres::NoTls).unwrap();
+        c.batch_execute(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 'certificates table', 1790000000);",
+        )
+        .unwrap();
+        c.batch_execute(p11ca::db::schema::V1_SQL).unwrap();
+        for r in &recs {
+            c.execute(
+                "INSERT INTO certificates (serial_number, authority_key_identifier, serial_hex, subject, common_name, sans, profile, not_before, not_after, pem, requester, auth_key, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                &[
+                    &r.serial_number, &r.authority_key_identifier, &r.serial_hex, &r.subject, &r.common_name,
+                    &serde_json::to_string(&r.sans).unwrap(), &r.profile, &r.not_before, &r.not_after, &r.pem,
+                    &r.requester, &r.auth_key, &r.issued_at,
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let cfg = DbConfig::Postgres(pg.dsn.clone());
+    let mut got = Store::open(&cfg)
+        .unwrap()
+        .list(ListFilter::default())
+        .unwrap();
+    got.sort_by(|a, b| a.serial_number.cmp(&b.serial_number));
+    let mut want = recs.clone();
+    want.sort_by(|a, b| a.serial_number.cmp(&b.serial_number));
+    assert_eq!(
+        got, want,
+        "a field did not survive the migration on PostgreSQL"
+    );
+
+    t.write(
+        "db.json",
+        &serde_json::json!({"driver": "postgres", "data_source": pg.dsn}).to_string(),
+    );
+    revoke(&t, &["revoked.pem", "-reason", "keycompromise"]).ok();
+    revoke(&t, &["revoked.pem", "-reason", "superseded"])
+        .fails(3, "already revoked with reason keycompromise");
+
+    // Two processes taking CRL numbers from the one store at the same time.
+    let want_serial = vec![recs[0].serial_hex.to_uppercase()];
+    let numbers = |_: usize| {
+        let (t, want_serial) = (&t, &want_serial);
+        move || {
+            (0..4)
+                .map(|_| {
+                    let r = t.run(&[
+                        "crl",
+                        "-db-config",
+                        "db.json",
+                        "-ca",
+                        "ca.pem",
+                        "-ca-key",
+                        "ca-key.uri",
+                    ]);
+                    let der = base64::engine::general_purpose::STANDARD
+                        .decode(r.ok().stdout.trim())
+                        .unwrap();
+                    assert_eq!(crl_serials(&der), *want_serial);
+                    crl_number(&der)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(numbers(0));
+        let b = s.spawn(numbers(1));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for run in [&a, &b] {
+        assert!(
+            run.windows(2).all(|w| w[0] < w[1]),
+            "not increasing: {run:?}"
+        );
+    }
+    let mut all: Vec<u128> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        8,
+        "a CRL number was handed out twice: {a:?} {b:?}"
+    );
+    let last = make_crl(&t);
+    assert!(crl_number(&last) > *all.last().unwrap());
+    let check = openssl(
+        &t,
+        &[
+            "crl", "-inform", "DER", "-in", "crl.der", "-CAfile", "ca.pem",
+        ],
+    );
+    assert!(check.stderr.contains("verify OK"), "{}", check.stderr);
+    only_revoked_is_refused(&t);
+}

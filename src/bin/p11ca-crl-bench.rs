@@ -4,7 +4,13 @@
 //! ```text
 //! cargo run --release --features bench-tools --bin p11ca-crl-bench -- N soft-ec|soft-rsa
 //! cargo run --release --features bench-tools --bin p11ca-crl-bench -- N token CA.pem CA-KEY.uri
+//! cargo run --release --features bench-tools --bin p11ca-crl-bench -- N fill-store DB CA.pem
 //! ```
+//!
+//! `fill-store` makes the SQLite certificate store DB (which must not exist) hold N revoked
+//! certificates of the CA in CA.pem, recorded and revoked through `p11ca::db::Store` (so with
+//! p11ca's columns and cfssl's encodings), each row carrying a PEM as large as CA.pem's: the
+//! input `p11ca crl --db DB` is then timed on (ci/bench step 6).
 //!
 //! The token form reads `P11CA_MODULE` (or the URI's module-path), `P11CA_TOKEN` and
 //! `P11CA_PIN` as p11ca does. The N entries (20-octet serials, reasons cycling through all
@@ -97,6 +103,55 @@ fn run(n: usize, mode: &str, ca: &Certificate, signer: &dyn Signer) -> Result<()
     Ok(())
 }
 
+/// Record and revoke `n` certificates of the CA `ca_pem` into a new SQLite store `db`, in
+/// chunks (one transaction each for the records and for their revocation).
+fn fill_store(n: usize, db: &str, ca_pem: &str) -> Result<()> {
+    use p11ca::db::{CertRecord, DbConfig, Store};
+    assert!(
+        !std::path::Path::new(db).exists(),
+        "{db} exists; give a new file"
+    );
+    let pem = std::fs::read_to_string(ca_pem).expect("CA.pem");
+    let ca = Certificate::from_pem(pem.as_bytes()).expect("PEM");
+    let aki = p11ca::text::hex(&p11ca::x509::crl::ca_key_identifier(&ca)?);
+    let mut store = Store::open(&DbConfig::Sqlite(db.into()))?;
+    let start = Instant::now();
+    let now = p11ca::db::now();
+    let all = entries(n);
+    for (i, chunk) in all.chunks(50_000).enumerate() {
+        let recs: Vec<CertRecord> = chunk
+            .iter()
+            .map(|e| CertRecord {
+                serial_number: p11ca::text::decimal(&e.serial),
+                authority_key_identifier: aki.clone(),
+                serial_hex: p11ca::text::hex(&e.serial),
+                subject: "CN=crl bench node".into(),
+                common_name: "crl bench node".into(),
+                sans: vec!["node.example".into()],
+                profile: "bench".into(),
+                not_before: now - 86_400,
+                not_after: now + 365 * 86_400,
+                pem: pem.clone(),
+                requester: "p11ca-crl-bench".into(),
+                auth_key: String::new(),
+                issued_at: now - 86_400,
+            })
+            .collect();
+        store.insert(&recs.iter().collect::<Vec<_>>())?;
+        let items: Vec<(String, String)> = recs
+            .into_iter()
+            .map(|r| (r.serial_number, r.authority_key_identifier))
+            .collect();
+        let reason = Reason::ALL[i % Reason::ALL.len()];
+        store.revoke_many(&items, reason, now - 3600)?;
+    }
+    println!(
+        "{n} revoked certificates of {aki} recorded in {db} in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args
@@ -130,6 +185,9 @@ fn main() -> Result<()> {
             let signer = TokenSigner::new(&session, found.handle, found.spki.clone(), mech)?;
             run(n, "token", &ca, &signer)
         }
-        _ => panic!("usage: crl_bench N soft-ec|soft-rsa|token CA.pem CA-KEY.uri"),
+        Some("fill-store") => fill_store(n, &args[2], &args[3]),
+        _ => panic!(
+            "usage: crl_bench N soft-ec|soft-rsa|token CA.pem CA-KEY.uri|fill-store DB CA.pem"
+        ),
     }
 }

@@ -48,14 +48,14 @@ pub(super) fn gencrl(targs: &TokenArgs, g: &GencrlArgs) -> Result<()> {
         &ca_source,
         &key_uri,
         entries,
-        |_| Ok(number),
+        || Ok(number),
         (now, now + lifetime),
     )?;
     output(crl, g.out.as_deref())
 }
 
 /// `crl`: the store's revoked certificates of the CA `-ca`, the next CRL number of that CA
-/// from the store. Nothing in the store changes unless the key pairs with `-ca`.
+/// from the store. No CRL number is taken unless the key pairs with `-ca`.
 pub(super) fn crl(targs: &TokenArgs, c: &CrlArgs) -> Result<()> {
     let now = p11ca::db::now();
     let (bytes, ca_source) = read_input(&c.ca)?;
@@ -83,7 +83,7 @@ pub(super) fn crl(targs: &TokenArgs, c: &CrlArgs) -> Result<()> {
     let in_store = |e: Error| e.context(format!("certificate store {what}"));
     let mut store = Store::open_existing(&cfg)?;
     let entries = store.crl_entries(&aki, now).map_err(in_store)?;
-    let number = |_: ()| store.next_crl_number(&aki).map_err(in_store);
+    let number = || store.next_crl_number(&aki).map_err(in_store);
     let crl = sign_crl(
         targs,
         &ca,
@@ -106,7 +106,7 @@ fn sign_crl(
     ca_source: &str,
     key_uri: &p11ca::token::Pkcs11Uri,
     entries: Vec<RevokedEntry>,
-    number: impl FnOnce(()) -> Result<u64>,
+    number: impl FnOnce() -> Result<u64>,
     (this_update, next_update): (i64, i64),
 ) -> Result<Vec<u8>> {
     let opened = open_and_login(targs, Some(key_uri))?;
@@ -121,7 +121,7 @@ fn sign_crl(
     )?;
     ca_key.set_pin(opened.pin.clone());
     let issuer = Issuer::new(&ca_key, &opened.session)?;
-    let number = number(())?;
+    let number = number()?;
     let crl = build_crl(
         ca,
         entries,

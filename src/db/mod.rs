@@ -160,7 +160,7 @@ struct RawDbConfig {
 
 impl DbConfig {
     /// Parse cfssl's db-config JSON (`{"driver", "data_source"}`) read from `file`. A relative
-    /// SQLite path is taken relative to the file's folder.
+    /// SQLite path is taken relative to the file's folder; a `file:` URI is kept as it is.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
         let raw: RawDbConfig = json::decode(bytes, file, &[])?;
         if raw.data_source.trim().is_empty() {
@@ -171,7 +171,8 @@ impl DbConfig {
         match raw.driver.as_str() {
             "sqlite3" | "sqlite" => {
                 let p = PathBuf::from(raw.data_source.trim());
-                let p = if p.is_relative() {
+                // A `file:` URI goes to SQLite as it is (as with cfssl's driver).
+                let p = if p.is_relative() && !raw.data_source.trim().starts_with("file:") {
                     Path::new(file)
                         .parent()
                         .map_or(p.clone(), |dir| dir.join(&p))
@@ -564,11 +565,14 @@ fn crl_entry(
     revoked_at: Option<i64>,
     reason: Option<i64>,
 ) -> Result<RevokedEntry> {
-    let serial = if hex.is_empty() {
-        text::from_decimal(dec.trim())
+    let padded = if hex.len() % 2 == 1 {
+        format!("0{hex}")
     } else {
-        text::unhex(hex)
+        hex.to_string()
     };
+    let serial = text::unhex(&padded)
+        .filter(|s| !s.is_empty())
+        .or_else(|| text::from_decimal(dec.trim()));
     let serial = serial.filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::output(format!(
             "the store holds a revoked certificate whose serial \"{}\" is not a number; fix or delete that row",
@@ -625,6 +629,12 @@ mod tests {
         let e =
             DbConfig::from_json(br#"{"driver":"mysql","data_source":"x"}"#, "db.json").unwrap_err();
         assert!(e.message().contains("not supported"), "{e}");
+        let c = DbConfig::from_json(
+            br#"{"driver":"sqlite3","data_source":"file:/srv/c.db?mode=ro"}"#,
+            "/etc/p/db.json",
+        )
+        .unwrap();
+        assert_eq!(c, DbConfig::Sqlite("file:/srv/c.db?mode=ro".into()));
         let e = DbConfig::from_json(br#"{"driver":"postgres"}"#, "db.json").unwrap_err();
         assert!(e.message().contains("data_source"), "{e}");
     }

@@ -33,7 +33,8 @@ pub const V1_SQL: &str = "CREATE TABLE certificates (
     CREATE INDEX certificates_serial_hex ON certificates (serial_hex);";
 
 /// cfssl's `certificates` and `ocsp_responses` (certdb/sqlite/migrations 001 + 002), p11ca's
-/// columns after them. v1 rows are copied over: times become cfssl's text form, `sans` keeps
+/// columns after them. `certificates_crl` is a partial covering index of the revoked rows: a
+/// CRL of a million entries reads only it, not the table's PEMs. v1 rows are copied over: times become cfssl's text form, `sans` keeps
 /// cfssl's meaning (DNS names only, `null` when none) and every name moves to `p11ca_sans`.
 const V2_SQLITE: &str = "ALTER TABLE certificates RENAME TO p11ca_v1_certificates;
     DROP INDEX certificates_not_after;
@@ -87,7 +88,10 @@ const V2_SQLITE: &str = "ALTER TABLE certificates RENAME TO p11ca_v1_certificate
     DROP TABLE p11ca_v1_certificates;
     CREATE INDEX certificates_expiry ON certificates (expiry);
     CREATE INDEX certificates_serial_hex ON certificates (serial_hex);
-    CREATE INDEX certificates_revoked ON certificates (authority_key_identifier, status);
+    CREATE INDEX certificates_aki ON certificates (authority_key_identifier);
+    CREATE INDEX certificates_crl ON certificates
+        (authority_key_identifier, status, expiry, serial_hex, serial_number, revoked_at, reason)
+        WHERE status = 'revoked';
     CREATE TABLE p11ca_crl_numbers (
         authority_key_identifier TEXT PRIMARY KEY,
         last_number BIGINT NOT NULL,
@@ -145,7 +149,10 @@ const V2_POSTGRES: &str = "ALTER TABLE certificates RENAME TO p11ca_v1_certifica
     DROP TABLE p11ca_v1_certificates;
     CREATE INDEX certificates_expiry ON certificates (expiry);
     CREATE INDEX certificates_serial_hex ON certificates (serial_hex);
-    CREATE INDEX certificates_revoked ON certificates (authority_key_identifier, status);
+    CREATE INDEX certificates_aki ON certificates (authority_key_identifier);
+    CREATE INDEX certificates_crl ON certificates
+        (authority_key_identifier, status, expiry, serial_hex, serial_number, revoked_at, reason)
+        WHERE status = 'revoked'::bytea;
     CREATE TABLE p11ca_crl_numbers (
         authority_key_identifier TEXT PRIMARY KEY,
         last_number BIGINT NOT NULL,
@@ -243,9 +250,9 @@ pub(super) fn adopt_sql(columns: &[String], d: Dialect) -> crate::Result<String>
             )));
         }
     }
-    let (blob, time) = match d {
-        Dialect::Sqlite => ("blob", "timestamp"),
-        Dialect::Postgres => ("bytea", "timestamptz"),
+    let (blob, time, revoked) = match d {
+        Dialect::Sqlite => ("blob", "timestamp", "'revoked'"),
+        Dialect::Postgres => ("bytea", "timestamptz", "'revoked'::bytea"),
     };
     let mut sql = String::new();
     for (name, lite, pg) in ADDED {
@@ -268,7 +275,10 @@ pub(super) fn adopt_sql(columns: &[String], d: Dialect) -> crate::Result<String>
         );
         CREATE INDEX IF NOT EXISTS certificates_expiry ON certificates (expiry);
         CREATE INDEX IF NOT EXISTS certificates_serial_hex ON certificates (serial_hex);
-        CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (authority_key_identifier, status);
+        CREATE INDEX IF NOT EXISTS certificates_aki ON certificates (authority_key_identifier);
+        CREATE INDEX IF NOT EXISTS certificates_crl ON certificates
+            (authority_key_identifier, status, expiry, serial_hex, serial_number, revoked_at, reason)
+            WHERE status = {revoked};
         CREATE TABLE IF NOT EXISTS p11ca_crl_numbers (
             authority_key_identifier TEXT PRIMARY KEY,
             last_number BIGINT NOT NULL,

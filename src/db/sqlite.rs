@@ -338,7 +338,14 @@ impl Sqlite {
                 .prepare("UPDATE certificates SET status = 'revoked', reason = ?3, revoked_at = ?4 WHERE serial_number = ?1 AND authority_key_identifier = ?2")
                 .map_err(|e| err("cannot prepare the revocation", e))?;
             let at = gotime::format(at);
-            for (serial, aki) in items {
+            for (i, (serial, aki)) in items.iter().enumerate() {
+                // Tests kill the process here, half-way through a large revocation.
+                #[cfg(feature = "fault-injection")]
+                if i == items.len() / 2 {
+                    crate::fault::crash_point("revoke-midway");
+                }
+                #[cfg(not(feature = "fault-injection"))]
+                let _ = i;
                 let found = get
                     .query_row(params![serial, aki], |r| {
                         Ok((text_at(r, 0)?, r.get::<_, Option<i64>>(1)?))
