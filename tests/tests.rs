@@ -5,6 +5,7 @@ mod util;
 
 mod backends;
 mod bad_input;
+mod batch;
 mod cli;
 mod crl;
 mod hygiene;

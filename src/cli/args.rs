@@ -172,6 +172,14 @@ pub struct CaArgs {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "FILE", requires = "mutual_tls_client_cert")]
     pub mutual_tls_client_key: Option<String>,
+    /// Record every issued certificate in the store of this cfssl db-config JSON
+    /// ({"driver": "sqlite3"|"postgres", "data_source": ...}) before it is output.
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    pub db_config: Option<String>,
+    /// Record in this SQLite file (default: p11ca-certs.db next to -config, or in the current
+    /// folder), as `serve` does.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
 }
 
 /// `serve` options (cfssl's names).
