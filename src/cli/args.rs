@@ -354,7 +354,9 @@ pub struct SignArgs {
     /// CSR file(s), PEM or DER (`-` for stdin). `CSR SUBJECT.json` (cfssl's form): a subject
     /// JSON ({"CN", "names", "SerialNumber"}) overriding the CSR's subject.
     pub inputs: Vec<String>,
-    /// Sign every *.csr in DIR (`-`: PEM CSRs concatenated on stdin).
+    /// Sign every *.csr in DIR (`-`: PEM CSRs concatenated on stdin), streamed: inputs are
+    /// read as they are needed. Outputs come in input order (a folder's entries in the order
+    /// the file system lists them, not sorted), whatever --jobs is.
     #[arg(long, value_name = "DIR")]
     pub batch: Option<String>,
     /// The CSR file (cfssl's `-csr FILE`); an INPUT after it is then the subject JSON.
