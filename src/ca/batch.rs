@@ -6,6 +6,9 @@
 //! encodes every TBSCertificate ahead of them into a shared queue, and a verifier thread beside
 //! each session checks its signatures in groups, so threads wake each other rarely.
 //!
+//! Inputs are taken from an iterator as the sessions need them ([`Batch::issue_stream`]), a few
+//! dozen ahead, so the batch holds no more than that whatever the number of inputs.
+//!
 //! Each input gets its own result: a failure on one input is reported for that input and does
 //! not stop the others. An input whose session went stale before `C_Sign` (or whose login or
 //! key handle the token dropped) is tried once more in a reopened session; one lost inside

@@ -12,6 +12,7 @@ use std::io::{BufRead, IsTerminal, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
 
 use p11ca::ca::batch;
 use p11ca::ca::issue::LeafRequest;
@@ -29,6 +30,9 @@ pub(super) const WINDOW: usize = 256;
 
 /// Most finished inputs recorded in one transaction and output together.
 const GROUP: usize = 256;
+
+/// How long a group gathers finished inputs before it is recorded and output.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// One input as read: its name, and its bytes or why they could not be read.
 pub(super) type Raw = (String, Result<Vec<u8>>);
@@ -390,18 +394,23 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn run(mut self, rx: &mpsc::Receiver<Msg>) -> Result<()> {
+        // A group gathers for up to LINGER after its first message (or until GROUP inputs, or
+        // the end), so that a durable commit is made per group, not per few certificates.
         while let Ok(msg) = rx.recv() {
             self.absorb(msg);
+            let started = Instant::now();
             loop {
                 self.take_ready();
                 if self.group.len() >= GROUP {
                     self.flush();
                 }
-                match rx.try_recv() {
+                let left = LINGER.saturating_sub(started.elapsed());
+                match rx.recv_timeout(left) {
                     Ok(m) => self.absorb(m),
                     Err(_) => break,
                 }
             }
+            self.take_ready();
             self.flush();
         }
         // Handed to the batch but never finished (cannot happen; reported all the same).
