@@ -31,6 +31,9 @@ pub(super) const WINDOW: usize = 256;
 /// Most finished inputs recorded in one transaction and output together.
 const GROUP: usize = 256;
 
+/// Inputs read before the token is opened.
+const PRIME: usize = 16;
+
 /// How long a group gathers finished inputs before it is recorded and output.
 const LINGER: Duration = Duration::from_millis(20);
 
@@ -258,10 +261,11 @@ impl<'a> Feeder<'a> {
     /// a bad input is reported before the token is opened.
     fn prime(&mut self, single: bool) -> Result<()> {
         if !single {
-            self.fill();
+            // A first chunk, so that a batch whose every input fails never opens the token.
+            self.fill(PRIME);
             return Ok(());
         }
-        if let Some(r) = self.read_chunk().into_iter().next() {
+        if let Some(r) = self.read_chunk(1).into_iter().next() {
             self.ready.push_back((0, r?));
             self.next = 1;
         }
@@ -273,9 +277,10 @@ impl<'a> Feeder<'a> {
         !self.ready.is_empty() || !self.ended
     }
 
-    /// Read, make and check the next chunk; items go to `ready`, failures to the output.
-    fn fill(&mut self) {
-        for r in self.read_chunk() {
+    /// Read, make and check the next `want` inputs (fewer at the end); items go to `ready`,
+    /// failures to the output.
+    fn fill(&mut self, want: usize) {
+        for r in self.read_chunk(want) {
             let i = self.next;
             self.next += 1;
             match r {
@@ -287,12 +292,7 @@ impl<'a> Feeder<'a> {
         }
     }
 
-    fn read_chunk(&mut self) -> Vec<Result<Item>> {
-        let want = if self.parallel > 1 {
-            self.parallel * 4
-        } else {
-            16
-        };
+    fn read_chunk(&mut self, want: usize) -> Vec<Result<Item>> {
         self.window.wait_for(self.next + want);
         let raws: Vec<Raw> = self.src.by_ref().take(want).collect();
         if raws.len() < want {
@@ -348,7 +348,9 @@ impl Iterator for Feeder<'_> {
             if self.ended || self.stop.load(Ordering::Relaxed) {
                 return None;
             }
-            self.fill();
+            // One at a time, so that an input on stdin is signed as soon as it has arrived;
+            // node keys are made a few per thread at once.
+            self.fill(if self.parallel > 1 { self.parallel * 4 } else { 1 });
         }
     }
 }
