@@ -8,7 +8,17 @@ fn seed_ca_end_to_end_with_openssl() {
     let t = Token::new("k8s");
     t.seed_files(&["ca-csr.json"]);
     let g = t.initca("ca-csr.json", "ca");
-    assert_eq!(t.files(), ["ca-csr.json", "ca-key.uri", "ca.csr", "ca.pem"]);
+    // p11ca-certs.db: the store -initca records the CA certificate in (as `serve` chooses it).
+    assert_eq!(
+        t.files(),
+        [
+            "ca-csr.json",
+            "ca-key.uri",
+            "ca.csr",
+            "ca.pem",
+            "p11ca-certs.db"
+        ]
+    );
 
     // stdout: one JSON object, keys sorted, cfssl-style.
     let v: serde_json::Value = serde_json::from_str(&g.stdout).unwrap();

@@ -455,7 +455,10 @@ fn serve_answers_400_with_the_rule_and_records_nothing() {
             .unwrap()
             .list(ListFilter::default())
             .unwrap()
-            .len()
+            .iter()
+            // Not the CA certificate, recorded by `gencert -initca` in the same default store.
+            .filter(|r| !r.requester.starts_with("cli:"))
+            .count()
     };
     assert_eq!(count(), 0, "nothing refused was recorded");
     // The same server still issues a good request, and records it.

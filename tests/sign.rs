@@ -195,9 +195,25 @@ fn seed_flow_gencert_node_certificate() {
             "node-csr.json",
             "node-key.pem",
             "node.csr",
-            "node.pem"
+            "node.pem",
+            "p11ca-certs.db"
         ]
     );
+    // Both certificates are in the store (next to -config), recorded for this user and host.
+    let listed = t.run(&["certs", "list", "--json", "--config", "ca-config.json"]);
+    let v: serde_json::Value = serde_json::from_str(&listed.ok().stdout).unwrap();
+    let pems: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pem"].as_str().unwrap())
+        .collect();
+    assert_eq!(pems.len(), 2, "{v}");
+    assert!(pems.contains(&t.read("ca.pem").as_str()), "{v}");
+    assert!(pems.contains(&t.read("node.pem").as_str()), "{v}");
+    for r in v.as_array().unwrap() {
+        assert!(r["requester"].as_str().unwrap().starts_with("cli:"), "{r}");
+    }
     assert_eq!(mode(&t, "node-key.pem"), 0o600, "node key is 0600");
     assert_eq!(mode(&t, "node.pem"), 0o644);
 

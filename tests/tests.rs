@@ -6,6 +6,7 @@ mod util;
 mod audit;
 mod backends;
 mod bad_input;
+mod batch;
 mod cli;
 mod crl;
 mod hygiene;

@@ -414,10 +414,17 @@ pub(crate) fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Run {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
+    // Written from another thread: a program that streams (`sign --batch -`) answers before
+    // it has read all of its input, and would otherwise block on a full stdout pipe.
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || pipe.write_all(&input))
+    });
     let out: Output = child.wait_with_output().unwrap();
+    if let Some(w) = writer {
+        w.join().unwrap().unwrap();
+    }
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -6,6 +6,9 @@
 //! encodes every TBSCertificate ahead of them into a shared queue, and a verifier thread beside
 //! each session checks its signatures in groups, so threads wake each other rarely.
 //!
+//! Inputs are taken from an iterator as the sessions need them ([`Batch::issue_stream`]), a few
+//! dozen ahead, so the batch holds no more than that whatever the number of inputs.
+//!
 //! Each input gets its own result: a failure on one input is reported for that input and does
 //! not stop the others. An input whose session went stale before `C_Sign` (or whose login or
 //! key handle the token dropped) is tried once more in a reopened session; one lost inside
@@ -61,6 +64,12 @@ pub struct Batch<'a> {
 /// `on_done` of [`Batch::issue_all`]: input `i` is finished, with the number done so far.
 pub type OnDone<'f> = &'f (dyn Fn(usize, &Issued, usize) + Sync);
 
+/// `on_issued` of [`Batch::issue_stream`]: input `i` is finished, with its result.
+pub type OnIssued<'f> = &'f (dyn Fn(usize, Issued) + Sync);
+
+/// The inputs of [`Batch::issue_stream`]: each with the caller's index for it, read lazily.
+pub type Leaves<'a> = &'a mut (dyn Iterator<Item = (usize, LeafRequest)> + Send);
+
 impl Batch<'_> {
     /// Issue a certificate for each of `leaves` with `jobs` parallel sessions. `on_done` is
     /// called from the worker as soon as input `i` is finished (so outputs can be written while
@@ -86,32 +95,21 @@ impl Batch<'_> {
     ) -> Result<Vec<Issued>> {
         let results: Vec<Mutex<Option<Issued>>> = leaves.iter().map(|_| Mutex::new(None)).collect();
         let done = AtomicUsize::new(0);
-        let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
-        // Record one input's outcome (from a signing or a verifying thread).
         let finish = |i: usize, r: Issued| {
             on_done(i, &r, done.fetch_add(1, Ordering::Relaxed) + 1);
             *lock(&results[i]) = Some(r);
         };
-        match leaves {
-            [] => return Ok(Vec::new()),
-            [leaf] => {
-                if let Err(e) = self.one_shot(leaf, login_session, &finish) {
-                    lock(&open_errors).push(e);
-                }
-            }
-            _ => self.in_parallel(leaves, jobs.max(1), login_session, &finish, &open_errors),
-        }
-        let open_errors = open_errors
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut all = leaves.iter().cloned().enumerate();
+        let open_error = self
+            .issue_stream(&mut all, jobs, &finish, login_session)
+            .err();
         let out: Vec<Issued> = results
             .into_iter()
             .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
             .map(|r| {
                 r.unwrap_or_else(|| {
-                    Err(open_errors
-                        .first()
-                        .cloned()
+                    Err(open_error
+                        .clone()
                         .unwrap_or_else(|| Error::token("no signing session could be opened")))
                 })
             })
@@ -119,15 +117,62 @@ impl Batch<'_> {
         Ok(out)
     }
 
+    /// Issue a certificate for each input `leaves` gives, read as the sessions need them (a
+    /// few dozen ahead), so memory does not grow with the number of inputs. `on_issued` gets
+    /// every input taken from `leaves`, exactly once, as soon as it is finished (in completion
+    /// order). With one input everything runs on the calling thread in `login_session`.
+    ///
+    /// An error return means no session was left to sign with before `leaves` ran out: the
+    /// inputs taken so far have all been given to `on_issued` (those not signed with this
+    /// error), and the rest were not read.
+    pub fn issue_stream(
+        &self,
+        leaves: Leaves<'_>,
+        jobs: usize,
+        on_issued: OnIssued<'_>,
+        login_session: Option<Session>,
+    ) -> Result<()> {
+        let open_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+        let first = leaves.next();
+        let second = leaves.next();
+        let exhausted = match (first, second) {
+            (None, _) => return Ok(()),
+            (Some((i, leaf)), None) => {
+                if let Err(e) = self.one_shot(i, &leaf, login_session, on_issued) {
+                    lock(&open_errors).push(e);
+                }
+                true
+            }
+            (Some(a), Some(b)) => {
+                let mut all = [a, b].into_iter().chain(leaves);
+                self.in_parallel(
+                    &mut all,
+                    jobs.max(1),
+                    login_session,
+                    on_issued,
+                    &open_errors,
+                )
+            }
+        };
+        let open_errors = open_errors
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        match open_errors.into_iter().next() {
+            Some(e) if !exhausted => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// One input: prepare, sign and verify right here, in the caller's session.
     fn one_shot(
         &self,
+        i: usize,
         leaf: &LeafRequest,
         login_session: Option<Session>,
         finish: &(dyn Fn(usize, Issued) + Sync),
     ) -> Result<()> {
         let mut cache = ExtensionCache::default();
-        let mut first = Some(queued(self.ca, self.profile, 0, leaf, &mut cache));
+        let mut first = Some(queued(self.ca, self.profile, i, leaf, &mut cache));
         let deliver = |batch: Vec<Signed>| {
             for (i, signed, warnings) in batch {
                 finish(i, signed.verified().map(|der| (der, warnings)));
@@ -151,15 +196,16 @@ impl Batch<'_> {
     /// session takes from (so no session is left with a backlog at the end), each session's
     /// thread only writes the serial and calls C_Sign, and a verifier thread beside each
     /// session checks what it signed. Nothing is handed on before its check passes. A session
-    /// that cannot go on leaves its error in `open_errors`.
+    /// that cannot go on leaves its error in `open_errors`; inputs no session was left to take
+    /// get that error. Returns whether `leaves` was read to its end.
     fn in_parallel(
         &self,
-        leaves: &[LeafRequest],
+        leaves: Leaves<'_>,
         jobs: usize,
         login_session: Option<Session>,
         finish: &(dyn Fn(usize, Issued) + Sync),
         open_errors: &Mutex<Vec<Error>>,
-    ) {
+    ) -> bool {
         let Batch {
             module,
             token,
@@ -167,16 +213,18 @@ impl Batch<'_> {
             profile,
         } = *self;
         let queue = WorkQueue::new(jobs);
-        std::thread::scope(|scope| {
+        let exhausted = std::thread::scope(|scope| {
             let queue = &queue;
-            scope.spawn(move || {
+            let builder = scope.spawn(move || {
                 let mut cache = ExtensionCache::default();
-                for (i, leaf) in leaves.iter().enumerate() {
-                    if !queue.push(queued(ca, profile, i, leaf, &mut cache)) {
-                        break;
+                for (i, leaf) in leaves {
+                    if !queue.push(queued(ca, profile, i, &leaf, &mut cache)) {
+                        queue.close();
+                        return false;
                     }
                 }
                 queue.close();
+                true
             });
             let mut first = login_session;
             for _ in 0..jobs {
@@ -214,7 +262,20 @@ impl Batch<'_> {
                     queue.signer_left();
                 });
             }
+            builder.join().unwrap_or(false)
         });
+        // Taken from `leaves` but never signed: every session stopped.
+        let left = std::mem::take(&mut queue.lock().buf);
+        if !left.is_empty() {
+            let why = lock(open_errors)
+                .first()
+                .cloned()
+                .unwrap_or_else(|| Error::token("no signing session could be opened"));
+            for (i, _, _) in left {
+                finish(i, Err(why.clone()));
+            }
+        }
+        exhausted
     }
 }
 
@@ -458,13 +519,14 @@ impl WorkQueue {
         lock(&self.state)
     }
 
-    /// Add one input (the builder). Returns false once no signer is left to take it.
+    /// Add one input (the builder). Returns false once no signer is left to take it (it stays
+    /// in the queue, to be reported).
     fn push(&self, p: Queued) -> bool {
         let mut st = self.lock();
+        st.buf.push_back(p);
         if st.signers == 0 {
             return false;
         }
-        st.buf.push_back(p);
         if st.waiting > 0 {
             self.items.notify_one();
         }

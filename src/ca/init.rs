@@ -162,6 +162,19 @@ impl InitCaPlan {
         session: &Session,
         pin: Option<&AuthPin>,
     ) -> Result<InitCaOutput> {
+        self.run_recorded(module, token, session, pin, &mut |_| Ok(()))
+    }
+
+    /// [`InitCaPlan::run_with_pin`], with `record` called on the finished certificate (PEM)
+    /// before it is returned: when it fails, the new objects are removed as for any failure.
+    pub fn run_recorded(
+        &self,
+        module: &Module,
+        token: &TokenSummary,
+        session: &Session,
+        pin: Option<&AuthPin>,
+        record: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<InitCaOutput> {
         let rules = quirks::for_token(token);
         if self.always_authenticate && !rules.context_login_signing {
             return Err(Error::token(format!(
@@ -194,7 +207,10 @@ impl InitCaPlan {
         .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
         let mut created: Vec<KeyHandle> = vec![generated.private, generated.public];
-        match self.finish(session, &rules, &generated, mech, pin, &mut created) {
+        let finished = self
+            .finish(session, &rules, &generated, mech, pin, &mut created)
+            .and_then(|(cert_pem, csr_pem)| record(&cert_pem).map(|()| (cert_pem, csr_pem)));
+        match finished {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
                 cert_pem,
                 csr_pem,

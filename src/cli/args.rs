@@ -204,6 +204,14 @@ pub struct CaArgs {
     /// Intermediates (PEM) for the `bundle` field; needs -ca-bundle.
     #[arg(long, value_name = "FILE", requires = "ca_bundle")]
     pub int_bundle: Option<String>,
+    /// Record every issued certificate in the store of this cfssl db-config JSON
+    /// ({"driver": "sqlite3"|"postgres", "data_source": ...}) before it is output.
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    pub db_config: Option<String>,
+    /// Record in this SQLite file (default: p11ca-certs.db next to -config, or in the current
+    /// folder), as `serve` does.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
 }
 
 /// `serve` options (cfssl's names).
@@ -563,7 +571,9 @@ pub struct SignArgs {
     /// CSR file(s), PEM or DER (`-` for stdin). `CSR SUBJECT.json` (cfssl's form): a subject
     /// JSON ({"CN", "names", "SerialNumber"}) overriding the CSR's subject.
     pub inputs: Vec<String>,
-    /// Sign every *.csr in DIR (`-`: PEM CSRs concatenated on stdin).
+    /// Sign every *.csr in DIR (`-`: PEM CSRs concatenated on stdin), streamed: inputs are
+    /// read as they are needed. Outputs come in input order (a folder's entries in the order
+    /// the file system lists them, not sorted), whatever --jobs is.
     #[arg(long, value_name = "DIR")]
     pub batch: Option<String>,
     /// The CSR file (cfssl's `-csr FILE`); an INPUT after it is then the subject JSON.

@@ -13,11 +13,13 @@ mod kubeadm;
 mod meta;
 mod ocsp;
 mod openssl_conf;
+mod record;
 mod remote;
 mod renew;
 mod revoke;
 mod serve;
 mod sign;
+mod stream;
 
 pub(crate) use meta::parse_error_line;
 
@@ -203,6 +205,11 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     };
     // Validate the request fully before the token is touched or a PIN is asked for.
     let plan = InitCaPlan::new(&req, &name, &opts)?;
+    let mut rec = record::Recording::new(
+        g.signing.db_config.as_deref(),
+        g.signing.db.as_deref(),
+        None,
+    )?;
     let (module, token, sel) = open_module(targs, None)?;
     let rules = quirks::for_token(&token);
     let mut warnings = Vec::new();
@@ -235,7 +242,18 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     for w in &warnings {
         warn(w);
     }
-    let out = plan.run_with_pin(&module, &token, &session, Some(&pin))?;
+    // The CA certificate is recorded before it is output; if that fails, the new key goes.
+    let mut record = |cert_pem: &str| {
+        let der = p11ca::x509::pem::read_der(
+            cert_pem.as_bytes(),
+            "the CA certificate",
+            &["CERTIFICATE"],
+            "certificate",
+        )?;
+        let r = rec.record_of(&der, "initca")?;
+        rec.insert(&[&r])
+    };
+    let out = plan.run_recorded(&module, &token, &session, Some(&pin), &mut record)?;
     for w in &out.warnings {
         warn(w);
     }

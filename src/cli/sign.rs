@@ -2,9 +2,7 @@
 //! a batch (one login, N parallel sessions).
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use p11ca::ca::batch;
 use p11ca::ca::issue::{CaKey, LeafRequest, check_leaf, parse_ca_cert};
@@ -12,7 +10,6 @@ use p11ca::cfssl::config::{Profile, SigningConfig};
 use p11ca::cfssl::csr::CsrRequest;
 use p11ca::cfssl::output;
 use p11ca::fsio::{OutputSet, PUBLIC_MODE, SECRET_MODE};
-use p11ca::sync::lock;
 use p11ca::token::Pkcs11Uri;
 use p11ca::token::key;
 use p11ca::x509::hosts::{self, San};
@@ -22,6 +19,8 @@ use p11ca::x509::{Signer, build, request};
 use p11ca::{Error, Result};
 
 use super::args::{CaArgs, GencertArgs, SignArgs, TokenArgs};
+use super::record::Recording;
+use super::stream;
 use super::{open_and_login, read_input, warn, write_stdout};
 
 /// `-config` as read for local signing, with the notices parsing it gave.
@@ -138,85 +137,35 @@ pub(super) struct Item {
 
 /// The files of one issued item, for `--out DIR`.
 pub(super) fn out_files(dir: &str, item: &Item, cert_pem: &str) -> OutputSet {
-    let base = out_base(&item.name, dir);
+    out_files_of(
+        dir,
+        &item.name,
+        &item.csr_pem,
+        item.key_pem.as_deref(),
+        cert_pem,
+    )
+}
+
+/// The `--out DIR` files of input `name`: its certificate, CSR and (`gencert`) node key.
+pub(super) fn out_files_of(
+    dir: &str,
+    name: &str,
+    csr_pem: &str,
+    key_pem: Option<&str>,
+    cert_pem: &str,
+) -> OutputSet {
+    let base = out_base(name, dir);
     let mut set = OutputSet::new();
     set.add(format!("{base}.pem"), cert_pem.to_string(), PUBLIC_MODE);
-    set.add(format!("{base}.csr"), item.csr_pem.clone(), PUBLIC_MODE);
-    if let Some(k) = &item.key_pem {
-        set.add(format!("{base}-key.pem"), k.clone(), SECRET_MODE);
+    set.add(format!("{base}.csr"), csr_pem.to_string(), PUBLIC_MODE);
+    if let Some(k) = key_pem {
+        set.add(format!("{base}-key.pem"), k.to_string(), SECRET_MODE);
     }
     set
 }
 
-/// Log in, pair the key with the CA certificate, issue every item in parallel sessions, and
-/// write `--out` files as each certificate is done (so a killed batch keeps what it finished).
-/// Returns one result per item, in order; a failed write replaces that item's result.
-fn issue_items(
-    targs: &TokenArgs,
-    c: &CaArgs,
-    p: Prepared,
-    items: &[Item],
-) -> Result<Vec<batch::Issued>> {
-    let opened = open_and_login(targs, Some(&p.key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, &p.key_uri)?;
-    let mut ca = CaKey::new(
-        &opened.module,
-        &opened.token,
-        p.ca_cert,
-        &p.ca_source,
-        &found,
-        &p.key_uri,
-    )?;
-    // Kept for a re-login after a stale session and for always-authenticate keys.
-    ca.set_pin(opened.pin.clone());
-    let leaves: Vec<LeafRequest> = items.iter().map(|i| i.leaf.clone()).collect();
-    let jobs = batch::session_count(&opened.module, &opened.token, c.jobs, leaves.len());
-    let total = leaves.len();
-    let show = total >= 20 && std::io::stderr().is_terminal();
-    let write_errors: Mutex<Vec<(usize, Error)>> = Mutex::new(Vec::new());
-    let on_done = |i: usize, r: &batch::Issued, n: usize| {
-        if let (Some(dir), Ok((der, _))) = (c.out.as_deref(), r) {
-            let written = build::pem("CERTIFICATE", der)
-                .and_then(|pem| out_files(dir, &items[i], &pem).commit());
-            if let Err(e) = written {
-                lock(&write_errors).push((i, e));
-            }
-        }
-        if show && (n.is_multiple_of(10) || n == total) {
-            eprint!("\rp11ca: signed {n}/{total}");
-            if n == total {
-                eprintln!();
-            }
-        }
-    };
-    // The login session signs too (on this thread when one job is enough).
-    let super::Opened {
-        module,
-        token,
-        session,
-        ..
-    } = opened;
-    let batch = batch::Batch {
-        module: &module,
-        token: &token,
-        ca: &ca,
-        profile: &p.profile,
-    };
-    let mut results = batch.issue_all_with(&leaves, jobs, &on_done, Some(session))?;
-    // The process exits after this: finalize, but leave the library loaded.
-    drop(ca);
-    module.finalize_for_exit();
-    for (i, e) in write_errors
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        results[i] = Err(e);
-    }
-    Ok(results)
-}
-
 /// The base name for `--out`: the input's file stem without a trailing `-csr`.
-fn out_base(input: &str, dir: &str) -> String {
+pub(super) fn out_base(input: &str, dir: &str) -> String {
     let stem = Path::new(input)
         .file_stem()
         .map_or("cert".into(), |s| s.to_string_lossy().into_owned());
@@ -383,34 +332,23 @@ pub(super) fn csr_item(
 /// `a-csr.csr` both write `a.pem`): one certificate would silently replace the other, or the
 /// files of one input would end up beside the key or CSR of the other.
 fn check_out_names(out: Option<&str>, items: &[Item]) -> Result<()> {
+    check_names(out, items.iter().map(|i| i.name.as_str()))
+}
+
+/// [`check_out_names`] for the inputs' names (a list given on the command line).
+fn check_names<'a>(out: Option<&str>, names: impl Iterator<Item = &'a str>) -> Result<()> {
     let Some(dir) = out else { return Ok(()) };
     let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
-    for item in items {
-        let base = out_base(&item.name, dir);
-        if let Some(first) = seen.insert(base.clone(), &item.name) {
+    for name in names {
+        let name = if name == "-" { "stdin" } else { name };
+        let base = out_base(name, dir);
+        if let Some(first) = seen.insert(base.clone(), name) {
             return Err(Error::input(format!(
-                "inputs {first} and {} would both write {base}.pem (and its .csr); rename one of them. Nothing was signed",
-                item.name
+                "inputs {first} and {name} would both write {base}.pem (and its .csr); rename one of them. Nothing was signed"
             )));
         }
     }
     Ok(())
-}
-
-/// The issuance policy, checked for every item before the token is opened (the signing code
-/// checks again): refused items become failures, named by input.
-fn screen(items: Vec<Item>, failures: &mut Vec<Error>, p: &Prepared) -> Result<Vec<Item>> {
-    let single = items.len() + failures.len() == 1;
-    let ca_subject = p.ca_cert.tbs_certificate().subject();
-    let mut kept = Vec::with_capacity(items.len());
-    for item in items {
-        match check_leaf(&item.leaf, &p.profile, ca_subject) {
-            Ok(()) => kept.push(item),
-            Err(e) if single => return Err(e.context(&item.name)),
-            Err(e) => failures.push(e.context(&item.name)),
-        }
-    }
-    Ok(kept)
 }
 
 /// Split per-input results into items and failures; with a single input its error is the
@@ -434,22 +372,116 @@ pub(super) fn collect_items(
 }
 
 pub(super) fn sign(targs: &TokenArgs, s: &SignArgs, local: LocalConfig) -> Result<()> {
-    let (inputs, subject_req) = sign_inputs(s)?;
+    let (source, subject_req) = sign_source(s)?;
     let ov = subject_override(subject_req.as_ref());
     let host_override = hostname_sans(&s.signing)?;
-    let made = inputs
-        .iter()
-        .map(|(name, bytes)| csr_item(name, bytes, &ov, &host_override))
-        .collect();
-    let (items, mut failures) = collect_items(made, s.signing.out.as_deref())?;
     let prepared = prepare(&s.signing, local)?;
-    let items = screen(items, &mut failures, &prepared)?;
-    let results = if items.is_empty() {
-        Vec::new()
-    } else {
-        issue_items(targs, &s.signing, prepared, &items)?
+    let make = |name: &str, bytes: &[u8]| csr_item(name, bytes, &ov, &host_override);
+    stream_local(targs, &s.signing, prepared, source, &make, 1)
+}
+
+/// The CSR inputs of local `sign`, read lazily: files, a --batch folder, or PEM on stdin;
+/// and the subject JSON of `sign CSR SUBJECT.json`. Inputs that would write the same
+/// `--out` files are refused here, before anything is signed.
+fn sign_source(s: &SignArgs) -> Result<(stream::Source, Option<CsrRequest>)> {
+    let out = s.signing.out.as_deref();
+    match (&s.batch, s.inputs.as_slice()) {
+        (Some(_), [_, ..]) => Err(Error::input("give CSR files or --batch, not both")),
+        (None, []) => Err(Error::input("sign needs a CSR file (or --batch DIR)")),
+        (Some(dir), []) if dir == "-" => Ok((stream::stdin_pem(), None)),
+        (Some(dir), []) => {
+            if let Some(out) = out {
+                stream::check_folder_names(dir, out)?;
+            }
+            Ok((stream::folder(dir)?, None))
+        }
+        (None, [csr, second]) if looks_like_json(second) => {
+            let (b, n) = read_input(second)?;
+            let subject = parse_request(&b, &n)?;
+            Ok((stream::files(vec![csr.clone()]), Some(subject)))
+        }
+        (None, files) => {
+            check_names(out, files.iter().map(String::as_str))?;
+            Ok((stream::files(files.to_vec()), None))
+        }
+    }
+}
+
+/// Issue every input of `source` locally: items made by `make` (with `parallel` threads),
+/// checked against the policy, signed in parallel sessions, recorded, then output.
+fn stream_local(
+    targs: &TokenArgs,
+    c: &CaArgs,
+    p: Prepared,
+    source: stream::Source,
+    make: stream::Make<'_>,
+    parallel: usize,
+) -> Result<()> {
+    let (single, source) = stream::peek_single(source)?;
+    let rec = Recording::new(c.db_config.as_deref(), c.db.as_deref(), c.config.as_deref())?;
+    let Prepared {
+        ca_cert,
+        ca_source,
+        key_uri,
+        profile,
+    } = p;
+    let ca_subject = ca_cert.tbs_certificate().subject().clone();
+    let check = |item: &Item| {
+        check_leaf(&item.leaf, &profile, &ca_subject).map_err(|e| e.context(&item.name))
     };
-    emit(&s.signing, &items, results, failures)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sessions = c.jobs.unwrap_or(cores).max(1);
+    let mut ca_cert = Some(ca_cert);
+    let mut sign = |leaves: batch::Leaves<'_>, on_issued: batch::OnIssued<'_>| {
+        let ca_cert = ca_cert
+            .take()
+            .ok_or_else(|| Error::input("the batch was started twice"))?;
+        let opened = open_and_login(targs, Some(&key_uri))?;
+        let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
+        let mut ca = CaKey::new(
+            &opened.module,
+            &opened.token,
+            ca_cert,
+            &ca_source,
+            &found,
+            &key_uri,
+        )?;
+        // Kept for a re-login after a stale session and for always-authenticate keys.
+        ca.set_pin(opened.pin.clone());
+        let inputs = if single { 1 } else { usize::MAX };
+        let jobs = batch::session_count(&opened.module, &opened.token, c.jobs, inputs);
+        // The login session signs too (on this thread when the input is single).
+        let super::Opened {
+            module,
+            token,
+            session,
+            ..
+        } = opened;
+        let batch = batch::Batch {
+            module: &module,
+            token: &token,
+            ca: &ca,
+            profile: &profile,
+        };
+        let r = batch.issue_stream(leaves, jobs, on_issued, Some(session));
+        // The process exits after this: finalize, but leave the library loaded.
+        drop(ca);
+        module.finalize_for_exit();
+        r
+    };
+    let plan = stream::OutPlan {
+        out: c.out.as_deref(),
+        single,
+        profile: &profile.name,
+        writers: sessions.max(2),
+    };
+    let inputs = stream::Inputs {
+        source,
+        make,
+        check: &check,
+        parallel,
+    };
+    stream::run(inputs, plan, rec, stream::WINDOW * sessions, &mut sign)
 }
 
 /// A CSR JSON (or subject JSON) file, each field it ignores warned about.
@@ -566,12 +598,14 @@ pub(super) fn gencert_ca(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig)
     // Validate the signing side before spending time on keys.
     let prepared = prepare(&g.signing, local)?;
     let servers = for_servers(&prepared.profile);
-    let (items, mut failures) = gencert_items(g, &host_override, servers)?;
-    let items = screen(items, &mut failures, &prepared)?;
-    let results = if items.is_empty() {
-        Vec::new()
-    } else {
-        issue_items(targs, &g.signing, prepared, &items)?
-    };
-    emit(&g.signing, &items, results, failures)
+    check_names(
+        g.signing.out.as_deref(),
+        g.csr_json.iter().map(String::as_str),
+    )?;
+    let cn = g.cn.as_deref();
+    let make = |name: &str, bytes: &[u8]| gencert_item(name, bytes, cn, &host_override, servers);
+    // Node keys are made in parallel, one thread per core: RSA generation is slow.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let source = stream::files(g.csr_json.clone());
+    stream_local(targs, &g.signing, prepared, source, &make, cores)
 }

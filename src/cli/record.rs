@@ -1,0 +1,74 @@
+//! Recording what the command line issues (`gencert -ca`, `sign`, `gencert -initca`) in the
+//! same store `serve` records into, before the certificate is printed or written.
+
+use p11ca::db::{CertRecord, DbConfig, Store};
+use p11ca::{Error, Result};
+
+/// The store a run records into, opened at its first record (so a run that issues nothing
+/// leaves no database file behind).
+pub(super) struct Recording {
+    cfg: DbConfig,
+    store: Option<Store>,
+    /// Who asked: `cli:USER@HOST`.
+    pub(super) requester: String,
+}
+
+impl Recording {
+    /// The store chosen by `-db-config FILE`, `--db PATH`, or the default next to `-config`
+    /// (as `serve` chooses it).
+    pub(super) fn new(
+        db_config: Option<&str>,
+        db: Option<&str>,
+        config: Option<&str>,
+    ) -> Result<Self> {
+        Ok(Self {
+            cfg: DbConfig::resolve(db_config, db, config)?,
+            store: None,
+            requester: requester(),
+        })
+    }
+
+    /// Where the records go, for messages.
+    pub(super) fn describe(&self) -> String {
+        self.cfg.describe()
+    }
+
+    /// The record of the certificate `der`, issued with `profile`.
+    pub(super) fn record_of(&self, der: &[u8], profile: &str) -> Result<CertRecord> {
+        CertRecord::from_der(der, profile, &self.requester, "")
+    }
+
+    /// Record `records` in one transaction (all or none). A broken PostgreSQL connection is
+    /// opened again once.
+    pub(super) fn insert(&mut self, records: &[&CertRecord]) -> Result<()> {
+        let not_output =
+            |e: Error| Error::new(e.kind(), format!("{e}; the certificate was not output"));
+        let what = self.describe();
+        let store = match &mut self.store {
+            Some(s) => s,
+            None => self
+                .store
+                .insert(Store::open(&self.cfg).map_err(not_output)?),
+        };
+        let mut r = store.insert(records);
+        if r.is_err() && store.is_broken() {
+            *store = Store::open(&self.cfg).map_err(not_output)?;
+            r = store.insert(records);
+        }
+        r.map_err(|e| not_output(e.context(format!("certificate store {what}"))))
+    }
+}
+
+/// `cli:USER@HOST`: the login name ($USER or $LOGNAME, else the uid) and the host name.
+pub(super) fn requester() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| format!("uid{}", rustix::process::getuid().as_raw()));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("cli:{user}@{host}")
+}
