@@ -11,6 +11,7 @@ mod hygiene;
 mod initca;
 mod json;
 mod p11kit;
+mod piv;
 mod policy;
 mod security;
 mod serve;

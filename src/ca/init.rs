@@ -158,13 +158,15 @@ impl InitCaPlan {
         pin: Option<&AuthPin>,
     ) -> Result<InitCaOutput> {
         let rules = quirks::for_token(token);
+        // A PIV slot can decide it by itself (9c: a PIN for every signature).
+        let always = self.always_authenticate || rules.always_authenticates(self.key_id.as_deref());
         if self.always_authenticate && !rules.context_login_signing {
             return Err(Error::token(format!(
                 "{} cannot sign with always-authenticate keys (a per-signature login breaks the signature); leave out --always-authenticate",
                 rules.name
             )));
         }
-        if self.always_authenticate && pin.is_none() {
+        if always && pin.is_none() {
             return Err(Error::input(
                 "an always-authenticate key needs the PIN for its signatures",
             ));
@@ -175,7 +177,7 @@ impl InitCaPlan {
             &module.mechanisms(token.slot)?,
             SigAlg::for_key(self.spec.into()),
             &token.label,
-            self.always_authenticate,
+            always,
         )?;
         let generated = key::generate_with(
             session,
@@ -189,7 +191,8 @@ impl InitCaPlan {
         .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
         let mut created: Vec<KeyHandle> = vec![generated.private, generated.public];
-        match self.finish(session, &rules, &generated, mech, pin, &mut created) {
+        let context_pin = if always { pin } else { None };
+        match self.finish(session, &rules, &generated, mech, context_pin, &mut created) {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
                 cert_pem,
                 csr_pem,
@@ -228,7 +231,7 @@ impl InitCaPlan {
         fault::point("after-keygen")?;
         let mut signer =
             TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
-        if let (true, Some(pin)) = (self.always_authenticate, pin) {
+        if let Some(pin) = pin {
             signer = signer.with_context_login(pin);
         }
         let path_len = self.req.ca.as_ref().and_then(|c| c.path_len());

@@ -7,7 +7,12 @@
 //! - CKA_LABEL is fixed by the module (find keys by ID, not by label);
 //! - after generation the slot holds an empty placeholder certificate, to be replaced (as SO)
 //!   by the real one;
-//! - keys in slot 9c need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
+//! - keys in slot 9c need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE);
+//! - the key templates take only the attributes ykcs11 2.2.0 lists (`mechanisms.c`
+//!   check_pvtkey_template): CKA_EXTRACTABLE or CKA_ALWAYS_AUTHENTICATE in a template fails with
+//!   CKR_ATTRIBUTE_TYPE_INVALID (seen on the emulated card); a PIV key is never extractable
+//!   and the slot alone decides the PIN policy;
+//! - batches sign in one session (see [`Quirks::one_session`]).
 
 use crate::error::{Error, Result};
 use crate::token::TokenSummary;
@@ -28,6 +33,14 @@ pub struct Quirks {
     pub placeholder_certificate: bool,
     /// Signing in parts around a CKU_CONTEXT_SPECIFIC login works (always-authenticate keys).
     pub context_login_signing: bool,
+    /// The private-key template must leave out CKA_EXTRACTABLE and CKA_ALWAYS_AUTHENTICATE
+    /// (the card fixes both; the PIN policy comes with the slot).
+    pub fixed_key_policy: bool,
+    /// Batches use one session: every session drives the same card, and a PIN-always (9c)
+    /// signature must come right after its VERIFY, so signatures from parallel sessions
+    /// interleave and the card refuses them (seen on the emulated card: C_SignFinal
+    /// CKR_USER_NOT_LOGGED_IN with two sessions).
+    pub one_session: bool,
 }
 
 /// No special rules.
@@ -38,6 +51,8 @@ pub const GENERIC: Quirks = Quirks {
     fixed_labels: false,
     placeholder_certificate: false,
     context_login_signing: true,
+    fixed_key_policy: false,
+    one_session: false,
 };
 
 /// tpm2-pkcs11: a context-specific login in the middle of a signature breaks that signature
@@ -50,6 +65,8 @@ pub const TPM2_PKCS11: Quirks = Quirks {
     fixed_labels: false,
     placeholder_certificate: false,
     context_login_signing: false,
+    fixed_key_policy: false,
+    one_session: false,
 };
 
 /// Yubico's ykcs11.
@@ -60,7 +77,18 @@ pub const YKCS11: Quirks = Quirks {
     fixed_labels: true,
     placeholder_certificate: true,
     context_login_signing: true,
+    fixed_key_policy: true,
+    one_session: true,
 };
+
+impl Quirks {
+    /// Whether a key with CKA_ID `id` needs the PIN for every signature whatever its template
+    /// said: on a PIV card, the key in slot 9c (CKA_ID 2; PIN policy "always", ykcs11 sets
+    /// CKA_ALWAYS_AUTHENTICATE for it).
+    pub fn always_authenticates(&self, id: Option<&[u8]>) -> bool {
+        self.fixed_key_policy && id == Some(&[2])
+    }
+}
 
 /// The rules for `token`.
 pub fn for_token(token: &TokenSummary) -> Quirks {

@@ -1,0 +1,234 @@
+//! The YubiKey path end to end: Yubico's real ykcs11 module (Debian's libykcs11.so), through a
+//! private pcscd and vsmartcard's vpcd reader, on the emulated PIV card of
+//! `p11ca-piv-emulator` (softhsm/piv-token.sh). Every test runs whatever
+//! `P11CA_TEST_BACKEND` says: these need the card itself. Needs `--features piv-emulator`.
+//!
+//! ```sh
+//! cargo test --features fault-injection,bench-tools,piv-emulator --test integration piv::
+//! ```
+
+use crate::util::{Backend, Token, ca_csr, require, run, sh, x509_text};
+
+fn card() -> Token {
+    for tool in ["openssl", "pkcs11-tool", "yubico-piv-tool", "pcscd"] {
+        require(tool);
+    }
+    Token::on(Backend::Piv, "piv")
+}
+
+/// With nothing of p11ca: Yubico's own tool and OpenSC's pkcs11-tool over ykcs11 take the
+/// emulated card for a YubiKey 5, which is what makes the other tests mean something.
+#[test]
+fn yubicos_own_tools_accept_the_emulated_card() {
+    let t = card();
+    let status = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
+    for want in [
+        "Version:\t5.2.7",
+        "Serial Number:\t12345678",
+        "PIN tries left:\t3",
+    ] {
+        assert!(status.contains(want), "{want:?} in {status}");
+    }
+    let list = sh(t
+        .command("pkcs11-tool")
+        .args(["--module", t.module(), "-L"]));
+    for want in [
+        "Yubico YubiKey vpcd 00 00",
+        "token label        : YubiKey PIV #12345678",
+        "token manufacturer : Yubico (www.yubico.com)",
+        "token model        : YubiKey YK5",
+        "PIN initialized",
+    ] {
+        assert!(list.contains(want), "{want:?} in {list}");
+    }
+    // The card was set up with its own PIN, not the factory one.
+    let r = run(
+        t.command("yubico-piv-tool")
+            .args(["-a", "verify-pin", "-P", &t.pin]),
+        None,
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
+
+/// `openssl verify` of `file` against ca.pem.
+#[track_caller]
+fn verifies(t: &Token, file: &str) {
+    let r = run(
+        t.command("openssl")
+            .args(["verify", "-CAfile", "ca.pem", file]),
+        None,
+    );
+    assert!(
+        r.code == 0 && r.stdout.contains(": OK"),
+        "{file}: {}{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+/// `gencert -initca --piv-slot 9c` with the management key as SO PIN: the key is made on the
+/// card, the CA certificate replaces ykcs11's placeholder in the slot (Yubico's tool reads it
+/// back), `key list`/`key show` name slot 9c, and node certificates are signed with a PIN
+/// login for every signature (the emulated card refuses a 9c signature without one).
+fn ca_in_slot_9c(algo: &str, size: u32, key_text: &str) {
+    let t = card();
+    t.seed_files(&["ca-config.json"]);
+    t.write("ca-csr.json", &ca_csr(algo, size));
+    t.initca("ca-csr.json", "ca");
+    verifies(&t, "ca.pem");
+    let text = x509_text(&t, "ca.pem");
+    assert!(
+        text.contains(key_text) && text.contains("CA:TRUE"),
+        "{text}"
+    );
+
+    let status = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
+    let slot = status
+        .split("Slot 9c:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no certificate in slot 9c: {status}"));
+    assert!(
+        slot.contains("CN=mosquitood-k8s") && !slot.contains("YubiKey PIV Slot"),
+        "the CA certificate did not replace the placeholder: {status}"
+    );
+
+    let uri = t.read("ca-key.uri");
+    assert!(
+        uri.contains("id=%02") && uri.contains("type=private"),
+        "{uri}"
+    );
+    let show = t.run(&["key", "show", uri.trim(), "--json"]);
+    show.ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    for (k, want) in [
+        ("CKA_SENSITIVE", true),
+        ("CKA_EXTRACTABLE", false),
+        ("CKA_NEVER_EXTRACTABLE", true),
+        ("CKA_ALWAYS_AUTHENTICATE", true),
+        ("CKA_SIGN", true),
+    ] {
+        assert_eq!(v["attributes"][k], serde_json::json!(want), "{k}: {v}");
+    }
+    let pem_pub = sh(t
+        .command("openssl")
+        .args(["x509", "-in", "ca.pem", "-noout", "-pubkey"]));
+    assert_eq!(v["public_key"].as_str().unwrap().trim(), pem_pub.trim());
+    let list = t.run(&["key", "list"]);
+    list.ok();
+    assert!(
+        list.stdout
+            .contains("Private%20key%20for%20Digital%20Signature;type=private"),
+        "{}",
+        list.stdout
+    );
+
+    node_certs(&t);
+}
+
+/// `gencert -ca` of a node and a batch `sign` of OpenSSL CSRs, each verified by OpenSSL.
+fn node_certs(t: &Token) {
+    let ca = [
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ca-config.json",
+        "-profile",
+        "mosquitood-k8s",
+    ];
+    t.write(
+        "node.json",
+        r#"{"CN":"node1","hosts":["node1.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let mut args = vec!["gencert"];
+    args.extend(ca);
+    args.push("node.json");
+    let g = t.run(&args);
+    g.ok();
+    t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
+        .ok();
+    verifies(t, "node.pem");
+
+    std::fs::create_dir_all(t.path("csrs")).unwrap();
+    std::fs::create_dir_all(t.path("out")).unwrap();
+    for i in 0..3 {
+        sh(t.command("openssl").args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            &format!("/CN=b{i}"),
+            "-out",
+            &format!("csrs/b{i}.csr"),
+        ]));
+    }
+    let mut args = vec!["sign"];
+    args.extend(ca);
+    args.extend(["--batch", "csrs", "--out", "out", "--jobs", "2"]);
+    t.run(&args).ok();
+    for i in 0..3 {
+        verifies(t, &format!("out/b{i}.pem"));
+    }
+}
+
+#[test]
+fn p256_ca_in_slot_9c_signs_node_certificates() {
+    ca_in_slot_9c("ecdsa", 256, "NIST CURVE: P-256");
+}
+
+#[test]
+fn rsa_2048_ca_in_slot_9c_signs_node_certificates() {
+    ca_in_slot_9c("rsa", 2048, "Public-Key: (2048 bit)");
+}
+
+/// The card pulled out (the emulator stopped): signing fails with one clear error and writes
+/// nothing; put back (the emulator started on the same folder), the same key signs again.
+#[test]
+fn a_card_pulled_out_and_put_back_keeps_its_key() {
+    let t = card();
+    t.seed_files(&["ca-config.json"]);
+    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
+    t.initca("ca-csr.json", "ca");
+    t.write(
+        "node.json",
+        r#"{"CN":"node1","hosts":["node1.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let args = [
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ca-config.json",
+        "-profile",
+        "mosquitood-k8s",
+        "node.json",
+    ];
+    t.piv_card("--unplug");
+    let r = t.run(&args);
+    assert_ne!(r.code, 0, "signed without the card: {}", r.stdout);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(
+        lines.len() == 1
+            && lines[0].starts_with("p11ca: error: no token present")
+            && lines[0].contains("plug the device in"),
+        "one error saying the card is missing: {}",
+        r.stderr
+    );
+    assert!(!t.path("node.pem").exists());
+    t.piv_card("--plug");
+    let g = t.run(&args);
+    g.ok();
+    t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
+        .ok();
+    verifies(&t, "node.pem");
+}
