@@ -52,8 +52,8 @@ lifetime=()
 
 sock() { echo "/proc/$(cat "$1/pcscd.pid")/root/run/pcscd/pcscd.comm"; }
 
-# Put the card in the reader, and wait until PC/SC sees it (pcscd polls every 0.4 s).
-plug() {
+# Start the card and wait up to $2 tenths of a second until PC/SC sees it.
+insert() {
   local dir=$1 pid
   pid=$(cat "$dir/pcscd.pid")
   alive "$pid" || { echo "piv-token.sh: pcscd is not running for $dir" >&2; return 1; }
@@ -61,11 +61,23 @@ plug() {
   setsid "${lifetime[@]}" sh -c 'echo $$ > "$1"; shift; exec "$@"' sh "$dir/emulator.pid" \
     nsenter --net="/proc/$pid/ns/net" "$emulator" --port "$port" --state "$dir/card" \
     --serial "$serial" </dev/null >>"$dir/emulator.log" 2>&1 &
-  for _ in $(seq 200); do
+  for _ in $(seq "$2"); do
     if PCSCLITE_CSOCK_NAME=$(sock "$dir") yubico-piv-tool -a version >/dev/null 2>&1; then
       return 0
     fi
-    sleep 0.05
+    sleep 0.1
+  done
+  return 1
+}
+
+# Put the card in the reader. After a removal, vpcd 0.8 in pcscd sometimes takes the new
+# connection but never polls it (seen: every other re-plug, the reader stays empty while the
+# emulator waits); taking the card out and in again once more always worked, so up to 3 tries.
+plug() {
+  local dir=$1
+  for _ in 1 2 3; do
+    insert "$dir" 100 && return 0
+    term "$dir/emulator.pid"
   done
   echo "piv-token.sh: the emulated card did not show up: $(tail -n 3 "$dir/emulator.log" "$dir/pcscd.log")" >&2
   return 1

@@ -232,3 +232,46 @@ fn a_card_pulled_out_and_put_back_keeps_its_key() {
         .ok();
     verifies(&t, "node.pem");
 }
+
+/// A wrong PIN: one login, refused with what the card says is left, never retried (the card's
+/// own counter shows exactly one try used); after the last try, the PIN is reported locked.
+#[test]
+fn a_wrong_pin_is_tried_once_and_a_locked_pin_is_reported() {
+    let t = card();
+    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
+    t.initca("ca-csr.json", "ca");
+    let tries_left = || {
+        let s = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
+        s.lines()
+            .find_map(|l| l.strip_prefix("PIN tries left:\t"))
+            .unwrap_or_else(|| panic!("{s}"))
+            .to_string()
+    };
+    let wrong = |pin: &str| {
+        run(
+            t.p11ca()
+                .env("P11CA_PIN", pin)
+                .args(["key", "show", t.read("ca-key.uri").trim()]),
+            None,
+        )
+    };
+    // ykcs11 tells the count through the PKCS#11 flags only (COUNT_LOW, FINAL_TRY, LOCKED).
+    for (left, says) in [
+        ("2", "the token reports few tries left"),
+        ("1", "one more wrong PIN will LOCK the token"),
+        ("0", "the PIN is now LOCKED"),
+    ] {
+        let r = wrong("111111");
+        assert!(!r.stderr.contains("111111"), "PIN leaked: {}", r.stderr);
+        r.fails(2, "wrong PIN for token \"YubiKey PIV #12345678\"")
+            .fails(2, says)
+            .fails(2, "p11ca tried once and will not retry");
+        assert_eq!(tries_left(), left, "one try per run");
+    }
+    // Now even the right PIN is refused, as locked, and not tried: the card's count stays 0.
+    wrong(&t.pin.clone()).fails(
+        2,
+        "the user PIN of token \"YubiKey PIV #12345678\" is locked; unblock it with the PUK",
+    );
+    assert_eq!(tries_left(), "0");
+}

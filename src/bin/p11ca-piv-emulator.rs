@@ -101,6 +101,11 @@ fn connect(port: u16, patience: Duration) -> Option<TcpStream> {
 
 fn serve(mut s: TcpStream, card: &mut Card, trace: bool) -> std::io::Result<()> {
     s.set_nodelay(true)?;
+    // vpcd asks for the ATR at every presence poll (~0.4 s). Silence means it never took this
+    // connection: after a card removal vpcd 0.8 can keep waiting on the old, dead one while a
+    // new connect sits in its listen backlog (seen: every second re-plug hung). Reconnecting
+    // lets vpcd drop the dead socket and take a fresh one.
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
     loop {
         let mut len = [0u8; 2];
         s.read_exact(&mut len)?;

@@ -554,8 +554,9 @@ impl Module {
                 )))
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::token(format!(
-                "the user PIN of token \"{}\" is locked; unlock it with the SO PIN (e.g. softhsm2-util / pkcs11-tool --init-pin)",
-                token.label
+                "the user PIN of token \"{}\" is locked; {}",
+                token.label,
+                quirks::unlock_hint(&quirks::for_token(token))
             ))),
             Err(e) => Err(ck(
                 &format!("cannot log in to token \"{}\"", token.label),

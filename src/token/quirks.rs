@@ -90,6 +90,15 @@ impl Quirks {
     }
 }
 
+/// How to unlock a locked user PIN on a token with these rules.
+pub fn unlock_hint(rules: &Quirks) -> &'static str {
+    if rules.id_is_piv_slot {
+        "unblock it with the PUK (yubico-piv-tool -a unblock-pin)"
+    } else {
+        "unlock it with the SO PIN (e.g. softhsm2-util / pkcs11-tool --init-pin)"
+    }
+}
+
 /// The rules for `token`.
 pub fn for_token(token: &TokenSummary) -> Quirks {
     for_identity(&token.manufacturer, &token.model, &token.library)

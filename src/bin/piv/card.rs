@@ -236,13 +236,10 @@ impl Card {
     }
 }
 
-/// `63 Cx`: wrong, x tries left; `69 83` at none (SP 800-73-4 part 2, table 6).
+/// `63 Cx`: wrong, x tries left, also for the try that uses up the last one (ISO 7816-4
+/// 10.1.3; SP 800-73-4 part 2, 3.2.1); only a later VERIFY of a blocked PIN gets `69 83`.
 fn tries_left(n: u8) -> u16 {
-    if n == 0 {
-        BLOCKED
-    } else {
-        0x63c0 | u16::from(n.min(15))
-    }
+    0x63c0 | u16::from(n.min(15))
 }
 
 /// The 8-byte PIN/PUK field without its FF padding.
