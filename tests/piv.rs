@@ -275,3 +275,21 @@ fn a_wrong_pin_is_tried_once_and_a_locked_pin_is_reported() {
     );
     assert_eq!(tries_left(), "0");
 }
+
+/// A PIV slot holds one key: a second `initca` into an occupied slot is refused by its ID
+/// before anything is generated, and the first CA's key and certificate stay.
+#[test]
+fn a_second_ca_in_an_occupied_slot_is_refused() {
+    let t = card();
+    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
+    t.initca("ca-csr.json", "ca");
+    let before = t.object_count();
+    let mut args = vec!["gencert".to_string(), "-initca".to_string()];
+    args.extend(t.piv_initca_args());
+    args.push("ca-csr.json".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    t.run(&args).fails(3, "already has an object with ID 02");
+    assert_eq!(t.object_count(), before);
+    let status = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
+    assert!(status.contains("CN=mosquitood-k8s"), "{status}");
+}
