@@ -7,7 +7,10 @@
 //! cargo test --features fault-injection,bench-tools,piv-emulator --test integration piv::
 //! ```
 
-use crate::util::{Backend, Token, ca_csr, require, run, sh, x509_text};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::util::{Backend, SIGN_BATCH, Token, ca_csr, require, run, sh, x509_text};
 
 fn card() -> Token {
     for tool in ["openssl", "pkcs11-tool", "yubico-piv-tool", "pcscd"] {
@@ -292,4 +295,92 @@ fn a_second_ca_in_an_occupied_slot_is_refused() {
     assert_eq!(t.object_count(), before);
     let status = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
     assert!(status.contains("CN=mosquitood-k8s"), "{status}");
+}
+
+/// Certificates (PEM files) in out/, each checked by `openssl verify` against ca.pem.
+fn verified_outputs(t: &Token) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(t.path("out")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".pem") || name.ends_with(".csr"),
+            "unexpected file out/{name} (a temporary file left behind?)"
+        );
+        if name.ends_with(".csr") {
+            continue;
+        }
+        verifies(t, &format!("out/{name}"));
+        n += 1;
+    }
+    n
+}
+
+/// The card pulled out in the middle of a batch: the batch stops with `p11ca: error:` lines
+/// (exit 2), every certificate it wrote is whole and verifies; with the card back, the same
+/// command completes the batch.
+#[test]
+fn a_card_pulled_out_mid_batch_then_the_rerun_completes() {
+    const N: usize = 40;
+    let t = card();
+    t.seed_files(&["ca-config.json"]);
+    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
+    t.initca("ca-csr.json", "ca");
+    t.make_csrs("csrs", "n", N);
+    let stderr = std::fs::File::create(t.path("batch.err")).unwrap();
+    let mut child = t
+        .p11ca()
+        .args(SIGN_BATCH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pems = || {
+        std::fs::read_dir(t.path("out"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".pem"))
+            })
+            .count()
+    };
+    while pems() < 3 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the batch ended ({status}) first: {}", t.read("batch.err"));
+        }
+        assert!(Instant::now() < deadline, "the batch made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.piv_card("--unplug");
+    let status = child.wait().unwrap();
+    let err = t.read("batch.err");
+    assert_eq!(status.code(), Some(2), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("p11ca: warning: "))
+        .collect();
+    assert!(!errors.is_empty(), "no error reported: {err}");
+    assert!(
+        errors.iter().all(|l| l.starts_with("p11ca: error: ")),
+        "{err}"
+    );
+    let written = verified_outputs(&t);
+    assert!(
+        written > 0 && written < N,
+        "the removal did not land inside the batch: {written} of {N}"
+    );
+    eprintln!(
+        "card pulled out mid-batch: {written} of {N} written; first error: {}",
+        errors[0]
+    );
+
+    t.piv_card("--plug");
+    t.run(&SIGN_BATCH).ok();
+    assert_eq!(
+        verified_outputs(&t),
+        N,
+        "every input signed after the rerun"
+    );
 }
