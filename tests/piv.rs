@@ -384,3 +384,88 @@ fn a_card_pulled_out_mid_batch_then_the_rerun_completes() {
         "every input signed after the rerun"
     );
 }
+
+/// OpenSC's PKCS#11 module for this card.
+const OPENSC: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+
+/// A second, independent PKCS#11 implementation on the same card: OpenSC's PIV driver finds
+/// the key ykcs11 generated in slot 9c (same ID, the CA certificate p11ca stored) and signs
+/// with it; OpenSSL verifies that signature with the public key in ca.pem.
+fn opensc_signs_with_the_ykcs11_key(algo: &str, size: u32, mechanism: &str) {
+    let t = card();
+    assert!(
+        std::path::Path::new(OPENSC).exists(),
+        "{OPENSC} is missing: run ci/setup (opensc)"
+    );
+    t.write("ca-csr.json", &ca_csr(algo, size));
+    t.initca("ca-csr.json", "ca");
+    sh(t.command("openssl")
+        .args(["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]));
+    sh(t.command("openssl").args([
+        "x509", "-in", "ca.pem", "-noout", "-pubkey", "-out", "ca.pub",
+    ]));
+    let p11 = |args: &[&str]| {
+        let mut all = vec!["--module", OPENSC];
+        all.extend_from_slice(args);
+        sh(t.command("pkcs11-tool").args(&all))
+    };
+    p11(&[
+        "--read-object",
+        "--type",
+        "cert",
+        "--id",
+        "02",
+        "--output-file",
+        "opensc.der",
+    ]);
+    assert_eq!(
+        std::fs::read(t.path("opensc.der")).unwrap(),
+        std::fs::read(t.path("ca.der")).unwrap(),
+        "OpenSC reads the certificate p11ca stored through ykcs11"
+    );
+    t.write("data", "signed by OpenSC with the key ykcs11 generated\n");
+    p11(&[
+        "--login",
+        "--pin",
+        &t.pin,
+        "--sign",
+        "--id",
+        "02",
+        "-m",
+        mechanism,
+        "--signature-format",
+        "openssl",
+        "--input-file",
+        "data",
+        "--output-file",
+        "data.sig",
+    ]);
+    let v = run(
+        t.command("openssl").args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            "ca.pub",
+            "-signature",
+            "data.sig",
+            "data",
+        ]),
+        None,
+    );
+    assert!(
+        v.code == 0 && v.stdout.contains("Verified OK"),
+        "OpenSC's signature does not verify with ca.pem's key: {}{}",
+        v.stdout,
+        v.stderr
+    );
+}
+
+#[test]
+fn opensc_signs_with_the_p256_key_ykcs11_generated() {
+    opensc_signs_with_the_ykcs11_key("ecdsa", 256, "ECDSA-SHA256");
+}
+
+#[test]
+fn opensc_signs_with_the_rsa_key_ykcs11_generated() {
+    opensc_signs_with_the_ykcs11_key("rsa", 2048, "SHA256-RSA-PKCS");
+}
