@@ -42,7 +42,7 @@ fn every_parse_error_is_one_line() {
         (
             "no nested subcommand",
             &["key"],
-            "'p11ca key' needs a subcommand: list, show; see 'p11ca key --help'",
+            "'p11ca key' needs a subcommand: list, show, attest; see 'p11ca key --help'",
         ),
         (
             "missing argument",

@@ -469,3 +469,97 @@ fn opensc_signs_with_the_p256_key_ykcs11_generated() {
 fn opensc_signs_with_the_rsa_key_ykcs11_generated() {
     opensc_signs_with_the_ykcs11_key("rsa", 2048, "SHA256-RSA-PKCS");
 }
+
+/// `key attest`: the slot's attestation chain (attestation certificate, the device's f9
+/// certificate) checked up to the emulated device's root, and the key in ca.pem shown to be the
+/// attested one; OpenSSL verifies the printed chain on its own. A CA certificate with another
+/// key, or another root, is refused with one error line.
+#[test]
+fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
+    let t = card();
+    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
+    t.initca("ca-csr.json", "ca");
+    let root = t.hsm_dir().join("card/attestation-root.pem");
+    let root = root.to_str().unwrap();
+    let uri = t.read("ca-key.uri");
+    let r = t.run(&[
+        "key",
+        "attest",
+        uri.trim(),
+        "--cert",
+        "ca.pem",
+        "--root",
+        root,
+    ]);
+    r.ok();
+    for want in [
+        "generated on the card (serial 12345678, firmware 5.2.7), PIN policy always, touch policy never",
+        "the key in ca.pem is the attested key",
+    ] {
+        assert!(r.stdout.contains(want), "{want:?} in {}", r.stdout);
+    }
+    let pems: Vec<String> = r
+        .stdout
+        .split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|b| format!("-----BEGIN CERTIFICATE-----{b}"))
+        .collect();
+    assert_eq!(pems.len(), 2, "{}", r.stdout);
+    t.write("attestation.pem", &pems[0]);
+    t.write("f9.pem", &pems[1]);
+    let v = sh(t.command("openssl").args([
+        "verify",
+        "-CAfile",
+        root,
+        "-untrusted",
+        "f9.pem",
+        "attestation.pem",
+    ]));
+    assert!(v.contains("attestation.pem: OK"), "{v}");
+    let leaf_key =
+        sh(t.command("openssl")
+            .args(["x509", "-in", "attestation.pem", "-noout", "-pubkey"]));
+    let ca_key = sh(t
+        .command("openssl")
+        .args(["x509", "-in", "ca.pem", "-noout", "-pubkey"]));
+    assert_eq!(leaf_key, ca_key, "the attested key is ca.pem's");
+
+    // Another CA certificate (a software key's), and another root: refused.
+    sh(t.command("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "/dev/null",
+        "-subj",
+        "/CN=other",
+        "-days",
+        "1",
+        "-out",
+        "other.pem",
+    ]));
+    t.run(&[
+        "key",
+        "attest",
+        uri.trim(),
+        "--cert",
+        "other.pem",
+        "--root",
+        root,
+    ])
+    .fails(5, "the attested key is not the key in the CA certificate");
+    t.run(&[
+        "key",
+        "attest",
+        uri.trim(),
+        "--cert",
+        "ca.pem",
+        "--root",
+        "other.pem",
+    ])
+    .fails(5, "does not verify");
+}

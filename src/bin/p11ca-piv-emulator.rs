@@ -12,6 +12,8 @@
 //! that many bytes. One byte from vpcd is a control: 00 power off, 01 on, 02 reset (no
 //! answer), 04 "send your ATR". Anything longer is a command APDU, answered by one message.
 
+#[path = "piv/attest.rs"]
+mod attest;
 #[path = "piv/card.rs"]
 mod card;
 #[path = "piv/keys.rs"]

@@ -59,6 +59,12 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Show { uri, json, token }) => {
             keys::key_show(&token.over(before)?, &uri, json)
         }
+        Command::Key(KeyCommand::Attest {
+            uri,
+            cert,
+            root,
+            token,
+        }) => keys::key_attest(&token.over(before)?, &uri, &cert, &root),
         Command::Version => meta::version(),
         Command::PrintDefaults { what } => meta::print_defaults(what),
         Command::Completion { shell } => meta::completion(shell),

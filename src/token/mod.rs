@@ -5,6 +5,7 @@
 //! keys, the [`crate::x509::Signer`] it implements) and must not use `cfssl`, `ca` or anything
 //! above them.
 
+pub mod attest;
 pub mod key;
 pub mod login;
 pub mod pin;

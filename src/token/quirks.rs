@@ -127,6 +127,19 @@ pub fn serializes_calls(module_path: &std::path::Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().contains("p11-kit-client"))
 }
 
+/// The PIV slot name (`9c`, `82`, ...) for a ykcs11 CKA_ID byte.
+pub fn piv_slot_name(id: u8) -> Option<String> {
+    Some(match id {
+        1 => "9a".into(),
+        2 => "9c".into(),
+        3 => "9d".into(),
+        4 => "9e".into(),
+        5..=24 => format!("{:02x}", id - 5 + 0x82),
+        25 => "f9".into(),
+        _ => return None,
+    })
+}
+
 /// The ykcs11 CKA_ID for a PIV slot name such as `9c` or `82`.
 pub fn piv_slot_id(slot: &str) -> Result<u8> {
     let s = slot.trim().to_ascii_lowercase();
@@ -175,6 +188,11 @@ mod tests {
         assert_eq!(piv_slot_id("82").unwrap(), 5);
         assert_eq!(piv_slot_id("95").unwrap(), 24);
         assert_eq!(piv_slot_id("f9").unwrap(), 25);
+        for name in ["9a", "9c", "9d", "9e", "82", "95", "f9"] {
+            assert_eq!(piv_slot_name(piv_slot_id(name).unwrap()).unwrap(), name);
+        }
+        assert_eq!(piv_slot_name(0), None);
+        assert_eq!(piv_slot_name(26), None);
         for bad in ["9b", "96", "81", "0x9c", "", "9"] {
             assert!(piv_slot_id(bad).is_err(), "{bad}");
         }

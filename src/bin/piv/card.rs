@@ -92,11 +92,12 @@ impl Card {
         let p = match store.load()? {
             Some(p) => p,
             None => {
-                let p = Persist::factory(serial);
+                let p = Persist::factory(serial, crate::attest::DeviceCa::new()?);
                 store.save(&p)?;
                 p
             }
         };
+        store.write_root(&p.device_ca.root_pem()?)?;
         let mut keys = BTreeMap::new();
         for (slot, k) in &p.keys {
             let slot = u8::from_str_radix(slot, 16).map_err(|e| e.to_string())?;
@@ -213,8 +214,9 @@ impl Card {
             0xff => self.set_mgm_key(&a),
             0xfa => self.set_pin_retries(&a),
             0xfb => self.factory_reset(),
-            // ATTEST (F9) needs the device CA this emulator does not have yet; METADATA (F7)
-            // arrived in 5.3. ykcs11 treats 6D00 as "not available" (ykcs11.c C_OpenSession).
+            0xf9 => self.attest(&a),
+            // GET METADATA (F7) arrived in firmware 5.3; ykcs11 treats 6D00 as "not
+            // available" (ykcs11.c C_OpenSession).
             _ => sw(BAD_INS),
         }
     }
@@ -430,7 +432,9 @@ impl Card {
         if self.p.pin_left != 0 || self.p.puk_left != 0 {
             return sw(CONDITIONS);
         }
-        self.p = Persist::factory(self.p.serial);
+        // The attestation key and certificate are the device's; a reset keeps them (Yubico's
+        // PIV attestation page: slot f9 survives a PIV reset).
+        self.p = Persist::factory(self.p.serial, self.p.device_ca.clone());
         self.keys.clear();
         self.reset();
         self.selected = true;
@@ -531,6 +535,29 @@ impl Card {
             Err(e) => {
                 eprintln!("p11ca-piv-emulator: sign with {:02x}: {e}", a.p2);
                 sw(BAD_DATA)
+            }
+        }
+    }
+
+    /// ATTEST (Yubico, INS F9, P1 slot; yesdk "create attestation statement"): a certificate
+    /// for the slot's key signed by the f9 key; 6A88 for an empty slot.
+    fn attest(&mut self, a: &Apdu) -> Resp {
+        let (Some(key), Some(meta)) = (
+            self.keys.get(&a.p1),
+            self.p.keys.get(&format!("{:02x}", a.p1)),
+        ) else {
+            return sw(NO_KEY);
+        };
+        let policies = [meta.pin_policy, meta.touch_policy];
+        match self
+            .p
+            .device_ca
+            .attest(a.p1, key, policies, self.p.serial, VERSION)
+        {
+            Ok(cert) => data(cert),
+            Err(e) => {
+                eprintln!("p11ca-piv-emulator: attestation of {:02x}: {e}", a.p1);
+                sw(0x6f00)
             }
         }
     }

@@ -74,6 +74,17 @@ impl Key {
         doc.map(|d| d.as_bytes().to_vec()).map_err(err)
     }
 
+    /// The public key as a DER SubjectPublicKeyInfo.
+    pub(crate) fn spki_der(&self) -> Result<Vec<u8>, String> {
+        use rsa::pkcs8::EncodePublicKey;
+        let doc = match self {
+            Key::Rsa(k) => k.to_public_key().to_public_key_der(),
+            Key::P256(k) => k.verifying_key().to_public_key_der(),
+            Key::P384(k) => k.verifying_key().to_public_key_der(),
+        };
+        doc.map(|d| d.as_bytes().to_vec()).map_err(err)
+    }
+
     /// The public key as GENERATE returns it: `7F49 { 81 n 82 e }` for RSA, `7F49 { 86 point }`
     /// for EC (SP 800-73-4 part 2, table 30; the uncompressed point as yubico-piv-tool's
     /// `lib/util.c` parses it).

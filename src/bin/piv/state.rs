@@ -45,11 +45,17 @@ pub(crate) struct Persist {
     pub keys: BTreeMap<String, SlotKey>,
     /// Object ID (hex) → content (the value inside tag 53, hex).
     pub objects: BTreeMap<String, String>,
+    /// The device CA the card was made with (attestation, slot f9).
+    pub device_ca: crate::attest::DeviceCa,
 }
 
 impl Persist {
     /// A card as it leaves the factory.
-    pub(crate) fn factory(serial: u32) -> Self {
+    pub(crate) fn factory(serial: u32, device_ca: crate::attest::DeviceCa) -> Self {
+        let mut objects = BTreeMap::new();
+        if let Ok(f9) = device_ca.f9_object() {
+            objects.insert("5fff01".to_string(), base16ct::lower::encode_string(&f9));
+        }
         Persist {
             serial,
             pin: DEFAULT_PIN.to_vec(),
@@ -60,7 +66,8 @@ impl Persist {
             puk_left: DEFAULT_TRIES,
             mgm_key: DEFAULT_MGM_KEY.to_vec(),
             keys: BTreeMap::new(),
-            objects: BTreeMap::new(),
+            objects,
+            device_ca,
         }
     }
 }
@@ -86,6 +93,12 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", self.path.display())),
         }
+    }
+
+    /// The device CA's root certificate, for verifiers: `DIR/attestation-root.pem`.
+    pub(crate) fn write_root(&self, pem: &str) -> Result<(), String> {
+        let path = self.path.with_file_name("attestation-root.pem");
+        std::fs::write(&path, pem).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     pub(crate) fn save(&self, p: &Persist) -> Result<(), String> {
