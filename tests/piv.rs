@@ -22,6 +22,10 @@ fn card() -> Token {
 /// With nothing of p11ca: Yubico's own tool and OpenSC's pkcs11-tool over ykcs11 take the
 /// emulated card for a YubiKey 5, which is what makes the other tests mean something.
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn yubicos_own_tools_accept_the_emulated_card() {
     let t = card();
     let status = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
@@ -182,11 +186,19 @@ fn node_certs(t: &Token) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn p256_ca_in_slot_9c_signs_node_certificates() {
     ca_in_slot_9c("ecdsa", 256, "NIST CURVE: P-256");
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn rsa_2048_ca_in_slot_9c_signs_node_certificates() {
     ca_in_slot_9c("rsa", 2048, "Public-Key: (2048 bit)");
 }
@@ -194,6 +206,10 @@ fn rsa_2048_ca_in_slot_9c_signs_node_certificates() {
 /// The card pulled out (the emulator stopped): signing fails with one clear error and writes
 /// nothing; put back (the emulator started on the same folder), the same key signs again.
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn a_card_pulled_out_and_put_back_keeps_its_key() {
     let t = card();
     t.seed_files(&["ca-config.json"]);
@@ -239,6 +255,10 @@ fn a_card_pulled_out_and_put_back_keeps_its_key() {
 /// A wrong PIN: one login, refused with what the card says is left, never retried (the card's
 /// own counter shows exactly one try used); after the last try, the PIN is reported locked.
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn a_wrong_pin_is_tried_once_and_a_locked_pin_is_reported() {
     let t = card();
     t.write("ca-csr.json", &ca_csr("ecdsa", 256));
@@ -282,6 +302,10 @@ fn a_wrong_pin_is_tried_once_and_a_locked_pin_is_reported() {
 /// A PIV slot holds one key: a second `initca` into an occupied slot is refused by its ID
 /// before anything is generated, and the first CA's key and certificate stay.
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn a_second_ca_in_an_occupied_slot_is_refused() {
     let t = card();
     t.write("ca-csr.json", &ca_csr("ecdsa", 256));
@@ -319,6 +343,10 @@ fn verified_outputs(t: &Token) -> usize {
 /// (exit 2), every certificate it wrote is whole and verifies; with the card back, the same
 /// command completes the batch.
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn a_card_pulled_out_mid_batch_then_the_rerun_completes() {
     const N: usize = 40;
     let t = card();
@@ -461,11 +489,19 @@ fn opensc_signs_with_the_ykcs11_key(algo: &str, size: u32, mechanism: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn opensc_signs_with_the_p256_key_ykcs11_generated() {
     opensc_signs_with_the_ykcs11_key("ecdsa", 256, "ECDSA-SHA256");
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn opensc_signs_with_the_rsa_key_ykcs11_generated() {
     opensc_signs_with_the_ykcs11_key("rsa", 2048, "SHA256-RSA-PKCS");
 }
@@ -475,6 +511,10 @@ fn opensc_signs_with_the_rsa_key_ykcs11_generated() {
 /// attested one; OpenSSL verifies the printed chain on its own. A CA certificate with another
 /// key, or another root, is refused with one error line.
 #[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
 fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
     let t = card();
     t.write("ca-csr.json", &ca_csr("ecdsa", 256));
