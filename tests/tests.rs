@@ -16,6 +16,7 @@ mod kubeadm;
 mod lifecycle;
 mod ocsp;
 mod p11kit;
+mod piv;
 mod policy;
 mod security;
 mod serve;

@@ -36,6 +36,9 @@ pub(crate) enum Backend {
     /// SoftHSM2 behind `p11-kit server`, reached through p11-kit-client.so (`p11kit`): a
     /// network HSM stand-in, softhsm/p11kit-token.sh.
     P11Kit,
+    /// Yubico's ykcs11 on an emulated YubiKey PIV card (`piv`): a private pcscd with
+    /// vsmartcard's vpcd reader and p11ca-piv-emulator, softhsm/piv-token.sh.
+    Piv,
 }
 
 impl Backend {
@@ -47,8 +50,11 @@ impl Backend {
             Ok("tpm") => Backend::Tpm,
             Ok("kryoptic") => Backend::Kryoptic,
             Ok("p11kit") => Backend::P11Kit,
+            Ok("piv") => Backend::Piv,
             Ok(other) => {
-                panic!("P11CA_TEST_BACKEND={other:?}: expected softhsm, tpm, kryoptic or p11kit")
+                panic!(
+                    "P11CA_TEST_BACKEND={other:?}: expected softhsm, tpm, kryoptic, p11kit or piv"
+                )
             }
         }
     }
@@ -60,6 +66,7 @@ impl Backend {
             Backend::Tpm => "tpm",
             Backend::Kryoptic => "kryoptic",
             Backend::P11Kit => "p11kit",
+            Backend::Piv => "piv",
         }
     }
 
@@ -71,6 +78,7 @@ impl Backend {
             Backend::Tpm => "softhsm/tpm-token.sh",
             Backend::Kryoptic => "softhsm/kryoptic-token.sh",
             Backend::P11Kit => "softhsm/p11kit-token.sh",
+            Backend::Piv => "softhsm/piv-token.sh",
         })
     }
 }
@@ -95,6 +103,19 @@ fn kryoptic_module() -> &'static str {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     })
 }
+
+/// The PIV card emulator, built by `--features piv-emulator` (ci/test builds with it).
+pub(crate) fn piv_emulator() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_p11ca-piv-emulator") {
+        Some(p) => p,
+        None => {
+            panic!("the PIV back-end needs p11ca-piv-emulator: test with --features piv-emulator")
+        }
+    }
+}
+
+/// The PIN of an emulated PIV card: PIV PINs have 6 to 8 characters, so [`PIN`] cannot be one.
+pub(crate) const PIV_PIN: &str = "654321";
 
 /// `export NAME='VALUE'` lines as the helpers print them.
 fn parse_env(stdout: &str) -> Vec<(String, String)> {
@@ -135,6 +156,8 @@ pub(crate) struct Token {
     module: String,
     /// Variables the back-end needs besides P11CA_MODULE/TOKEN/PIN (TPM2_PKCS11_TCTI, …).
     env: Vec<(String, String)>,
+    /// The user PIN ([`PIN`], or [`PIV_PIN`] on a PIV card).
+    pub pin: String,
 }
 
 impl Token {
@@ -162,6 +185,7 @@ impl Token {
             backend,
             module: MODULE.to_string(),
             env: Vec::new(),
+            pin: PIN.to_string(),
         };
         if backend == Backend::SoftHsm {
             t.add_token(label);
@@ -175,14 +199,21 @@ impl Token {
     /// Run the back-end's helper in `hsm_dir()` and keep the environment it prints.
     fn start_backend(&mut self) {
         let mut c = Command::new(self.backend.helper());
+        let (pin, so_pin) = match self.backend {
+            Backend::Piv => (PIV_PIN, "87654321"),
+            _ => (PIN, SO_PIN),
+        };
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("P11CA_BACKEND_LIFETIME", BACKEND_LIFETIME)
-            .args([self.hsm_dir().to_str().unwrap(), &self.label, PIN, SO_PIN])
+            .args([self.hsm_dir().to_str().unwrap(), &self.label, pin, so_pin])
             .stdin(Stdio::null());
         if self.backend == Backend::Kryoptic {
             c.env("P11CA_KRYOPTIC_MODULE", kryoptic_module());
+        }
+        if self.backend == Backend::Piv {
+            c.env("P11CA_PIV_EMULATOR", piv_emulator());
         }
         let out = c.output().expect("run the back-end helper");
         assert!(
@@ -195,7 +226,9 @@ impl Token {
         for (k, v) in parse_env(&String::from_utf8_lossy(&out.stdout)) {
             match k.as_str() {
                 "P11CA_MODULE" => self.module = v,
-                "P11CA_TOKEN" | "P11CA_PIN" => {}
+                // ykcs11 names the token after the card's serial.
+                "P11CA_TOKEN" => self.label = v,
+                "P11CA_PIN" => self.pin = v,
                 _ => self.env.push((k, v)),
             }
         }
@@ -240,6 +273,27 @@ impl Token {
         assert!(
             out.status.success(),
             "could not restart the p11-kit server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Take the emulated PIV card out of its reader (`--unplug`) or put it back (`--plug`);
+    /// its keys and objects stay in the back-end's folder.
+    pub(crate) fn piv_card(&self, action: &str) {
+        assert_eq!(
+            self.backend,
+            Backend::Piv,
+            "only a PIV card can be unplugged"
+        );
+        let out = Command::new(self.backend.helper())
+            .env("P11CA_BACKEND_LIFETIME", BACKEND_LIFETIME)
+            .env("P11CA_PIV_EMULATOR", piv_emulator())
+            .args([action, self.hsm_dir().to_str().unwrap()])
+            .output()
+            .expect("run softhsm/piv-token.sh");
+        assert!(
+            out.status.success(),
+            "piv-token.sh {action} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -306,7 +360,7 @@ impl Token {
         let mut c = self.command(env!("CARGO_BIN_EXE_p11ca"));
         c.env("P11CA_MODULE", &self.module)
             .env("P11CA_TOKEN", &self.label)
-            .env("P11CA_PIN", PIN);
+            .env("P11CA_PIN", &self.pin);
         c
     }
 
@@ -322,12 +376,40 @@ impl Token {
     }
 
     /// `gencert -initca FILE | json -bare NAME`, asserting success; returns the gencert run.
+    /// On a PIV card the key goes in slot 9c, made with the management key as SO PIN.
     pub(crate) fn initca(&self, csr_file: &str, name: &str) -> Run {
-        let g = self.run(&["gencert", "-initca", csr_file]);
+        let mut args = vec!["gencert", "-initca"];
+        let piv = self.piv_initca_args();
+        args.extend(piv.iter().map(String::as_str));
+        args.push(csr_file);
+        let g = self.run(&args);
         g.ok();
         self.run_in(&["json", "-bare", name], g.stdout.as_bytes())
             .ok();
         g
+    }
+
+    /// `--piv-slot 9c --so-pin-source file:MGM-KEY` on a PIV card, nothing elsewhere.
+    pub(crate) fn piv_initca_args(&self) -> Vec<String> {
+        if self.backend != Backend::Piv {
+            return Vec::new();
+        }
+        let key = self.env_var("P11CA_PIV_MGM_KEY_FILE");
+        vec![
+            "--piv-slot".into(),
+            "9c".into(),
+            "--so-pin-source".into(),
+            format!("file:{key}"),
+        ]
+    }
+
+    /// A variable the back-end's helper printed.
+    pub(crate) fn env_var(&self, name: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("the {} helper printed no {name}", self.backend.name()))
     }
 
     /// Object count as seen by OpenSC's pkcs11-tool (logged in), independent of p11ca.
@@ -342,7 +424,7 @@ impl Token {
                 &self.label,
                 "--login",
                 "--pin",
-                PIN,
+                &self.pin,
                 "--list-objects",
             ])
             .output()
@@ -379,7 +461,7 @@ impl Drop for Token {
     /// Stop the back-end's service: the p11-kit server, or swtpm through tpm2_shutdown and
     /// `swtpm_ioctl -s` (never a plain kill, which the TPM counts as a failed authorization).
     fn drop(&mut self) {
-        if matches!(self.backend, Backend::Tpm | Backend::P11Kit) {
+        if matches!(self.backend, Backend::Tpm | Backend::P11Kit | Backend::Piv) {
             match Command::new(self.backend.helper())
                 .args(["--stop", self.hsm_dir().to_str().unwrap()])
                 .output()

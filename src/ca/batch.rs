@@ -36,7 +36,10 @@ pub fn session_count(
     requested: Option<usize>,
     inputs: usize,
 ) -> usize {
-    if inputs <= 1 || requested == Some(1) || crate::token::quirks::serializes_calls(module.path())
+    if inputs <= 1
+        || requested == Some(1)
+        || crate::token::quirks::serializes_calls(module.path())
+        || crate::token::quirks::for_token(token).one_session
     {
         return 1;
     }

@@ -176,13 +176,15 @@ impl InitCaPlan {
         record: &mut dyn FnMut(&str) -> Result<()>,
     ) -> Result<InitCaOutput> {
         let rules = quirks::for_token(token);
+        // A PIV slot can decide it by itself (9c: a PIN for every signature).
+        let always = self.always_authenticate || rules.always_authenticates(self.key_id.as_deref());
         if self.always_authenticate && !rules.context_login_signing {
             return Err(Error::token(format!(
                 "{} cannot sign with always-authenticate keys (a per-signature login breaks the signature); leave out --always-authenticate",
                 rules.name
             )));
         }
-        if self.always_authenticate && pin.is_none() {
+        if always && pin.is_none() {
             return Err(Error::input(
                 "an always-authenticate key needs the PIN for its signatures",
             ));
@@ -193,7 +195,7 @@ impl InitCaPlan {
             &module.mechanisms(token.slot)?,
             SigAlg::for_key(self.spec.into()),
             &token.label,
-            self.always_authenticate,
+            always,
         )?;
         let generated = key::generate_with(
             session,
@@ -207,8 +209,9 @@ impl InitCaPlan {
         .map_err(|e| e.context(&self.file))?;
         // From here on, undo on failure.
         let mut created: Vec<KeyHandle> = vec![generated.private, generated.public];
+        let context_pin = if always { pin } else { None };
         let finished = self
-            .finish(session, &rules, &generated, mech, pin, &mut created)
+            .finish(session, &rules, &generated, mech, context_pin, &mut created)
             .and_then(|(cert_pem, csr_pem)| record(&cert_pem).map(|()| (cert_pem, csr_pem)));
         match finished {
             Ok((cert_pem, csr_pem)) => Ok(InitCaOutput {
@@ -249,7 +252,7 @@ impl InitCaPlan {
         fault::point("after-keygen")?;
         let mut signer =
             TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
-        if let (true, Some(pin)) = (self.always_authenticate, pin) {
+        if let Some(pin) = pin {
             signer = signer.with_context_login(pin);
         }
         let path_len = self.req.ca.as_ref().and_then(|c| c.path_len());

@@ -699,6 +699,20 @@ pub enum KeyCommand {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// YubiKey PIV: print the key's attestation chain and check that the key in CERT is the
+    /// one the card attests it generated (docs/yubikey.md).
+    Attest {
+        /// pkcs11: URI of the key (as in NAME-key.uri).
+        uri: String,
+        /// The CA certificate whose key must be the attested one.
+        #[arg(long, value_name = "CERT", default_value = "ca.pem")]
+        cert: String,
+        /// The attestation root to trust: Yubico's PIV attestation root CA for a real key.
+        #[arg(long, value_name = "PEM")]
+        root: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 /// `kubeadm` subcommands (kubeadm's own flag names).

@@ -1,4 +1,4 @@
-//! `token list`, `key list` and `key show`: what is in the module and the token.
+//! `token list`, `key list`, `key show` and `key attest`: what is in the module and the token.
 
 use serde_json::json;
 
@@ -8,7 +8,7 @@ use p11ca::token::uri::Pkcs11Uri;
 use p11ca::{Error, Result};
 
 use super::args::TokenArgs;
-use super::{open_and_login, write_stdout};
+use super::{open_and_login, read_input, write_stdout};
 
 pub(super) fn token_list(args: &TokenArgs) -> Result<()> {
     let path = Module::resolve_path(args.module.as_deref(), None)?;
@@ -149,4 +149,35 @@ pub(super) fn key_retire(
         }
         Retired::Deleted => format!("deleted {uri} with its public key and certificates\n"),
     })
+}
+
+/// `key attest URI --cert CERT --root PEM`: the chain, checked, and what it says.
+pub(super) fn key_attest(args: &TokenArgs, uri: &str, cert: &str, root: &str) -> Result<()> {
+    use p11ca::x509::{attest, pem};
+    let read_cert = |path: &str| {
+        let (bytes, name) = read_input(path)?;
+        pem::read_der(&bytes, &name, &["CERTIFICATE"], "certificate")
+    };
+    let ca = read_cert(cert)?;
+    let root_der = read_cert(root)?;
+    let u = Pkcs11Uri::parse(uri)?;
+    let o = open_and_login(args, Some(&u))?;
+    let k = key::find_private_key(&o.session, &o.token, &u)?;
+    let id = key::summarize(&o.session, k.handle)?.id;
+    let (leaf, f9) = p11ca::token::attest::piv_attestation(&o.session, &o.token.label, &id)?;
+    let a = attest::check(&leaf, &f9, &root_der, &ca).map_err(|e| e.context(uri))?;
+    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+    let mut s = format!(
+        "attested by {root}: key {uri}\n  generated on the card (serial {}, firmware {}), PIN policy {}, touch policy {}\n  the key in {cert} is the attested key\n",
+        or_unknown(a.serial.map(|n| n.to_string())),
+        or_unknown(a.firmware),
+        a.pin_policy.unwrap_or("unknown"),
+        a.touch_policy.unwrap_or("unknown"),
+    );
+    for der in [&leaf, &f9] {
+        let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
+            .map_err(|e| Error::input(format!("cannot encode a certificate: {e}")))?;
+        s.push_str(&pem);
+    }
+    write_stdout(&s)
 }

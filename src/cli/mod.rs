@@ -89,6 +89,12 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::OpensslConf { handle, token }) => {
             openssl_conf::openssl_conf(&token.over(before)?, &handle)
         }
+        Command::Key(KeyCommand::Attest {
+            uri,
+            cert,
+            root,
+            token,
+        }) => keys::key_attest(&token.over(before)?, &uri, &cert, &root),
         Command::Version => meta::version(),
         Command::PrintDefaults { what } => meta::print_defaults(what),
         Command::Completion { shell } => meta::completion(shell),

@@ -350,7 +350,11 @@ impl Iterator for Feeder<'_> {
             }
             // One at a time, so that an input on stdin is signed as soon as it has arrived;
             // node keys are made a few per thread at once.
-            self.fill(if self.parallel > 1 { self.parallel * 4 } else { 1 });
+            self.fill(if self.parallel > 1 {
+                self.parallel * 4
+            } else {
+                1
+            });
         }
     }
 }

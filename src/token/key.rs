@@ -180,7 +180,21 @@ pub fn generate_with(
     };
     // Where the module fixes labels, only the ID (the PIV slot) tells keys apart.
     refuse_duplicates(session, token, label, &id, !rules.fixed_labels)?;
-    let (mech, pub_tpl, priv_tpl) = templates(alg, label, &id, always_authenticate);
+    if rules.fixed_key_policy && always_authenticate && id != [2] {
+        return Err(Error::input(format!(
+            "{}: the PIN policy comes with the PIV slot; for a PIN on every signature use --piv-slot 9c",
+            rules.name
+        )));
+    }
+    let (mech, pub_tpl, mut priv_tpl) = templates(alg, label, &id, always_authenticate);
+    if rules.fixed_key_policy {
+        priv_tpl.retain(|a| {
+            !matches!(
+                a,
+                Attribute::Extractable(_) | Attribute::AlwaysAuthenticate(_)
+            )
+        });
+    }
     let (public, private) = session
         .generate_key_pair(&mech, &pub_tpl, &priv_tpl)
         .map_err(|e| {

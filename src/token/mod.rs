@@ -5,6 +5,7 @@
 //! keys, the [`crate::x509::Signer`] it implements) and must not use `cfssl`, `ca` or anything
 //! above them.
 
+pub mod attest;
 pub mod certobj;
 pub mod key;
 pub mod login;
@@ -555,8 +556,9 @@ impl Module {
                 )))
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::token(format!(
-                "the user PIN of token \"{}\" is locked; unlock it with the SO PIN (e.g. softhsm2-util / pkcs11-tool --init-pin)",
-                token.label
+                "the user PIN of token \"{}\" is locked; {}",
+                token.label,
+                quirks::unlock_hint(&quirks::for_token(token))
             ))),
             Err(e) => Err(ck(
                 &format!("cannot log in to token \"{}\"", token.label),

@@ -7,7 +7,12 @@
 //! - CKA_LABEL is fixed by the module (find keys by ID, not by label);
 //! - after generation the slot holds an empty placeholder certificate, to be replaced (as SO)
 //!   by the real one;
-//! - keys in slot 9c need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
+//! - keys in slot 9c need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE);
+//! - the key templates take only the attributes ykcs11 2.2.0 lists (`mechanisms.c`
+//!   check_pvtkey_template): CKA_EXTRACTABLE or CKA_ALWAYS_AUTHENTICATE in a template fails with
+//!   CKR_ATTRIBUTE_TYPE_INVALID (seen on the emulated card); a PIV key is never extractable
+//!   and the slot alone decides the PIN policy;
+//! - batches sign in one session (see [`Quirks::one_session`]).
 
 use crate::error::{Error, Result};
 use crate::token::TokenSummary;
@@ -28,6 +33,14 @@ pub struct Quirks {
     pub placeholder_certificate: bool,
     /// Signing in parts around a CKU_CONTEXT_SPECIFIC login works (always-authenticate keys).
     pub context_login_signing: bool,
+    /// The private-key template must leave out CKA_EXTRACTABLE and CKA_ALWAYS_AUTHENTICATE
+    /// (the card fixes both; the PIN policy comes with the slot).
+    pub fixed_key_policy: bool,
+    /// Batches use one session: every session drives the same card, and a PIN-always (9c)
+    /// signature must come right after its VERIFY, so signatures from parallel sessions
+    /// interleave and the card refuses them (seen on the emulated card: C_SignFinal
+    /// CKR_USER_NOT_LOGGED_IN with two sessions).
+    pub one_session: bool,
 }
 
 /// No special rules.
@@ -38,6 +51,8 @@ pub const GENERIC: Quirks = Quirks {
     fixed_labels: false,
     placeholder_certificate: false,
     context_login_signing: true,
+    fixed_key_policy: false,
+    one_session: false,
 };
 
 /// tpm2-pkcs11: a context-specific login in the middle of a signature breaks that signature
@@ -50,6 +65,8 @@ pub const TPM2_PKCS11: Quirks = Quirks {
     fixed_labels: false,
     placeholder_certificate: false,
     context_login_signing: false,
+    fixed_key_policy: false,
+    one_session: false,
 };
 
 /// Yubico's ykcs11.
@@ -60,7 +77,27 @@ pub const YKCS11: Quirks = Quirks {
     fixed_labels: true,
     placeholder_certificate: true,
     context_login_signing: true,
+    fixed_key_policy: true,
+    one_session: true,
 };
+
+impl Quirks {
+    /// Whether a key with CKA_ID `id` needs the PIN for every signature whatever its template
+    /// said: on a PIV card, the key in slot 9c (CKA_ID 2; PIN policy "always", ykcs11 sets
+    /// CKA_ALWAYS_AUTHENTICATE for it).
+    pub fn always_authenticates(&self, id: Option<&[u8]>) -> bool {
+        self.fixed_key_policy && id == Some(&[2])
+    }
+}
+
+/// How to unlock a locked user PIN on a token with these rules.
+pub fn unlock_hint(rules: &Quirks) -> &'static str {
+    if rules.id_is_piv_slot {
+        "unblock it with the PUK (yubico-piv-tool -a unblock-pin)"
+    } else {
+        "unlock it with the SO PIN (e.g. softhsm2-util / pkcs11-tool --init-pin)"
+    }
+}
 
 /// The rules for `token`.
 pub fn for_token(token: &TokenSummary) -> Quirks {
@@ -88,6 +125,19 @@ pub fn serializes_calls(module_path: &std::path::Path) -> bool {
     module_path
         .file_name()
         .is_some_and(|n| n.to_string_lossy().contains("p11-kit-client"))
+}
+
+/// The PIV slot name (`9c`, `82`, ...) for a ykcs11 CKA_ID byte.
+pub fn piv_slot_name(id: u8) -> Option<String> {
+    Some(match id {
+        1 => "9a".into(),
+        2 => "9c".into(),
+        3 => "9d".into(),
+        4 => "9e".into(),
+        5..=24 => format!("{:02x}", id - 5 + 0x82),
+        25 => "f9".into(),
+        _ => return None,
+    })
 }
 
 /// The ykcs11 CKA_ID for a PIV slot name such as `9c` or `82`.
@@ -138,6 +188,11 @@ mod tests {
         assert_eq!(piv_slot_id("82").unwrap(), 5);
         assert_eq!(piv_slot_id("95").unwrap(), 24);
         assert_eq!(piv_slot_id("f9").unwrap(), 25);
+        for name in ["9a", "9c", "9d", "9e", "82", "95", "f9"] {
+            assert_eq!(piv_slot_name(piv_slot_id(name).unwrap()).unwrap(), name);
+        }
+        assert_eq!(piv_slot_name(0), None);
+        assert_eq!(piv_slot_name(26), None);
         for bad in ["9b", "96", "81", "0x9c", "", "9"] {
             assert!(piv_slot_id(bad).is_err(), "{bad}");
         }

@@ -7,6 +7,7 @@
 //! `cfssl` or anything above (ARCHITECTURE.md).
 
 pub mod alg;
+pub mod attest;
 pub mod build;
 pub mod chain;
 pub mod crl;
