@@ -22,16 +22,19 @@ pub enum Kind {
     Output,
     /// A signature returned by the token did not verify: exit 5. Nothing was written.
     Verify,
+    /// `certs list --check` found certificates that expire within the window: exit 6.
+    Expiring,
 }
 
 impl Kind {
     /// Every kind, in exit-code order (the CLI's `--help` lists them; a test checks it).
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Input,
         Kind::Token,
         Kind::Policy,
         Kind::Output,
         Kind::Verify,
+        Kind::Expiring,
     ];
 
     /// The process exit code for this kind (documented in the README). The one place exit
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Policy => 3,
             Kind::Output => 4,
             Kind::Verify => 5,
+            Kind::Expiring => 6,
         }
     }
 }

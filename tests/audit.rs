@@ -15,8 +15,8 @@ fn sign_body(csr: &str, profile: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// A CA whose `serve` published its CRL, issued two certificates and refused one request,
-/// then stopped.
+/// A CA (made by `gencert -initca`, which records it in the same store) whose `serve`
+/// published its CRL, issued two certificates and refused one request, then stopped.
 fn served(t: &Token) {
     setup(t);
     let csr = t.ec_csr("node", "node");
@@ -55,7 +55,7 @@ fn serve_appends_issues_refusals_and_a_signed_checkpoint() {
     out.ok();
     assert!(
         out.stdout
-            .contains("5 records, 1 signed checkpoints, records 1..4 covered"),
+            .contains("6 records, 1 signed checkpoints, records 1..5 covered"),
         "{}",
         out.stdout
     );
@@ -69,7 +69,7 @@ fn serve_appends_issues_refusals_and_a_signed_checkpoint() {
         .collect();
     assert_eq!(
         kinds,
-        ["crl", "issue", "issue", "refuse", "checkpoint"],
+        ["issue", "crl", "issue", "issue", "refuse", "checkpoint"],
         "{}",
         list.stdout
     );
@@ -104,19 +104,20 @@ fn audit_verify_names_the_record_that_was_edited_removed_or_swapped() {
         std::fs::write(t.path("p11ca-certs.db"), b).unwrap();
     };
 
-    // Edited: the refusal is turned into something else.
+    // Edited: the refusal (after the CA's own issuance, the CRL and two certificates) is
+    // turned into something else.
     db(&t)
-        .execute("UPDATE audit SET detail = '{}' WHERE seq = 3", [])
+        .execute("UPDATE audit SET detail = '{}' WHERE seq = 5", [])
         .unwrap();
     t.run(&verify_args())
-        .fails(5, "audit record 3: its contents do not match its hash");
+        .fails(5, "audit record 5: its contents do not match its hash");
     restore_to(&backup);
 
     // Removed: the second issuance disappears.
     db(&t)
-        .execute("DELETE FROM audit WHERE seq = 2", [])
+        .execute("DELETE FROM audit WHERE seq = 4", [])
         .unwrap();
-    t.run(&verify_args()).fails(5, "audit record 2: missing");
+    t.run(&verify_args()).fails(5, "audit record 4: missing");
     restore_to(&backup);
 
     // Reordered: the first two records' contents exchanged.
@@ -157,4 +158,146 @@ fn audit_verify_names_the_record_that_was_edited_removed_or_swapped() {
         "other.pem",
     ])
     .fails(5, "none of the given CA certificates");
+}
+
+/// The command line's own work: the CA made by `gencert -initca`, a leaf from `gencert -ca`
+/// and one from `sign`, a revocation, and a CRL whose key also signs a checkpoint sealing the
+/// log; `audit checkpoint` after more issuance seals the rest. Each is a record an attacker
+/// with write access to the store cannot take back unseen.
+#[test]
+fn command_line_issuance_revocation_and_crl_are_logged_and_sealed() {
+    let t = Token::new("audit-cli");
+    setup(&t);
+    let with_ca = |cmd: &str, input: &str| {
+        let g = t.run(&[
+            cmd,
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "ca-key.uri",
+            "-config",
+            "server-config.json",
+            "-profile",
+            "kubernetes",
+            "--db",
+            "p11ca-certs.db",
+            input,
+        ]);
+        g.ok();
+        g
+    };
+    let g = with_ca("gencert", "node-csr.json");
+    t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
+        .ok();
+    t.ec_csr("other", "other");
+    with_ca("sign", "other.csr");
+    t.run(&[
+        "revoke",
+        "--db",
+        "p11ca-certs.db",
+        "node.pem",
+        "-reason",
+        "keyCompromise",
+    ])
+    .ok();
+    let crl = [
+        "crl",
+        "--db",
+        "p11ca-certs.db",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+    ];
+    t.run(&crl).ok();
+    let kinds = |t: &Token| -> Vec<String> {
+        let list = t.run(&["audit", "list", "--db", "p11ca-certs.db", "--json"]);
+        list.ok();
+        list.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+            .map(|k| k.trim_matches('"').to_string())
+            .collect()
+    };
+    assert_eq!(
+        kinds(&t),
+        ["issue", "issue", "issue", "revoke", "crl", "checkpoint"]
+    );
+    let v = t.run(&verify_args());
+    v.ok();
+    assert!(
+        v.stdout
+            .contains("6 records, 1 signed checkpoints, records 1..5 covered"),
+        "{}",
+        v.stdout
+    );
+    let list = t.run(&["audit", "list", "--db", "p11ca-certs.db"]);
+    assert!(list.stdout.contains("\tcli:"), "{}", list.stdout);
+    assert!(list.stdout.contains("keyCompromise"), "{}", list.stdout);
+
+    // More issuance, then `audit checkpoint` seals it; a second one has nothing to seal.
+    with_ca("sign", "other.csr");
+    let checkpoint = [
+        "audit",
+        "checkpoint",
+        "--db",
+        "p11ca-certs.db",
+        "--ca",
+        "ca.pem",
+        "--ca-key",
+        "ca-key.uri",
+    ];
+    let c = t.run(&checkpoint);
+    c.ok();
+    assert!(
+        c.stdout.contains("checkpoint signed at record 8"),
+        "{}",
+        c.stdout
+    );
+    let again = t.run(&checkpoint);
+    again.ok();
+    assert!(
+        again.stdout.contains("no records since"),
+        "{}",
+        again.stdout
+    );
+    t.run(&verify_args()).ok();
+
+    // Rewriting who was issued what (the unsealed tail is gone now) is named.
+    db(&t)
+        .execute(
+            "UPDATE audit SET detail = replace(detail, 'other', 'forged') WHERE seq = 7",
+            [],
+        )
+        .unwrap();
+    t.run(&verify_args())
+        .fails(5, "audit record 7: its contents do not match its hash");
+}
+
+/// `audit checkpoint` with a key that is not the CA's appends nothing: a checkpoint cannot be
+/// signed by whatever key happens to be in the token.
+#[test]
+fn audit_checkpoint_with_another_ca_key_changes_nothing() {
+    let t = Token::new("audit-wrongkey");
+    setup(&t);
+    t.write(
+        "other-csr.json",
+        r#"{"CN":"other CA","key":{"algo":"ecdsa","size":256}}"#,
+    );
+    t.initca("other-csr.json", "other");
+    let before = t.run(&["audit", "list", "--db", "p11ca-certs.db", "--json"]);
+    before.ok();
+    t.run(&[
+        "audit",
+        "checkpoint",
+        "--db",
+        "p11ca-certs.db",
+        "--ca",
+        "ca.pem",
+        "--ca-key",
+        "other-key.uri",
+    ])
+    .fails(3, "does not belong to the key");
+    let after = t.run(&["audit", "list", "--db", "p11ca-certs.db", "--json"]);
+    assert_eq!(before.stdout, after.stdout);
 }

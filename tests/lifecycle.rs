@@ -885,3 +885,56 @@ fn rotation_to_a_new_key_with_cross_signing_both_ways() {
     leaf_from(&t, "new.pem", "new-key.uri", "after");
     openssl_verifies(&t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
 }
+
+/// Expiry watch for cron: `certs list --expiring D --check` exits 6 naming what is due, the CA
+/// certificate itself included (recorded by `gencert -initca`), and a replaced certificate
+/// revoked as superseded no longer counts.
+#[test]
+fn certs_list_check_exits_6_for_leaves_and_the_ca_itself() {
+    let t = Token::new("expiry");
+    t.seed_ca();
+    leaf(&t, "node1");
+    let check = |window: &str| {
+        t.run(&[
+            "certs",
+            "list",
+            "--db",
+            "p11ca-certs.db",
+            "--expiring",
+            window,
+            "--check",
+        ])
+    };
+    let quiet = check("720h");
+    quiet.ok();
+    assert_eq!(quiet.stdout.lines().count(), 1, "{}", quiet.stdout);
+
+    // The leaf (8760h) is due within 9000h, the CA (cfssl's five years) is not.
+    let leaf_due = check("9000h");
+    leaf_due.fails(
+        6,
+        "1 certificate expires within 9000h or already did, the first CN=node1",
+    );
+    assert!(leaf_due.stdout.contains("days left"), "{}", leaf_due.stdout);
+    assert!(
+        !leaf_due.stdout.contains("\tinitca\t"),
+        "{}",
+        leaf_due.stdout
+    );
+    let both = check("50000h");
+    both.fails(6, "2 certificates expire within 50000h");
+    assert!(both.stdout.contains("\tinitca\t"), "{}", both.stdout);
+
+    t.run(&[
+        "revoke",
+        "--db",
+        "p11ca-certs.db",
+        "node1.pem",
+        "-reason",
+        "superseded",
+    ])
+    .ok();
+    check("9000h").ok();
+    t.run(&["certs", "list", "--db", "p11ca-certs.db", "--check"])
+        .fails(1, "--expiring");
+}

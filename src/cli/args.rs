@@ -17,7 +17,8 @@ Exit codes:
   2  token or PKCS#11 module failure: module load, login, key lookup, signing
   3  refused by policy: duplicate key label/ID, CA/key mismatch, unknown profile
   4  an output file could not be written (nothing was written)
-  5  a signature from the token did not verify (nothing was written)";
+  5  a signature from the token did not verify (nothing was written)
+  6  certs list --check: certificates expire within --expiring (or have expired)";
 
 /// A cfssl-compatible CA whose signing keys never leave a PKCS#11 token.
 #[derive(Debug, Parser)]
@@ -324,6 +325,10 @@ pub enum CertsCommand {
         /// Only revoked certificates.
         #[arg(long)]
         revoked: bool,
+        /// With --expiring: exit 6 when a certificate that is not revoked is listed (for cron;
+        /// the CA certificates that `gencert -initca` recorded are listed too).
+        #[arg(long, requires = "expiring", conflicts_with = "revoked")]
+        check: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -352,6 +357,21 @@ pub enum AuditCommand {
         /// by any other key fails the check.
         #[arg(long, value_name = "FILE", required = true)]
         ca: Vec<String>,
+    },
+    /// Sign a checkpoint over the audit chain so far with the CA key in the token, so that
+    /// the records up to it can no longer be changed or cut off unseen (`crl` and `serve`
+    /// also sign them; run this after command-line issuance, e.g. from cron).
+    Checkpoint {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The CA certificate whose key signs.
+        #[arg(long, value_name = "FILE")]
+        ca: String,
+        /// The CA key's handle: a NAME-key.uri file, a pkcs11: URI, file:PATH or env:VAR.
+        #[arg(long, value_name = "URI")]
+        ca_key: String,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// List the audit records, oldest first.
     List {

@@ -9,7 +9,9 @@ use p11ca::db::audit::{self, AuditRecord};
 use p11ca::db::{DbConfig, Store};
 use p11ca::text::escape_for_log;
 
-use super::args::{AuditCommand, DbArgs};
+use super::args::{AuditCommand, DbArgs, TokenArgs};
+use super::casigner::with_ca_signer;
+use super::sign::ca_key_uri;
 use super::{read_input, write_stdout};
 
 fn open(a: &DbArgs) -> Result<Store> {
@@ -17,7 +19,7 @@ fn open(a: &DbArgs) -> Result<Store> {
     Store::open_existing(&cfg)
 }
 
-pub(super) fn run(c: &AuditCommand) -> Result<()> {
+pub(super) fn run(c: &AuditCommand, before: &TokenArgs) -> Result<()> {
     match c {
         AuditCommand::Verify { db, ca } => {
             let mut anchors = Vec::new();
@@ -35,7 +37,30 @@ pub(super) fn run(c: &AuditCommand) -> Result<()> {
             let skip = last.map_or(0, |n| records.len().saturating_sub(n));
             write_stdout(&listing(&records[skip..], *json))
         }
+        AuditCommand::Checkpoint {
+            db,
+            ca,
+            ca_key,
+            token,
+        } => checkpoint(&token.over(before)?, db, ca, ca_key),
     }
+}
+
+/// `audit checkpoint`: the chain's head signed by the CA key, after the key is shown to pair
+/// with `ca` (nothing is appended otherwise).
+fn checkpoint(targs: &TokenArgs, db: &DbArgs, ca: &str, ca_key: &str) -> Result<()> {
+    let (bytes, source) = read_input(ca)?;
+    let cert = parse_ca_cert(&bytes, &source)?;
+    let key_uri = ca_key_uri(ca_key)?;
+    let mut store = open(db)?;
+    if !store.audit_needs_checkpoint()? {
+        return write_stdout("the audit log has no records since its last checkpoint\n");
+    }
+    with_ca_signer(targs, &cert, &source, &key_uri, |signer| {
+        store.audit_checkpoint(signer, &audit::cli_actor())
+    })?;
+    let n = store.audit_records()?.last().map_or(0, |r| r.seq);
+    write_stdout(&format!("checkpoint signed at record {n}\n"))
 }
 
 /// Text (tab-separated, everything escaped) or JSON lines.

@@ -30,6 +30,7 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
             db,
             expiring,
             revoked,
+            check,
             json,
         } => {
             let not_after_by = match expiring.as_deref() {
@@ -50,24 +51,16 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                 not_after_by,
                 revoked_only: *revoked,
             })?;
-            if *json {
-                return write_stdout(&format!("{}\n", to_json(&records)));
-            }
             let now = db::now();
-            let mut out = String::from("SERIAL (hex)\tNOT AFTER\tSTATE\tPROFILE\tSUBJECT\tSANS\n");
-            for l in &records {
-                let r = &l.record;
-                out.push_str(&format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\n",
-                    r.serial_hex,
-                    time(r.not_after),
-                    state(l, now),
-                    escape_for_log(&r.profile),
-                    escape_for_log(&r.subject),
-                    escape_for_log(&r.sans.join(","))
-                ));
+            if *json {
+                write_stdout(&format!("{}\n", to_json(&records)))?;
+            } else {
+                write_stdout(&table(&records, now))?;
             }
-            write_stdout(&out)
+            match expiring.as_deref() {
+                Some(window) if *check => check_expiring(&records, window, now),
+                _ => Ok(()),
+            }
         }
         CertsCommand::Show { db, serial, json } => {
             let mut store = open(db)?;
@@ -121,12 +114,51 @@ fn state(l: &Listed, now: i64) -> String {
             l.revoked_at.map_or_else(|| "-".into(), time)
         );
     }
-    if l.record.not_after <= now {
-        "expired"
+    let left = l.record.not_after - now;
+    if left <= 0 {
+        format!("expired {}", time(l.record.not_after))
     } else {
-        "valid"
+        format!("valid, {} days left", left / 86_400)
     }
-    .to_string()
+}
+
+fn table(records: &[Listed], now: i64) -> String {
+    let mut out = String::from("SERIAL (hex)\tNOT AFTER\tSTATE\tPROFILE\tSUBJECT\tSANS\n");
+    for l in records {
+        let r = &l.record;
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            r.serial_hex,
+            time(r.not_after),
+            state(l, now),
+            escape_for_log(&r.profile),
+            escape_for_log(&r.subject),
+            escape_for_log(&r.sans.join(","))
+        ));
+    }
+    out
+}
+
+/// `--check`: the listed certificates that are not revoked (the list is soonest first) are an
+/// exit-6 error naming the first of them.
+fn check_expiring(records: &[Listed], window: &str, now: i64) -> Result<()> {
+    let due: Vec<&Listed> = records.iter().filter(|l| !l.is_revoked()).collect();
+    let Some(first) = due.first() else {
+        return Ok(());
+    };
+    let r = &first.record;
+    Err(Error::new(
+        p11ca::Kind::Expiring,
+        format!(
+            "{} certificate{} expire{} within {window} or already did, the first {} (serial {}, {}); renew, or revoke the ones already replaced (-reason superseded)",
+            due.len(),
+            if due.len() == 1 { "" } else { "s" },
+            if due.len() == 1 { "s" } else { "" },
+            escape_for_log(&r.subject),
+            r.serial_hex,
+            state(first, now),
+        ),
+    ))
 }
 
 fn to_json(records: &[Listed]) -> String {

@@ -5,20 +5,23 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
 
 use x509_cert::Certificate;
 
-use p11ca::ca::issue::{CaKey, Issuer, parse_ca_cert};
+use p11ca::ca::issue::parse_ca_cert;
 use p11ca::cfssl::duration::GoDuration;
+use p11ca::db::audit::{self, AuditEvent, AuditKind};
 use p11ca::db::{DbConfig, Store};
 use p11ca::fsio::{OutputSet, PUBLIC_MODE};
-use p11ca::token::key;
+use p11ca::x509::Signer;
 use p11ca::x509::crl::{RevokedEntry, build_crl, ca_key_identifier};
 use p11ca::{Error, Result};
 
 use super::args::{CrlArgs, GencrlArgs, TokenArgs};
+use super::casigner::with_ca_signer;
 use super::sign::ca_key_uri;
-use super::{open_and_login, read_input, write_stdout};
+use super::{read_input, write_stdout};
 
 /// cfssl's default lifetime when TIME is missing or 0: one week.
 const ONE_WEEK: i64 = 7 * 24 * 3600;
@@ -44,12 +47,12 @@ pub(super) fn gencrl(targs: &TokenArgs, g: &GencrlArgs) -> Result<()> {
         .collect();
     let crl = sign_crl(
         targs,
-        &ca,
-        &ca_source,
+        (&ca, &ca_source),
         &key_uri,
         entries,
-        || Ok(number),
+        &mut || Ok(number),
         (now, now + lifetime),
+        &mut |_, _, _| {},
     )?;
     output(crl, g.out.as_deref())
 }
@@ -81,60 +84,71 @@ pub(super) fn crl(targs: &TokenArgs, c: &CrlArgs) -> Result<()> {
     )?;
     let what = cfg.describe();
     let in_store = |e: Error| e.context(format!("certificate store {what}"));
-    let mut store = Store::open_existing(&cfg)?;
-    let entries = store.crl_entries(&aki, now).map_err(in_store)?;
-    let number = || store.next_crl_number(&aki).map_err(in_store);
+    let store = std::cell::RefCell::new(Store::open_existing(&cfg)?);
+    let entries = store
+        .borrow_mut()
+        .crl_entries(&aki, now)
+        .map_err(in_store)?;
+    // The CRL and a checkpoint over the audit log, signed by the same key while it is open:
+    // each CRL published seals the log up to it.
+    let mut seal = |signer: &dyn Signer, number: u64, count: usize| {
+        let actor = audit::cli_actor();
+        let event = AuditEvent::new(
+            AuditKind::Crl,
+            &actor,
+            json!({"aki": aki, "number": number.to_string(), "entries": count, "this_update": now, "next_update": now + d.as_secs()}),
+        );
+        let mut s = store.borrow_mut();
+        let r = s
+            .audit_append(&[event])
+            .and_then(|()| s.audit_checkpoint(signer, &actor));
+        if let Err(e) = r {
+            super::warn(&format!(
+                "the CRL was signed but not logged: {}",
+                in_store(e)
+            ));
+        }
+    };
     let crl = sign_crl(
         targs,
-        &ca,
-        &ca_source,
+        (&ca, &ca_source),
         &key_uri,
         entries,
-        number,
+        &mut || store.borrow_mut().next_crl_number(&aki).map_err(in_store),
         (now, now + d.as_secs()),
+        &mut seal,
     )?;
     output(crl, c.out.as_deref())
 }
 
 /// Sign the CRL of `ca` listing `entries` with the key `key_uri`, exactly as `sign` signs
-/// certificates (CaKey checks the certificate belongs to the key and is a CA; the Issuer's
-/// signer logs in per signature if the key needs it). `number` is asked only once the key is
-/// known to pair with `ca`, so a wrong `-ca` takes no CRL number.
+/// certificates (the key must pair with `ca`; the signer logs in per signature if the key
+/// needs it). `number` is asked only once the key is known to pair with `ca`, so a wrong
+/// `-ca` takes no CRL number; `after` then gets the signer and the number used.
 fn sign_crl(
     targs: &TokenArgs,
-    ca: &Certificate,
-    ca_source: &str,
+    (ca, ca_source): (&Certificate, &str),
     key_uri: &p11ca::token::Pkcs11Uri,
     entries: Vec<RevokedEntry>,
-    number: impl FnOnce() -> Result<u64>,
+    number: &mut dyn FnMut() -> Result<u64>,
     (this_update, next_update): (i64, i64),
+    after: &mut dyn FnMut(&dyn Signer, u64, usize),
 ) -> Result<Vec<u8>> {
-    let opened = open_and_login(targs, Some(key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, key_uri)?;
-    let mut ca_key = CaKey::new(
-        &opened.module,
-        &opened.token,
-        ca.clone(),
-        ca_source,
-        &found,
-        key_uri,
-    )?;
-    ca_key.set_pin(opened.pin.clone());
-    let issuer = Issuer::new(&ca_key, &opened.session)?;
-    let number = number()?;
-    let crl = build_crl(
-        ca,
-        entries,
-        &number.to_be_bytes(),
-        this_update,
-        next_update,
-        issuer.signer(),
-    )
-    .map_err(|e| e.context(ca_source))?;
-    drop(issuer);
-    drop(ca_key);
-    opened.module.finalize_for_exit();
-    Ok(crl)
+    with_ca_signer(targs, ca, ca_source, key_uri, |signer| {
+        let number = number()?;
+        let count = entries.len();
+        let crl = build_crl(
+            ca,
+            entries,
+            &number.to_be_bytes(),
+            this_update,
+            next_update,
+            signer,
+        )
+        .map_err(|e| e.context(ca_source))?;
+        after(signer, number, count);
+        Ok(crl)
+    })
 }
 
 /// Print the CRL as cfssl does (one line of base64 DER), or write it to `out`: PEM when the

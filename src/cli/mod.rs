@@ -6,6 +6,7 @@
 pub(crate) mod args;
 mod audit;
 mod bundle;
+mod casigner;
 mod certs;
 mod crl;
 mod keys;
@@ -59,7 +60,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(a) => serve::serve(&a.token.over(before)?, &a),
         Command::Certs(c) => certs::run(&c),
-        Command::Audit(c) => audit::run(&c),
+        Command::Audit(c) => audit::run(&c, before),
         Command::Ocspsign(o) => ocsp::ocspsign(&o.token.over(before)?, &o),
         Command::Ocsprefresh(o) => ocsp::ocsprefresh(&o.token.over(before)?, &o),
         Command::Ocspserve(o) => ocsp::ocspserve(&o),

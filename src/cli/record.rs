@@ -1,6 +1,8 @@
 //! Recording what the command line issues (`gencert -ca`, `sign`, `gencert -initca`) in the
-//! same store `serve` records into, before the certificate is printed or written.
+//! same store `serve` records into, before the certificate is printed or written, each one
+//! also an `issue` event in the store's audit log.
 
+use p11ca::db::audit;
 use p11ca::db::{CertRecord, DbConfig, Store};
 use p11ca::{Error, Result};
 
@@ -24,7 +26,7 @@ impl Recording {
         Ok(Self {
             cfg: DbConfig::resolve(db_config, db, config)?,
             store: None,
-            requester: requester(),
+            requester: audit::cli_actor(),
         })
     }
 
@@ -55,20 +57,16 @@ impl Recording {
             *store = Store::open(&self.cfg).map_err(not_output)?;
             r = store.insert(records);
         }
-        r.map_err(|e| not_output(e.context(format!("certificate store {what}"))))
+        r.map_err(|e| not_output(e.context(format!("certificate store {what}"))))?;
+        // The audit log follows the records (as in `serve`): a failure here is a warning, the
+        // certificates are recorded; `p11ca audit verify` shows the chain as it stands.
+        let events: Vec<_> = records
+            .iter()
+            .map(|r| audit::issue_event(r, &self.requester))
+            .collect();
+        if let Err(e) = store.audit_append(&events) {
+            super::warn(&format!("certificate store {what}: {}", e.message()));
+        }
+        Ok(())
     }
-}
-
-/// `cli:USER@HOST`: the login name ($USER or $LOGNAME, else the uid) and the host name.
-pub(super) fn requester() -> String {
-    let user = ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| format!("uid{}", rustix::process::getuid().as_raw()));
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("cli:{user}@{host}")
 }

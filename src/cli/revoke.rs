@@ -2,6 +2,9 @@
 //! certificate files and a `--list` of `SERIAL AKI` lines. Everything named in one call is
 //! revoked in one transaction: all of it, or (on any unknown or conflicting certificate) none.
 
+use serde_json::json;
+
+use p11ca::db::audit::{self, AuditEvent, AuditKind};
 use p11ca::db::{CertRecord, DbConfig, RevokeOutcome, Store};
 use p11ca::x509::crl::Reason;
 use p11ca::x509::pem::read_der;
@@ -26,10 +29,27 @@ pub(super) fn revoke(a: &RevokeArgs) -> Result<()> {
     let outcomes = store
         .revoke_many(&items, reason, p11ca::db::now())
         .map_err(|e| e.context(format!("certificate store {}", cfg.describe())))?;
-    let revoked = outcomes
+    let actor = audit::cli_actor();
+    let events: Vec<AuditEvent> = items
         .iter()
-        .filter(|o| **o == RevokeOutcome::Revoked)
-        .count();
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == RevokeOutcome::Revoked)
+        .map(|((serial, aki), _)| {
+            AuditEvent::new(
+                AuditKind::Revoke,
+                &actor,
+                json!({"serial": serial, "aki": aki, "reason": reason.name()}),
+            )
+        })
+        .collect();
+    if let Err(e) = store.audit_append(&events) {
+        super::warn(&format!(
+            "certificate store {}: {}",
+            cfg.describe(),
+            e.message()
+        ));
+    }
+    let revoked = events.len();
     let already = outcomes.len() - revoked;
     eprintln!(
         "p11ca: revoked {revoked} certificate{} ({}){}",
