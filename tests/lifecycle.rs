@@ -887,8 +887,8 @@ fn rotation_to_a_new_key_with_cross_signing_both_ways() {
 }
 
 /// Expiry watch for cron: `certs list --expiring D --check` exits 6 naming what is due, the CA
-/// certificate itself included (recorded by `gencert -initca`), and a replaced certificate
-/// revoked as superseded no longer counts.
+/// certificate itself included (recorded by `gencert -initca`); a certificate renewed (a later
+/// one of the same subject from the same CA) or revoked no longer counts.
 #[test]
 fn certs_list_check_exits_6_for_leaves_and_the_ca_itself() {
     let t = Token::new("expiry");
@@ -924,6 +924,14 @@ fn certs_list_check_exits_6_for_leaves_and_the_ca_itself() {
     let both = check("50000h");
     both.fails(6, "2 certificates expire within 50000h");
     assert!(both.stdout.contains("\tinitca\t"), "{}", both.stdout);
+
+    // Renewed, the CA's old certificate is replaced: still two due (the new CA certificate
+    // and the leaf), with both CA certificates listed.
+    renew(&t, "new", &[]);
+    let renewed = check("50000h");
+    renewed.fails(6, "2 certificates expire within 50000h");
+    assert!(renewed.stdout.contains("\trenewca\t"), "{}", renewed.stdout);
+    assert!(renewed.stdout.contains("\tinitca\t"), "{}", renewed.stdout);
 
     t.run(&[
         "revoke",

@@ -429,6 +429,8 @@ fn dns_rebinding_and_cross_site_posts_are_refused_and_issue_nothing() {
 fn serve_refuses_to_start_unsafe_unless_told_so() {
     let t = Token::new("hostile-start");
     setup(&t);
+    // gencert -initca recorded the CA there; serve must not even open a store.
+    std::fs::remove_file(t.path("p11ca-certs.db")).unwrap();
     t.write(
         "ca-config-int.json",
         r#"{"signing":{"default":{"expiry":"1h","usages":["signing"]},"profiles":{

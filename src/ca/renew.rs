@@ -196,17 +196,32 @@ impl RenewPlan {
         #[cfg(feature = "fault-injection")]
         fault::point("renew-before-swap")?;
         let rules = quirks::for_token(token);
-        let swapped = certobj::replace_certificate(
-            module,
-            token,
-            session,
-            &rules,
-            &cert_der,
-            &found.label,
-            &found.id,
-        )?;
         let mut warnings = self.warnings.clone();
-        warnings.extend(swapped.warnings);
+        if rules.keygen_needs_so {
+            // A PIV slot holds one certificate, written only with the management key; a new
+            // one would overwrite the old before it could be checked, so the card is left as
+            // it is and the operator imports the printed certificate.
+            let slot = found
+                .id
+                .first()
+                .and_then(|id| quirks::piv_slot_name(*id))
+                .unwrap_or_else(|| "SLOT".into());
+            warnings.push(format!(
+                "{}: the card's certificate for slot {slot} is left as it was; put the renewed one on the card with `yubico-piv-tool -a import-certificate -s {slot} -i NEW.pem` (it asks for the management key)",
+                rules.name
+            ));
+        } else {
+            let swapped = certobj::replace_certificate(
+                module,
+                token,
+                session,
+                &rules,
+                &cert_der,
+                &found.label,
+                &found.id,
+            )?;
+            warnings.extend(swapped.warnings);
+        }
         Ok(RenewOutput {
             cert_pem: build::pem("CERTIFICATE", &cert_der)?,
             csr_pem: build::pem("CERTIFICATE REQUEST", &csr_der)?,

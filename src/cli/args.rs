@@ -872,6 +872,8 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "kubeconfig-dir",
     "client-name",
     "org",
+    "root",
+    "check",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -890,6 +892,7 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "confirm-delete",
     "csr-only",
     "dry-run",
+    "check",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).

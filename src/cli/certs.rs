@@ -2,6 +2,8 @@
 //! store (the same `--db` / `-db-config` / `-config` choice as `serve`), with each
 //! certificate's revocation state.
 
+use std::collections::HashSet;
+
 use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::{self, DbConfig, ListFilter, Listed, Store};
 use p11ca::text::escape_for_log;
@@ -47,7 +49,8 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                     Some(db::now() + d.as_secs())
                 }
             };
-            let records = open(db)?.list_status(ListFilter {
+            let mut store = open(db)?;
+            let records = store.list_status(ListFilter {
                 not_after_by,
                 revoked_only: *revoked,
             })?;
@@ -57,8 +60,11 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
             } else {
                 write_stdout(&table(&records, now))?;
             }
-            match expiring.as_deref() {
-                Some(window) if *check => check_expiring(&records, window, now),
+            match (expiring.as_deref(), not_after_by) {
+                (Some(window), Some(by)) if *check => {
+                    let newer = store.live_after(by)?;
+                    check_expiring(&records, newer, window, now)
+                }
                 _ => Ok(()),
             }
         }
@@ -139,18 +145,36 @@ fn table(records: &[Listed], now: i64) -> String {
     out
 }
 
-/// `--check`: the listed certificates that are not revoked (the list is soonest first) are an
-/// exit-6 error naming the first of them.
-fn check_expiring(records: &[Listed], window: &str, now: i64) -> Result<()> {
-    let due: Vec<&Listed> = records.iter().filter(|l| !l.is_revoked()).collect();
-    let Some(first) = due.first() else {
+/// `--check`: the listed certificates that are not revoked and not replaced (a certificate of
+/// the same subject from the same CA, not revoked, expires later: a renewal) are an exit-6
+/// error naming the first of them. `newer` holds the `(AKI, subject)` of those expiring after
+/// the window.
+fn check_expiring(
+    records: &[Listed],
+    mut newer: HashSet<(String, String)>,
+    window: &str,
+    now: i64,
+) -> Result<()> {
+    // Soonest first: walking back from the latest, each one's successors are in `newer`.
+    let mut due = Vec::new();
+    for l in records.iter().rev().filter(|l| !l.is_revoked()) {
+        let key = (
+            l.record.authority_key_identifier.clone(),
+            l.record.subject.clone(),
+        );
+        if !newer.contains(&key) {
+            due.push(l);
+        }
+        newer.insert(key);
+    }
+    let Some(first) = due.last() else {
         return Ok(());
     };
     let r = &first.record;
     Err(Error::new(
         p11ca::Kind::Expiring,
         format!(
-            "{} certificate{} expire{} within {window} or already did, the first {} (serial {}, {}); renew, or revoke the ones already replaced (-reason superseded)",
+            "{} certificate{} expire{} within {window} or already did, the first {} (serial {}, {}); renew, or revoke the ones no longer used",
             due.len(),
             if due.len() == 1 { "" } else { "s" },
             if due.len() == 1 { "s" } else { "" },

@@ -251,6 +251,10 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     }
     // The CA certificate is recorded before it is output; if that fails, the new key goes.
     let mut record = |cert_pem: &str| {
+        if cert_pem.is_empty() {
+            // --csr-only: the parent signs the CSR; its certificate is recorded where it is issued.
+            return Ok(());
+        }
         let der = p11ca::x509::pem::read_der(
             cert_pem.as_bytes(),
             "the CA certificate",

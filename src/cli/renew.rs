@@ -8,6 +8,7 @@ use p11ca::ca::renew::{self, RenewOptions, RenewOutput, RenewPlan};
 use p11ca::cfssl::output;
 
 use super::args::{GencertArgs, TokenArgs};
+use super::record::Recording;
 use super::sign::{ca_and_key, ca_key_uri, parse_request};
 use super::{open_and_login, read_input, warn, write_stdout};
 
@@ -39,8 +40,23 @@ pub(super) fn gencert_renewca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> 
         req.as_ref().map(|(r, n)| (r, n.as_str())),
         &opts,
     )?;
+    let mut rec = Recording::new(
+        g.signing.db_config.as_deref(),
+        g.signing.db.as_deref(),
+        None,
+    )?;
     let o = open_and_login(targs, Some(&key_uri))?;
     let out = plan.run(&o.module, &o.token, &o.session, &key_uri, Some(&o.pin))?;
+    // Recorded (profile `renewca`) before it is printed, like every issued certificate; the
+    // token already holds it, which the error then says.
+    let der = p11ca::x509::pem::read_der(
+        out.cert_pem.as_bytes(),
+        "the renewed CA certificate",
+        &["CERTIFICATE"],
+        "certificate",
+    )?;
+    rec.insert(&[&rec.record_of(&der, "renewca")?])
+        .map_err(|e| e.context("the renewed certificate is in the token"))?;
     print(out, true)
 }
 

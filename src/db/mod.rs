@@ -438,6 +438,15 @@ impl Store {
         Ok(rows.into_iter().map(RawRow::complete).collect())
     }
 
+    /// `(AKI, subject)` of each certificate that is not revoked and expires after `after`
+    /// (Unix seconds): what a certificate due before then may have been replaced by.
+    pub fn live_after(
+        &mut self,
+        after: i64,
+    ) -> Result<std::collections::HashSet<(String, String)>> {
+        Ok(each!(self, s => s.live_after(after))?.into_iter().collect())
+    }
+
     /// Certificates whose serial is `serial`: decimal, or hex (with or without colons or 0x).
     pub fn find(&mut self, serial: &str) -> Result<Vec<CertRecord>> {
         Ok(self

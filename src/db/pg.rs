@@ -323,6 +323,18 @@ impl Pg {
             .map_err(|e| err("cannot query", e))
     }
 
+    /// `(AKI, subject)` of every certificate not revoked whose notAfter is after `after`.
+    pub(super) fn live_after(&mut self, after: i64) -> Result<Vec<(String, String)>> {
+        self.client
+            .query(
+                "SELECT convert_from(authority_key_identifier, 'UTF8'), subject FROM certificates
+                 WHERE expiry > to_timestamp($1::BIGINT) AND status != 'revoked'::bytea",
+                &[&after],
+            )
+            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            .map_err(|e| err("cannot query", e))
+    }
+
     /// Find by decimal or (normalized) hex serial.
     pub(super) fn find(&mut self, dec: &str, hex: &str, hex_as_dec: &str) -> Result<Vec<RawRow>> {
         let sql = format!(

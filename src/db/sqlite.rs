@@ -264,6 +264,19 @@ impl Sqlite {
             .map_err(|e| err("cannot query", e))
     }
 
+    /// `(AKI, subject)` of every certificate not revoked whose notAfter is after `after`.
+    pub(super) fn live_after(&mut self, after: i64) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT authority_key_identifier, subject FROM certificates WHERE expiry > ?1 AND status != 'revoked'")
+            .map_err(|e| err("cannot query", e))?;
+        st.query_map(params![gotime::format(after)], |r| {
+            Ok((text_at(r, 0)?, text_at(r, 1)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| err("cannot query", e))
+    }
+
     /// Find by decimal or (normalized) hex serial.
     pub(super) fn find(&mut self, dec: &str, hex: &str, hex_as_dec: &str) -> Result<Vec<RawRow>> {
         let sql = format!(
