@@ -278,6 +278,49 @@ fn ocsprefresh_writes_responses_that_cfssl_ocspserve_serves() {
     assert!(revoked.contains("Reason: keyCompromise"), "{revoked}");
 }
 
+/// The GET at `url` answered with `head` (its response in get.der): its ETag is the
+/// response's own (SHA-256 of its bytes); naming it in If-None-Match gets 304 with no body,
+/// any other tag the response again.
+fn revalidates_by_etag(t: &Token, url: &str, head: &str) {
+    use sha2::Digest;
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let body = std::fs::read(t.path("get.der")).unwrap();
+    let digest = p11ca::text::hex(&sha2::Sha256::digest(&body)).to_ascii_uppercase();
+    assert_eq!(etag, format!("\"{digest}\""));
+    let get = |if_none_match: &str, out: &str| {
+        crate::util::sh(t.command("curl").args([
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            out,
+            "-H",
+            &format!("If-None-Match: {if_none_match}"),
+            url,
+        ]))
+    };
+    let cached = get(&etag, "cached.der");
+    assert!(cached.starts_with("HTTP/1.1 304 Not Modified"), "{cached}");
+    assert!(cached.contains(&format!("ETag: {etag}")), "{cached}");
+    assert!(!cached.contains("Content-Length"), "{cached}");
+    // (curl creates no output file when no body arrives)
+    assert!(
+        std::fs::read(t.path("cached.der"))
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let listed = get(&format!("\"stale\", W/{etag}"), "listed.der");
+    assert!(listed.starts_with("HTTP/1.1 304"), "{listed}");
+    let stale = get("\"stale\"", "stale.der");
+    assert!(stale.starts_with("HTTP/1.1 200"), "{stale}");
+    assert_eq!(std::fs::read(t.path("stale.der")).unwrap(), body);
+}
+
 /// A raw HTTP exchange (request bytes as given); the status and body bytes.
 fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
@@ -396,45 +439,7 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     ]));
     assert!(out.contains("good.pem: good"), "{out}");
 
-    // The ETag is the response's own (SHA-256 of its bytes); naming it in If-None-Match gets
-    // 304 with no body, any other tag the response again.
-    let etag = head
-        .lines()
-        .find_map(|l| l.strip_prefix("ETag: "))
-        .unwrap()
-        .trim()
-        .to_string();
-    let body = std::fs::read(t.path("get.der")).unwrap();
-    use sha2::Digest;
-    let digest = p11ca::text::hex(&sha2::Sha256::digest(&body)).to_ascii_uppercase();
-    assert_eq!(etag, format!("\"{digest}\""));
-    let get = |if_none_match: &str, out: &str| {
-        crate::util::sh(t.command("curl").args([
-            "-sS",
-            "-D",
-            "-",
-            "-o",
-            out,
-            "-H",
-            &format!("If-None-Match: {if_none_match}"),
-            &format!("http://127.0.0.1:{port}/{enc}"),
-        ]))
-    };
-    let cached = get(&etag, "cached.der");
-    assert!(cached.starts_with("HTTP/1.1 304 Not Modified"), "{cached}");
-    assert!(cached.contains(&format!("ETag: {etag}")), "{cached}");
-    assert!(!cached.contains("Content-Length"), "{cached}");
-    // (curl creates no output file when no body arrives)
-    assert!(
-        std::fs::read(t.path("cached.der"))
-            .unwrap_or_default()
-            .is_empty()
-    );
-    let listed = get(&format!("\"stale\", W/{etag}"), "listed.der");
-    assert!(listed.starts_with("HTTP/1.1 304"), "{listed}");
-    let stale = get("\"stale\"", "stale.der");
-    assert!(stale.starts_with("HTTP/1.1 200"), "{stale}");
-    assert_eq!(std::fs::read(t.path("stale.der")).unwrap(), body);
+    revalidates_by_etag(&t, &format!("http://127.0.0.1:{port}/{enc}"), &head);
 
     // Bad requests: the RFC's error status, and the next good request is still answered.
     let req = std::fs::read(t.path("req.der")).unwrap();
@@ -554,26 +559,32 @@ fn has_response(t: &Token, cn: &str) -> bool {
         .is_some()
 }
 
+/// The private key labelled `label` was made as a CA key is: sensitive, never extractable.
+fn assert_key_stays_in_the_token(t: &Token, label: &str) {
+    let list = t.run(&["key", "list"]);
+    list.ok();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("private") && l.contains(&format!("object={label};")))
+        .unwrap_or_else(|| panic!("{}", list.stdout));
+    let attrs = lines[at + 1];
+    for want in [
+        "CKA_SENSITIVE=true",
+        "CKA_EXTRACTABLE=false",
+        "CKA_NEVER_EXTRACTABLE=true",
+    ] {
+        assert!(attrs.contains(want), "{want}: {attrs}");
+    }
+}
+
 #[test]
 fn delegated_responder_with_its_key_in_the_token_answers_good_then_revoked() {
     let t = seed_responder();
     let text = crate::util::x509_text(&t, "resp.pem");
     assert!(text.contains("OCSP Signing"), "{text}");
     assert!(text.contains("OCSP No Check"), "{text}");
-    // The responder key is made as a CA key is: it cannot leave the token.
-    let list = t.run(&["key", "list"]);
-    list.ok();
-    let lines: Vec<&str> = list.stdout.lines().collect();
-    let at = lines
-        .iter()
-        .position(|l| l.starts_with("private") && l.contains("object=ocsp-responder"))
-        .unwrap_or_else(|| panic!("{}", list.stdout));
-    assert!(
-        lines[at + 1].contains("CKA_SENSITIVE=true")
-            && lines[at + 1].contains("CKA_EXTRACTABLE=false"),
-        "{}",
-        lines[at + 1]
-    );
+    assert_key_stays_in_the_token(&t, "ocsp-responder");
 
     // One response by ocspsign: signed by the responder, its certificate included.
     let r = ocspsign_with(&t, "resp-key.uri", &["-responder", "resp.pem"], "good.der");
