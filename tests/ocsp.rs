@@ -24,12 +24,17 @@ fn seed() -> Token {
 
 /// `p11ca ocspsign` with `extra` flags; the response written to `out` as DER.
 fn ocspsign(t: &Token, extra: &[&str], out: &str) -> Run {
+    ocspsign_with(t, "ca-key.uri", extra, out)
+}
+
+/// [`ocspsign`] with `-responder-key KEY`.
+fn ocspsign_with(t: &Token, key: &str, extra: &[&str], out: &str) -> Run {
     let mut args = vec![
         "ocspsign",
         "-ca",
         "ca.pem",
         "-responder-key",
-        "ca-key.uri",
+        key,
         "-cert",
         "node.pem",
     ];
@@ -273,6 +278,49 @@ fn ocsprefresh_writes_responses_that_cfssl_ocspserve_serves() {
     assert!(revoked.contains("Reason: keyCompromise"), "{revoked}");
 }
 
+/// The GET at `url` answered with `head` (its response in get.der): its ETag is the
+/// response's own (SHA-256 of its bytes); naming it in If-None-Match gets 304 with no body,
+/// any other tag the response again.
+fn revalidates_by_etag(t: &Token, url: &str, head: &str) {
+    use sha2::Digest;
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let body = std::fs::read(t.path("get.der")).unwrap();
+    let digest = p11ca::text::hex(&sha2::Sha256::digest(&body)).to_ascii_uppercase();
+    assert_eq!(etag, format!("\"{digest}\""));
+    let get = |if_none_match: &str, out: &str| {
+        crate::util::sh(t.command("curl").args([
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            out,
+            "-H",
+            &format!("If-None-Match: {if_none_match}"),
+            url,
+        ]))
+    };
+    let cached = get(&etag, "cached.der");
+    assert!(cached.starts_with("HTTP/1.1 304 Not Modified"), "{cached}");
+    assert!(cached.contains(&format!("ETag: {etag}")), "{cached}");
+    assert!(!cached.contains("Content-Length"), "{cached}");
+    // (curl creates no output file when no body arrives)
+    assert!(
+        std::fs::read(t.path("cached.der"))
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let listed = get(&format!("\"stale\", W/{etag}"), "listed.der");
+    assert!(listed.starts_with("HTTP/1.1 304"), "{listed}");
+    let stale = get("\"stale\"", "stale.der");
+    assert!(stale.starts_with("HTTP/1.1 200"), "{stale}");
+    assert_eq!(std::fs::read(t.path("stale.der")).unwrap(), body);
+}
+
 /// A raw HTTP exchange (request bytes as given); the status and body bytes.
 fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
@@ -391,6 +439,8 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     ]));
     assert!(out.contains("good.pem: good"), "{out}");
 
+    revalidates_by_etag(&t, &format!("http://127.0.0.1:{port}/{enc}"), &head);
+
     // Bad requests: the RFC's error status, and the next good request is still answered.
     let req = std::fs::read(t.path("req.der")).unwrap();
     let post = |body: &[u8]| {
@@ -438,4 +488,279 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     let other = std::fs::read(t.path("other.der")).unwrap();
     assert_eq!(post(&other), (200, vec![0x30, 0x03, 0x0a, 0x01, 0x06]));
     assert!(ask(&t, port, "good.pem").contains("good.pem: good"));
+}
+
+/// The seed's profile plus a delegated responder's ("ocsp signing").
+const RESPONDER_CONFIG: &str = r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{
+  "ocsp":{"usages":["digital signature","ocsp signing"],"expiry":"8760h"},
+  "fenced":{"usages":["digital signature","ocsp signing"],"expiry":"8760h","name_whitelist":"^only-this$"}}}}"#;
+
+/// `gencert -ca ... -profile PROFILE --key-in-token resp-csr.json` with `extra` flags.
+fn gencert_in_token(t: &Token, profile: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ocsp-config.json",
+        "-profile",
+        profile,
+        "--key-in-token",
+    ];
+    args.extend_from_slice(extra);
+    args.push("resp-csr.json");
+    t.run(&args)
+}
+
+/// [`seed`] plus resp.pem, a delegated responder whose key `gencert --key-in-token` made in
+/// the token (three new objects: the key pair and the certificate) and whose handle `json
+/// -bare` wrote to resp-key.uri.
+fn seed_responder() -> Token {
+    let t = seed();
+    t.write("ocsp-config.json", RESPONDER_CONFIG);
+    t.write(
+        "resp-csr.json",
+        r#"{"CN":"ocsp-responder","key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let before = t.object_count();
+    let g = gencert_in_token(&t, "ocsp", &[]);
+    g.ok();
+    assert!(!g.stdout.contains("PRIVATE KEY"), "{}", g.stdout);
+    t.run_in(&["json", "-bare", "resp"], g.stdout.as_bytes())
+        .ok();
+    assert!(t.read("resp-key.uri").contains("object=ocsp-responder"));
+    assert!(!t.path("resp-key.pem").exists());
+    assert_eq!(t.object_count(), before + 3);
+    t
+}
+
+/// The store's record of the certificate with CN `cn`.
+fn stored(t: &Token, cn: &str) -> p11ca::db::CertRecord {
+    use p11ca::db::{DbConfig, ListFilter, Store};
+    Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+        .unwrap()
+        .list(ListFilter::default())
+        .unwrap()
+        .into_iter()
+        .find(|r| r.common_name == cn)
+        .unwrap_or_else(|| panic!("no record of {cn}"))
+}
+
+/// Whether the store holds an OCSP response for the certificate with CN `cn`.
+fn has_response(t: &Token, cn: &str) -> bool {
+    use p11ca::db::{DbConfig, Store};
+    let r = stored(t, cn);
+    Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+        .unwrap()
+        .ocsp_response(&r.serial_number, &r.authority_key_identifier)
+        .unwrap()
+        .is_some()
+}
+
+/// The private key labelled `label` was made as a CA key is: sensitive, never extractable.
+fn assert_key_stays_in_the_token(t: &Token, label: &str) {
+    let list = t.run(&["key", "list"]);
+    list.ok();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("private") && l.contains(&format!("object={label};")))
+        .unwrap_or_else(|| panic!("{}", list.stdout));
+    let attrs = lines[at + 1];
+    for want in [
+        "CKA_SENSITIVE=true",
+        "CKA_EXTRACTABLE=false",
+        "CKA_NEVER_EXTRACTABLE=true",
+    ] {
+        assert!(attrs.contains(want), "{want}: {attrs}");
+    }
+}
+
+#[test]
+fn delegated_responder_with_its_key_in_the_token_answers_good_then_revoked() {
+    let t = seed_responder();
+    let text = crate::util::x509_text(&t, "resp.pem");
+    assert!(text.contains("OCSP Signing"), "{text}");
+    assert!(text.contains("OCSP No Check"), "{text}");
+    assert_key_stays_in_the_token(&t, "ocsp-responder");
+
+    // One response by ocspsign: signed by the responder, its certificate included.
+    let r = ocspsign_with(&t, "resp-key.uri", &["-responder", "resp.pem"], "good.der");
+    r.ok();
+    let good = openssl_reads(&t, "good.der");
+    assert!(good.contains("node.pem: good"), "{good}");
+    assert!(good.contains("Responder Id: CN = ocsp-responder"), "{good}");
+    // The certificates in the response: the responder's (openssl prints them after the data).
+    assert!(good.contains("Subject: CN=ocsp-responder"), "{good}");
+
+    // From the store, through ocspserve: good, then revoked after revoke and ocsprefresh.
+    let refresh = || {
+        let r = t.run(&[
+            "ocsprefresh",
+            "--db",
+            "p11ca-certs.db",
+            "-ca",
+            "ca.pem",
+            "-responder",
+            "resp.pem",
+            "-responder-key",
+            "resp-key.uri",
+        ]);
+        r.ok();
+        assert!(
+            r.stderr.contains("2 responses signed and stored"),
+            "{}",
+            r.stderr
+        );
+    };
+    refresh();
+    let port = crate::util::free_port();
+    let p = port.to_string();
+    let _ocsp = crate::serve::start(
+        &t,
+        "ocspserve",
+        "p11ca",
+        &["ocspserve", "--db", "p11ca-certs.db", "-port", &p],
+        port,
+        false,
+    );
+    assert!(ask(&t, port, "node.pem").contains("node.pem: good"));
+    let node = stored(&t, "node");
+    t.run(&[
+        "revoke",
+        "--db",
+        "p11ca-certs.db",
+        "-serial",
+        &node.serial_number,
+        "-aki",
+        &node.authority_key_identifier,
+        "-reason",
+        "keyCompromise",
+    ])
+    .ok();
+    refresh();
+    let revoked = ask(&t, port, "node.pem");
+    assert!(revoked.contains("node.pem: revoked"), "{revoked}");
+    assert!(revoked.contains("Reason: keyCompromise"), "{revoked}");
+}
+
+#[test]
+fn a_responder_that_cannot_answer_is_refused_before_anything_is_signed() {
+    let t = seed_responder();
+    let objects = t.object_count();
+    // No OCSPSigning: refused before the token is opened (the token named does not exist).
+    let r = crate::util::run(
+        t.p11ca().env("P11CA_TOKEN", "no-such-token").args([
+            "ocspsign",
+            "-ca",
+            "ca.pem",
+            "-responder",
+            "node.pem",
+            "-responder-key",
+            "resp-key.uri",
+            "-cert",
+            "node.pem",
+        ]),
+        None,
+    );
+    r.fails(3, "-responder node.pem: the delegated responder certificate lacks extended key usage OCSPSigning");
+
+    // A key that is not resp.pem's: nothing signed, nothing stored.
+    ocspsign_with(&t, "ca-key.uri", &["-responder", "resp.pem"], "x.der")
+        .fails(3, "resp.pem does not belong to the key");
+    t.run(&[
+        "ocsprefresh",
+        "--db",
+        "p11ca-certs.db",
+        "-ca",
+        "ca.pem",
+        "-responder",
+        "resp.pem",
+        "-responder-key",
+        "ca-key.uri",
+    ])
+    .fails(3, "resp.pem does not belong to the key");
+    assert!(!has_response(&t, "node"));
+    assert!(!has_response(&t, "ocsp-responder"));
+    assert!(!t.path("x.der").exists());
+    assert_eq!(t.object_count(), objects);
+}
+
+#[test]
+fn a_failed_gencert_key_in_token_leaves_no_new_token_object() {
+    let t = seed_responder();
+    let objects = t.object_count();
+    let records = |t: &Token| {
+        use p11ca::db::{DbConfig, ListFilter, Store};
+        Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+            .unwrap()
+            .list(ListFilter::default())
+            .unwrap()
+            .len()
+    };
+    let recorded = records(&t);
+    // The label is taken (by the responder made in seed_responder): refused before keygen.
+    gencert_in_token(&t, "ocsp", &[])
+        .fails(3, "already has an object with label \"ocsp-responder\"");
+    // Refused by the profile after the key was made: the key goes again.
+    gencert_in_token(&t, "fenced", &["--key-label", "fenced"]).fails(
+        3,
+        "every object this run created was removed from the token",
+    );
+    assert_eq!(t.object_count(), objects);
+    assert_eq!(records(&t), recorded);
+    // A CSR with a "ca" section is not a leaf: refused before the token is opened.
+    t.write(
+        "resp-csr.json",
+        r#"{"CN":"r2","key":{"algo":"ecdsa","size":256},"ca":{"expiry":"1h"}}"#,
+    );
+    gencert_in_token(&t, "ocsp", &[]).fails(
+        1,
+        "resp-csr.json: the \"ca\" section is only allowed with -initca",
+    );
+    assert_eq!(t.object_count(), objects);
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection"
+)]
+fn gencert_key_in_token_rolls_back_after_a_token_failure() {
+    let t = seed_responder();
+    let objects = t.object_count();
+    for point in ["after-keygen", "before-store-cert", "after-store-cert"] {
+        let r = crate::util::run(
+            t.p11ca().env("P11CA_FAULT", point).args([
+                "gencert",
+                "-ca",
+                "ca.pem",
+                "-ca-key",
+                "ca-key.uri",
+                "-config",
+                "ocsp-config.json",
+                "-profile",
+                "ocsp",
+                "--key-in-token",
+                "--key-label",
+                "second",
+                "resp-csr.json",
+            ]),
+            None,
+        );
+        r.fails(
+            2,
+            "every object this run created was removed from the token",
+        );
+        assert_eq!(
+            t.object_count(),
+            objects,
+            "objects left after a fault at {point}"
+        );
+    }
+    // Nothing stale blocks the label afterwards.
+    gencert_in_token(&t, "ocsp", &["--key-label", "second"]).ok();
+    assert_eq!(t.object_count(), objects + 3);
 }

@@ -551,6 +551,11 @@ pub struct GencertArgs {
     /// for the parent CA to sign; store the signed certificate with `p11ca key import-cert`.
     #[arg(long, requires = "initca")]
     pub csr_only: bool,
+    /// With -ca: generate the new certificate's key in the CA key's token (sensitive,
+    /// non-extractable, as a CA key) instead of in software, for a delegated OCSP responder
+    /// and the like; prints key_uri in place of key. One CSR JSON file.
+    #[arg(long, conflicts_with_all = ["initca", "renewca", "remote", "label", "out", "piv_slot", "so_pin_source", "always_authenticate"])]
+    pub key_in_token: bool,
     /// With -renewca: accept a CSR JSON whose subject differs from the old certificate's.
     #[arg(long, requires = "renewca")]
     pub allow_subject_change: bool,
@@ -559,7 +564,7 @@ pub struct GencertArgs {
     /// Replace the request's CN.
     #[arg(long, value_name = "CN")]
     pub cn: Option<String>,
-    /// CKA_LABEL of the new CA key (default: the CN).
+    /// CKA_LABEL of the new key (-initca, --key-in-token; default: the CN).
     #[arg(long, value_name = "LABEL")]
     pub key_label: Option<String>,
     /// PIV slot for the new key on a YubiKey (9a, 9c, 9d, 9e, 82..95): sets the one-byte
@@ -573,7 +578,8 @@ pub struct GencertArgs {
     /// Make the new CA key need the PIN for every signature (CKA_ALWAYS_AUTHENTICATE).
     #[arg(long)]
     pub always_authenticate: bool,
-    /// CKA_ID of the new CA key in hex (default: 16 random bytes from the token).
+    /// CKA_ID of the new key in hex (-initca, --key-in-token; default: 16 random bytes from
+    /// the token).
     #[arg(long, value_name = "HEX")]
     pub key_id: Option<String>,
     /// The cfssl CSR JSON file(s) (`-` for stdin); several only with -ca.

@@ -21,6 +21,7 @@ mod revoke;
 mod serve;
 mod sign;
 mod stream;
+mod token_leaf;
 
 pub(crate) use meta::parse_error_line;
 
@@ -47,6 +48,12 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gencert(g) if g.renewca => renew::gencert_renewca(&g.token.over(before)?, &g),
         Command::Gencert(g) if g.initca => gencert(&g.token.over(before)?, &g),
+        Command::Gencert(g) if g.key_in_token => match remote::wanted(&g.signing)? {
+            remote::Mode::Remote(_) => Err(Error::input(
+                "--key-in-token makes the key in the CA key's token: the profile must sign locally (with -ca-key), not on a remote",
+            )),
+            remote::Mode::Local(config) => token_leaf::gencert(&g.token.over(before)?, &g, *config),
+        },
         Command::Gencert(g) => match remote::wanted(&g.signing)? {
             remote::Mode::Remote(plan) => remote::gencert(&g, &plan),
             remote::Mode::Local(config) => sign::gencert_ca(&g.token.over(before)?, &g, *config),
@@ -118,7 +125,7 @@ pub(crate) fn read_input(path: &str) -> Result<(Vec<u8>, String)> {
 }
 
 /// Parse `--key-id` hex.
-fn parse_hex(s: &str, flag: &str) -> Result<Vec<u8>> {
+pub(crate) fn parse_hex(s: &str, flag: &str) -> Result<Vec<u8>> {
     let s = s.trim_start_matches("0x");
     match p11ca::text::unhex(s) {
         Some(b) if !b.is_empty() => Ok(b),

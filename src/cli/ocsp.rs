@@ -6,7 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use p11ca::ca::batch;
-use p11ca::ca::issue::{CaKey, Issuer, parse_ca_cert};
+use p11ca::ca::issue::parse_ca_cert;
+use p11ca::ca::ocsp::ResponderKey;
 use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::ocsp::StoredResponse;
 use p11ca::db::{DbConfig, ListFilter, Listed, Store};
@@ -17,7 +18,7 @@ use p11ca::x509::ocsp::{self, Status, Validity};
 use p11ca::{Error, Result};
 
 use super::args::{OcsprefreshArgs, OcspserveArgs, OcspsignArgs, TokenArgs};
-use super::sign::ca_key_uri;
+use super::sign::key_uri_of;
 use super::{open_and_login, read_input, write_stdout};
 
 fn cert(path: &str, what: &str) -> Result<x509_cert::Certificate> {
@@ -86,27 +87,51 @@ fn interval(s: &str) -> Result<i64> {
     Ok(d.as_secs())
 }
 
-/// The responder certificate for `ca`: the CA itself unless `responder` names another, which
-/// must be a delegated responder the CA issued; p11ca signs with the CA key for now.
-fn responder_for(ca: &x509_cert::Certificate, responder: Option<&str>) -> Result<()> {
-    let responder = match responder {
-        Some(r) => cert(r, "-responder")?,
-        None => return Ok(()),
+/// The responder certificate for `ca` (read from `ca_source`) and the file it came from: the
+/// CA itself, or the delegated responder `responder` names, checked now (issued by the CA,
+/// extended key usage OCSPSigning) so that a wrong one never needs the token.
+fn responder_for(
+    ca: &x509_cert::Certificate,
+    ca_source: &str,
+    responder: Option<&str>,
+) -> Result<(x509_cert::Certificate, String)> {
+    let Some(path) = responder else {
+        return Ok((ca.clone(), ca_source.to_string()));
     };
-    ocsp::check_responder(ca, &responder)?;
-    if &responder != ca {
-        return Err(Error::input(
-            "-responder: p11ca signs OCSP responses with the CA key; a delegated responder's key in the token is not supported yet (give the CA certificate, or leave -responder out)",
-        ));
-    }
-    Ok(())
+    let cert = cert(path, "-responder")?;
+    ocsp::check_responder(ca, &cert).map_err(|e| e.context(format!("-responder {path}")))?;
+    Ok((cert, path.to_string()))
+}
+
+/// Log in to the token holding `-responder-key` and pair that key with the responder
+/// certificate before anything is signed.
+fn open_responder(
+    targs: &TokenArgs,
+    ca: &x509_cert::Certificate,
+    responder: (x509_cert::Certificate, String),
+    key_value: &str,
+) -> Result<(super::Opened, ResponderKey)> {
+    let key_uri = key_uri_of(key_value, "-responder-key")?;
+    let opened = open_and_login(targs, Some(&key_uri))?;
+    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
+    let (cert, source) = responder;
+    let mut rk = ResponderKey::new(
+        &opened.module,
+        &opened.token,
+        ca.clone(),
+        (cert, &source),
+        &found,
+        &key_uri,
+    )?;
+    rk.set_pin(opened.pin.clone());
+    Ok((opened, rk))
 }
 
 pub(super) fn ocsprefresh(targs: &TokenArgs, o: &OcsprefreshArgs) -> Result<()> {
     let now = p11ca::db::now();
     let (ca_bytes, ca_source) = read_input(&o.ca)?;
     let ca = parse_ca_cert(&ca_bytes, &ca_source)?;
-    responder_for(&ca, o.responder.as_deref())?;
+    let responder = responder_for(&ca, &ca_source, o.responder.as_deref())?;
     let interval = interval(&o.interval)?;
     let aki = p11ca::text::hex(&ca_key_identifier(&ca).map_err(|e| e.context(&ca_source))?);
     let cfg = DbConfig::resolve(
@@ -120,18 +145,7 @@ pub(super) fn ocsprefresh(targs: &TokenArgs, o: &OcsprefreshArgs) -> Result<()> 
         .into_iter()
         .filter(|l| l.record.not_after > now)
         .partition(|l| l.record.authority_key_identifier == aki);
-    let key_uri = ca_key_uri(&o.responder_key)?;
-    let opened = open_and_login(targs, Some(&key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let mut ca_key = CaKey::new(
-        &opened.module,
-        &opened.token,
-        ca.clone(),
-        &ca_source,
-        &found,
-        &key_uri,
-    )?;
-    ca_key.set_pin(opened.pin.clone());
+    let (opened, responder) = open_responder(targs, &ca, responder, &o.responder_key)?;
     let times = Validity::at(now, interval);
     let items = mine
         .iter()
@@ -149,7 +163,7 @@ pub(super) fn ocsprefresh(targs: &TokenArgs, o: &OcsprefreshArgs) -> Result<()> 
     let bodies = p11ca::ca::ocsp::sign_all(
         &opened.module,
         &opened.token,
-        &ca_key,
+        &responder,
         &opened.session,
         &items,
         times,
@@ -167,7 +181,7 @@ pub(super) fn ocsprefresh(targs: &TokenArgs, o: &OcsprefreshArgs) -> Result<()> 
             (row, now + interval)
         })
         .collect();
-    drop(ca_key);
+    drop(responder);
     opened.module.finalize_for_exit();
     store
         .upsert_ocsp(&signed)
@@ -208,28 +222,15 @@ pub(super) fn ocspsign(targs: &TokenArgs, o: &OcspsignArgs) -> Result<()> {
     let ca = parse_ca_cert(&ca_bytes, &ca_source)?;
     let leaf = cert(&o.cert, "-cert")?;
     let serial = ocsp::issued_by(&leaf, &ca).map_err(|e| e.context(&o.cert))?;
-    responder_for(&ca, o.responder.as_deref())?;
-    let responder = ca.clone();
+    let responder = responder_for(&ca, &ca_source, o.responder.as_deref())?;
     let status = status(o, now)?;
     let times = Validity::at(now, interval(&o.interval)?);
-    let id = ocsp::cert_id(&ca, &serial)?;
-    let key_uri = ca_key_uri(&o.responder_key)?;
 
-    let opened = open_and_login(targs, Some(&key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let mut ca_key = CaKey::new(
-        &opened.module,
-        &opened.token,
-        ca.clone(),
-        &ca_source,
-        &found,
-        &key_uri,
-    )?;
-    ca_key.set_pin(opened.pin.clone());
-    let issuer = Issuer::new(&ca_key, &opened.session)?;
-    let der = ocsp::sign_response(id, status, times, &responder, true, issuer.signer())?;
-    drop(issuer);
-    drop(ca_key);
+    let (opened, responder) = open_responder(targs, &ca, responder, &o.responder_key)?;
+    let signer = responder.signer(&opened.session)?;
+    let der = responder.sign(&signer, &serial, status, times)?;
+    drop(signer);
+    drop(responder);
     opened.module.finalize_for_exit();
     let line = serde_json::json!({"ocspResponse": STANDARD.encode(der)});
     write_stdout(&format!("{line}\n"))

@@ -31,13 +31,18 @@ pub(crate) struct LocalConfig {
 
 /// Turn a `-ca-key` value into the key's URI.
 pub(crate) fn ca_key_uri(value: &str) -> Result<Pkcs11Uri> {
+    key_uri_of(value, "-ca-key")
+}
+
+/// Turn the value of a key-handle flag (`-ca-key`, `-responder-key`) into the key's URI.
+pub(crate) fn key_uri_of(value: &str, flag: &str) -> Result<Pkcs11Uri> {
     let (text, source) = if value.starts_with("pkcs11:") {
-        (value.to_string(), "-ca-key".to_string())
+        (value.to_string(), flag.to_string())
     } else if let Some(var) = value.strip_prefix("env:") {
         let v = std::env::var(var).map_err(|_| {
-            Error::input(format!("-ca-key env:{var}: the variable {var} is not set"))
+            Error::input(format!("{flag} env:{var}: the variable {var} is not set"))
         })?;
-        (v, format!("-ca-key env:{var}"))
+        (v, format!("{flag} env:{var}"))
     } else {
         let path = value.strip_prefix("file:").unwrap_or(value);
         let (bytes, name) = read_input(path)?;
@@ -74,11 +79,11 @@ pub(super) fn load_config(path: Option<&str>) -> Result<SigningConfig> {
 }
 
 /// Everything needed from -ca/-ca-key/-config/-profile, validated before the token is opened.
-struct Prepared {
-    ca_cert: x509_cert::Certificate,
-    ca_source: String,
-    key_uri: Pkcs11Uri,
-    profile: Profile,
+pub(super) struct Prepared {
+    pub(super) ca_cert: x509_cert::Certificate,
+    pub(super) ca_source: String,
+    pub(super) key_uri: Pkcs11Uri,
+    pub(super) profile: Profile,
 }
 
 /// `-ca` (the CA certificate, parsed, and its name for messages) and `-ca-key` (the key
@@ -97,7 +102,7 @@ pub(super) fn ca_and_key(
     Ok((ca_cert, ca_source, ca_key_uri(ca_key)?))
 }
 
-fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
+pub(super) fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
     let (ca_cert, ca_source, key_uri) = ca_and_key(c.ca.as_deref(), c.ca_key.as_deref())?;
     for n in &local.notices {
         warn(n);

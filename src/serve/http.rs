@@ -40,6 +40,8 @@ pub struct Request {
     pub origin: Option<String>,
     /// The `Content-Type` header.
     pub content_type: Option<String>,
+    /// The `If-None-Match` header (several joined with ", ", as RFC 9110 §5.3 allows).
+    pub if_none_match: Option<String>,
 }
 
 /// Why no request was read.
@@ -76,6 +78,7 @@ struct Head {
     host: Option<String>,
     origin: Option<String>,
     content_type: Option<String>,
+    if_none_match: Option<String>,
 }
 
 fn timed_out(e: &io::Error) -> bool {
@@ -114,6 +117,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ReadError> {
         host: None,
         origin: None,
         content_type: None,
+        if_none_match: None,
     };
     for h in req.headers.iter() {
         let raw = String::from_utf8_lossy(h.value).trim().to_string();
@@ -144,6 +148,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ReadError> {
             "host" => head.host = Some(raw),
             "origin" => head.origin = Some(raw),
             "content-type" => head.content_type = Some(raw),
+            "if-none-match" => {
+                head.if_none_match = Some(match head.if_none_match.take() {
+                    Some(first) => format!("{first}, {raw}"),
+                    None => raw,
+                })
+            }
             _ => {}
         }
     }
@@ -273,6 +283,7 @@ impl<S: Read + Write> Conn<S> {
             host: head.host,
             origin: head.origin,
             content_type: head.content_type,
+            if_none_match: head.if_none_match,
         })
     }
 
@@ -370,9 +381,14 @@ fn head(
     keep_alive: bool,
 ) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n",
-        reason(status),
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n",
+        reason(status)
     );
+    // A 304 has no body, and a Content-Length there would have to be the 200's (RFC 9110
+    // §8.6), which the caller does not give: none is sent.
+    if status != 304 {
+        out.push_str(&format!("Content-Length: {len}\r\n"));
+    }
     for (name, value) in headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -9,6 +9,9 @@
 //! issuer name and key hashes, serial); anything else is `unauthorized`, as RFC 5019 asks for
 //! certificates the responder does not serve.
 //!
+//! A GET whose `If-None-Match` names the stored response's `ETag` (SHA-256 of its bytes) gets
+//! 304 with no body, so caches revalidate without fetching it again.
+//!
 //! Nonces are ignored: a pre-signed response cannot carry the client's nonce (RFC 5019 §2.1.1
 //! lets responders ignore them). Only the first certificate of a request is answered (RFC
 //! 5019 §2.1.1: clients send one).
@@ -168,12 +171,27 @@ fn bare(status: u16, what: ResponseStatus, why: &str) -> Reply {
     )
 }
 
-/// RFC 5019 §6.2 caching headers for a stored response, from its times.
-fn caching_headers(der: &[u8], now: i64) -> Vec<(&'static str, String)> {
-    let etag = format!(
+/// The response's strong entity tag: the SHA-256 of its bytes, so it changes exactly when
+/// the response does.
+fn etag(der: &[u8]) -> String {
+    format!(
         "\"{}\"",
         text::hex(&Sha256::digest(der)).to_ascii_uppercase()
-    );
+    )
+}
+
+/// Whether an `If-None-Match` value names `etag` (or is `*`); weak comparison, as RFC 9110
+/// §13.1.2 asks for this header.
+fn none_match(header: &str, etag: &str) -> bool {
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// RFC 5019 §6.2 caching headers for a stored response, from its times.
+fn caching_headers(der: &[u8], now: i64) -> Vec<(&'static str, String)> {
+    let etag = etag(der);
     let Ok(info) = ocsp::response_info(der) else {
         return vec![("ETag", etag)];
     };
@@ -219,6 +237,16 @@ impl Handler for Responder {
         match self.lookup(&ids[0]) {
             Ok(Some(resp)) => {
                 let headers = caching_headers(&resp, crate::db::now());
+                // A client's cached copy is still the stored response: 304, no body, the same
+                // caching headers (RFC 9110 §15.4.5).
+                let cached = req.method == "GET"
+                    && req
+                        .if_none_match
+                        .as_deref()
+                        .is_some_and(|h| none_match(h, &etag(&resp)));
+                if cached {
+                    return ocsp_reply(304, Vec::new(), headers, None);
+                }
                 ocsp_reply(200, resp, headers, None)
             }
             Ok(None) => bare(
@@ -245,5 +273,22 @@ impl Handler for Responder {
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/ocsp-request"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_takes_lists_and_star() {
+        let tag = etag(b"response");
+        assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() == 66);
+        assert!(none_match(&tag, &tag));
+        assert!(none_match(&format!("\"x\", W/{tag}"), &tag));
+        assert!(none_match("*", &tag));
+        assert!(!none_match("\"x\"", &tag));
+        assert!(!none_match(&etag(b"another response"), &tag));
+        assert!(!none_match(tag.trim_matches('"'), &tag));
     }
 }

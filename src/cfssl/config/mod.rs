@@ -180,7 +180,7 @@ pub struct Profile {
     pub ocsp_urls: Vec<String>,
     /// AIA caIssuers URLs.
     pub issuer_urls: Vec<String>,
-    /// Add id-pkix-ocsp-nocheck.
+    /// Add id-pkix-ocsp-nocheck: `ocsp_no_check`, or by default with usage "ocsp signing".
     pub ocsp_no_check: bool,
     /// The `name_whitelist` regular expression, compiled once; see [`Profile::allows`].
     pub name_whitelist: Option<Regex>,
@@ -1282,6 +1282,23 @@ mod tests {
         assert!(m.contains("invalid policy qualifier type \"x\""), "{m}");
         let m = input_err(one(r#""usages":["signing"],"policies":[{"ID":"nope"}]"#));
         assert!(m.contains("policies[0].ID"), "{m}");
+    }
+
+    #[test]
+    fn ocsp_signing_profiles_get_nocheck_unless_they_say_no() {
+        let ids = |body: &str| -> Vec<_> {
+            let p = one(body).unwrap();
+            let (before, after) = p.extensions().unwrap();
+            before.iter().chain(&after).map(|e| e.extn_id).collect()
+        };
+        let with = ids(r#""usages":["digital signature","ocsp signing"]"#);
+        assert!(with.contains(&rfc6960::ID_PKIX_OCSP_NOCHECK), "{with:?}");
+        let eku = one(r#""usages":["digital signature","ocsp signing"]"#).unwrap();
+        assert_eq!(eku.ext_key_usage, vec![rfc5280::ID_KP_OCSP_SIGNING]);
+        let refused = ids(r#""usages":["ocsp signing"],"ocsp_no_check":false"#);
+        assert!(!refused.contains(&rfc6960::ID_PKIX_OCSP_NOCHECK));
+        let servers = ids(r#""usages":["signing","server auth"]"#);
+        assert!(!servers.contains(&rfc6960::ID_PKIX_OCSP_NOCHECK));
     }
 
     #[test]

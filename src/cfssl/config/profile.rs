@@ -46,6 +46,10 @@ pub(super) fn build(
     };
 
     let policies = certificate_policies(ctx, raw)?;
+    // A delegated OCSP responder's certificate gets id-pkix-ocsp-nocheck unless the profile
+    // says otherwise: clients would else look for its status from the responder it signs for
+    // (RFC 6960 §4.2.2.2.1). cfssl adds it only with `ocsp_no_check`.
+    let ocsp_signing = ext_key_usage.contains(&const_oid::db::rfc5280::ID_KP_OCSP_SIGNING);
 
     Ok(Profile {
         name: ctx.name.to_string(),
@@ -60,7 +64,7 @@ pub(super) fn build(
         crl_url,
         ocsp_urls,
         issuer_urls,
-        ocsp_no_check: raw.ocsp_no_check.unwrap_or(false),
+        ocsp_no_check: raw.ocsp_no_check.unwrap_or(ocsp_signing),
         name_whitelist,
         policy,
         policies,
