@@ -233,7 +233,7 @@ fn command_line_issuance_revocation_and_crl_are_logged_and_sealed() {
     );
     let list = t.run(&["audit", "list", "--db", "p11ca-certs.db"]);
     assert!(list.stdout.contains("\tcli:"), "{}", list.stdout);
-    assert!(list.stdout.contains("keyCompromise"), "{}", list.stdout);
+    assert!(list.stdout.contains("keycompromise"), "{}", list.stdout);
 
     // More issuance, then `audit checkpoint` seals it; a second one has nothing to seal.
     with_ca("sign", "other.csr");

@@ -55,17 +55,15 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
                 revoked_only: *revoked,
             })?;
             let now = db::now();
-            if *json {
-                write_stdout(&format!("{}\n", to_json(&records)))?;
-            } else {
-                write_stdout(&table(&records, now))?;
+            // --check: a failure prints nothing on stdout (as every failure), only its line.
+            if let (Some(window), Some(by), true) = (expiring.as_deref(), not_after_by, *check) {
+                let newer = store.live_after(by)?;
+                check_expiring(&records, newer, window, now)?;
             }
-            match (expiring.as_deref(), not_after_by) {
-                (Some(window), Some(by)) if *check => {
-                    let newer = store.live_after(by)?;
-                    check_expiring(&records, newer, window, now)
-                }
-                _ => Ok(()),
+            if *json {
+                write_stdout(&format!("{}\n", to_json(&records)))
+            } else {
+                write_stdout(&table(&records, now))
             }
         }
         CertsCommand::Show { db, serial, json } => {
@@ -174,7 +172,7 @@ fn check_expiring(
     Err(Error::new(
         p11ca::Kind::Expiring,
         format!(
-            "{} certificate{} expire{} within {window} or already did, the first {} (serial {}, {}); renew, or revoke the ones no longer used",
+            "{} certificate{} expire{} within {window} or already did, the first {} (serial {}, {}); renew, or revoke the ones no longer used (without --check the list is printed)",
             due.len(),
             if due.len() == 1 { "" } else { "s" },
             if due.len() == 1 { "s" } else { "" },

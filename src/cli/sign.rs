@@ -474,7 +474,9 @@ fn stream_local(
         module.finalize_for_exit();
         r
     };
+    let chain = |der: &[u8]| super::bundle::for_issued(c, der);
     let plan = stream::OutPlan {
+        chain: &chain,
         out: c.out.as_deref(),
         single,
         profile: &profile.name,

@@ -378,7 +378,12 @@ pub(super) struct OutPlan<'a> {
     pub(super) profile: &'a str,
     /// Parallel writers for `--out` files.
     pub(super) writers: usize,
+    /// Extra JSON fields of an issued certificate (-ca-bundle's `bundle` and `root`).
+    pub(super) chain: &'a ChainFields<'a>,
 }
+
+/// Extra JSON fields made from an issued certificate's DER.
+pub(super) type ChainFields<'a> = dyn Fn(&[u8]) -> Result<Vec<(&'static str, String)>> + Sync + 'a;
 
 /// Takes finished inputs in any order and records and outputs them in input order.
 struct Emitter<'a> {
@@ -550,11 +555,20 @@ impl Emitter<'_> {
                     continue;
                 }
             };
-            self.issued += 1;
             if self.plan.out.is_some() {
+                self.issued += 1;
                 to_write.push((meta, pem));
-            } else {
-                stdout.push_str(&json_line(&meta, pem, self.plan.single));
+                continue;
+            }
+            match (self.plan.chain)(&der) {
+                Ok(extra) => {
+                    self.issued += 1;
+                    stdout.push_str(&json_line(&meta, pem, extra, self.plan.single));
+                }
+                Err(e) => {
+                    let e = self.named(e, &meta.name);
+                    self.fail(e);
+                }
             }
         }
         if let Some(dir) = self.plan.out {
@@ -588,9 +602,15 @@ impl Emitter<'_> {
 }
 
 /// cfssl's JSON for one issued input (with the `input` field in a batch).
-fn json_line(meta: &Meta, cert_pem: String, single: bool) -> String {
+fn json_line(
+    meta: &Meta,
+    cert_pem: String,
+    extra: Vec<(&'static str, String)>,
+    single: bool,
+) -> String {
     let mut fields = std::collections::BTreeMap::new();
     fields.insert("cert", cert_pem);
+    fields.extend(extra);
     fields.insert("csr", meta.csr_pem.clone());
     if let Some(k) = &meta.key_pem {
         fields.insert("key", k.clone());
