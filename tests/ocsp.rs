@@ -764,3 +764,159 @@ fn gencert_key_in_token_rolls_back_after_a_token_failure() {
     gencert_in_token(&t, "ocsp", &["--key-label", "second"]).ok();
     assert_eq!(t.object_count(), objects + 3);
 }
+
+/// The same responder behind two processes sharing one PostgreSQL store (as replicas behind a
+/// load balancer) gives byte-identical answers: good, revoked after `revoke` and
+/// `ocsprefresh`, and unauthorized for a certificate of another CA.
+#[test]
+fn two_responders_on_one_postgres_store_answer_identically() {
+    let pg = crate::store::Postgres::start();
+    let t = seed();
+    t.write(
+        "db.json",
+        &serde_json::json!({"driver": "postgres", "data_source": pg.dsn}).to_string(),
+    );
+    for n in ["a", "b"] {
+        t.write(
+            &format!("{n}.json"),
+            &format!(
+                r#"{{"CN":"{n}","hosts":["{n}.example"],"key":{{"algo":"ecdsa","size":256}}}}"#
+            ),
+        );
+        let file = format!("{n}.json");
+        let g = t.run(&ca_args("gencert", &["-db-config", "db.json", &file]));
+        g.ok();
+        t.run_in(&["json", "-bare", n], g.stdout.as_bytes()).ok();
+    }
+    let refresh = || {
+        t.run(&[
+            "ocsprefresh",
+            "-db-config",
+            "db.json",
+            "-ca",
+            "ca.pem",
+            "-responder-key",
+            "ca-key.uri",
+        ])
+        .ok();
+    };
+    refresh();
+    let ports: Vec<u16> = (0..2).map(|_| crate::util::free_port()).collect();
+    let _servers: Vec<_> = ports
+        .iter()
+        .map(|port| {
+            let p = port.to_string();
+            crate::serve::start(
+                &t,
+                "ocspserve",
+                "p11ca",
+                &["ocspserve", "-db-config", "db.json", "-port", &p],
+                *port,
+                false,
+            )
+        })
+        .collect();
+    // One request per certificate (no nonce, so that equal answers are equal bytes), POSTed
+    // to both processes.
+    let answers = |cert: &str| -> Vec<(u16, Vec<u8>)> {
+        let req = format!("{cert}.req");
+        crate::util::sh(t.command("openssl").args([
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            cert,
+            "-no_nonce",
+            "-reqout",
+            &req,
+        ]));
+        let body = std::fs::read(t.path(&req)).unwrap();
+        ports
+            .iter()
+            .map(|port| {
+                let mut r = format!(
+                    "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(&body);
+                raw_http(*port, &r)
+            })
+            .collect()
+    };
+    let same = |cert: &str, want: &str| {
+        let got = answers(cert);
+        assert_eq!(got[0].0, 200, "{cert}");
+        assert_eq!(
+            got[0], got[1],
+            "{cert}: the two processes answered differently"
+        );
+        let file = format!("{cert}.resp");
+        std::fs::write(t.path(&file), &got[0].1).unwrap();
+        let text = crate::util::sh(t.command("openssl").args([
+            "ocsp", "-respin", &file, "-issuer", "ca.pem", "-cert", cert, "-CAfile", "ca.pem",
+        ]));
+        assert!(text.contains(&format!("{cert}: {want}")), "{cert}: {text}");
+    };
+    same("a.pem", "good");
+    same("b.pem", "good");
+    t.run(&[
+        "revoke",
+        "-db-config",
+        "db.json",
+        "b.pem",
+        "-reason",
+        "keyCompromise",
+    ])
+    .ok();
+    refresh();
+    same("a.pem", "good");
+    same("b.pem", "revoked");
+
+    // A certificate of another CA: both say unauthorized (status 6), the same bytes.
+    crate::util::sh(t.command("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "other-key.pem",
+        "-subj",
+        "/CN=other",
+        "-out",
+        "other.pem",
+    ]));
+    crate::util::sh(t.command("openssl").args([
+        "ocsp",
+        "-issuer",
+        "other.pem",
+        "-cert",
+        "other.pem",
+        "-no_nonce",
+        "-reqout",
+        "other.req",
+    ]));
+    let body = std::fs::read(t.path("other.req")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode(&body)
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let got: Vec<(u16, Vec<u8>)> = ports
+        .iter()
+        .map(|port| {
+            raw_http(
+                *port,
+                format!(
+                    "GET /{b64} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+        })
+        .collect();
+    assert_eq!(got[0], got[1]);
+    assert_eq!(got[0].1, [0x30, 0x03, 0x0a, 0x01, 0x06], "unauthorized");
+}

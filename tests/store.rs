@@ -939,13 +939,13 @@ fn a_store_written_by_the_previous_release_migrates_losing_nothing() {
 }
 
 /// A throwaway PostgreSQL cluster (ci/pg-start), stopped on drop.
-struct Postgres {
+pub(crate) struct Postgres {
     dir: tempfile::TempDir,
-    dsn: String,
+    pub(crate) dsn: String,
 }
 
 impl Postgres {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::util::free_port().to_string();
         let out = std::process::Command::new(crate::util::repo("ci/pg-start"))

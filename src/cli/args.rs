@@ -880,6 +880,9 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "org",
     "root",
     "check",
+    "key-in-token",
+    "last",
+    "list",
 ];
 
 /// The boolean flags among them: cfssl (Go's flag package) also takes `-initca=true`.
@@ -899,6 +902,7 @@ const CFSSL_BOOL_FLAGS: &[&str] = &[
     "csr-only",
     "dry-run",
     "check",
+    "key-in-token",
 ];
 
 /// Go's spellings of a boolean flag's value (strconv.ParseBool).
