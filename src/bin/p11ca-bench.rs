@@ -926,6 +926,11 @@ fn report_parallel(
     }
     let one = jobs.iter().position(|j| *j == 1);
     let mut scaling = serde_json::Map::new();
+    // Raw C_Sign per second over the whole run of N signatures (wall time), per session count:
+    // what a tool signing N things through that many sessions is measured against.
+    for (i, j) in jobs.iter().enumerate() {
+        scaling.insert(format!("raw_rate_{j}"), serde_json::json!(raw_med[i]));
+    }
     let mut batch_1_over_raw = f64::NAN;
     if let Some(o) = one {
         batch_1_over_raw = issue_med[o] / raw_med[o];

@@ -160,17 +160,7 @@ impl TokenLeafPlan {
                 ),
                 warnings,
             }),
-            Err(e) => {
-                let leftover = key::destroy_objects(module, token, session, &created);
-                let note = if leftover == 0 {
-                    "every object this run created was removed from the token".to_string()
-                } else {
-                    format!(
-                        "{leftover} object(s) this run created could not be removed: check with p11ca key list"
-                    )
-                };
-                Err(Error::new(e.kind(), format!("{e}; {note}")))
-            }
+            Err(e) => Err(key::undo_created(module, token, session, &created, e)),
         }
     }
 

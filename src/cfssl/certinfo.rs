@@ -448,16 +448,8 @@ fn signed_decimal(bytes: &[u8]) -> String {
 
 /// RFC 3339 in UTC with second precision, as Go's `time.Time` marshals a certificate time.
 fn rfc3339(t: &Time) -> String {
-    let d = t.to_date_time();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year(),
-        d.month(),
-        d.day(),
-        d.hour(),
-        d.minutes(),
-        d.seconds()
-    )
+    // der's DateTime prints exactly this form (YYYY-MM-DDTHH:MM:SSZ).
+    t.to_date_time().to_string()
 }
 
 const MD2_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.2");

@@ -73,22 +73,6 @@ pub(super) fn for_issued(c: &CaArgs, der: &[u8]) -> Result<Vec<(&'static str, St
     ])
 }
 
-fn rfc3339(unix: i64) -> String {
-    let d = der::DateTime::from_unix_duration(std::time::Duration::from_secs(unix.max(0) as u64));
-    match d {
-        Ok(d) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            d.year(),
-            d.month(),
-            d.day(),
-            d.hour(),
-            d.minutes(),
-            d.seconds()
-        ),
-        Err(_) => unix.to_string(),
-    }
-}
-
 /// `p11ca bundle -cert FILE -ca-bundle ROOTS [-int-bundle INTS]`: the chain, verified, as
 /// cfssl bundle's JSON fields `bundle`, `crt`, `root`, `expires`, `leaf_expires`,
 /// `hostnames`, `subject`, `issuer`.
@@ -129,9 +113,9 @@ pub(super) fn bundle(b: &BundleArgs) -> Result<()> {
     let crt = p11ca::x509::build::pem("CERTIFICATE", &crt)?;
     out.insert("crt", json!(crt.trim_end()));
     out.insert("root", json!(chain.root_pem()?.trim_end()));
-    out.insert("expires", json!(rfc3339(chain.expires())));
+    out.insert("expires", json!(super::certs::time(chain.expires())));
     let leaf_na = tbs.validity().not_after.to_unix_duration().as_secs() as i64;
-    out.insert("leaf_expires", json!(rfc3339(leaf_na)));
+    out.insert("leaf_expires", json!(super::certs::time(leaf_na)));
     out.insert("hostnames", json!(hostnames));
     out.insert("subject", json!(tbs.subject().to_string()));
     out.insert("issuer", json!(tbs.issuer().to_string()));

@@ -742,6 +742,24 @@ pub fn destroy_objects(
     }
 }
 
+/// `e`, after destroying the `created` objects of a run that failed half-way (a new key and
+/// its certificate): the message says whether the token is as it was.
+pub fn undo_created(
+    module: &Module,
+    token: &TokenSummary,
+    session: &Session,
+    created: &[ObjectHandle],
+    e: Error,
+) -> Error {
+    let note = match destroy_objects(module, token, session, created) {
+        0 => "every object this run created was removed from the token".to_string(),
+        n => format!(
+            "{n} object(s) this run created could not be removed: check with p11ca key list"
+        ),
+    };
+    Error::new(e.kind(), format!("{e}; {note}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
