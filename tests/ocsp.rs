@@ -322,7 +322,7 @@ fn revalidates_by_etag(t: &Token, url: &str, head: &str) {
 }
 
 /// A raw HTTP exchange (request bytes as given); the status and body bytes.
-fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
+pub(crate) fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -487,6 +487,21 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     ]));
     let other = std::fs::read(t.path("other.der")).unwrap();
     assert_eq!(post(&other), (200, vec![0x30, 0x03, 0x0a, 0x01, 0x06]));
+    // The right certificate under another hash algorithm: stored responses answer SHA-1
+    // CertIDs (RFC 5019), so unauthorized rather than a response for a CertID not asked about.
+    crate::util::sh(t.command("openssl").args([
+        "ocsp",
+        "-issuer",
+        "ca.pem",
+        "-sha256",
+        "-cert",
+        "good.pem",
+        "-reqout",
+        "sha256.der",
+        "-no_nonce",
+    ]));
+    let sha256 = std::fs::read(t.path("sha256.der")).unwrap();
+    assert_eq!(post(&sha256), (200, vec![0x30, 0x03, 0x0a, 0x01, 0x06]));
     assert!(ask(&t, port, "good.pem").contains("good.pem: good"));
 }
 

@@ -382,6 +382,53 @@ fn cfssl_revoke_and_ocsprefresh_work_on_a_store_p11ca_wrote() {
         };
         assert!(text.contains(want), "{s}: {text}");
     }
+
+    // p11ca's responder serves exactly the bytes cfssl's ocsprefresh stored.
+    let port = crate::util::free_port();
+    let p = port.to_string();
+    let _ocsp = crate::serve::start(
+        &t,
+        "ocspserve",
+        "p11ca",
+        &["ocspserve", "-db-config", "db.json", "-port", &p],
+        port,
+        false,
+    );
+    for (cert, serial_of) in [
+        ("revoked.pem", serial),
+        ("kept.pem", &recs[1].serial_number),
+    ] {
+        sh(t.command("openssl").args([
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            cert,
+            "-no_nonce",
+            "-reqout",
+            "req.der",
+        ]));
+        let req = std::fs::read(t.path("req.der")).unwrap();
+        let mut http = format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            req.len()
+        )
+        .into_bytes();
+        http.extend_from_slice(&req);
+        let (status, body) = crate::ocsp::raw_http(port, &http);
+        assert_eq!(status, 200, "{cert}");
+        let stored: Vec<u8> = c
+            .query_row(
+                "SELECT CAST(body AS BLOB) FROM ocsp_responses WHERE serial_number = ?1",
+                [serial_of],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            body, stored,
+            "{cert}: p11ca served other bytes than cfssl stored"
+        );
+    }
 }
 
 /// cfssl's certdb schema for SQLite (certdb/sqlite/migrations 001 and 002): how a cfssl user
