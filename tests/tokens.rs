@@ -357,17 +357,30 @@ fn ca_key_deleted_by_another_process_mid_batch() {
         .filter(|l| l.starts_with("p11ca: error:"))
         .collect();
     assert!(!errors.is_empty());
+    // Each error names its input; or, once no session can find the key any more, one last
+    // line says the batch stopped there (the inputs not yet read are not listed one by one).
+    let stopped = errors
+        .iter()
+        .filter(|e| e.contains("the batch stopped there"))
+        .count();
+    assert!(stopped <= 1, "{stderr}");
     for e in &errors {
         assert!(
-            e.contains("csrs/g") && (e.contains("HANDLE_INVALID") || e.contains("no private key")),
+            (e.contains("csrs/g") || e.contains("the batch stopped there"))
+                && (e.contains("HANDLE_INVALID") || e.contains("no private key")),
             "unclear: {e}"
         );
     }
-    assert_eq!(
-        errors.len() + written.len(),
-        150,
-        "every input either written or reported, once"
-    );
+    let named = errors.len() - stopped;
+    if stopped == 0 {
+        assert_eq!(
+            named + written.len(),
+            150,
+            "every input either written or reported, once"
+        );
+    } else {
+        assert!(named + written.len() <= 150, "{stderr}");
+    }
     let mut uniq = written.clone();
     uniq.dedup();
     assert_eq!(uniq.len(), written.len(), "no serial twice");

@@ -716,12 +716,21 @@ pub(super) fn run(
         let emitted = output
             .join()
             .unwrap_or_else(|_| Err(Error::output("the output thread failed")));
+        // No session was left to sign with: the inputs not yet read were not signed.
+        let stopped = |s: Error| {
+            Error::new(
+                s.kind(),
+                format!(
+                    "{s}; the batch stopped there: inputs neither written nor named above were not signed"
+                ),
+            )
+        };
         match (signed, emitted) {
             (Ok(()), r) => r,
-            (Err(s), Ok(())) => Err(s),
+            (Err(s), Ok(())) => Err(stopped(s)),
             (Err(s), Err(e)) => {
                 eprintln!("p11ca: error: {e}");
-                Err(s)
+                Err(stopped(s))
             }
         }
     })
