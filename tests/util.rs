@@ -586,9 +586,32 @@ pub(crate) fn ca_csr(algo: &str, size: u32) -> String {
 
 /// A free TCP port on 127.0.0.1 (bound, read and released; the caller retries if it is taken
 /// again before use).
+/// A port no other test of this process is given, below the kernel's ephemeral range (32768
+/// and up) so that no client connection of a concurrent test takes it as its local port
+/// between this call and the server's bind; checked free on loopback and on all addresses.
 pub(crate) fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread processes (the suite runs once per back-end) over the range.
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 600) as u16 * 20,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = if p >= 32_000 {
+            NEXT.store(20_001, Ordering::Relaxed);
+            20_000
+        } else {
+            p
+        };
+        let free = |addr: &str| std::net::TcpListener::bind((addr, p)).is_ok();
+        if free("127.0.0.1") && free("0.0.0.0") {
+            return p;
+        }
+    }
 }
 
 /// A background process run under `timeout`, so it ends by itself after its time limit even if
