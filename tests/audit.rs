@@ -134,21 +134,7 @@ fn audit_verify_names_the_record_that_was_edited_removed_or_swapped() {
 
     // Restored, it verifies again; checked against another CA, the checkpoint is refused.
     t.run(&verify_args()).ok();
-    crate::util::sh(t.command("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "other-key.pem",
-        "-subj",
-        "/CN=other",
-        "-out",
-        "other.pem",
-    ]));
+    t.other_ca();
     t.run(&[
         "audit",
         "verify",

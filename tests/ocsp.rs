@@ -136,21 +136,7 @@ fn ocspsign_refuses_what_it_cannot_answer_for() {
     .fails(1, "-revoked-at");
     ocspsign(&t, &["-interval", "0s"], "x.der").fails(1, "-interval");
     // A certificate another CA issued: no response is signed for it.
-    crate::util::sh(t.command("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "other-key.pem",
-        "-subj",
-        "/CN=other",
-        "-out",
-        "other.pem",
-    ]));
+    t.other_ca();
     t.run(&[
         "ocspsign",
         "-ca",
@@ -460,21 +446,7 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     let (status, _) = post(&vec![0x30; 100_000]);
     assert_eq!(status, 413);
     // Another CA's certificate: unauthorized.
-    crate::util::sh(t.command("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "other-key.pem",
-        "-subj",
-        "/CN=other",
-        "-out",
-        "other.pem",
-    ]));
+    t.other_ca();
     crate::util::sh(t.command("openssl").args([
         "ocsp",
         "-issuer",
@@ -889,21 +861,7 @@ fn two_responders_on_one_postgres_store_answer_identically() {
     same("b.pem", "revoked");
 
     // A certificate of another CA: both say unauthorized (status 6), the same bytes.
-    crate::util::sh(t.command("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "other-key.pem",
-        "-subj",
-        "/CN=other",
-        "-out",
-        "other.pem",
-    ]));
+    t.other_ca();
     crate::util::sh(t.command("openssl").args([
         "ocsp",
         "-issuer",

@@ -741,6 +741,26 @@ impl Token {
 
     /// The seed CA: tests/data/ca-csr.json and ca-config.json copied into the work dir, then
     /// `gencert -initca ca-csr.json | json -bare ca`.
+    /// A self-signed P-256 certificate of another CA, `other.pem` (key `other-key.pem`): what
+    /// a check that must refuse "not our CA" is given.
+    pub(crate) fn other_ca(&self) {
+        sh(self.command("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other-key.pem",
+            "-subj",
+            "/CN=other",
+            "-out",
+            "other.pem",
+        ]));
+    }
+
     pub(crate) fn seed_ca(&self) {
         require("openssl");
         self.seed_files(&["ca-csr.json", "ca-config.json"]);
