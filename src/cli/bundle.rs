@@ -53,24 +53,54 @@ pub(super) fn check_ca(c: &CaArgs, ca: &Certificate) -> Result<()> {
         .map_err(|e| e.context("-ca-bundle: the CA certificate given with -ca"))
 }
 
-/// The `bundle` and `root` fields for an issued certificate, when -ca-bundle is given.
-pub(super) fn for_issued(c: &CaArgs, der: &[u8]) -> Result<Vec<(&'static str, String)>> {
-    let Some(roots) = c.ca_bundle.as_deref() else {
-        return Ok(Vec::new());
-    };
-    let leaf = Certificate::from_der(der)
-        .map_err(|e| Error::input(format!("cannot re-read the issued certificate: {e}")))?;
-    // The issuing CA (-ca) is an intermediate of the chain unless it is the root itself.
-    let issuer = match c.ca.as_deref() {
-        Some(path) => certs_from(path)?,
-        None => Vec::new(),
-    };
-    let chain = chain_for(&leaf, &issuer, roots, c.int_bundle.as_deref())
-        .map_err(|e| e.context("-ca-bundle"))?;
-    Ok(vec![
-        ("bundle", chain.bundle_pem()?),
-        ("root", chain.root_pem()?),
-    ])
+/// What `-ca-bundle` chains are built from, read once per run (not per issued certificate):
+/// the roots, and the intermediates (the issuing CA from -ca, then -int-bundle).
+pub(super) struct ChainFiles {
+    roots: Vec<Certificate>,
+    intermediates: Vec<Certificate>,
+}
+
+impl ChainFiles {
+    /// The files named by `c`, or `None` without -ca-bundle.
+    pub(super) fn read(c: &CaArgs) -> Result<Option<Self>> {
+        let Some(roots) = c.ca_bundle.as_deref() else {
+            return Ok(None);
+        };
+        // The issuing CA (-ca) is an intermediate of the chain unless it is the root itself.
+        let mut intermediates = match c.ca.as_deref() {
+            Some(path) => certs_from(path)?,
+            None => Vec::new(),
+        };
+        let in_bundle = |e: Error| e.context("-ca-bundle");
+        let roots = certs_from(roots).map_err(in_bundle)?;
+        if let Some(i) = c.int_bundle.as_deref() {
+            intermediates.extend(certs_from(i).map_err(in_bundle)?);
+        }
+        Ok(Some(Self {
+            roots,
+            intermediates,
+        }))
+    }
+
+    /// The `bundle` and `root` fields for the issued certificate `der`.
+    pub(super) fn fields(&self, der: &[u8]) -> Result<Vec<(&'static str, String)>> {
+        let leaf = Certificate::from_der(der)
+            .map_err(|e| Error::input(format!("cannot re-read the issued certificate: {e}")))?;
+        let chain = chain::build_chain(&leaf, &self.intermediates, &self.roots, now())
+            .map_err(|e| e.context("-ca-bundle"))?;
+        Ok(vec![
+            ("bundle", chain.bundle_pem()?),
+            ("root", chain.root_pem()?),
+        ])
+    }
+}
+
+/// [`ChainFiles::fields`] of `files`, none without -ca-bundle.
+pub(super) fn fields_of(
+    files: Option<&ChainFiles>,
+    der: &[u8],
+) -> Result<Vec<(&'static str, String)>> {
+    files.map_or(Ok(Vec::new()), |f| f.fields(der))
 }
 
 /// `p11ca bundle -cert FILE -ca-bundle ROOTS [-int-bundle INTS]`: the chain, verified, as

@@ -187,6 +187,7 @@ pub(super) fn emit(
     mut failures: Vec<Error>,
 ) -> Result<()> {
     let single = items.len() + failures.len() == 1;
+    let files = super::bundle::ChainFiles::read(c)?;
     let mut stdout = String::new();
     for (item, r) in items.iter().zip(results) {
         let (der, warnings) = match r {
@@ -210,7 +211,7 @@ pub(super) fn emit(
         fields.insert("cert", build::pem("CERTIFICATE", &der)?);
         fields.insert("csr", item.csr_pem.clone());
         // -ca-bundle/-int-bundle: the verified chain (bundle, root).
-        match super::bundle::for_issued(c, &der) {
+        match super::bundle::fields_of(files.as_ref(), &der) {
             Ok(b) => fields.extend(b),
             Err(e) => {
                 failures.push(if single { e } else { e.context(&item.name) });
@@ -474,7 +475,8 @@ fn stream_local(
         module.finalize_for_exit();
         r
     };
-    let chain = |der: &[u8]| super::bundle::for_issued(c, der);
+    let files = super::bundle::ChainFiles::read(c)?;
+    let chain = |der: &[u8]| super::bundle::fields_of(files.as_ref(), der);
     let plan = stream::OutPlan {
         chain: &chain,
         out: c.out.as_deref(),

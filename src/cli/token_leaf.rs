@@ -47,6 +47,7 @@ pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) ->
     )?;
     let c = &g.signing;
     let mut rec = Recording::new(c.db_config.as_deref(), c.db.as_deref(), c.config.as_deref())?;
+    let files = super::bundle::ChainFiles::read(c)?;
 
     let opened = open_and_login(targs, Some(&key_uri))?;
     let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
@@ -63,7 +64,7 @@ pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) ->
     // printed; a failure there removes the new key as any other failure does.
     let mut chain = Vec::new();
     let mut record = |der: &[u8]| {
-        chain = super::bundle::for_issued(c, der)?;
+        chain = super::bundle::fields_of(files.as_ref(), der)?;
         let r = rec.record_of(der, &profile.name)?;
         rec.insert(&[&r])
     };
