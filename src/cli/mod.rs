@@ -262,14 +262,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
             // --csr-only: the parent signs the CSR; its certificate is recorded where it is issued.
             return Ok(());
         }
-        let der = p11ca::x509::pem::read_der(
-            cert_pem.as_bytes(),
-            "the CA certificate",
-            &["CERTIFICATE"],
-            "certificate",
-        )?;
-        let r = rec.record_of(&der, "initca")?;
-        rec.insert(&[&r])
+        rec.insert_pem(cert_pem, "the CA certificate", "initca")
     };
     let out = plan.run_recorded(&module, &token, &session, Some(&pin), &mut record)?;
     for w in &out.warnings {

@@ -40,6 +40,15 @@ impl Recording {
         CertRecord::from_der(der, profile, &self.requester, "")
     }
 
+    /// Record one CA certificate that a library call returned as PEM (`what` names it in
+    /// errors), with `profile`.
+    pub(super) fn insert_pem(&mut self, pem: &str, what: &str, profile: &str) -> Result<()> {
+        let der =
+            p11ca::x509::pem::read_der(pem.as_bytes(), what, &["CERTIFICATE"], "certificate")?;
+        let r = self.record_of(&der, profile)?;
+        self.insert(&[&r])
+    }
+
     /// Record `records` in one transaction (all or none). A broken PostgreSQL connection is
     /// opened again once.
     pub(super) fn insert(&mut self, records: &[&CertRecord]) -> Result<()> {

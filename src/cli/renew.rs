@@ -49,13 +49,7 @@ pub(super) fn gencert_renewca(targs: &TokenArgs, g: &GencertArgs) -> Result<()> 
     let out = plan.run(&o.module, &o.token, &o.session, &key_uri, Some(&o.pin))?;
     // Recorded (profile `renewca`) before it is printed, like every issued certificate; the
     // token already holds it, which the error then says.
-    let der = p11ca::x509::pem::read_der(
-        out.cert_pem.as_bytes(),
-        "the renewed CA certificate",
-        &["CERTIFICATE"],
-        "certificate",
-    )?;
-    rec.insert(&[&rec.record_of(&der, "renewca")?])
+    rec.insert_pem(&out.cert_pem, "the renewed CA certificate", "renewca")
         .map_err(|e| e.context("the renewed certificate is in the token"))?;
     print(out, true)
 }
