@@ -61,18 +61,25 @@ impl Recording {
                 .store
                 .insert(Store::open(&self.cfg).map_err(not_output)?),
         };
+        let events: Vec<_> = records
+            .iter()
+            .map(|r| audit::issue_event(r, &self.requester))
+            .collect();
+        // Records and their events in one commit; when that fails (a broken audit log), the
+        // records alone, and the events after them: a failure there is a warning, the
+        // certificates are recorded; `p11ca audit verify` shows the chain as it stands.
+        if store
+            .insert_audited(records, &events.iter().collect::<Vec<_>>())
+            .is_ok()
+        {
+            return Ok(());
+        }
         let mut r = store.insert(records);
         if r.is_err() && store.is_broken() {
             *store = Store::open(&self.cfg).map_err(not_output)?;
             r = store.insert(records);
         }
         r.map_err(|e| not_output(e.context(format!("certificate store {what}"))))?;
-        // The audit log follows the records (as in `serve`): a failure here is a warning, the
-        // certificates are recorded; `p11ca audit verify` shows the chain as it stands.
-        let events: Vec<_> = records
-            .iter()
-            .map(|r| audit::issue_event(r, &self.requester))
-            .collect();
         if let Err(e) = store.audit_append(&events) {
             super::warn(&format!("certificate store {what}: {}", e.message()));
         }

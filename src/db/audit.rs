@@ -395,6 +395,22 @@ pub fn describe(report: &ChainReport) -> String {
     s
 }
 
+/// The audit records for `events`, chained one after the other onto `head`.
+fn chain_events(
+    head: (i64, [u8; 32]),
+    at: i64,
+    events: &[&AuditEvent],
+) -> Result<Vec<AuditRecord>> {
+    let mut out = Vec::with_capacity(events.len());
+    let mut head = head;
+    for e in events {
+        let r = AuditRecord::next(head, at, e.kind.name(), &e.actor, e.detail.to_string());
+        head = head_of(r.seq, &r.hash)?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
 fn head_of(seq: i64, hash: &str) -> Result<(i64, [u8; 32])> {
     let h = text::unhex(hash)
         .and_then(|h| <[u8; 32]>::try_from(h).ok())
@@ -414,18 +430,34 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
+        self.audit_append_refs(&events.iter().collect::<Vec<_>>())
+    }
+
+    /// [`Store::audit_append`] for events held elsewhere.
+    pub fn audit_append_refs(&mut self, events: &[&AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let at = super::now();
-        self.audit_tx(&mut |head| {
-            let mut out = Vec::with_capacity(events.len());
-            let mut head = head;
-            for e in events {
-                let r = AuditRecord::next(head, at, e.kind.name(), &e.actor, e.detail.to_string());
-                head = head_of(r.seq, &r.hash)?;
-                out.push(r);
-            }
-            Ok(out)
-        })
-        .map_err(|e| e.context("cannot append to the audit log"))
+        self.audit_tx(&mut |head| chain_events(head, at, events))
+            .map_err(|e| e.context("cannot append to the audit log"))
+    }
+
+    /// Insert `records` and append `events` to the audit log in one transaction: one commit
+    /// (one flush to disk) instead of two, and no certificate without its event. Callers fall
+    /// back to [`Store::insert`] then [`Store::audit_append`] when this fails, so that a broken
+    /// audit log costs a warning and not the certificates.
+    pub fn insert_audited(
+        &mut self,
+        records: &[&super::CertRecord],
+        events: &[&AuditEvent],
+    ) -> Result<()> {
+        let at = super::now();
+        let mut make = |head| chain_events(head, at, events);
+        match self {
+            Self::Sqlite(s) => s.insert_then(records, |tx| sqlite_chain(tx, &mut make)),
+            Self::Postgres(p) => p.insert_then(records, |tx| pg_chain(tx, &mut make)),
+        }
     }
 
     /// Append a checkpoint over the current chain head, signed by `signer` (a token key).
@@ -491,32 +523,46 @@ fn sqlite_append(
     conn: &mut rusqlite::Connection,
     make: &mut dyn FnMut((i64, [u8; 32])) -> Result<Vec<AuditRecord>>,
 ) -> Result<()> {
-    use rusqlite::OptionalExtension;
     // IMMEDIATE takes the write lock before the head is read, so two writers cannot both
     // chain onto the same head.
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| sq("cannot start a transaction", e))?;
+    sqlite_chain(&tx, make)?;
+    tx.commit().map_err(|e| sq("cannot commit", e))
+}
+
+/// Read the head and insert what `make` builds on it, inside `tx` (which holds the write lock).
+fn sqlite_chain(
+    tx: &rusqlite::Transaction,
+    make: &mut dyn FnMut((i64, [u8; 32])) -> Result<Vec<AuditRecord>>,
+) -> Result<()> {
+    use rusqlite::OptionalExtension;
     let last: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(|e| sq("cannot read the audit head", e))?;
     let head = match last {
         Some((seq, hash)) => head_of(seq, &hash)?,
         None => (0, GENESIS),
     };
-    for r in make(head)? {
-        tx.execute(
-            INSERT_SQLITE,
-            rusqlite::params![r.seq, r.at, r.kind, r.actor, r.detail, r.prev_hash, r.hash],
-        )
+    let mut insert = tx
+        .prepare_cached(INSERT_SQLITE)
         .map_err(|e| sq("cannot insert the audit record", e))?;
+    for r in make(head)? {
+        insert
+            .execute(rusqlite::params![
+                r.seq,
+                r.at,
+                r.kind,
+                r.actor,
+                r.detail,
+                r.prev_hash,
+                r.hash
+            ])
+            .map_err(|e| sq("cannot insert the audit record", e))?;
     }
-    tx.commit().map_err(|e| sq("cannot commit", e))
+    Ok(())
 }
 
 fn sqlite_records(conn: &mut rusqlite::Connection) -> Result<Vec<AuditRecord>> {
@@ -552,6 +598,15 @@ fn pg_append(
     let mut tx = client
         .transaction()
         .map_err(|e| pgerr("cannot start a transaction", e))?;
+    pg_chain(&mut tx, make)?;
+    tx.commit().map_err(|e| pgerr("cannot commit", e))
+}
+
+/// Lock the table, read the head and insert what `make` builds on it, inside `tx`.
+fn pg_chain(
+    tx: &mut postgres::Transaction,
+    make: &mut dyn FnMut((i64, [u8; 32])) -> Result<Vec<AuditRecord>>,
+) -> Result<()> {
     // Replicas append to one chain: the lock (held to commit) makes read-head-then-insert
     // atomic; readers are not blocked.
     tx.batch_execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE")
@@ -578,7 +633,7 @@ fn pg_append(
         )
         .map_err(|e| pgerr("cannot insert the audit record", e))?;
     }
-    tx.commit().map_err(|e| pgerr("cannot commit", e))
+    Ok(())
 }
 
 fn pg_records(client: &mut postgres::Client) -> Result<Vec<AuditRecord>> {

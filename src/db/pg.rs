@@ -273,6 +273,16 @@ impl Pg {
 
     /// Insert in one transaction.
     pub fn insert(&mut self, records: &[&CertRecord]) -> Result<()> {
+        self.insert_then(records, |_| Ok(()))
+    }
+
+    /// Insert `records` and run `then` (the audit log's append) in the same transaction, so
+    /// that both are committed with one round trip and one flush.
+    pub(super) fn insert_then(
+        &mut self,
+        records: &[&CertRecord],
+        then: impl FnOnce(&mut postgres::Transaction) -> Result<()>,
+    ) -> Result<()> {
         let mut tx = self
             .client
             .transaction()
@@ -308,6 +318,7 @@ impl Pg {
             )
             .map_err(|e| err(&format!("cannot record serial {}", r.serial_hex), e))?;
         }
+        then(&mut tx)?;
         tx.commit().map_err(|e| err("cannot commit", e))
     }
 

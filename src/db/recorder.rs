@@ -2,6 +2,9 @@
 //! record and wait until it is committed. Records that arrive while a commit is on its way go
 //! into the next transaction together, so a durable commit per certificate does not cap the
 //! signing rate.
+//!
+//! A certificate and its audit event are committed together (one flush to disk, and never one
+//! without the other).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -163,15 +166,9 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
                 Job::Run(f) => runs.push(f),
             }
         }
-        let ok = commit(&mut store, cfg, &records);
-        for ((_, event, done), ok) in records.into_iter().zip(ok) {
-            if ok.is_ok() {
-                events.push(event);
-            }
+        let ok = commit(&mut store, cfg, &records, &events);
+        for ((_, _, done), ok) in records.into_iter().zip(ok) {
             let _ = done.send(ok);
-        }
-        if let Err(e) = store.audit_append(&events) {
-            eprintln!("p11ca: warning: {}", e.message());
         }
         for f in runs {
             f(&mut store);
@@ -184,23 +181,52 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
 
 type Pending = (CertRecord, AuditEvent, mpsc::SyncSender<Result<()>>);
 
-/// Insert `records` in one transaction (one at a time if that fails); each one's result.
-fn commit(store: &mut Store, cfg: &DbConfig, records: &[Pending]) -> Vec<Result<()>> {
-    if records.is_empty() {
+/// Insert `records` with their audit events and the `refusals` (events nobody waits for) in
+/// one transaction. When that fails, insert the records alone (one at a time if need be) and
+/// then append the events of those recorded, a failure there being only a warning. Each
+/// record's result.
+fn commit(
+    store: &mut Store,
+    cfg: &DbConfig,
+    records: &[Pending],
+    refusals: &[AuditEvent],
+) -> Vec<Result<()>> {
+    if records.is_empty() && refusals.is_empty() {
         return Vec::new();
     }
     let all: Vec<&CertRecord> = records.iter().map(|r| &r.0).collect();
-    let mut result = store.insert(&all);
+    let events: Vec<&AuditEvent> = refusals
+        .iter()
+        .chain(records.iter().map(|r| &r.1))
+        .collect();
+    if store.insert_audited(&all, &events).is_ok() {
+        return records.iter().map(|_| Ok(())).collect();
+    }
+    let ok = insert_alone(store, cfg, &all);
+    let recorded = records.iter().zip(&ok).filter(|(_, ok)| ok.is_ok());
+    let events: Vec<&AuditEvent> = refusals.iter().chain(recorded.map(|(r, _)| &r.1)).collect();
+    if let Err(e) = store.audit_append_refs(&events) {
+        eprintln!("p11ca: warning: {}", e.message());
+    }
+    ok
+}
+
+/// Insert `records` in one transaction (one at a time if that fails); each one's result.
+fn insert_alone(store: &mut Store, cfg: &DbConfig, all: &[&CertRecord]) -> Vec<Result<()>> {
+    if all.is_empty() {
+        return Vec::new();
+    }
+    let mut result = store.insert(all);
     if result.is_err() && store.is_broken() {
         // The connection went away (database restart): reconnect once and retry.
         if let Ok(s) = Store::open(cfg) {
             *store = s;
-            result = store.insert(&all);
+            result = store.insert(all);
         }
     }
     match result {
-        Ok(()) => records.iter().map(|_| Ok(())).collect(),
-        Err(e) if records.len() == 1 => vec![Err(e)],
+        Ok(()) => all.iter().map(|_| Ok(())).collect(),
+        Err(e) if all.len() == 1 => vec![Err(e)],
         // One bad record must not fail the others: retry each alone.
         Err(_) => all.iter().map(|r| store.insert(&[r])).collect(),
     }

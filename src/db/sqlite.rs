@@ -212,6 +212,16 @@ impl Sqlite {
 
     /// Insert in one transaction.
     pub fn insert(&mut self, records: &[&CertRecord]) -> Result<()> {
+        self.insert_then(records, |_| Ok(()))
+    }
+
+    /// Insert `records` and run `then` (the audit log's append) in the same transaction, so
+    /// that both reach the disk with one commit.
+    pub(super) fn insert_then(
+        &mut self,
+        records: &[&CertRecord],
+        then: impl FnOnce(&rusqlite::Transaction) -> Result<()>,
+    ) -> Result<()> {
         self.writable("record certificates")?;
         let tx = self
             .conn
@@ -246,6 +256,7 @@ impl Sqlite {
                 .map_err(|e| err(&format!("cannot record serial {}", r.serial_hex), e))?;
             }
         }
+        then(&tx)?;
         tx.commit().map_err(|e| err("cannot commit", e))
     }
 
