@@ -480,7 +480,8 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
 /// The seed's profile plus a delegated responder's ("ocsp signing").
 const RESPONDER_CONFIG: &str = r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{
   "ocsp":{"usages":["digital signature","ocsp signing"],"expiry":"8760h"},
-  "fenced":{"usages":["digital signature","ocsp signing"],"expiry":"8760h","name_whitelist":"^only-this$"}}}}"#;
+  "fenced":{"usages":["digital signature","ocsp signing"],"expiry":"8760h","name_whitelist":"^only-this$"},
+  "rsa-only":{"usages":["digital signature","ocsp signing"],"expiry":"8760h","policy":{"allowed_key_algorithms":["rsa"]}}}}}"#;
 
 /// `gencert -ca ... -profile PROFILE --key-in-token resp-csr.json` with `extra` flags.
 fn gencert_in_token(t: &Token, profile: &str, extra: &[&str]) -> Run {
@@ -691,11 +692,18 @@ fn a_failed_gencert_key_in_token_leaves_no_new_token_object() {
     // The label is taken (by the responder made in seed_responder): refused before keygen.
     gencert_in_token(&t, "ocsp", &[])
         .fails(3, "already has an object with label \"ocsp-responder\"");
-    // Refused by the profile after the key was made: the key goes again.
-    gencert_in_token(&t, "fenced", &["--key-label", "fenced"]).fails(
+    // Refused by the profile's name rules before any key is made (a refusal after keygen
+    // would say that the new objects were removed).
+    let r = gencert_in_token(&t, "fenced", &["--key-label", "fenced"]);
+    r.fails(3, "resp-csr.json: ").fails(3, "name_whitelist");
+    assert!(!r.stderr.contains("removed"), "{}", r.stderr);
+    // A profile that allows no ECDSA key refuses the planned P-256 key, also before keygen.
+    let r = gencert_in_token(&t, "rsa-only", &["--key-label", "rsa-only"]);
+    r.fails(
         3,
-        "every object this run created was removed from the token",
+        "does not allow ECDSA keys (policy.allowed_key_algorithms)",
     );
+    assert!(!r.stderr.contains("removed"), "{}", r.stderr);
     assert_eq!(t.object_count(), objects);
     assert_eq!(records(&t), recorded);
     // A CSR with a "ca" section is not a leaf: refused before the token is opened.

@@ -238,15 +238,38 @@ pub fn check_leaf(leaf: &LeafRequest, profile: &Profile, ca_subject: &Name) -> R
         &leaf.public_key,
         ca_subject,
     )?;
+    check_whitelist(&leaf.subject, &leaf.sans, profile)
+}
+
+/// [`check_leaf`] for a key not made yet (`gencert --key-in-token`): the names, and the
+/// planned key algorithm `alg`, so that a refusal comes before the token makes a key.
+pub fn check_planned(
+    subject: &Name,
+    sans: &[San],
+    alg: KeyAlg,
+    profile: &Profile,
+    ca_subject: &Name,
+) -> Result<()> {
+    if subject.is_empty() && sans.is_empty() {
+        return Err(Error::policy(
+            "the certificate would have neither a subject nor a subjectAltName; give a CN or hosts",
+        ));
+    }
+    let policy = &profile.policy;
+    policy.check_names(&profile.name, subject, sans, ca_subject)?;
+    policy.check_key(&profile.name, alg)?;
+    check_whitelist(subject, sans, profile)
+}
+
+/// cfssl's `name_whitelist` over the CN and every subjectAltName.
+fn check_whitelist(subject: &Name, sans: &[San], profile: &Profile) -> Result<()> {
     if profile.name_whitelist.is_some() {
-        let cn = leaf
-            .subject
+        let cn = subject
             .iter()
             .filter(|atv| atv.oid == const_oid::db::rfc4519::CN)
             .find_map(|atv| name::value_text(&atv.value))
             .unwrap_or_default();
-        let san_texts: Vec<String> = leaf
-            .sans
+        let san_texts: Vec<String> = sans
             .iter()
             .map(|s| match s {
                 San::Dns(v) | San::Email(v) | San::Uri(v) => v.clone(),

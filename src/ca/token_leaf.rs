@@ -9,7 +9,7 @@
 
 use x509_cert::name::Name;
 
-use crate::ca::issue::{CaKey, Issuer, LeafRequest};
+use crate::ca::issue::{self, CaKey, Issuer, LeafRequest};
 use crate::cfssl::config::Profile;
 use crate::cfssl::csr::{CsrRequest, KeySpec};
 use crate::error::{Error, Result};
@@ -120,6 +120,16 @@ impl TokenLeafPlan {
                 rules.name
             )));
         }
+        // The profile's rules are checked on the planned key before the token makes it.
+        let ca_subject = ca.certificate().tbs_certificate().subject();
+        issue::check_planned(
+            &self.subject,
+            &self.sans,
+            self.spec.into(),
+            profile,
+            ca_subject,
+        )
+        .map_err(|e| e.context(&self.file))?;
         key::check_capability(module, token, self.spec.into())?;
         let mech = SignMech::choose(
             &module.mechanisms(token.slot)?,

@@ -381,6 +381,20 @@ impl Policy {
         key: &SubjectPublicKeyInfoOwned,
         ca_subject: &Name,
     ) -> Result<()> {
+        self.check_names(profile, subject, sans, ca_subject)?;
+        let alg = KeyAlg::of(key).map_err(|e| Error::policy(format!("request key: {e}")))?;
+        self.check_key(profile, alg)
+    }
+
+    /// The rules on the subject and the subjectAltNames alone (no key yet: a key the token is
+    /// about to make is checked with [`Policy::check_key`] on its planned algorithm).
+    pub fn check_names(
+        &self,
+        profile: &str,
+        subject: &Name,
+        sans: &[San],
+        ca_subject: &Name,
+    ) -> Result<()> {
         if sans.len() > self.max_sans {
             return Err(Error::policy(format!(
                 "{} subjectAltName entries are refused: profile \"{profile}\" allows at most {} (policy.max_sans)",
@@ -395,8 +409,7 @@ impl Policy {
                 "subject \"{subject}\" is refused: it is the CA's own subject, which no leaf may have"
             )));
         }
-        self.check_subject_lists(profile, subject)?;
-        self.check_key(profile, key)
+        self.check_subject_lists(profile, subject)
     }
 
     fn check_subject_lists(&self, profile: &str, subject: &Name) -> Result<()> {
@@ -439,8 +452,8 @@ impl Policy {
         Ok(())
     }
 
-    fn check_key(&self, profile: &str, key: &SubjectPublicKeyInfoOwned) -> Result<()> {
-        let alg = KeyAlg::of(key).map_err(|e| Error::policy(format!("request key: {e}")))?;
+    /// The rules on the request's key algorithm and size.
+    pub fn check_key(&self, profile: &str, alg: KeyAlg) -> Result<()> {
         let refused = |rule: String| {
             Error::policy(format!(
                 "request key {} is refused: profile \"{profile}\" {rule}",
