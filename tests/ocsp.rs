@@ -478,13 +478,13 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
 }
 
 /// The seed's profile plus a delegated responder's ("ocsp signing").
-const RESPONDER_CONFIG: &str = r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{
+pub(crate) const RESPONDER_CONFIG: &str = r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{
   "ocsp":{"usages":["digital signature","ocsp signing"],"expiry":"8760h"},
   "fenced":{"usages":["digital signature","ocsp signing"],"expiry":"8760h","name_whitelist":"^only-this$"},
   "rsa-only":{"usages":["digital signature","ocsp signing"],"expiry":"8760h","policy":{"allowed_key_algorithms":["rsa"]}}}}}"#;
 
 /// `gencert -ca ... -profile PROFILE --key-in-token resp-csr.json` with `extra` flags.
-fn gencert_in_token(t: &Token, profile: &str, extra: &[&str]) -> Run {
+pub(crate) fn gencert_in_token(t: &Token, profile: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "gencert",
         "-ca",
@@ -507,13 +507,20 @@ fn gencert_in_token(t: &Token, profile: &str, extra: &[&str]) -> Run {
 /// -bare` wrote to resp-key.uri.
 fn seed_responder() -> Token {
     let t = seed();
+    make_responder(&t);
+    t
+}
+
+/// In `t` (a CA in ca.pem and ca-key.uri): resp.pem and resp-key.uri, a delegated responder
+/// whose key `gencert --key-in-token` made in the token.
+pub(crate) fn make_responder(t: &Token) {
     t.write("ocsp-config.json", RESPONDER_CONFIG);
     t.write(
         "resp-csr.json",
         r#"{"CN":"ocsp-responder","key":{"algo":"ecdsa","size":256}}"#,
     );
     let before = t.object_count();
-    let g = gencert_in_token(&t, "ocsp", &[]);
+    let g = gencert_in_token(t, "ocsp", &[]);
     g.ok();
     assert!(!g.stdout.contains("PRIVATE KEY"), "{}", g.stdout);
     t.run_in(&["json", "-bare", "resp"], g.stdout.as_bytes())
@@ -521,7 +528,6 @@ fn seed_responder() -> Token {
     assert!(t.read("resp-key.uri").contains("object=ocsp-responder"));
     assert!(!t.path("resp-key.pem").exists());
     assert_eq!(t.object_count(), before + 3);
-    t
 }
 
 /// The store's record of the certificate with CN `cn`.

@@ -219,6 +219,64 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
     .ok();
 }
 
+/// With `-responder`/`-responder-key` (a delegated responder whose key is in the CA key's
+/// token), the response /revoke stores is signed by the responder and carries its
+/// certificate; OpenSSL accepts it with the CA as the only trust anchor.
+#[test]
+fn revoke_signs_the_stored_ocsp_response_with_the_delegated_responder() {
+    let t = Token::new("serve-revoke-resp");
+    setup(&t);
+    crate::ocsp::make_responder(&t);
+    let flags = ["-revoke-auth-key", "current", "-responder", "resp.pem"];
+    let extra = [&flags[..], &["-responder-key", "resp-key.uri"]].concat();
+    let server = p11ca_serve(&t, "serve", &extra);
+    let port = server.port;
+    let bad = issue(&t, port, "bad");
+    let aki = records(&t)[0].authority_key_identifier.clone();
+    let body = revoke_body(&current_key(), &bad, &aki, "keyCompromise");
+    let (st, text) = http(port, "POST", REVOKE, body.as_bytes()).unwrap();
+    assert_eq!(st, 200, "{text}");
+    let der = Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+        .unwrap()
+        .ocsp_response(&bad, &aki)
+        .unwrap()
+        .expect("an OCSP response stored at revocation");
+    std::fs::write(t.path("bad-ocsp.der"), der).unwrap();
+    let out = t
+        .command("openssl")
+        .args([
+            "ocsp",
+            "-respin",
+            "bad-ocsp.der",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            "bad.pem",
+            "-CAfile",
+            "ca.pem",
+            "-resp_text",
+        ])
+        .output()
+        .unwrap();
+    let ocsp =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(ocsp.contains("bad.pem: revoked"), "{ocsp}");
+    assert!(ocsp.contains("Response verify OK"), "{ocsp}");
+    assert!(ocsp.contains("Responder Id: CN = ocsp-responder"), "{ocsp}");
+
+    // A responder the CA did not issue is refused at start-up, before the token is opened.
+    t.other_ca();
+    let p = free_port().to_string();
+    let args = crate::serve::serve_args(
+        &p,
+        &["-responder", "other.pem", "-responder-key", "resp-key.uri"],
+    );
+    t.run(&args).fails(
+        3,
+        "-responder other.pem: the responder certificate was not issued by the CA",
+    );
+}
+
 #[test]
 fn revoke_is_refused_unless_a_key_is_named() {
     let t = Token::new("serve-revoke-off");

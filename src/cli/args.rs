@@ -282,6 +282,14 @@ pub struct ServeArgs {
     /// store (`ocsprefresh`, and those /revoke signs), as `p11ca ocspserve` does.
     #[arg(long, value_name = "PATH")]
     pub ocsp_path: Option<String>,
+    /// A delegated OCSP responder's certificate (issued by -ca for OCSP signing): the
+    /// response /revoke stores is signed with its key (-responder-key) instead of the CA key.
+    #[arg(long, value_name = "FILE", requires = "responder_key")]
+    pub responder: Option<String>,
+    /// The delegated responder key's handle; the key must be in the CA key's token (`gencert
+    /// -ca ... --key-in-token` makes it there).
+    #[arg(long, value_name = "HANDLE|URI", requires = "responder")]
+    pub responder_key: Option<String>,
     /// Lifetime of the CRL serve publishes (/crl, /crl.der, /crl.pem); it is rebuilt after each
     /// revocation and when half of it has passed.
     #[arg(long, default_value = "168h", value_name = "DURATION")]

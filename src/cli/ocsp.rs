@@ -90,7 +90,7 @@ fn interval(s: &str) -> Result<i64> {
 /// The responder certificate for `ca` (read from `ca_source`) and the file it came from: the
 /// CA itself, or the delegated responder `responder` names, checked now (issued by the CA,
 /// extended key usage OCSPSigning) so that a wrong one never needs the token.
-fn responder_for(
+pub(super) fn responder_for(
     ca: &x509_cert::Certificate,
     ca_source: &str,
     responder: Option<&str>,

@@ -16,6 +16,7 @@ use socket2::{Domain, Socket, Type};
 
 use p11ca::ca::batch;
 use p11ca::ca::issue::CaKey;
+use p11ca::ca::ocsp::ResponderKey;
 use p11ca::cfssl::config::{AuthKey, SigningConfig};
 use p11ca::cfssl::duration::GoDuration;
 use p11ca::db::{DbConfig, Recorder, Store};
@@ -50,6 +51,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         tls,
         revoke_key,
         crl_lifetime,
+        responder,
     } = inputs(a)?;
 
     let crl = CrlCache::new(&ca_cert, crl_lifetime)?;
@@ -74,6 +76,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         &found,
         &key_uri,
     )?;
+    let responder = responder_key(&opened, &ca, responder)?;
     let sessions = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
     let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
         .with_relogin_pin(opened.pin.clone());
@@ -89,6 +92,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         revoke_key,
         crl,
         ocsp,
+        responder,
     });
     // The CRL is published before the first request (a failure here stops the start-up).
     service.publish_crl("serve")?;
@@ -190,6 +194,8 @@ struct Inputs {
     tls: Option<TlsOptions>,
     revoke_key: Option<AuthKey>,
     crl_lifetime: i64,
+    /// The delegated OCSP responder: its certificate, the file it came from, its key's handle.
+    responder: Option<(x509_cert::Certificate, String, Pkcs11Uri)>,
 }
 
 /// Everything that can be checked without the token: the CA certificate, the key handle, the
@@ -239,6 +245,17 @@ fn inputs(a: &ServeArgs) -> Result<Inputs> {
             a.crl_expiry
         )));
     }
+    let responder = match (&a.responder, &a.responder_key) {
+        (Some(path), Some(key)) => {
+            let (cert, source) = super::ocsp::responder_for(&ca_cert, &ca_source, Some(path))?;
+            Some((
+                cert,
+                source,
+                super::sign::key_uri_of(key, "-responder-key")?,
+            ))
+        }
+        _ => None,
+    };
 
     Ok(Inputs {
         ca_cert,
@@ -250,7 +267,35 @@ fn inputs(a: &ServeArgs) -> Result<Inputs> {
         tls,
         revoke_key,
         crl_lifetime,
+        responder,
     })
+}
+
+/// The delegated responder's key, found in the CA key's token with serve's login and paired
+/// with its certificate before the first request.
+fn responder_key(
+    opened: &super::Opened,
+    ca: &CaKey,
+    responder: Option<(x509_cert::Certificate, String, Pkcs11Uri)>,
+) -> Result<Option<ResponderKey>> {
+    let Some((cert, source, uri)) = responder else {
+        return Ok(None);
+    };
+    let found = key::find_private_key(&opened.session, &opened.token, &uri).map_err(|e| {
+        e.context(
+            "-responder-key (serve signs with one login: the key must be in the CA key's token)",
+        )
+    })?;
+    let mut rk = ResponderKey::new(
+        &opened.module,
+        &opened.token,
+        ca.certificate().clone(),
+        (cert, &source),
+        &found,
+        &uri,
+    )?;
+    rk.set_pin(opened.pin.clone());
+    Ok(Some(rk))
 }
 
 /// Listen on `-address`:`-port` (refusing plain text off loopback unless allowed), with the

@@ -28,6 +28,7 @@ use super::http::Request;
 use super::ocsp::Responder;
 use super::revoke;
 use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
+use crate::ca::ocsp::ResponderKey;
 use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
@@ -152,6 +153,9 @@ pub struct Service {
     pub crl: CrlCache,
     /// The OCSP responder on a path of its own (`serve -ocsp-path`), from the same store.
     pub ocsp: Option<Responder>,
+    /// The delegated responder whose key signs the responses /revoke stores (`-responder`);
+    /// `None`: the CA key signs them.
+    pub responder: Option<ResponderKey>,
 }
 
 impl Handler for Service {
@@ -239,7 +243,7 @@ impl Service {
         // Only this CA's own certificates get a response signed by its key.
         if outcome == RevokeOutcome::Revoked
             && self.crl.aki == r.aki
-            && let Err(e) = revoke::refresh_ocsp(&self.ca, &self.pool, &self.recorder, &r, at)
+            && let Err(e) = revoke::refresh_ocsp(self.signers(), &self.recorder, &r, at)
         {
             messages.push(format!(
                 "the OCSP response was not refreshed: {}",
@@ -293,6 +297,16 @@ impl Service {
     }
 
     /// A refused request to an endpoint that changes state goes into the audit log.
+    /// What signs OCSP responses: the CA key through the pool's sessions, or the delegated
+    /// responder's key in the same token.
+    fn signers(&self) -> revoke::OcspSigners<'_> {
+        revoke::OcspSigners {
+            ca: &self.ca,
+            pool: &self.pool,
+            responder: self.responder.as_ref(),
+        }
+    }
+
     fn audited(&self, endpoint: &str, peer: &str, reply: Reply) -> Reply {
         if let Some(why) = reply.error.as_deref().filter(|_| reply.issued == 0) {
             self.recorder.audit(AuditEvent::new(

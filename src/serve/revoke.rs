@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::auth::ReplayGuard;
 use crate::ca::issue::{CaKey, Issuer};
+use crate::ca::ocsp::ResponderKey;
 use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::AuthKey;
 use crate::cfssl::json;
@@ -97,33 +98,44 @@ pub fn describe(r: &Revocation, outcome: RevokeOutcome) -> String {
     }
 }
 
+/// What signs the OCSP responses `serve` stores.
+pub struct OcspSigners<'a> {
+    /// The CA key (the signer when there is no delegated responder).
+    pub ca: &'a CaKey,
+    /// The token sessions both keys are used through.
+    pub pool: &'a SessionPool,
+    /// The delegated responder (`serve -responder`), in the CA key's token.
+    pub responder: Option<&'a ResponderKey>,
+}
+
 /// Sign the OCSP response of the revoked certificate now and store it, so that responders
-/// answering from the store say "revoked" at once, not after the next `ocsprefresh`.
+/// answering from the store say "revoked" at once, not after the next `ocsprefresh`. A
+/// delegated responder signs it when there is one, as `ocsprefresh` would.
 pub fn refresh_ocsp(
-    ca: &CaKey,
-    pool: &SessionPool,
+    signers: OcspSigners<'_>,
     recorder: &Recorder,
     r: &Revocation,
     at: i64,
 ) -> Result<()> {
+    let OcspSigners {
+        ca,
+        pool,
+        responder,
+    } = signers;
     let serial = crate::text::from_decimal(&r.serial)
         .ok_or_else(|| Error::input(format!("serial \"{}\" is not decimal", r.serial)))?;
-    let id = ocsp::cert_id(ca.certificate(), &serial)?;
     let status = Status::Revoked {
         at,
         reason: r.reason,
     };
     let times = Validity::at(at, OCSP_INTERVAL);
-    let der = pool.with_session(Duration::from_secs(30), |session| {
-        let issuer = Issuer::new(ca, session)?;
-        ocsp::sign_response(
-            id.clone(),
-            status,
-            times,
-            ca.certificate(),
-            true,
-            issuer.signer(),
-        )
+    let der = pool.with_session(Duration::from_secs(30), |session| match responder {
+        Some(rk) => rk.sign(&rk.signer(session)?, &serial, status, times),
+        None => {
+            let issuer = Issuer::new(ca, session)?;
+            let id = ocsp::cert_id(ca.certificate(), &serial)?;
+            ocsp::sign_response(id, status, times, ca.certificate(), true, issuer.signer())
+        }
     })?;
     let row = StoredResponse {
         serial: r.serial.clone(),
