@@ -835,12 +835,12 @@ fn a_store_of_a_newer_schema_is_refused_untouched() {
     record(&t, &["revoked.pem"]);
     rusqlite::Connection::open(t.path(DB))
         .unwrap()
-        .execute("INSERT INTO schema_migrations (version, description, applied_at) VALUES (4, 'future', 0)", [])
+        .execute("INSERT INTO schema_migrations (version, description, applied_at) VALUES (5, 'future', 0)", [])
         .unwrap();
     let before = dump(&t);
     t.run(&["certs", "list", "-db-config", "db.json"]).fails(
         4,
-        "the schema is at version 4, newer than this p11ca knows (3); upgrade p11ca",
+        "the schema is at version 5, newer than this p11ca knows (4); upgrade p11ca",
     );
     t.run(&["revoke", "-db-config", "db.json", "revoked.pem"])
         .fails(4, "newer than this p11ca knows");
@@ -973,8 +973,8 @@ fn a_store_written_by_the_previous_release_migrates_losing_nothing() {
         ),
         r#"["multi.example"]"#
     );
-    // v2 is cfssl's certdb, v3 the audit log.
-    assert_eq!(cell(&t, "SELECT max(version) FROM schema_migrations"), "3");
+    // v2 is cfssl's certdb, v3 the audit log, v4 drops the serial_hex index.
+    assert_eq!(cell(&t, "SELECT max(version) FROM schema_migrations"), "4");
     // And it is a working store: revoke, CRL.
     t.write(
         "db.json",

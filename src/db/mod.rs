@@ -465,14 +465,14 @@ impl Store {
             .to_ascii_lowercase();
         let hexform = hexform.trim_start_matches('0');
         let hexform = if hexform.is_empty() { "0" } else { hexform };
-        // Leading zero bytes are not stored; compare without leading zero digits. Rows cfssl
-        // wrote have no hex serial: their decimal one is compared too.
+        // The hex reading is looked up as its decimal form (cfssl's serial_number, the primary
+        // key's first column), which every row has, cfssl's too; leading zeros do not count.
         let dec = text::unhex(&format!(
             "{}{hexform}",
             if hexform.len() % 2 == 1 { "0" } else { "" }
         ))
         .map(|b| text::decimal(&b));
-        let rows = each!(self, db => db.find(s, hexform, dec.as_deref().unwrap_or(s)))?;
+        let rows = each!(self, db => db.find(s, dec.as_deref().unwrap_or(s)))?;
         Ok(rows.into_iter().map(RawRow::complete).collect())
     }
 
@@ -737,6 +737,26 @@ mod tests {
         assert_eq!(s.find("01:00").unwrap(), vec![rec.clone()]);
         assert_eq!(s.find("0x100").unwrap().len(), 1);
         assert!(s.find("257").unwrap().is_empty());
+        // A lookup by serial is a search of the primary key, never a scan of the table.
+        let Store::Sqlite(lite) = &mut s else {
+            unreachable!()
+        };
+        let plan: Vec<String> = lite
+            .conn_mut()
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT pem FROM certificates {}",
+                sqlite::FIND
+            ))
+            .unwrap()
+            .query_map(["256", "1"], |r| r.get(3))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.starts_with("SEARCH certificates USING INDEX sqlite_autoindex")),
+            "{plan:?}"
+        );
         assert_eq!(
             s.list(ListFilter {
                 not_after_by: Some(19),

@@ -346,14 +346,14 @@ impl Pg {
             .map_err(|e| err("cannot query", e))
     }
 
-    /// Find by decimal or (normalized) hex serial.
-    pub(super) fn find(&mut self, dec: &str, hex: &str, hex_as_dec: &str) -> Result<Vec<RawRow>> {
+    /// Find by the serial as given (decimal) or by the decimal form of its hex reading; both
+    /// through the primary key (serial_number, authority_key_identifier).
+    pub(super) fn find(&mut self, dec: &str, hex_as_dec: &str) -> Result<Vec<RawRow>> {
         let sql = format!(
-            "{SELECT} WHERE serial_number = convert_to($1, 'UTF8') OR (serial_hex != '' AND ltrim(serial_hex, '0') = $2)
-             OR (serial_hex = '' AND serial_number = convert_to($3, 'UTF8')) ORDER BY issued_at"
+            "{SELECT} WHERE serial_number IN (convert_to($1, 'UTF8'), convert_to($2, 'UTF8')) ORDER BY issued_at"
         );
         self.client
-            .query(&sql, &[&dec, &hex, &hex_as_dec])
+            .query(&sql, &[&dec, &hex_as_dec])
             .map(|rows| rows.iter().map(row).collect())
             .map_err(|e| err("cannot query", e))
     }

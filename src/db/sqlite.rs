@@ -55,6 +55,9 @@ fn time_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
     })
 }
 
+/// [`Sqlite::find`]'s condition (tested to be a primary-key lookup, not a scan).
+pub(super) const FIND: &str = "WHERE serial_number IN (?1, ?2) ORDER BY issued_at";
+
 const SELECT: &str = "SELECT serial_number, authority_key_identifier, serial_hex, subject, common_name, p11ca_sans, profile, not_before, expiry, pem, requester, auth_key, issued_at, status, reason, revoked_at, ca_label, sans FROM certificates";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
@@ -288,16 +291,15 @@ impl Sqlite {
         .map_err(|e| err("cannot query", e))
     }
 
-    /// Find by decimal or (normalized) hex serial.
-    pub(super) fn find(&mut self, dec: &str, hex: &str, hex_as_dec: &str) -> Result<Vec<RawRow>> {
-        let sql = format!(
-            "{SELECT} WHERE serial_number = ?1 OR (serial_hex != '' AND ltrim(serial_hex, '0') = ?2) OR (serial_hex = '' AND serial_number = ?3) ORDER BY issued_at"
-        );
+    /// Find by the serial as given (decimal) or by the decimal form of its hex reading; both
+    /// through the primary key (serial_number, authority_key_identifier).
+    pub(super) fn find(&mut self, dec: &str, hex_as_dec: &str) -> Result<Vec<RawRow>> {
+        let sql = format!("{SELECT} {FIND}");
         let mut st = self
             .conn
             .prepare(&sql)
             .map_err(|e| err("cannot query", e))?;
-        st.query_map(params![dec, hex, hex_as_dec], row)
+        st.query_map(params![dec, hex_as_dec], row)
             .and_then(|rows| rows.collect())
             .map_err(|e| err("cannot query", e))
     }
