@@ -954,3 +954,82 @@ fn certs_list_check_exits_6_for_leaves_and_the_ca_itself() {
     t.run(&["certs", "list", "--db", "p11ca-certs.db", "--check"])
         .fails(1, "--expiring");
 }
+
+/// `certs list --expiring --check` over a store of 200,000 live certificates holds only the
+/// keys of the few that are due, not one of every live certificate: its peak RSS stays below a
+/// bound the former whole-store set went far past.
+#[test]
+fn expiry_check_over_a_large_store_keeps_memory_small() {
+    use p11ca::db::{CertRecord, DbConfig, Store};
+    const LIVE: usize = 200_000;
+    const BOUND_MIB: u64 = 24;
+    let time = "/usr/bin/time";
+    assert!(
+        std::path::Path::new(time).exists(),
+        "GNU time is missing (apt-get install time; ci/setup installs it)"
+    );
+    let t = Token::new("expiry-rss");
+    let now = p11ca::db::now();
+    let rec = |i: usize, not_after: i64| CertRecord {
+        serial_number: (1_000_000 + i).to_string(),
+        authority_key_identifier: "ab".repeat(20),
+        serial_hex: format!("{:x}", 1_000_000 + i),
+        subject: format!("CN=node-{i:06},O=system:nodes"),
+        common_name: format!("node-{i:06}"),
+        sans: vec![],
+        profile: "kubernetes".into(),
+        not_before: now - 3600,
+        not_after,
+        pem: "-".into(),
+        requester: "test".into(),
+        auth_key: String::new(),
+        issued_at: now - 3600,
+    };
+    let mut s = Store::open(&DbConfig::Sqlite(t.path("big.db"))).unwrap();
+    // One certificate due in a day and never renewed; every other one lives a year.
+    s.insert(&[&rec(LIVE, now + 86_400)]).unwrap();
+    for chunk in (0..LIVE).collect::<Vec<_>>().chunks(20_000) {
+        let recs: Vec<CertRecord> = chunk.iter().map(|&i| rec(i, now + 365 * 86_400)).collect();
+        s.insert(&recs.iter().collect::<Vec<_>>()).unwrap();
+    }
+    drop(s);
+    let mut cmd = t.command(time);
+    cmd.args([
+        "-f",
+        "%M",
+        "-o",
+        "rss.txt",
+        "--",
+        env!("CARGO_BIN_EXE_p11ca"),
+    ])
+    .args([
+        "certs",
+        "list",
+        "--db",
+        "big.db",
+        "--expiring",
+        "720h",
+        "--check",
+    ]);
+    run(&mut cmd, None).fails(
+        6,
+        &format!("1 certificate expires within 720h or already did, the first CN=node-{LIVE:06}"),
+    );
+    // GNU time puts "Command exited with non-zero status 6" before the figure.
+    let rss = t.read("rss.txt");
+    let kib: u64 = rss
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "peak RSS of the check over {LIVE} live certificates: {:.1} MiB",
+        kib as f64 / 1024.0
+    );
+    assert!(
+        kib / 1024 < BOUND_MIB,
+        "peak RSS {kib} KiB; bound {BOUND_MIB} MiB"
+    );
+}

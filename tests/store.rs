@@ -1067,6 +1067,30 @@ fn postgres_store_migrates_and_crl_numbers_grow_across_processes() {
     revoke(&t, &["revoked.pem", "-reason", "keycompromise"]).ok();
     revoke(&t, &["revoked.pem", "-reason", "superseded"])
         .fails(3, "already revoked with reason keycompromise");
+    // A hex serial is found through the primary key, and the expiry check streams the store,
+    // on PostgreSQL too; the revoked certificate is not due.
+    let shown = t.run(&[
+        "certs",
+        "show",
+        "-db-config",
+        "db.json",
+        &recs[1].serial_hex,
+    ]);
+    assert!(
+        shown.ok().stdout.contains(&recs[1].serial_number),
+        "{}",
+        shown.stdout
+    );
+    t.run(&[
+        "certs",
+        "list",
+        "-db-config",
+        "db.json",
+        "--expiring",
+        "1000000h",
+        "--check",
+    ])
+    .fails(6, "1 certificate expires within 1000000h");
 
     // Two processes taking CRL numbers from the one store at the same time.
     let want_serial = vec![recs[0].serial_hex.to_uppercase()];

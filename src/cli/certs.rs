@@ -57,7 +57,14 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
             let now = db::now();
             // --check: a failure prints nothing on stdout (as every failure), only its line.
             if let (Some(window), Some(by), true) = (expiring.as_deref(), not_after_by, *check) {
-                let newer = store.live_after(by)?;
+                let wanted = records
+                    .iter()
+                    .map(|l| {
+                        let r = &l.record;
+                        (r.authority_key_identifier.clone(), r.subject.clone())
+                    })
+                    .collect();
+                let newer = store.live_after(by, &wanted)?;
                 check_expiring(&records, newer, window, now)?;
             }
             if *json {

@@ -20,6 +20,7 @@ mod revoke;
 pub mod schema;
 mod sqlite;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use der::{Decode, Encode};
@@ -368,6 +369,9 @@ fn cfssl_sans(sans: &[String]) -> String {
     }
 }
 
+/// A certificate's issuer (AKI, lowercase hex) and subject: what a renewal keeps.
+pub type AkiSubject = (String, String);
+
 /// An open store with its schema migrated.
 pub enum Store {
     /// SQLite.
@@ -440,11 +444,22 @@ impl Store {
 
     /// `(AKI, subject)` of each certificate that is not revoked and expires after `after`
     /// (Unix seconds): what a certificate due before then may have been replaced by.
+    ///
+    /// Rows are read one at a time and only those in `wanted` kept, so that a check over a
+    /// store of millions holds no more than the keys it asked about.
     pub fn live_after(
         &mut self,
         after: i64,
-    ) -> Result<std::collections::HashSet<(String, String)>> {
-        Ok(each!(self, s => s.live_after(after))?.into_iter().collect())
+        wanted: &HashSet<AkiSubject>,
+    ) -> Result<HashSet<AkiSubject>> {
+        let mut found = HashSet::new();
+        let mut keep = |k: AkiSubject| {
+            if wanted.contains(&k) {
+                found.insert(k);
+            }
+        };
+        each!(self, s => s.live_after(after, &mut keep))?;
+        Ok(found)
     }
 
     /// Certificates whose serial is `serial`: decimal, or hex (with or without colons or 0x).

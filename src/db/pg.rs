@@ -8,7 +8,9 @@ use std::time::Duration;
 use postgres::config::SslMode;
 use postgres::{Client, Config, NoTls};
 
-use super::{CertRecord, ListFilter, RawRow, RevokeOutcome, cfssl_sans, now, pending, schema};
+use super::{
+    AkiSubject, CertRecord, ListFilter, RawRow, RevokeOutcome, cfssl_sans, now, pending, schema,
+};
 use crate::error::{Error, Result};
 use crate::x509::crl::RevokedEntry;
 
@@ -335,15 +337,24 @@ impl Pg {
     }
 
     /// `(AKI, subject)` of every certificate not revoked whose notAfter is after `after`.
-    pub(super) fn live_after(&mut self, after: i64) -> Result<Vec<(String, String)>> {
-        self.client
-            .query(
+    pub(super) fn live_after(
+        &mut self,
+        after: i64,
+        keep: &mut dyn FnMut(AkiSubject),
+    ) -> Result<()> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut rows = self
+            .client
+            .query_raw(
                 "SELECT convert_from(authority_key_identifier, 'UTF8'), subject FROM certificates
                  WHERE expiry > to_timestamp($1::BIGINT) AND status != 'revoked'::bytea",
-                &[&after],
+                [&after],
             )
-            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-            .map_err(|e| err("cannot query", e))
+            .map_err(|e| err("cannot query", e))?;
+        while let Some(r) = rows.next().map_err(|e| err("cannot query", e))? {
+            keep((r.get(0), r.get(1)));
+        }
+        Ok(())
     }
 
     /// Find by the serial as given (decimal) or by the decimal form of its hex reading; both

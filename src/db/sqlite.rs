@@ -10,7 +10,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::{
-    CertRecord, ListFilter, RawRow, RevokeOutcome, cfssl_sans, gotime, now, pending, schema,
+    AkiSubject, CertRecord, ListFilter, RawRow, RevokeOutcome, cfssl_sans, gotime, now, pending,
+    schema,
 };
 use crate::error::{Error, Result};
 use crate::x509::crl::RevokedEntry;
@@ -279,16 +280,24 @@ impl Sqlite {
     }
 
     /// `(AKI, subject)` of every certificate not revoked whose notAfter is after `after`.
-    pub(super) fn live_after(&mut self, after: i64) -> Result<Vec<(String, String)>> {
+    pub(super) fn live_after(
+        &mut self,
+        after: i64,
+        keep: &mut dyn FnMut(AkiSubject),
+    ) -> Result<()> {
         let mut st = self
             .conn
             .prepare("SELECT authority_key_identifier, subject FROM certificates WHERE expiry > ?1 AND status != 'revoked'")
             .map_err(|e| err("cannot query", e))?;
-        st.query_map(params![gotime::format(after)], |r| {
-            Ok((text_at(r, 0)?, text_at(r, 1)?))
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| err("cannot query", e))
+        let rows = st
+            .query_map(params![gotime::format(after)], |r| {
+                Ok((text_at(r, 0)?, text_at(r, 1)?))
+            })
+            .map_err(|e| err("cannot query", e))?;
+        for r in rows {
+            keep(r.map_err(|e| err("cannot query", e))?);
+        }
+        Ok(())
     }
 
     /// Find by the serial as given (decimal) or by the decimal form of its hex reading; both
