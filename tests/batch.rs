@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{SIGN_BATCH, Token, ca_args, ca_csr, require, run};
+use crate::util::{SIGN_BATCH, Token, ca_args, ca_csr, require};
 
 /// The certificates (PEM) recorded in the store `db_args` names, from `certs list --json`.
 fn recorded(t: &Token, db_args: &[&str]) -> Vec<String> {
@@ -372,37 +372,21 @@ const RSS_BOUND_MIB: u64 = 48;
 #[test]
 fn twenty_thousand_inputs_keep_peak_memory_small() {
     require("openssl");
-    let time = "/usr/bin/time";
-    assert!(
-        std::path::Path::new(time).exists(),
-        "GNU time is missing (apt-get install time; ci/setup installs it)"
-    );
     let t = Token::new("rss");
     t.seed_files(&["ca-config.json"]);
     t.write("ca-csr.json", &ca_csr("ecdsa", 256));
     t.initca("ca-csr.json", "ca");
     let csr = t.ec_csr("one", "node");
     let stdin = csr.repeat(20_000);
-    let mut cmd = t.command(time);
-    cmd.args([
-        "-f",
-        "%M",
-        "-o",
-        "rss.txt",
-        "--",
-        env!("CARGO_BIN_EXE_p11ca"),
-    ])
-    .args(ca_args("sign", &["--batch", "-", "--db", "rss.db"]))
-    .env("P11CA_MODULE", t.module())
-    .env("P11CA_TOKEN", "rss")
-    .env("P11CA_PIN", crate::util::PIN);
-    let r = run(&mut cmd, Some(stdin.as_bytes()));
+    let (r, kib) = t.run_peak_rss(
+        &ca_args("sign", &["--batch", "-", "--db", "rss.db"]),
+        Some(stdin.as_bytes()),
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         r.stdout.lines().filter(|l| l.contains("\"cert\"")).count(),
         20_000
     );
-    let kib: u64 = t.read("rss.txt").trim().parse().unwrap();
     eprintln!("peak RSS for 20,000 inputs: {:.1} MiB", kib as f64 / 1024.0);
     assert!(
         kib / 1024 < RSS_BOUND_MIB,

@@ -963,11 +963,6 @@ fn expiry_check_over_a_large_store_keeps_memory_small() {
     use p11ca::db::{CertRecord, DbConfig, Store};
     const LIVE: usize = 200_000;
     const BOUND_MIB: u64 = 24;
-    let time = "/usr/bin/time";
-    assert!(
-        std::path::Path::new(time).exists(),
-        "GNU time is missing (apt-get install time; ci/setup installs it)"
-    );
     let t = Token::new("expiry-rss");
     let now = p11ca::db::now();
     let rec = |i: usize, not_after: i64| CertRecord {
@@ -993,37 +988,22 @@ fn expiry_check_over_a_large_store_keeps_memory_small() {
         s.insert(&recs.iter().collect::<Vec<_>>()).unwrap();
     }
     drop(s);
-    let mut cmd = t.command(time);
-    cmd.args([
-        "-f",
-        "%M",
-        "-o",
-        "rss.txt",
-        "--",
-        env!("CARGO_BIN_EXE_p11ca"),
-    ])
-    .args([
-        "certs",
-        "list",
-        "--db",
-        "big.db",
-        "--expiring",
-        "720h",
-        "--check",
-    ]);
-    run(&mut cmd, None).fails(
+    let (r, kib) = t.run_peak_rss(
+        &[
+            "certs",
+            "list",
+            "--db",
+            "big.db",
+            "--expiring",
+            "720h",
+            "--check",
+        ],
+        None,
+    );
+    r.fails(
         6,
         &format!("1 certificate expires within 720h or already did, the first CN=node-{LIVE:06}"),
     );
-    // GNU time puts "Command exited with non-zero status 6" before the figure.
-    let rss = t.read("rss.txt");
-    let kib: u64 = rss
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap();
     eprintln!(
         "peak RSS of the check over {LIVE} live certificates: {:.1} MiB",
         kib as f64 / 1024.0

@@ -57,6 +57,35 @@ fn revoke_body(key: &AuthKey, serial: &str, aki: &str, reason: &str) -> String {
     auth::wrap(key, inner.as_bytes())
 }
 
+/// The OCSP response the store holds for the certificate `serial` (written to bad.pem) of the
+/// CA `aki`, as `openssl ocsp -respin … -CAfile ca.pem -resp_text` reads it (stdout and
+/// stderr, where the verification verdict goes).
+fn stored_ocsp_text(t: &Token, serial: &str, aki: &str) -> String {
+    let der = Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
+        .unwrap()
+        .ocsp_response(serial, aki)
+        .unwrap()
+        .expect("an OCSP response stored at revocation");
+    std::fs::write(t.path("bad-ocsp.der"), der).unwrap();
+    let out = t
+        .command("openssl")
+        .args([
+            "ocsp",
+            "-respin",
+            "bad-ocsp.der",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            "bad.pem",
+            "-CAfile",
+            "ca.pem",
+            "-resp_text",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// GET /crl.pem into crl.pem and check its signature with OpenSSL.
 fn fetch_crl(t: &Token, port: u16) -> String {
     let (status, pem) = http(port, "GET", "/crl.pem", b"").unwrap();
@@ -125,24 +154,9 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
     assert_eq!(st, 401, "replayed: {text}");
 
     // Its OCSP response in the store already says so, signed by the CA.
-    let der = Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
-        .unwrap()
-        .ocsp_response(&bad, &aki)
-        .unwrap()
-        .expect("an OCSP response stored at revocation");
-    std::fs::write(t.path("bad-ocsp.der"), der).unwrap();
-    let ocsp = sh(t.command("openssl").args([
-        "ocsp",
-        "-respin",
-        "bad-ocsp.der",
-        "-issuer",
-        "ca.pem",
-        "-cert",
-        "bad.pem",
-        "-CAfile",
-        "ca.pem",
-    ]));
+    let ocsp = stored_ocsp_text(&t, &bad, &aki);
     assert!(ocsp.contains("bad.pem: revoked"), "{ocsp}");
+    assert!(ocsp.contains("Response verify OK"), "{ocsp}");
     // The same process answers OCSP for it on -ocsp-path, from the store.
     let asked = sh(t.command("openssl").args([
         "ocsp",
@@ -236,30 +250,7 @@ fn revoke_signs_the_stored_ocsp_response_with_the_delegated_responder() {
     let body = revoke_body(&current_key(), &bad, &aki, "keyCompromise");
     let (st, text) = http(port, "POST", REVOKE, body.as_bytes()).unwrap();
     assert_eq!(st, 200, "{text}");
-    let der = Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
-        .unwrap()
-        .ocsp_response(&bad, &aki)
-        .unwrap()
-        .expect("an OCSP response stored at revocation");
-    std::fs::write(t.path("bad-ocsp.der"), der).unwrap();
-    let out = t
-        .command("openssl")
-        .args([
-            "ocsp",
-            "-respin",
-            "bad-ocsp.der",
-            "-issuer",
-            "ca.pem",
-            "-cert",
-            "bad.pem",
-            "-CAfile",
-            "ca.pem",
-            "-resp_text",
-        ])
-        .output()
-        .unwrap();
-    let ocsp =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let ocsp = stored_ocsp_text(&t, &bad, &aki);
     assert!(ocsp.contains("bad.pem: revoked"), "{ocsp}");
     assert!(ocsp.contains("Response verify OK"), "{ocsp}");
     assert!(ocsp.contains("Responder Id: CN = ocsp-responder"), "{ocsp}");

@@ -364,6 +364,41 @@ impl Token {
         c
     }
 
+    /// `p11ca ARGS` (with this token) under GNU time, fed `stdin`: the run, unchecked, and its
+    /// peak RSS in KiB.
+    pub(crate) fn run_peak_rss(&self, args: &[&str], stdin: Option<&[u8]>) -> (Run, u64) {
+        let time = "/usr/bin/time";
+        assert!(
+            std::path::Path::new(time).exists(),
+            "GNU time is missing (apt-get install time; ci/setup installs it)"
+        );
+        let mut timed = self.command(time);
+        timed
+            .args([
+                "-f",
+                "%M",
+                "-o",
+                "rss.txt",
+                "--",
+                env!("CARGO_BIN_EXE_p11ca"),
+            ])
+            .args(args)
+            .env("P11CA_MODULE", &self.module)
+            .env("P11CA_TOKEN", &self.label)
+            .env("P11CA_PIN", &self.pin);
+        let r = run(&mut timed, stdin);
+        // GNU time writes "Command exited with non-zero status N" before the figure.
+        let rss = self.read("rss.txt");
+        let kib = rss
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap();
+        (r, kib)
+    }
+
     /// Run p11ca with `args` (and optional stdin). Nothing is checked: the caller must.
     #[must_use = "check the run with .ok() or .fails(), or read its fields"]
     pub(crate) fn run(&self, args: &[&str]) -> Run {
