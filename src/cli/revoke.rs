@@ -2,9 +2,7 @@
 //! certificate files and a `--list` of `SERIAL AKI` lines. Everything named in one call is
 //! revoked in one transaction: all of it, or (on any unknown or conflicting certificate) none.
 
-use serde_json::json;
-
-use p11ca::db::audit::{self, AuditEvent, AuditKind};
+use p11ca::db::audit::{self, RevokeAlso};
 use p11ca::db::{CertRecord, DbConfig, RevokeOutcome, Store};
 use p11ca::x509::crl::Reason;
 use p11ca::x509::pem::read_der;
@@ -26,30 +24,26 @@ pub(super) fn revoke(a: &RevokeArgs) -> Result<()> {
         a.db.config.as_deref(),
     )?;
     let mut store = Store::open_existing(&cfg)?;
-    let outcomes = store
-        .revoke_many(&items, reason, p11ca::db::now())
-        .map_err(|e| e.context(format!("certificate store {}", cfg.describe())))?;
+    // The revocation and its audit records are one transaction.
     let actor = audit::cli_actor();
-    let events: Vec<AuditEvent> = items
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| **o == RevokeOutcome::Revoked)
-        .map(|((serial, aki), _)| {
-            AuditEvent::new(
-                AuditKind::Revoke,
-                &actor,
-                json!({"serial": serial, "aki": aki, "reason": reason.name()}),
-            )
-        })
-        .collect();
-    if let Err(e) = store.audit_append(&events) {
+    let also = RevokeAlso {
+        actor: Some(&actor),
+        ocsp: &[],
+    };
+    let (outcomes, log_failure) = store
+        .revoke_logged(&items, reason, p11ca::db::now(), also)
+        .map_err(|e| e.context(format!("certificate store {}", cfg.describe())))?;
+    if let Some(e) = log_failure {
         super::warn(&format!(
             "certificate store {}: {}",
             cfg.describe(),
             e.message()
         ));
     }
-    let revoked = events.len();
+    let revoked = outcomes
+        .iter()
+        .filter(|o| **o == RevokeOutcome::Revoked)
+        .count();
     let already = outcomes.len() - revoked;
     eprintln!(
         "p11ca: revoked {revoked} certificate{} ({}){}",

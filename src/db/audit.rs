@@ -20,11 +20,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spki::SubjectPublicKeyInfoOwned;
 
-use super::Store;
+use super::ocsp::StoredResponse;
+use super::{RevokeOutcome, Store};
 use crate::error::{Error, Kind, Result};
 use crate::text;
 use crate::x509::Signer;
 use crate::x509::alg::SigAlg;
+use crate::x509::crl::Reason;
 use crate::x509::verify;
 
 /// Domain tag of a record's hash.
@@ -395,6 +397,59 @@ pub fn describe(report: &ChainReport) -> String {
     s
 }
 
+/// What a revocation writes in its own transaction besides the revocation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RevokeAlso<'a> {
+    /// The actor of the `revoke` audit records, one per certificate revoked; `None`: none.
+    pub actor: Option<&'a str>,
+    /// New OCSP responses, each with the time it stops being served; only those of
+    /// certificates this revocation revoked are stored.
+    pub ocsp: &'a [(StoredResponse, i64)],
+}
+
+/// `items` (serial, AKI) in the store's forms.
+fn parse_items(items: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|(s, a)| Ok((super::parse_serial(s)?, super::parse_aki(a)?)))
+        .collect()
+}
+
+/// For the certificates of `items` that `out` says were revoked now: their `revoke` audit
+/// events (when `also` names an actor) and their responses of `also.ocsp`.
+fn revoked_with(
+    items: &[(String, String)],
+    out: &[RevokeOutcome],
+    reason: Reason,
+    also: &RevokeAlso<'_>,
+) -> (Vec<AuditEvent>, Vec<(StoredResponse, i64)>) {
+    let revoked: Vec<&(String, String)> = items
+        .iter()
+        .zip(out)
+        .filter(|(_, o)| **o == RevokeOutcome::Revoked)
+        .map(|(i, _)| i)
+        .collect();
+    let events = also.actor.map_or_else(Vec::new, |actor| {
+        revoked
+            .iter()
+            .map(|(serial, aki)| {
+                AuditEvent::new(
+                    AuditKind::Revoke,
+                    actor,
+                    serde_json::json!({"serial": serial, "aki": aki, "reason": reason.name()}),
+                )
+            })
+            .collect()
+    });
+    let responses = also
+        .ocsp
+        .iter()
+        .filter(|(r, _)| revoked.iter().any(|(s, a)| *s == r.serial && *a == r.aki))
+        .cloned()
+        .collect();
+    (events, responses)
+}
+
 /// The audit records for `events`, chained one after the other onto `head`.
 fn chain_events(
     head: (i64, [u8; 32]),
@@ -455,6 +510,69 @@ impl Store {
             Self::Sqlite(s) => s.insert_then(records, |tx| sqlite_chain(tx, &mut make)),
             Self::Postgres(p) => p.insert_then(records, |tx| pg_chain(tx, &mut make)),
         }
+    }
+
+    /// Revoke `items` as [`Store::revoke_many`] does and, in the same transaction, append a
+    /// `revoke` record (by `also.actor`) for each certificate revoked and store the responses
+    /// of `also.ocsp` that belong to one: no revocation on disk without its record and its new
+    /// OCSP answer.
+    pub fn revoke_recorded(
+        &mut self,
+        items: &[(String, String)],
+        reason: Reason,
+        at: i64,
+        also: RevokeAlso<'_>,
+    ) -> Result<Vec<RevokeOutcome>> {
+        let items = parse_items(items)?;
+        let code = (i64::from(reason.code()), at);
+        match self {
+            Self::Sqlite(s) => s.fill_missing_akis(),
+            Self::Postgres(p) => p.fill_missing_akis(),
+        }?;
+        let follow = |out: &[RevokeOutcome]| revoked_with(&items, out, reason, &also);
+        match self {
+            Self::Sqlite(s) => s.revoke_many(&items, code, |out, tx| {
+                let (events, responses) = follow(out);
+                let refs: Vec<&AuditEvent> = events.iter().collect();
+                if !refs.is_empty() {
+                    sqlite_chain(tx, &mut |head| chain_events(head, at, &refs))?;
+                }
+                super::ocsp::sqlite_upsert(tx, &responses)
+            }),
+            Self::Postgres(p) => p.revoke_many(&items, code, |out, tx| {
+                let (events, responses) = follow(out);
+                let refs: Vec<&AuditEvent> = events.iter().collect();
+                if !refs.is_empty() {
+                    pg_chain(tx, &mut |head| chain_events(head, at, &refs))?;
+                }
+                super::ocsp::pg_upsert(tx, &responses)
+            }),
+        }
+    }
+
+    /// [`Store::revoke_recorded`]; when its transaction fails (a broken audit log), the
+    /// revocation and the responses alone, then the audit records, whose failure is returned
+    /// as a warning: a broken log costs a warning, not the revocation.
+    pub fn revoke_logged(
+        &mut self,
+        items: &[(String, String)],
+        reason: Reason,
+        at: i64,
+        also: RevokeAlso<'_>,
+    ) -> Result<(Vec<RevokeOutcome>, Option<Error>)> {
+        let first = match self.revoke_recorded(items, reason, at, also) {
+            Ok(out) => return Ok((out, None)),
+            Err(e) => e,
+        };
+        let alone = RevokeAlso {
+            actor: None,
+            ocsp: also.ocsp,
+        };
+        let out = self
+            .revoke_recorded(items, reason, at, alone)
+            .map_err(|_| first)?;
+        let (events, _) = revoked_with(&parse_items(items)?, &out, reason, &also);
+        Ok((out, self.audit_append(&events).err()))
     }
 
     /// Append a checkpoint over the current chain head, signed by `signer` (a token key).
@@ -723,5 +841,97 @@ mod tests {
         let other = softkey::SoftKey::generate(crate::x509::alg::KeyAlg::EcP256).unwrap();
         let e = verify_chain(&recs, &[other.public_key().clone()]).unwrap_err();
         assert!(e.message().contains("none of the given CA"), "{e}");
+    }
+
+    fn cert(serial: u32) -> super::super::CertRecord {
+        super::super::CertRecord {
+            serial_number: serial.to_string(),
+            authority_key_identifier: "ab".into(),
+            serial_hex: format!("{serial:x}"),
+            subject: format!("CN=n{serial}"),
+            common_name: format!("n{serial}"),
+            sans: vec![],
+            profile: "p".into(),
+            not_before: 10,
+            not_after: 4_000_000_000,
+            pem: "PEM".into(),
+            requester: "test".into(),
+            auth_key: String::new(),
+            issued_at: 10,
+        }
+    }
+
+    fn response(serial: u32, body: &[u8]) -> (StoredResponse, i64) {
+        let r = StoredResponse {
+            serial: serial.to_string(),
+            aki: "ab".into(),
+            body: body.to_vec(),
+        };
+        (r, 4_000_000_000)
+    }
+
+    #[test]
+    fn a_revocation_its_record_and_its_response_are_written_together() {
+        let (_d, mut s) = store();
+        s.insert_audited(&[&cert(1), &cert(2)], &[&ev(1), &ev(2)])
+            .unwrap();
+        let items = [("1".to_string(), "ab".to_string())];
+        let ocsp = [response(1, b"revoked"), response(2, b"not this one")];
+        let also = RevokeAlso {
+            actor: Some("serve"),
+            ocsp: &ocsp,
+        };
+        let (out, warn) = s
+            .revoke_logged(&items, Reason::KeyCompromise, 100, also)
+            .unwrap();
+        assert_eq!((out, warn.is_none()), (vec![RevokeOutcome::Revoked], true));
+        assert_eq!(s.audit_records().unwrap().len(), 3);
+        assert_eq!(s.ocsp_response("1", "ab").unwrap().unwrap(), b"revoked");
+        // Only the responses of certificates this revocation revoked are stored.
+        assert!(s.ocsp_response("2", "ab").unwrap().is_none());
+        // Revoked again for the same reason: left as it was, no record, no new response.
+        let again = [response(1, b"second")];
+        let also = RevokeAlso {
+            actor: Some("serve"),
+            ocsp: &again,
+        };
+        let (out, _) = s
+            .revoke_logged(&items, Reason::KeyCompromise, 200, also)
+            .unwrap();
+        assert_eq!(out, vec![RevokeOutcome::AlreadyRevoked]);
+        assert_eq!(s.audit_records().unwrap().len(), 3);
+        assert_eq!(s.ocsp_response("1", "ab").unwrap().unwrap(), b"revoked");
+        // A broken audit log: the revocation and its response still happen, with a warning.
+        let Store::Sqlite(lite) = &mut s else {
+            unreachable!()
+        };
+        lite.conn_mut()
+            .execute("UPDATE audit SET hash = 'broken' WHERE seq = 3", [])
+            .unwrap();
+        let items = [("2".to_string(), "ab".to_string())];
+        let also = RevokeAlso {
+            actor: Some("serve"),
+            ocsp: &ocsp,
+        };
+        let (out, warn) = s
+            .revoke_logged(&items, Reason::Superseded, 300, also)
+            .unwrap();
+        assert_eq!(out, vec![RevokeOutcome::Revoked]);
+        assert!(warn.is_some_and(|e| e.message().contains("audit")));
+        assert_eq!(
+            s.ocsp_response("2", "ab").unwrap().unwrap(),
+            b"not this one"
+        );
+        // An unknown serial revokes nothing and stores nothing.
+        let items = [("9".to_string(), "ab".to_string())];
+        let also = RevokeAlso {
+            actor: Some("serve"),
+            ocsp: &[response(9, b"x")],
+        };
+        assert!(
+            s.revoke_logged(&items, Reason::Superseded, 400, also)
+                .is_err()
+        );
+        assert!(s.ocsp_response("9", "ab").unwrap().is_none());
     }
 }

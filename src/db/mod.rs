@@ -520,13 +520,7 @@ impl Store {
         reason: Reason,
         at: i64,
     ) -> Result<Vec<RevokeOutcome>> {
-        let items = items
-            .iter()
-            .map(|(s, a)| Ok((parse_serial(s)?, parse_aki(a)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let code = i64::from(reason.code());
-        each!(self, s => s.fill_missing_akis())?;
-        each!(self, s => s.revoke_many(&items, code, at))
+        self.revoke_recorded(items, reason, at, audit::RevokeAlso::default())
     }
 
     /// The revoked certificates of the CA whose key identifier is `aki`, for its CRL made at

@@ -53,30 +53,7 @@ impl Store {
                     .conn_mut()
                     .transaction()
                     .map_err(|e| sq("cannot start a transaction", e))?;
-                {
-                    let mut st = tx
-                        .prepare(
-                            "INSERT INTO ocsp_responses (serial_number, authority_key_identifier, body, expiry)
-                             VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT (serial_number, authority_key_identifier)
-                             DO UPDATE SET body = excluded.body, expiry = excluded.expiry",
-                        )
-                        .map_err(|e| sq("cannot prepare the OCSP upsert", e))?;
-                    for (r, expiry) in responses {
-                        st.execute(rusqlite::params![
-                            r.serial,
-                            r.aki,
-                            r.body,
-                            gotime::format(*expiry)
-                        ])
-                        .map_err(|e| {
-                            sq(
-                                &format!("cannot store the response for serial {}", r.serial),
-                                e,
-                            )
-                        })?;
-                    }
-                }
+                sqlite_upsert(&tx, responses)?;
                 tx.commit().map_err(|e| sq("cannot commit", e))
             }
             Self::Postgres(p) => {
@@ -84,23 +61,7 @@ impl Store {
                     .client_mut()
                     .transaction()
                     .map_err(|e| pgerr("cannot start a transaction", e))?;
-                let st = tx
-                    .prepare(
-                        "INSERT INTO ocsp_responses (serial_number, authority_key_identifier, body, expiry)
-                         VALUES (convert_to($1, 'UTF8'), convert_to($2, 'UTF8'), $3, to_timestamp($4::BIGINT))
-                         ON CONFLICT (serial_number, authority_key_identifier)
-                         DO UPDATE SET body = excluded.body, expiry = excluded.expiry",
-                    )
-                    .map_err(|e| pgerr("cannot prepare the OCSP upsert", e))?;
-                for (r, expiry) in responses {
-                    tx.execute(&st, &[&r.serial, &r.aki, &r.body, expiry])
-                        .map_err(|e| {
-                            pgerr(
-                                &format!("cannot store the response for serial {}", r.serial),
-                                e,
-                            )
-                        })?;
-                }
+                pg_upsert(&mut tx, responses)?;
                 tx.commit().map_err(|e| pgerr("cannot commit", e))
             }
         }
@@ -128,4 +89,59 @@ impl Store {
                 .map(|r| r.get(0))),
         }
     }
+}
+
+/// [`Store::upsert_ocsp`]'s statements inside the SQLite transaction `tx`.
+pub(super) fn sqlite_upsert(
+    tx: &rusqlite::Transaction,
+    responses: &[(StoredResponse, i64)],
+) -> Result<()> {
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO ocsp_responses (serial_number, authority_key_identifier, body, expiry)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (serial_number, authority_key_identifier)
+             DO UPDATE SET body = excluded.body, expiry = excluded.expiry",
+        )
+        .map_err(|e| sq("cannot prepare the OCSP upsert", e))?;
+    for (r, expiry) in responses {
+        st.execute(rusqlite::params![
+            r.serial,
+            r.aki,
+            r.body,
+            gotime::format(*expiry)
+        ])
+        .map_err(|e| {
+            sq(
+                &format!("cannot store the response for serial {}", r.serial),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// [`Store::upsert_ocsp`]'s statements inside the PostgreSQL transaction `tx`.
+pub(super) fn pg_upsert(
+    tx: &mut postgres::Transaction,
+    responses: &[(StoredResponse, i64)],
+) -> Result<()> {
+    let st = tx
+        .prepare(
+            "INSERT INTO ocsp_responses (serial_number, authority_key_identifier, body, expiry)
+             VALUES (convert_to($1, 'UTF8'), convert_to($2, 'UTF8'), $3, to_timestamp($4::BIGINT))
+             ON CONFLICT (serial_number, authority_key_identifier)
+             DO UPDATE SET body = excluded.body, expiry = excluded.expiry",
+        )
+        .map_err(|e| pgerr("cannot prepare the OCSP upsert", e))?;
+    for (r, expiry) in responses {
+        tx.execute(&st, &[&r.serial, &r.aki, &r.body, expiry])
+            .map_err(|e| {
+                pgerr(
+                    &format!("cannot store the response for serial {}", r.serial),
+                    e,
+                )
+            })?;
+    }
+    Ok(())
 }

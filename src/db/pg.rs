@@ -403,12 +403,13 @@ impl Pg {
         Ok(())
     }
 
-    /// Revoke all of `items` in one transaction, or none (rows locked as they are read).
+    /// Revoke all of `items` in one transaction, or none (rows locked as they are read);
+    /// `then` runs in the same transaction with the outcomes.
     pub(super) fn revoke_many(
         &mut self,
         items: &[(String, String)],
-        code: i64,
-        at: i64,
+        (code, at): (i64, i64),
+        then: impl FnOnce(&[RevokeOutcome], &mut postgres::Transaction) -> Result<()>,
     ) -> Result<Vec<RevokeOutcome>> {
         let mut tx = self
             .client
@@ -441,6 +442,7 @@ impl Pg {
                 o => out.push(o),
             }
         }
+        then(&out, &mut tx)?;
         tx.commit()
             .map_err(|e| err("cannot commit the revocation", e))?;
         Ok(out)

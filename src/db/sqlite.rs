@@ -352,12 +352,13 @@ impl Sqlite {
         Ok(())
     }
 
-    /// Revoke all of `items` in one transaction, or none.
+    /// Revoke all of `items` in one transaction, or none; `then` runs in the same transaction
+    /// with the outcomes (the audit log's records, the new OCSP responses).
     pub(super) fn revoke_many(
         &mut self,
         items: &[(String, String)],
-        code: i64,
-        at: i64,
+        (code, at): (i64, i64),
+        then: impl FnOnce(&[RevokeOutcome], &rusqlite::Transaction) -> Result<()>,
     ) -> Result<Vec<RevokeOutcome>> {
         self.writable("revoke")?;
         let tx = self
@@ -397,6 +398,7 @@ impl Sqlite {
                 }
             }
         }
+        then(&out, &tx)?;
         tx.commit()
             .map_err(|e| err("cannot commit the revocation", e))?;
         Ok(out)

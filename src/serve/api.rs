@@ -33,8 +33,8 @@ use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
-use crate::db::audit::{self, AuditEvent, AuditKind};
-use crate::db::{CertRecord, Recorder, RevokeOutcome};
+use crate::db::audit::{self, AuditEvent, AuditKind, RevokeAlso};
+use crate::db::{CertRecord, Recorder};
 use crate::error::{Error, Kind, TokenFault};
 use crate::token::pool::SessionPool;
 use crate::x509::hosts;
@@ -221,34 +221,42 @@ impl Service {
             Ok(r) => r,
             Err((status, m)) => return failure(status, &m),
         };
-        let (serial, aki, reason) = (r.serial.clone(), r.aki.clone(), r.reason);
         let at = crate::db::now();
-        let outcome = self
-            .recorder
-            .with_store(move |s| s.revoke(&serial, &aki, reason, at));
+        let mut messages = Vec::new();
+        // Only this CA's own certificates get a response signed by its key; it is signed
+        // first and stored in the revocation's transaction (not if it was revoked already).
+        let mut ocsp = Vec::new();
+        if self.crl.aki == r.aki {
+            match revoke::revoked_response(self.signers(), &r, at) {
+                Ok(signed) => ocsp.push(signed),
+                Err(e) => messages.push(format!(
+                    "the OCSP response was not refreshed: {}",
+                    e.message()
+                )),
+            }
+        }
+        let items = [(r.serial.clone(), r.aki.clone())];
+        let (reason, actor) = (r.reason, peer.to_string());
+        let outcome = self.recorder.with_store(move |s| {
+            let also = RevokeAlso {
+                actor: Some(&actor),
+                ocsp: &ocsp,
+            };
+            s.revoke_logged(&items, reason, at, also)
+        });
         let outcome = match outcome {
-            Ok(o) => o,
+            Ok((o, log_failure)) => {
+                if let Some(e) = log_failure {
+                    eprintln!("p11ca: warning: serve: {}", e.message());
+                }
+                o[0]
+            }
             Err(e) if e.kind() == Kind::Output => return failure(500, e.message()),
             Err(e) => return failure(400, e.message()),
         };
-        self.recorder.audit(AuditEvent::new(
-            AuditKind::Revoke,
-            peer,
-            json!({"serial": r.serial, "aki": r.aki, "reason": r.reason.name()}),
-        ));
-        let mut messages = vec![revoke::describe(&r, outcome)];
+        messages.insert(0, revoke::describe(&r, outcome));
         if let Err(e) = self.publish_crl(peer) {
             messages.push(format!("the CRL was not rebuilt: {}", e.message()));
-        }
-        // Only this CA's own certificates get a response signed by its key.
-        if outcome == RevokeOutcome::Revoked
-            && self.crl.aki == r.aki
-            && let Err(e) = revoke::refresh_ocsp(self.signers(), &self.recorder, &r, at)
-        {
-            messages.push(format!(
-                "the OCSP response was not refreshed: {}",
-                e.message()
-            ));
         }
         success(json!({}), &messages)
     }

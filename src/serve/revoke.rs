@@ -15,7 +15,7 @@ use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::AuthKey;
 use crate::cfssl::json;
 use crate::db::ocsp::StoredResponse;
-use crate::db::{Recorder, RevokeOutcome, parse_aki, parse_serial};
+use crate::db::{RevokeOutcome, parse_aki, parse_serial};
 use crate::error::{Error, Result};
 use crate::token::pool::SessionPool;
 use crate::x509::crl::Reason;
@@ -108,15 +108,16 @@ pub struct OcspSigners<'a> {
     pub responder: Option<&'a ResponderKey>,
 }
 
-/// Sign the OCSP response of the revoked certificate now and store it, so that responders
+/// The OCSP response saying the certificate of `r` is revoked since `at`, signed before the
+/// revocation is committed so that both go into the store in one transaction: responders
 /// answering from the store say "revoked" at once, not after the next `ocsprefresh`. A
-/// delegated responder signs it when there is one, as `ocsprefresh` would.
-pub fn refresh_ocsp(
+/// delegated responder signs it when there is one, as `ocsprefresh` would. With the time it
+/// stops being served.
+pub fn revoked_response(
     signers: OcspSigners<'_>,
-    recorder: &Recorder,
     r: &Revocation,
     at: i64,
-) -> Result<()> {
+) -> Result<(StoredResponse, i64)> {
     let OcspSigners {
         ca,
         pool,
@@ -142,5 +143,5 @@ pub fn refresh_ocsp(
         aki: r.aki.clone(),
         body: der,
     };
-    recorder.with_store(move |s| s.upsert_ocsp(&[(row, at + OCSP_INTERVAL)]))
+    Ok((row, at + OCSP_INTERVAL))
 }
