@@ -122,6 +122,25 @@ fn ocspsign_good_revoked_and_unknown_verify_in_openssl() {
     assert!(unknown.contains("node.pem: unknown"), "{unknown}");
 }
 
+/// `-responder-id key` names the responder by the SHA-1 of its public key (RFC 5019 §2.2.3)
+/// instead of cfssl's subject; OpenSSL verifies the response and prints that hash.
+#[test]
+fn responder_id_by_key_is_the_sha1_of_the_responder_key() {
+    use der::DecodePem;
+    use sha1::Digest;
+    let t = seed();
+    ocspsign(&t, &["-responder-id", "key"], "bykey.der").ok();
+    let text = openssl_reads(&t, "bykey.der");
+    assert!(text.contains("node.pem: good"), "{text}");
+    let ca = x509_cert::Certificate::from_pem(t.read("ca.pem")).unwrap();
+    let key = ca.tbs_certificate().subject_public_key_info();
+    let hash = sha1::Sha1::digest(key.subject_public_key.raw_bytes());
+    let hash = p11ca::text::hex(&hash).to_uppercase();
+    assert!(text.contains(&format!("Responder Id: {hash}")), "{text}");
+    ocspsign(&t, &["-responder-id", "hash"], "x.der")
+        .fails(1, "-responder-id: \"hash\" is not a responder ID form");
+}
+
 #[test]
 fn ocspsign_refuses_what_it_cannot_answer_for() {
     let t = seed();

@@ -238,10 +238,19 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
 /// certificate; OpenSSL accepts it with the CA as the only trust anchor.
 #[test]
 fn revoke_signs_the_stored_ocsp_response_with_the_delegated_responder() {
+    use der::DecodePem;
+    use sha1::Digest;
     let t = Token::new("serve-revoke-resp");
     setup(&t);
     crate::ocsp::make_responder(&t);
-    let flags = ["-revoke-auth-key", "current", "-responder", "resp.pem"];
+    let flags = [
+        "-revoke-auth-key",
+        "current",
+        "-responder",
+        "resp.pem",
+        "-responder-id",
+        "key",
+    ];
     let extra = [&flags[..], &["-responder-key", "resp-key.uri"]].concat();
     let server = p11ca_serve(&t, "serve", &extra);
     let port = server.port;
@@ -253,7 +262,13 @@ fn revoke_signs_the_stored_ocsp_response_with_the_delegated_responder() {
     let ocsp = stored_ocsp_text(&t, &bad, &aki);
     assert!(ocsp.contains("bad.pem: revoked"), "{ocsp}");
     assert!(ocsp.contains("Response verify OK"), "{ocsp}");
-    assert!(ocsp.contains("Responder Id: CN = ocsp-responder"), "{ocsp}");
+    // Named by its key's SHA-1 (-responder-id key), and its certificate is in the response.
+    let resp = x509_cert::Certificate::from_pem(t.read("resp.pem")).unwrap();
+    let key = resp.tbs_certificate().subject_public_key_info();
+    let hash = sha1::Sha1::digest(key.subject_public_key.raw_bytes());
+    let hash = p11ca::text::hex(&hash).to_uppercase();
+    assert!(ocsp.contains(&format!("Responder Id: {hash}")), "{ocsp}");
+    assert!(ocsp.contains("Subject: CN=ocsp-responder"), "{ocsp}");
 
     // A responder the CA did not issue is refused at start-up, before the token is opened.
     t.other_ca();

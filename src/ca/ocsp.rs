@@ -18,7 +18,7 @@ use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::Pkcs11Uri;
 use crate::token::{AuthPin, Module, Session, TokenSummary};
 use crate::x509::alg::{KeyAlg, SigAlg};
-use crate::x509::ocsp::{self, Status, Validity};
+use crate::x509::ocsp::{self, ResponderIdForm, Status, Validity};
 
 /// One certificate to answer for: its serial (big-endian, unsigned) and status.
 pub type Subject = (Vec<u8>, Status);
@@ -34,6 +34,7 @@ pub struct ResponderKey {
     mech: SignMech,
     always_authenticate: bool,
     pin: Option<AuthPin>,
+    id_form: ResponderIdForm,
 }
 
 impl ResponderKey {
@@ -72,7 +73,13 @@ impl ResponderKey {
             mech,
             always_authenticate: key.always_authenticate,
             pin: None,
+            id_form: ResponderIdForm::Name,
         })
+    }
+
+    /// Name the responder in responses by `form` (by subject unless told otherwise).
+    pub fn set_id_form(&mut self, form: ResponderIdForm) {
+        self.id_form = form;
     }
 
     /// Keep the PIN (zeroized on drop) for keys that need it for every signature.
@@ -122,7 +129,14 @@ impl ResponderKey {
     ) -> Result<Vec<u8>> {
         let id = ocsp::cert_id(&self.issuer, serial)?;
         let is_issuer = self.responder == self.issuer;
-        ocsp::sign_response(id, status, times, &self.responder, is_issuer, signer)
+        ocsp::sign_response(
+            id,
+            status,
+            times,
+            (&self.responder, self.id_form),
+            is_issuer,
+            signer,
+        )
     }
 }
 

@@ -290,6 +290,10 @@ pub struct ServeArgs {
     /// -ca ... --key-in-token` makes it there).
     #[arg(long, value_name = "HANDLE|URI", requires = "responder")]
     pub responder_key: Option<String>,
+    /// How the OCSP responses /revoke stores name their responder: name (its subject, as
+    /// cfssl) or key (the SHA-1 of its public key, as RFC 5019 recommends).
+    #[arg(long, default_value = "name", value_name = "name|key")]
+    pub responder_id: String,
     /// Lifetime of the CRL serve publishes (/crl, /crl.der, /crl.pem); it is rebuilt after each
     /// revocation and when half of it has passed.
     #[arg(long, default_value = "168h", value_name = "DURATION")]
@@ -437,6 +441,10 @@ pub(crate) struct OcsprefreshArgs {
     /// The responder key's handle (NAME-key.uri, a pkcs11: URI, file:PATH or env:VAR).
     #[arg(long, value_name = "HANDLE|URI")]
     pub(crate) responder_key: String,
+    /// How responses name their responder: name (its subject, as cfssl) or key (the SHA-1
+    /// of its public key, as RFC 5019 recommends).
+    #[arg(long, default_value = "name", value_name = "name|key")]
+    pub(crate) responder_id: String,
     /// How long each response holds (Go duration).
     #[arg(long, default_value = "96h", value_name = "DURATION")]
     pub(crate) interval: String,
@@ -461,6 +469,10 @@ pub(crate) struct OcspsignArgs {
     /// The responder key's handle (NAME-key.uri, a pkcs11: URI, file:PATH or env:VAR).
     #[arg(long, value_name = "HANDLE|URI")]
     pub(crate) responder_key: String,
+    /// How responses name their responder: name (its subject, as cfssl) or key (the SHA-1
+    /// of its public key, as RFC 5019 recommends).
+    #[arg(long, default_value = "name", value_name = "name|key")]
+    pub(crate) responder_id: String,
     /// The certificate the response is about.
     #[arg(long, value_name = "FILE")]
     pub(crate) cert: String,
@@ -846,6 +858,7 @@ const CFSSL_LONG_FLAGS: &[&str] = &[
     "responses",
     "path",
     "responder-key",
+    "responder-id",
     "status",
     "reason",
     "revoked-at",

@@ -14,7 +14,7 @@ use p11ca::db::{DbConfig, ListFilter, Listed, Store};
 use p11ca::token::key;
 use p11ca::x509::crl::Reason;
 use p11ca::x509::crl::ca_key_identifier;
-use p11ca::x509::ocsp::{self, Status, Validity};
+use p11ca::x509::ocsp::{self, ResponderIdForm, Status, Validity};
 use p11ca::{Error, Result};
 
 use super::args::{OcsprefreshArgs, OcspserveArgs, OcspsignArgs, TokenArgs};
@@ -108,13 +108,13 @@ pub(super) fn responder_for(
 fn open_responder(
     targs: &TokenArgs,
     ca: &x509_cert::Certificate,
-    responder: (x509_cert::Certificate, String),
+    responder: (x509_cert::Certificate, String, ResponderIdForm),
     key_value: &str,
 ) -> Result<(super::Opened, ResponderKey)> {
     let key_uri = key_uri_of(key_value, "-responder-key")?;
     let opened = open_and_login(targs, Some(&key_uri))?;
     let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let (cert, source) = responder;
+    let (cert, source, form) = responder;
     let mut rk = ResponderKey::new(
         &opened.module,
         &opened.token,
@@ -124,14 +124,21 @@ fn open_responder(
         &key_uri,
     )?;
     rk.set_pin(opened.pin.clone());
+    rk.set_id_form(form);
     Ok((opened, rk))
+}
+
+/// `-responder-id`: name or key.
+pub(super) fn responder_id_form(value: &str) -> Result<ResponderIdForm> {
+    value.parse().map_err(|e: Error| e.context("-responder-id"))
 }
 
 pub(super) fn ocsprefresh(targs: &TokenArgs, o: &OcsprefreshArgs) -> Result<()> {
     let now = p11ca::db::now();
     let (ca_bytes, ca_source) = read_input(&o.ca)?;
     let ca = parse_ca_cert(&ca_bytes, &ca_source)?;
-    let responder = responder_for(&ca, &ca_source, o.responder.as_deref())?;
+    let (cert, source) = responder_for(&ca, &ca_source, o.responder.as_deref())?;
+    let responder = (cert, source, responder_id_form(&o.responder_id)?);
     let interval = interval(&o.interval)?;
     let aki = p11ca::text::hex(&ca_key_identifier(&ca).map_err(|e| e.context(&ca_source))?);
     let cfg = DbConfig::resolve(
@@ -222,7 +229,8 @@ pub(super) fn ocspsign(targs: &TokenArgs, o: &OcspsignArgs) -> Result<()> {
     let ca = parse_ca_cert(&ca_bytes, &ca_source)?;
     let leaf = cert(&o.cert, "-cert")?;
     let serial = ocsp::issued_by(&leaf, &ca).map_err(|e| e.context(&o.cert))?;
-    let responder = responder_for(&ca, &ca_source, o.responder.as_deref())?;
+    let (cert, source) = responder_for(&ca, &ca_source, o.responder.as_deref())?;
+    let responder = (cert, source, responder_id_form(&o.responder_id)?);
     let status = status(o, now)?;
     let times = Validity::at(now, interval(&o.interval)?);
 

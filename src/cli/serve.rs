@@ -30,6 +30,7 @@ use p11ca::tls;
 use p11ca::token::pool::SessionPool;
 use p11ca::token::{Pkcs11Uri, key};
 use p11ca::x509::build;
+use p11ca::x509::ocsp::ResponderIdForm;
 use p11ca::{Error, Result};
 use regex::Regex;
 
@@ -52,6 +53,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         revoke_key,
         crl_lifetime,
         responder,
+        responder_id,
     } = inputs(a)?;
 
     let crl = CrlCache::new(&ca_cert, crl_lifetime)?;
@@ -76,7 +78,10 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         &found,
         &key_uri,
     )?;
-    let responder = responder_key(&opened, &ca, responder)?;
+    let mut responder = responder_key(&opened, &ca, responder)?;
+    if let Some(rk) = &mut responder {
+        rk.set_id_form(responder_id);
+    }
     let sessions = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
     let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
         .with_relogin_pin(opened.pin.clone());
@@ -93,6 +98,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         crl,
         ocsp,
         responder,
+        responder_id,
     });
     // The CRL is published before the first request (a failure here stops the start-up).
     service.publish_crl("serve")?;
@@ -196,6 +202,8 @@ struct Inputs {
     crl_lifetime: i64,
     /// The delegated OCSP responder: its certificate, the file it came from, its key's handle.
     responder: Option<(x509_cert::Certificate, String, Pkcs11Uri)>,
+    /// How responses name their responder.
+    responder_id: ResponderIdForm,
 }
 
 /// Everything that can be checked without the token: the CA certificate, the key handle, the
@@ -268,6 +276,7 @@ fn inputs(a: &ServeArgs) -> Result<Inputs> {
         revoke_key,
         crl_lifetime,
         responder,
+        responder_id: super::ocsp::responder_id_form(&a.responder_id)?,
     })
 }
 

@@ -39,6 +39,7 @@ use crate::error::{Error, Kind, TokenFault};
 use crate::token::pool::SessionPool;
 use crate::x509::hosts;
 use crate::x509::name::{self, SubjectOverride};
+use crate::x509::ocsp::ResponderIdForm;
 use crate::x509::request;
 
 /// The API prefix.
@@ -156,6 +157,8 @@ pub struct Service {
     /// The delegated responder whose key signs the responses /revoke stores (`-responder`);
     /// `None`: the CA key signs them.
     pub responder: Option<ResponderKey>,
+    /// How those responses name their responder (`-responder-id`).
+    pub responder_id: ResponderIdForm,
 }
 
 impl Handler for Service {
@@ -312,6 +315,7 @@ impl Service {
             ca: &self.ca,
             pool: &self.pool,
             responder: self.responder.as_ref(),
+            id_form: self.responder_id,
         }
     }
 

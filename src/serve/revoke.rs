@@ -19,7 +19,7 @@ use crate::db::{RevokeOutcome, parse_aki, parse_serial};
 use crate::error::{Error, Result};
 use crate::token::pool::SessionPool;
 use crate::x509::crl::Reason;
-use crate::x509::ocsp::{self, Status, Validity};
+use crate::x509::ocsp::{self, ResponderIdForm, Status, Validity};
 
 /// How long an OCSP response signed at revocation holds (cfssl's ocsprefresh default).
 pub const OCSP_INTERVAL: i64 = 96 * 3600;
@@ -106,6 +106,8 @@ pub struct OcspSigners<'a> {
     pub pool: &'a SessionPool,
     /// The delegated responder (`serve -responder`), in the CA key's token.
     pub responder: Option<&'a ResponderKey>,
+    /// How the CA names itself in responses it signs (`-responder-id`).
+    pub id_form: ResponderIdForm,
 }
 
 /// The OCSP response saying the certificate of `r` is revoked since `at`, signed before the
@@ -122,6 +124,7 @@ pub fn revoked_response(
         ca,
         pool,
         responder,
+        id_form,
     } = signers;
     let serial = crate::text::from_decimal(&r.serial)
         .ok_or_else(|| Error::input(format!("serial \"{}\" is not decimal", r.serial)))?;
@@ -135,7 +138,8 @@ pub fn revoked_response(
         None => {
             let issuer = Issuer::new(ca, session)?;
             let id = ocsp::cert_id(ca.certificate(), &serial)?;
-            ocsp::sign_response(id, status, times, ca.certificate(), true, issuer.signer())
+            let who = (ca.certificate(), id_form);
+            ocsp::sign_response(id, status, times, who, true, issuer.signer())
         }
     })?;
     let row = StoredResponse {

@@ -132,6 +132,31 @@ pub enum ResponderId {
     ByKey(OctetString),
 }
 
+/// How a response names its responder: by the certificate's subject (cfssl's choice, the
+/// default) or by the SHA-1 of its public key (what RFC 5019 §2.2.3 recommends, to save bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResponderIdForm {
+    /// `byName`: the responder certificate's subject.
+    #[default]
+    Name,
+    /// `byKey`: SHA-1 of the responder public key's BIT STRING value.
+    Key,
+}
+
+impl std::str::FromStr for ResponderIdForm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "name" => Ok(Self::Name),
+            "key" => Ok(Self::Key),
+            other => Err(Error::input(format!(
+                "\"{other}\" is not a responder ID form; give name (the subject, as cfssl) or key (the key hash, RFC 5019)"
+            ))),
+        }
+    }
+}
+
 /// RevokedInfo.
 #[derive(Clone, Debug, Eq, PartialEq, Sequence)]
 pub struct RevokedInfo {
@@ -227,6 +252,17 @@ pub fn status_only(status: ResponseStatus) -> Vec<u8> {
         response_bytes: None,
     };
     r.to_der().unwrap_or_default()
+}
+
+/// The ResponderID of `responder` in the form `form`.
+fn responder_id(responder: &Certificate, form: ResponderIdForm) -> Result<ResponderId> {
+    let tbs = responder.tbs_certificate();
+    Ok(match form {
+        ResponderIdForm::Name => ResponderId::ByName(tbs.subject().clone()),
+        ResponderIdForm::Key => ResponderId::ByKey(octets(sha1(
+            tbs.subject_public_key_info().subject_public_key.raw_bytes(),
+        ))?),
+    })
 }
 
 fn sha1(data: &[u8]) -> Vec<u8> {
@@ -356,10 +392,11 @@ pub fn sign_response(
     id: CertId,
     status: Status,
     times: Validity,
-    responder: &Certificate,
+    responder: (&Certificate, ResponderIdForm),
     responder_is_issuer: bool,
     signer: &dyn Signer,
 ) -> Result<Vec<u8>> {
+    let (responder, form) = responder;
     if signer.public_key() != responder.tbs_certificate().subject_public_key_info() {
         return Err(Error::policy(
             "the responder key does not match the responder certificate; give the certificate of that key",
@@ -375,7 +412,7 @@ pub fn sign_response(
     };
     let data = ResponseData {
         version: None,
-        responder_id: ResponderId::ByName(responder.tbs_certificate().subject().clone()),
+        responder_id: responder_id(responder, form)?,
         produced_at: gtime(times.produced_at)?,
         responses: vec![SingleResponse {
             cert_id: id,
