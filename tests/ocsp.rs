@@ -399,18 +399,8 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     assert!(revoked.contains("Reason: superseded"), "{revoked}");
 
     // RFC 5019 GET, with the caching headers.
-    crate::util::sh(t.command("openssl").args([
-        "ocsp",
-        "-issuer",
-        "ca.pem",
-        "-cert",
-        "good.pem",
-        "-reqout",
-        "req.der",
-        "-no_nonce",
-    ]));
-    let b64 =
-        base64::engine::general_purpose::STANDARD.encode(std::fs::read(t.path("req.der")).unwrap());
+    let req = t.ocsp_request("ca.pem", "good.pem", &[]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&req);
     let enc: String = b64
         .chars()
         .map(|c| match c {
@@ -447,7 +437,6 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     revalidates_by_etag(&t, &format!("http://127.0.0.1:{port}/{enc}"), &head);
 
     // Bad requests: the RFC's error status, and the next good request is still answered.
-    let req = std::fs::read(t.path("req.der")).unwrap();
     let post = |body: &[u8]| {
         let mut r = format!(
             "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -466,32 +455,11 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     assert_eq!(status, 413);
     // Another CA's certificate: unauthorized.
     t.other_ca();
-    crate::util::sh(t.command("openssl").args([
-        "ocsp",
-        "-issuer",
-        "other.pem",
-        "-cert",
-        "other.pem",
-        "-reqout",
-        "other.der",
-        "-no_nonce",
-    ]));
-    let other = std::fs::read(t.path("other.der")).unwrap();
+    let other = t.ocsp_request("other.pem", "other.pem", &[]);
     assert_eq!(post(&other), (200, vec![0x30, 0x03, 0x0a, 0x01, 0x06]));
     // The right certificate under another hash algorithm: stored responses answer SHA-1
     // CertIDs (RFC 5019), so unauthorized rather than a response for a CertID not asked about.
-    crate::util::sh(t.command("openssl").args([
-        "ocsp",
-        "-issuer",
-        "ca.pem",
-        "-sha256",
-        "-cert",
-        "good.pem",
-        "-reqout",
-        "sha256.der",
-        "-no_nonce",
-    ]));
-    let sha256 = std::fs::read(t.path("sha256.der")).unwrap();
+    let sha256 = t.ocsp_request("ca.pem", "good.pem", &["-sha256"]);
     assert_eq!(post(&sha256), (200, vec![0x30, 0x03, 0x0a, 0x01, 0x06]));
     assert!(ask(&t, port, "good.pem").contains("good.pem: good"));
 }
@@ -839,18 +807,7 @@ fn two_responders_on_one_postgres_store_answer_identically() {
     // One request per certificate (no nonce, so that equal answers are equal bytes), POSTed
     // to both processes.
     let answers = |cert: &str| -> Vec<(u16, Vec<u8>)> {
-        let req = format!("{cert}.req");
-        crate::util::sh(t.command("openssl").args([
-            "ocsp",
-            "-issuer",
-            "ca.pem",
-            "-cert",
-            cert,
-            "-no_nonce",
-            "-reqout",
-            &req,
-        ]));
-        let body = std::fs::read(t.path(&req)).unwrap();
+        let body = t.ocsp_request("ca.pem", cert, &[]);
         ports
             .iter()
             .map(|port| {
@@ -895,17 +852,7 @@ fn two_responders_on_one_postgres_store_answer_identically() {
 
     // A certificate of another CA: both say unauthorized (status 6), the same bytes.
     t.other_ca();
-    crate::util::sh(t.command("openssl").args([
-        "ocsp",
-        "-issuer",
-        "other.pem",
-        "-cert",
-        "other.pem",
-        "-no_nonce",
-        "-reqout",
-        "other.req",
-    ]));
-    let body = std::fs::read(t.path("other.req")).unwrap();
+    let body = t.ocsp_request("other.pem", "other.pem", &[]);
     let b64 = base64::engine::general_purpose::STANDARD
         .encode(&body)
         .replace('+', "%2B")

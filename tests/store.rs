@@ -398,17 +398,7 @@ fn cfssl_revoke_and_ocsprefresh_work_on_a_store_p11ca_wrote() {
         ("revoked.pem", serial),
         ("kept.pem", &recs[1].serial_number),
     ] {
-        sh(t.command("openssl").args([
-            "ocsp",
-            "-issuer",
-            "ca.pem",
-            "-cert",
-            cert,
-            "-no_nonce",
-            "-reqout",
-            "req.der",
-        ]));
-        let req = std::fs::read(t.path("req.der")).unwrap();
+        let req = t.ocsp_request("ca.pem", cert, &[]);
         let mut http = format!(
             "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             req.len()

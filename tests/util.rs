@@ -774,8 +774,19 @@ impl Token {
         }
     }
 
-    /// The seed CA: tests/data/ca-csr.json and ca-config.json copied into the work dir, then
-    /// `gencert -initca ca-csr.json | json -bare ca`.
+    /// The DER OCSP request `openssl ocsp` makes for `cert` issued by `issuer` (no nonce, so
+    /// that equal requests are equal bytes), with `extra` flags such as `-sha256`; also written
+    /// to `CERT.req`.
+    pub(crate) fn ocsp_request(&self, issuer: &str, cert: &str, extra: &[&str]) -> Vec<u8> {
+        let out = format!("{cert}.req");
+        sh(self
+            .command("openssl")
+            .args(["ocsp", "-issuer", issuer, "-no_nonce", "-reqout", &out])
+            .args(extra)
+            .args(["-cert", cert]));
+        std::fs::read(self.path(&out)).unwrap()
+    }
+
     /// A self-signed P-256 certificate of another CA, `other.pem` (key `other-key.pem`): what
     /// a check that must refuse "not our CA" is given.
     pub(crate) fn other_ca(&self) {
@@ -796,6 +807,8 @@ impl Token {
         ]));
     }
 
+    /// The seed CA: tests/data/ca-csr.json and ca-config.json copied into the work dir, then
+    /// `gencert -initca ca-csr.json | json -bare ca`.
     pub(crate) fn seed_ca(&self) {
         require("openssl");
         self.seed_files(&["ca-csr.json", "ca-config.json"]);
