@@ -250,15 +250,21 @@ pub fn check_planned(
     profile: &Profile,
     ca_subject: &Name,
 ) -> Result<()> {
+    check_named(subject, sans)?;
+    let policy = &profile.policy;
+    policy.check_names(&profile.name, subject, sans, ca_subject)?;
+    policy.check_key(&profile.name, alg)?;
+    check_whitelist(subject, sans, profile)
+}
+
+/// A certificate must name something: a subject or a subjectAltName.
+fn check_named(subject: &Name, sans: &[San]) -> Result<()> {
     if subject.is_empty() && sans.is_empty() {
         return Err(Error::policy(
             "the certificate would have neither a subject nor a subjectAltName; give a CN or hosts",
         ));
     }
-    let policy = &profile.policy;
-    policy.check_names(&profile.name, subject, sans, ca_subject)?;
-    policy.check_key(&profile.name, alg)?;
-    check_whitelist(subject, sans, profile)
+    Ok(())
 }
 
 /// cfssl's `name_whitelist` over the CN and every subjectAltName.
@@ -298,11 +304,7 @@ impl CaKey {
                 profile.name
             )));
         }
-        if leaf.subject.is_empty() && leaf.sans.is_empty() {
-            return Err(Error::policy(
-                "the certificate would have neither a subject nor a subjectAltName; give a CN or hosts",
-            ));
-        }
+        check_named(&leaf.subject, &leaf.sans)?;
         check_leaf(leaf, profile, self.ca.tbs_certificate().subject())?;
 
         let key_usage = leaf_key_usage(leaf, profile, warnings)?;
