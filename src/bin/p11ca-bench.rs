@@ -314,7 +314,7 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
 
     let der = if args.inline_issue {
         // What issue_all could do for a single input: no worker thread, no second session.
-        let der = Issuer::new(&ca, &session)?.issue(&leaf, &profile, &mut Vec::new())?;
+        let der = Issuer::new(&ca, &session)?.issue(&leaf, profile, &mut Vec::new())?;
         clock.lap("issue, 1 leaf, INLINE: Issuer::issue in the login session, no thread");
         der
     } else {
@@ -325,7 +325,7 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
             module: &module,
             token: &token,
             ca: &ca,
-            profile: &profile,
+            profile,
         };
         let mut results = batch.issue_all(&leaves, jobs, &|_, _, _| {})?;
         let (der, _warnings) = results
@@ -350,7 +350,7 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
     let issuer = Issuer::new(&ca, &session)?;
     clock.aside(
         "  aside: 2nd issue, Issuer::issue in the login session",
-        || issuer.issue(&leaf, &profile, &mut Vec::new()),
+        || issuer.issue(&leaf, profile, &mut Vec::new()),
     )?;
     let tbs = tbs_of(&der)?;
     clock.aside("  aside: one raw C_Sign on that TBSCertificate", || {
@@ -365,7 +365,7 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         token,
         session,
         ca,
-        profile,
+        profile: profile.clone(),
         leaf,
         first_cert: der,
     })
@@ -438,9 +438,9 @@ fn split_load(args: &Args) -> Result<()> {
         clock.lap("first C_Sign of the process (700 B)");
         issuer.signer().raw_sign(&msg)?;
         clock.lap("second C_Sign");
-        issuer.issue(&leaf, &profile, &mut Vec::new())?;
+        issuer.issue(&leaf, profile, &mut Vec::new())?;
         clock.lap("first Issuer::issue of the process, after those C_Signs");
-        issuer.issue(&leaf, &profile, &mut Vec::new())?;
+        issuer.issue(&leaf, profile, &mut Vec::new())?;
         clock.lap("second Issuer::issue");
     }
     drop(module);

@@ -239,7 +239,8 @@ pub struct ServeArgs {
     /// SQLite database file (default: p11ca-certs.db next to -config, or in the current folder).
     #[arg(long, value_name = "PATH")]
     pub db: Option<String>,
-    /// Token sessions (default: the number of cores, capped by the token's session limit).
+    /// Token sessions (default: twice the number of cores, capped by the token's session
+    /// limit).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Largest request body accepted, in bytes.

@@ -82,7 +82,12 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     if let Some(rk) = &mut responder {
         rk.set_id_form(responder_id);
     }
-    let sessions = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
+    let sessions = batch::session_count(
+        &opened.module,
+        &opened.token,
+        Some(a.jobs.unwrap_or_else(p11ca::serve::default_sessions)),
+        usize::MAX,
+    );
     let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
         .with_relogin_pin(opened.pin.clone());
 

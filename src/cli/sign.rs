@@ -121,7 +121,7 @@ pub(super) fn prepare(c: &CaArgs, local: LocalConfig) -> Result<Prepared> {
         ca_cert,
         ca_source,
         key_uri,
-        profile,
+        profile: profile.clone(),
     })
 }
 

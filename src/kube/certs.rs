@@ -263,7 +263,7 @@ pub fn profile(
     validity: i64,
     allow_o: Option<&str>,
 ) -> Result<Profile> {
-    let mut p = SigningConfig::cfssl_default().profile(None)?;
+    let mut p = SigningConfig::cfssl_default().profile(None)?.clone();
     p.name = name.to_string();
     p.key_usage = if rsa {
         FlagSet::from(KeyUsages::DigitalSignature) | KeyUsages::KeyEncipherment

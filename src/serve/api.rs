@@ -348,7 +348,7 @@ impl Service {
                 ),
             );
         }
-        self.issue(&req, &profile, peer, "")
+        self.issue(&req, profile, peer, "")
     }
 
     fn authsign(&self, body: &[u8], peer: &str) -> Reply {
@@ -401,7 +401,7 @@ impl Service {
             return failure(401, &why);
         }
         let used = used.name.clone();
-        self.issue(&req, &profile, peer, &used)
+        self.issue(&req, profile, peer, &used)
     }
 
     /// Build, sign, verify, record, return.

@@ -548,7 +548,7 @@ impl SigningConfig {
     /// The profile to sign with: `None` or `Some("")` gives `default`; an unknown name is a
     /// policy error listing the profiles (cfssl would silently use `default`). A profile with no
     /// usages is a policy error too.
-    pub fn profile(&self, name: Option<&str>) -> Result<Profile> {
+    pub fn profile(&self, name: Option<&str>) -> Result<&Profile> {
         let name = name.unwrap_or("");
         // As in cfssl, a profile literally named "default" wins over signing.default.
         let profile = match self.profiles.get(name) {
@@ -583,7 +583,7 @@ impl SigningConfig {
                 },
             )));
         }
-        Ok(profile.clone())
+        Ok(profile)
     }
 }
 
@@ -704,6 +704,7 @@ mod tests {
             r#"{{"signing":{{"default":{{"expiry":"8760h"}},"profiles":{{"p":{{{body}}}}}}}}}"#
         ))?
         .profile(Some("p"))
+        .cloned()
     }
 
     fn input_err(r: Result<impl std::fmt::Debug>) -> String {
