@@ -239,8 +239,8 @@ pub struct ServeArgs {
     /// SQLite database file (default: p11ca-certs.db next to -config, or in the current folder).
     #[arg(long, value_name = "PATH")]
     pub db: Option<String>,
-    /// Token sessions (default: twice the number of cores, capped by the token's session
-    /// limit).
+    /// Signatures made in parallel (default: the number of cores, capped by the token's
+    /// session limit); one token session more is kept for revocation, the CRL and /health.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Largest request body accepted, in bytes.

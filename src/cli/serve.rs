@@ -24,6 +24,7 @@ use p11ca::serve::api::Service;
 use p11ca::serve::crl::CrlCache;
 use p11ca::serve::guard::{Guard, HostPolicy, Limits};
 use p11ca::serve::ocsp::Responder;
+use p11ca::serve::signing::Signers;
 use p11ca::serve::upkeep::{self, Upkeep};
 use p11ca::serve::{Server, Stats, TlsOptions, wake};
 use p11ca::tls;
@@ -82,20 +83,22 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     if let Some(rk) = &mut responder {
         rk.set_id_form(responder_id);
     }
-    let sessions = batch::session_count(
-        &opened.module,
-        &opened.token,
-        Some(a.jobs.unwrap_or_else(p11ca::serve::default_sessions)),
-        usize::MAX,
-    );
+    // The signing threads (default: the cores), and one session more where the token allows
+    // it, so that /revoke's OCSP response, the CRL and /health do not queue behind issuance.
+    let signing = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
+    let sessions =
+        batch::session_count(&opened.module, &opened.token, Some(signing + 1), usize::MAX);
     let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
         .with_relogin_pin(opened.pin.clone());
+    let (ca, pool) = (Arc::new(ca), Arc::new(pool));
+    let signers = Signers::start(ca.clone(), pool.clone(), signing.min(pool.size()))?;
 
     let service = Arc::new(Service {
         ca,
         ca_pem,
         config,
         pool,
+        signers,
         recorder: Recorder::start(store, db.clone()),
         max_body: a.max_body,
         replays: Default::default(),

@@ -16,7 +16,7 @@
 //! itself (token, store) are 500, or 503 when retrying may help. Every certificate is
 //! recorded in the store before it is returned; if it cannot be recorded it is not returned.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,7 +27,8 @@ use super::handler::{Handler, Reply};
 use super::http::Request;
 use super::ocsp::Responder;
 use super::revoke;
-use crate::ca::issue::{CaKey, ExtensionCache, Issuer, LeafRequest};
+use super::signing::Signers;
+use crate::ca::issue::{CaKey, ExtensionCache, LeafRequest};
 use crate::ca::ocsp::ResponderKey;
 use crate::cfssl::auth::{self, AuthenticatedRequest};
 use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
@@ -35,7 +36,7 @@ use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
 use crate::db::audit::{self, AuditEvent, AuditKind, RevokeAlso};
 use crate::db::{CertRecord, Recorder};
-use crate::error::{Error, Kind, TokenFault};
+use crate::error::{Error, Kind};
 use crate::token::pool::SessionPool;
 use crate::x509::hosts;
 use crate::x509::name::{self, SubjectOverride};
@@ -50,9 +51,6 @@ thread_local! {
     static PROFILE_EXTENSIONS: std::cell::RefCell<ExtensionCache> =
         std::cell::RefCell::new(ExtensionCache::default());
 }
-
-/// How long a request waits for a free token session.
-const SESSION_WAIT: Duration = Duration::from_secs(30);
 
 /// A success envelope.
 pub fn success(result: Value, messages: &[String]) -> Reply {
@@ -135,13 +133,15 @@ struct InfoRequest {
 /// Everything the API needs: the CA key, the policy, the sessions and the store.
 pub struct Service {
     /// The CA certificate and its key in the token.
-    pub ca: CaKey,
+    pub ca: Arc<CaKey>,
     /// The CA certificate, PEM (for /info).
     pub ca_pem: String,
     /// The signing policy.
     pub config: SigningConfig,
     /// Token sessions for signing.
-    pub pool: SessionPool,
+    pub pool: Arc<SessionPool>,
+    /// The threads that sign certificates ([`Signers`]).
+    pub signers: Signers,
     /// The issued-certificate store.
     pub recorder: Recorder,
     /// Largest accepted request body.
@@ -419,26 +419,17 @@ impl Service {
             Ok(l) => l,
             Err(e) => return fail(&e),
         };
-        // Only the serial and C_Sign need a token session: the certificate is encoded before
-        // one is borrowed and verified after it is back, so sessions go from one signature
-        // to the next.
+        // Only the serial and C_Sign happen on a signing thread (in a token session): the
+        // certificate is encoded before and verified after, here, so the signing threads go
+        // from one signature to the next.
         let mut warnings = Vec::new();
         let prepared = PROFILE_EXTENSIONS
             .with_borrow_mut(|cache| self.ca.prepare(&leaf, profile, cache, &mut warnings));
-        let mut unsigned = match prepared {
+        let unsigned = match prepared {
             Ok(u) => u,
             Err(e) => return fail(&e),
         };
-        let signed = self.pool.with_session(SESSION_WAIT, |session| {
-            let r = Issuer::new(&self.ca, session)?.sign(&mut unsigned);
-            if r.as_ref().err().and_then(Error::fault) != Some(TokenFault::KeyHandleInvalid) {
-                return r;
-            }
-            // The token handed out a new handle (after a new login): find the key again.
-            let key = self.ca.find_key(session)?;
-            Issuer::with_handle(&self.ca, session, key)?.sign(&mut unsigned)
-        });
-        let der = match signed.and_then(|s| s.verified()) {
+        let der = match self.signers.sign(unsigned).and_then(|s| s.verified()) {
             Ok(der) => der,
             Err(e) => return fail(&e),
         };

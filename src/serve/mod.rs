@@ -1,11 +1,11 @@
 //! `p11ca serve`: cfssl's signing API in front of a CA key that stays in the token.
 //!
 //! The design is synchronous on purpose. PKCS#11 calls block and a session runs one operation
-//! at a time, so the server is a thread per connection (HTTP/1.1 with keep-alive) that borrows
-//! a token session from a fixed pool for the signature ([`crate::token::pool`]); the pool is
-//! sized to twice the machine's cores ([`default_sessions`]) within the token's session limit,
-//! and the login is done once at start. Every certificate is recorded by the store's writer thread (group commit, [`crate::db`]) before
-//! its response is written.
+//! at a time, so the server is a thread per connection (HTTP/1.1 with keep-alive) that hands
+//! each prepared certificate to a few signing threads ([`signing`], the cores' number by
+//! default) which borrow a token session from a fixed pool for the signature
+//! ([`crate::token::pool`]); the login is done once at start. Every certificate is recorded
+//! by the store's writer thread (group commit, [`crate::db`]) before its response is written.
 //!
 //! Shutdown ([`Server::run`] returning after `stop` is set): the listener closes at once, idle
 //! connections close within [`http::POLL`], requests already being read or signed are
@@ -38,6 +38,7 @@ pub mod handler;
 pub mod http;
 pub mod ocsp;
 pub mod revoke;
+pub mod signing;
 pub mod upkeep;
 
 use std::io::{Read, Write};
@@ -70,15 +71,6 @@ pub struct TlsOptions {
 /// Default request body limit: CSRs are a few KiB; this leaves room for large RSA keys and
 /// base64 (authsign) while refusing junk.
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
-
-/// Token sessions `serve` opens unless told (`--jobs`): twice the cores, capped later by the
-/// token's own limit. A request holds a session only for its serial and `C_Sign`, but with one
-/// session per core the connection threads that want one sleep on the pool and are woken one
-/// by one (a futex wait, a wake-up and a context switch each); with more sessions than cores
-/// the scheduler does that queueing, for less (measured in docs/benchmarks.md).
-pub fn default_sessions() -> usize {
-    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
-}
 
 /// How long a TLS handshake may take, on the connection's own thread.
 pub const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
