@@ -138,7 +138,8 @@ pub struct Service {
     pub ca_pem: String,
     /// The signing policy.
     pub config: SigningConfig,
-    /// Token sessions for signing.
+    /// Token sessions: the signing threads', and one more (where the token allows it) for
+    /// /revoke's OCSP response, the CRL and /health.
     pub pool: Arc<SessionPool>,
     /// The threads that sign certificates ([`Signers`]).
     pub signers: Signers,

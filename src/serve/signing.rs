@@ -38,6 +38,8 @@ struct Queue {
 #[derive(Default)]
 struct Jobs {
     waiting: VecDeque<Job>,
+    /// Signing threads asleep on `ready` (a job wakes one only if one is asleep).
+    idle: usize,
     closed: bool,
 }
 
@@ -73,14 +75,17 @@ impl Signers {
     pub fn sign(&self, unsigned: UnsignedCertificate) -> Result<SignedCertificate> {
         let (done, wait) = mpsc::sync_channel(1);
         let stopped = || Error::token("the signing threads have stopped");
-        {
+        let wake = {
             let mut jobs = lock(&self.queue.jobs);
             if jobs.closed {
                 return Err(stopped());
             }
             jobs.waiting.push_back(Job { unsigned, done });
+            jobs.idle > 0
+        };
+        if wake {
+            self.queue.ready.notify_one();
         }
-        self.queue.ready.notify_one();
         wait.recv().map_err(|_| stopped())?
     }
 }
@@ -113,10 +118,12 @@ fn next(queue: &Queue) -> Option<Job> {
         if jobs.closed {
             return None;
         }
+        jobs.idle += 1;
         jobs = queue
             .ready
             .wait(jobs)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        jobs.idle -= 1;
     }
 }
 
