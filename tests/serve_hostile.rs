@@ -567,3 +567,140 @@ fn serve_raises_its_open_file_limit_to_the_hard_limit() {
     let soft = line.split_whitespace().nth(3).unwrap();
     assert_eq!(soft, hard, "{line}");
 }
+
+/// One HTTP/1.1 keep-alive sign request for `csr` (profile kubernetes) that asks for `host`.
+fn pipelined_sign(port: u16, csr: &str, host: &str) -> Vec<u8> {
+    let body = serde_json::to_vec(&serde_json::json!(
+        {"certificate_request": csr, "profile": "kubernetes", "hosts": [host]}
+    ))
+    .unwrap();
+    let mut r = format!(
+        "POST {SIGN} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(&body);
+    r
+}
+
+/// Read one HTTP response (Content-Length framed) from `s`: status and body.
+fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (u16, String) {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+            if pending.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&pending[end + 4..end + 4 + len]).into_owned();
+                pending.drain(..end + 4 + len);
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                return (status, body);
+            }
+        }
+        let n = s
+            .read(&mut chunk)
+            .expect("an answer within the read timeout");
+        assert!(
+            n > 0,
+            "the server closed with {} bytes unread",
+            pending.len()
+        );
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The threads of process `pid` named `name`.
+fn threads_named(pid: &str, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .filter(|c| c.trim() == name)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A keep-alive sign is answered by the thread that commits the certificate, straight onto the
+/// socket. A client that pipelines requests and never reads the answers must not stall that
+/// thread (the store's writer, which answers everyone): once the socket takes no more, the
+/// rest of the answer waits on a thread of its own. Another client is served meanwhile; when
+/// the first one reads, it gets every answer, whole and in order.
+#[test]
+fn a_client_that_does_not_read_its_answers_holds_up_only_itself() {
+    let t = Token::new("hostile-noread");
+    setup(&t);
+    let port = free_port();
+    let p = port.to_string();
+    let srv = start(&t, "serve", "p11ca", &serve_args(&p, &[]), port, true);
+    let pid = srv.pid().expect("the server's pid");
+    let csr = t.ec_csr("web", "web.example");
+
+    // A small receive buffer, so the answers back up after a few.
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)).into(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut slow: TcpStream = s.into();
+    const N: usize = 200;
+    let requests: Vec<u8> = (0..N)
+        .flat_map(|i| pipelined_sign(port, &csr, &format!("n{i}.example")))
+        .collect();
+    let mut writer = slow.try_clone().unwrap();
+    let sent = std::thread::spawn(move || writer.write_all(&requests));
+
+    let t0 = Instant::now();
+    while threads_named(&pid, "p11ca-answer") == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no answer was left to a thread of its own: {}",
+            t.read("serve.err")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The writer is free: another client's certificate is signed, recorded and answered.
+    let t1 = Instant::now();
+    let (status, body) = http(port, "POST", SIGN, &sign_body(&t)).expect("an answer");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        t1.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t1.elapsed()
+    );
+    assert!(
+        threads_named(&pid, "p11ca-answer") > 0,
+        "the slow client was let go"
+    );
+
+    // Now the slow client reads: every answer, in the order asked.
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..N {
+        let (status, body) = read_response(&mut slow, &mut pending);
+        assert_eq!(status, 200, "answer {i}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let pem = v["result"]["certificate"].as_str().unwrap();
+        t.write("answer.pem", pem);
+        let text = sh(t.command("openssl").args([
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            "answer.pem",
+        ]));
+        assert!(
+            text.contains(&format!("DNS:n{i}.example")),
+            "answer {i}: {text}"
+        );
+    }
+    sent.join().unwrap().expect("the requests were written");
+    assert_eq!(records(&t).len(), N + 1);
+}

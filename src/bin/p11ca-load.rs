@@ -4,7 +4,8 @@
 //! stops by itself) for the same CSR, spread over the given servers. Every certificate that
 //! comes back is checked in software against the CA certificate and for serial uniqueness.
 //! Prints one JSON line with the counts and the rate; exits 1 if any request failed or any
-//! certificate did not verify. Meant for loopback only (ci/bench-serve); it asserts nothing
+//! certificate did not verify. `--info` sends `info` requests instead (nothing is signed or
+//! recorded): what an HTTP round trip alone costs the server. Meant for loopback only (ci/bench-serve); it asserts nothing
 //! about time.
 //!
 //! ```sh
@@ -60,6 +61,9 @@ struct Args {
     /// Append every certificate received (PEM) to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Send `info` requests for the profile instead of sign requests.
+    #[arg(long)]
+    info: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,10 +91,20 @@ fn main() -> std::process::ExitCode {
     let ca_spki = ca.tbs_certificate().subject_public_key_info().clone();
     let cpu0 = process_cpu_secs();
     let t0 = Instant::now();
-    let (received, errors) = run_clients(&a, &csr, auth.as_ref());
+    let (received, errors) = if a.info {
+        run_info(&a)
+    } else {
+        run_clients(&a, &csr, auth.as_ref())
+    };
     let secs = t0.elapsed().as_secs_f64();
     let cpu = process_cpu_secs() - cpu0;
-    let (serials, bad) = check(&received, &ca_spki);
+    // An info answer carries nothing to verify.
+    let (unique, bad) = if a.info {
+        (received.len(), 0)
+    } else {
+        let (serials, bad) = check(&received, &ca_spki);
+        (serials.len(), bad)
+    };
     if let Some(path) = &a.out {
         let mut text = String::new();
         for der in &received {
@@ -111,13 +125,13 @@ fn main() -> std::process::ExitCode {
             "errors": errors.len(),
             "first_error": errors.first(),
             "verified": received.len() - bad,
-            "unique_serials": serials.len(),
+            "unique_serials": unique,
             "seconds": (secs * 1000.0).round() / 1000.0,
             "client_cpu_seconds": cpu,
             "requests_per_second": ((received.len() as f64 / secs) * 10.0).round() / 10.0,
         })
     );
-    if !errors.is_empty() || bad > 0 || serials.len() != received.len() {
+    if !errors.is_empty() || bad > 0 || unique != received.len() {
         return std::process::ExitCode::from(1);
     }
     std::process::ExitCode::SUCCESS
@@ -165,6 +179,40 @@ fn run_clients(a: &Args, csr: &str, auth: Option<&AuthKey>) -> (Vec<Vec<u8>>, Ve
 
 /// Check every certificate: signed by the CA (`ca_spki`), serials unique. The serials seen
 /// and how many certificates failed.
+/// `a.clients` clients send `a.requests` info requests each; each answer that names a
+/// certificate counts as received (as an empty item: there is nothing to verify).
+fn run_info(a: &Args) -> (Vec<Vec<u8>>, Vec<String>) {
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for i in 0..a.clients.max(1) {
+            let (server, answered, errors) = (&a.servers[i % a.servers.len()], &answered, &errors);
+            s.spawn(move || {
+                let client = match RemoteClient::new(server) {
+                    Ok(c) => c,
+                    Err(e) => return errors.lock().unwrap().push(e.to_string()),
+                };
+                for _ in 0..a.requests {
+                    match client.info("", &a.profile) {
+                        Ok(v) if v.get("certificate").is_some() => {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(v) => errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("info without a certificate: {v}")),
+                        Err(e) => errors.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            });
+        }
+    });
+    (
+        vec![Vec::new(); answered.into_inner()],
+        errors.into_inner().unwrap(),
+    )
+}
+
 fn check(received: &[Vec<u8>], ca_spki: &SubjectPublicKeyInfoOwned) -> (BTreeSet<Vec<u8>>, usize) {
     let mut serials = BTreeSet::new();
     let mut bad = 0usize;

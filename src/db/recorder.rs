@@ -16,12 +16,15 @@ use crate::error::{Error, Result};
 /// At most this many records per transaction.
 const MAX_BATCH: usize = 256;
 
+/// What runs on the writer thread once a record is committed (or failed to be).
+type Then = Box<dyn FnOnce(Result<()>) + Send>;
+
 enum Job {
-    /// A certificate and its audit event, recorded before the caller goes on.
+    /// A certificate and its audit event; `then` gets the outcome of their commit.
     Record {
         record: Box<CertRecord>,
         event: AuditEvent,
-        done: mpsc::SyncSender<Result<()>>,
+        then: Then,
     },
     /// An audit event nobody waits for (a refusal).
     Audit(AuditEvent),
@@ -59,26 +62,34 @@ impl Recorder {
         &self.what
     }
 
-    /// Record one certificate and append `event` to the audit log; returns once the
-    /// certificate is committed (or failed to be).
-    pub fn record(&self, record: CertRecord, event: AuditEvent) -> Result<()> {
-        let (done, wait) = mpsc::sync_channel(1);
-        let gone = || {
-            Error::output(format!(
-                "certificate store {}: the writer has stopped",
-                self.what
-            ))
+    /// Hand in one certificate and its audit event without waiting: `then` runs on the writer
+    /// thread with the outcome of their commit (here, at once, if the writer has stopped).
+    /// A caller that answers from `then` need not sleep until the commit and be woken for it.
+    pub fn submit(
+        &self,
+        record: CertRecord,
+        event: AuditEvent,
+        then: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        let job = Job::Record {
+            record: Box::new(record),
+            event,
+            then: Box::new(then),
         };
-        self.tx
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(Job::Record {
-                record: Box::new(record),
-                event,
-                done,
-            })
-            .map_err(|_| gone())?;
-        wait.recv().map_err(|_| gone())?
+        let refused = match &self.tx {
+            Some(tx) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(Job::Record { then, .. }) = refused {
+            then(Err(self.gone()));
+        }
+    }
+
+    fn gone(&self) -> Error {
+        Error::output(format!(
+            "certificate store {}: the writer has stopped",
+            self.what
+        ))
     }
 
     /// Append `event` to the audit log without waiting (a failure is reported on stderr).
@@ -95,21 +106,15 @@ impl Recorder {
         f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (done, wait) = mpsc::sync_channel(1);
-        let gone = || {
-            Error::output(format!(
-                "certificate store {}: the writer has stopped",
-                self.what
-            ))
-        };
         let job = Job::Run(Box::new(move |s: &mut Store| {
             let _ = done.send(f(s));
         }));
         self.tx
             .as_ref()
-            .ok_or_else(gone)?
+            .ok_or_else(|| self.gone())?
             .send(job)
-            .map_err(|_| gone())?;
-        wait.recv().map_err(|_| gone())?
+            .map_err(|_| self.gone())?;
+        wait.recv().map_err(|_| self.gone())?
     }
 
     /// Wait until every record and event handed in so far is written.
@@ -159,16 +164,16 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
                 Job::Record {
                     record,
                     event,
-                    done,
-                } => records.push((*record, event, done)),
+                    then,
+                } => records.push((*record, event, then)),
                 Job::Audit(e) => events.push(e),
                 Job::Barrier(done) => barriers.push(done),
                 Job::Run(f) => runs.push(f),
             }
         }
         let ok = commit(&mut store, cfg, &records, &events);
-        for ((_, _, done), ok) in records.into_iter().zip(ok) {
-            let _ = done.send(ok);
+        for ((_, _, then), ok) in records.into_iter().zip(ok) {
+            then(ok);
         }
         for f in runs {
             f(&mut store);
@@ -179,7 +184,7 @@ fn writer(mut store: Store, cfg: &DbConfig, rx: &mpsc::Receiver<Job>) {
     }
 }
 
-type Pending = (CertRecord, AuditEvent, mpsc::SyncSender<Result<()>>);
+type Pending = (CertRecord, AuditEvent, Then);
 
 /// Insert `records` with their audit events and the `refusals` (events nobody waits for) in
 /// one transaction. When that fails, insert the records alone (one at a time if need be) and

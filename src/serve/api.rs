@@ -16,14 +16,14 @@
 //! itself (token, store) are 500, or 503 when retrying may help. Every certificate is
 //! recorded in the store before it is returned; if it cannot be recorded it is not returned.
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::ReplayGuard;
 use super::crl::{self, CrlCache};
-use super::handler::{Handler, Reply};
+use super::handler::{Handler, Reply, Sink};
 use super::http::Request;
 use super::ocsp::Responder;
 use super::revoke;
@@ -100,6 +100,17 @@ fn fail(e: &Error) -> Reply {
     failure(status_of(e), e.message())
 }
 
+/// A certificate signed but not committed to the store is not handed out.
+fn not_recorded(e: &Error) -> Reply {
+    failure(
+        500,
+        &format!(
+            "{}; the certificate was not recorded, so it is not returned",
+            e.message()
+        ),
+    )
+}
+
 /// The subject override of a sign request (`signer.Subject`).
 #[derive(Debug, Default, Deserialize)]
 struct RawSubject {
@@ -144,7 +155,7 @@ pub struct Service {
     /// The threads that sign certificates ([`Signers`]).
     pub signers: Signers,
     /// The issued-certificate store.
-    pub recorder: Recorder,
+    pub recorder: Arc<Recorder>,
     /// Largest accepted request body.
     pub max_body: usize,
     /// authsign tokens accepted recently (replays are refused).
@@ -164,10 +175,29 @@ pub struct Service {
 
 impl Handler for Service {
     fn handle(&self, req: &Request, who: &str) -> Reply {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.handle_into(
+            req,
+            who,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| failure(500, "the request was dropped unanswered"))
+    }
+
+    fn handle_into(&self, req: &Request, who: &str, sink: Sink) {
         match &self.ocsp {
-            Some(o) if o.serves(&req.path) => o.handle(req, who),
-            _ => self.answer(&req.method, &req.path, &req.body, who),
+            Some(o) if o.serves(&req.path) => sink(o.handle(req, who)),
+            _ => self.answer(&req.method, &req.path, &req.body, who, sink),
         }
+    }
+
+    fn answers_later(&self, req: &Request) -> bool {
+        req.method == "POST"
+            && matches!(req.path.strip_prefix(PREFIX), Some("sign" | "authsign"))
+            && self.ocsp.as_ref().is_none_or(|o| !o.serves(&req.path))
     }
 
     fn max_body(&self) -> usize {
@@ -183,39 +213,40 @@ impl Handler for Service {
 }
 
 impl Service {
-    /// Answer one request from `peer`.
-    pub fn answer(&self, method: &str, path: &str, body: &[u8], peer: &str) -> Reply {
+    /// Answer one request from `peer` into `sink` (an issued certificate from the thread that
+    /// commits it).
+    pub fn answer(&self, method: &str, path: &str, body: &[u8], peer: &str, sink: Sink) {
         if let Some(form) = path.strip_prefix("/crl.") {
-            return self.plain_crl(method, form);
+            return sink(self.plain_crl(method, form));
         }
         let Some(endpoint) = path.strip_prefix(PREFIX) else {
-            return failure(
+            return sink(failure(
                 404,
                 &format!("no such endpoint {path}; the API is under {PREFIX}"),
-            );
+            ));
         };
         let allowed = match endpoint {
             "sign" | "authsign" | "info" | "revoke" => "POST",
             "health" | "crl" => "GET",
             other => {
-                return failure(
+                return sink(failure(
                     404,
                     &format!(
                         "p11ca serve does not offer {PREFIX}{other}; it offers sign, authsign, info, health, revoke and crl"
                     ),
-                );
+                ));
             }
         };
         if method != allowed {
-            return failure(405, &format!("Method is not allowed:\"{method}\""));
+            return sink(failure(405, &format!("Method is not allowed:\"{method}\"")));
         }
         match endpoint {
-            "sign" => self.audited(endpoint, peer, self.sign(body, peer)),
-            "authsign" => self.audited(endpoint, peer, self.authsign(body, peer)),
-            "revoke" => self.audited(endpoint, peer, self.revoke(body, peer)),
-            "info" => self.info(body),
-            "crl" => self.crl(),
-            _ => self.health(),
+            "sign" => self.sign(body, peer, self.audited(endpoint, peer, sink)),
+            "authsign" => self.authsign(body, peer, self.audited(endpoint, peer, sink)),
+            "revoke" => self.audited(endpoint, peer, sink)(self.revoke(body, peer)),
+            "info" => sink(self.info(body)),
+            "crl" => sink(self.crl()),
+            _ => sink(self.health()),
         }
     }
 
@@ -320,72 +351,80 @@ impl Service {
         }
     }
 
-    fn audited(&self, endpoint: &str, peer: &str, reply: Reply) -> Reply {
-        if let Some(why) = reply.error.as_deref().filter(|_| reply.issued == 0) {
-            self.recorder.audit(AuditEvent::new(
-                AuditKind::Refuse,
-                peer,
-                json!({"endpoint": endpoint, "status": reply.status, "reason": why}),
-            ));
-        }
-        reply
+    /// `sink`, after appending a refusal to the audit log when the answer is one.
+    fn audited(&self, endpoint: &str, peer: &str, sink: Sink) -> Sink {
+        let (recorder, endpoint, peer) = (
+            self.recorder.clone(),
+            endpoint.to_string(),
+            peer.to_string(),
+        );
+        Box::new(move |reply: Reply| {
+            if let Some(why) = reply.error.as_deref().filter(|_| reply.issued == 0) {
+                recorder.audit(AuditEvent::new(
+                    AuditKind::Refuse,
+                    &peer,
+                    json!({"endpoint": endpoint, "status": reply.status, "reason": why}),
+                ));
+            }
+            sink(reply);
+        })
     }
 
-    fn sign(&self, body: &[u8], peer: &str) -> Reply {
+    fn sign(&self, body: &[u8], peer: &str, sink: Sink) {
         let req = match parse_sign_request(body, "sign request") {
             Ok(r) => r,
-            Err(e) => return fail(&e),
+            Err(e) => return sink(fail(&e)),
         };
         let profile = match self.config.profile(Some(&req.profile)) {
             Ok(p) => p,
-            Err(e) => return failure(400, e.message()),
+            Err(e) => return sink(failure(400, e.message())),
         };
         if profile.auth_key.is_some() {
-            return failure(
+            return sink(failure(
                 401,
                 &format!(
                     "authentication required: profile \"{}\" has an auth_key; send the request to {PREFIX}authsign",
                     profile.name
                 ),
-            );
+            ));
         }
-        self.issue(&req, profile, peer, "")
+        self.issue(&req, profile, peer, "", sink)
     }
 
-    fn authsign(&self, body: &[u8], peer: &str) -> Reply {
+    fn authsign(&self, body: &[u8], peer: &str, sink: Sink) {
         let env: AuthenticatedRequest = match json::decode(body, "authenticated request", &[]) {
             Ok(a) => a,
-            Err(e) => return failure(400, e.message()),
+            Err(e) => return sink(failure(400, e.message())),
         };
         let (Some(inner), Some(token)) = (auth::unbase64(&env.request), auth::unbase64(&env.token))
         else {
-            return failure(
+            return sink(failure(
                 400,
                 "authenticated request: \"request\" and \"token\" must be base64",
-            );
+            ));
         };
         if inner.is_empty() || token.is_empty() {
-            return failure(
+            return sink(failure(
                 401,
                 "authentication required: the request or its token is empty",
-            );
+            ));
         }
         let req = match parse_sign_request(&inner, "authenticated sign request") {
             Ok(r) => r,
-            Err(e) => return fail(&e),
+            Err(e) => return sink(fail(&e)),
         };
         let profile = match self.config.profile(Some(&req.profile)) {
             Ok(p) => p,
-            Err(e) => return failure(400, e.message()),
+            Err(e) => return sink(failure(400, e.message())),
         };
         let Some(key) = &profile.auth_key else {
-            return failure(
+            return sink(failure(
                 400,
                 &format!(
                     "no authentication provider: profile \"{}\" has no auth_key; use {PREFIX}sign",
                     profile.name
                 ),
-            );
+            ));
         };
         let matched: Option<&AuthKey> = if auth::verify(key, &inner, &token) {
             Some(key)
@@ -396,62 +435,66 @@ impl Service {
                 .filter(|k| auth::verify(k, &inner, &token))
         };
         let Some(used) = matched else {
-            return failure(401, "invalid token");
+            return sink(failure(401, "invalid token"));
         };
         if let Err(why) = self.replays.admit(&token, env.timestamp, crate::db::now()) {
-            return failure(401, &why);
+            return sink(failure(401, &why));
         }
         let used = used.name.clone();
-        self.issue(&req, profile, peer, &used)
+        self.issue(&req, profile, peer, &used, sink)
     }
 
     /// Build, sign, verify, record, return.
-    fn issue(&self, req: &SignRequest, profile: &Profile, peer: &str, auth_key: &str) -> Reply {
+    fn issue(&self, req: &SignRequest, profile: &Profile, peer: &str, auth_key: &str, sink: Sink) {
         if profile.remote.is_some() {
-            return failure(
+            return sink(failure(
                 400,
                 &format!(
                     "profile \"{}\" forwards to a remote signer (remote/auth_remote); p11ca serve signs only with its own key",
                     profile.name
                 ),
-            );
+            ));
         }
         let leaf = match leaf_of(req) {
             Ok(l) => l,
-            Err(e) => return fail(&e),
+            Err(e) => return sink(fail(&e)),
         };
-        // Only the serial and C_Sign happen on a signing thread (in a token session): the
-        // certificate is encoded before and verified after, here, so the signing threads go
-        // from one signature to the next.
+        // The certificate is encoded here; a signing thread signs it, verifies it and hands
+        // it to the store's writer, which answers into `sink` once it is committed: on a
+        // plain keep-alive connection the answer goes onto the socket from there, and the
+        // connection thread, already back at reading the next request, is not woken for it.
         let mut warnings = Vec::new();
         let prepared = PROFILE_EXTENSIONS
             .with_borrow_mut(|cache| self.ca.prepare(&leaf, profile, cache, &mut warnings));
         let unsigned = match prepared {
             Ok(u) => u,
-            Err(e) => return fail(&e),
+            Err(e) => return sink(fail(&e)),
         };
-        let der = match self.signers.sign(unsigned).and_then(|s| s.verified()) {
-            Ok(der) => der,
-            Err(e) => return fail(&e),
-        };
-        let record = match CertRecord::from_der(&der, &profile.name, peer, auth_key) {
-            Ok(r) => r,
-            Err(e) => return failure(500, e.message()),
-        };
-        let pem = record.pem.clone();
-        let event = audit::issue_event(&record, peer);
-        if let Err(e) = self.recorder.record(record, event) {
-            return failure(
-                500,
-                &format!(
-                    "{}; the certificate was not recorded, so it is not returned",
-                    e.message()
-                ),
-            );
-        }
-        let mut r = success(json!({"certificate": pem}), &warnings);
-        r.issued = 1;
-        r
+        let recorder = self.recorder.clone();
+        let (profile_name, peer, auth_key) =
+            (profile.name.clone(), peer.to_string(), auth_key.to_string());
+        self.signers.submit(unsigned, move |signed| {
+            let der = match signed.and_then(|s| s.verified()) {
+                Ok(der) => der,
+                Err(e) => return sink(fail(&e)),
+            };
+            let record = match CertRecord::from_der(&der, &profile_name, &peer, &auth_key) {
+                Ok(r) => r,
+                Err(e) => return sink(failure(500, e.message())),
+            };
+            let event = audit::issue_event(&record, &peer);
+            let pem = record.pem.clone();
+            recorder.submit(record, event, move |committed| {
+                sink(match committed {
+                    Ok(()) => {
+                        let mut r = success(json!({"certificate": pem}), &warnings);
+                        r.issued = 1;
+                        r
+                    }
+                    Err(e) => not_recorded(&e),
+                });
+            });
+        });
     }
 
     fn info(&self, body: &[u8]) -> Reply {

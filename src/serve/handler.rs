@@ -20,10 +20,25 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// Where an answer goes once it is ready: back to the waiting connection thread, or (a plain
+/// keep-alive connection) straight onto the socket from whichever thread finishes the request.
+pub type Sink = Box<dyn FnOnce(Reply) + Send>;
+
 /// A request handler.
 pub trait Handler: Send + Sync {
     /// Answer one request from `who` (the peer, and its client certificate's CN).
     fn handle(&self, req: &Request, who: &str) -> Reply;
+    /// Answer one request into `sink`, exactly once, now or later from another thread (a
+    /// certificate is answered by the thread that commits it, so the connection thread need
+    /// not sleep until then). The default answers now.
+    fn handle_into(&self, req: &Request, who: &str, sink: Sink) {
+        sink(self.handle(req, who));
+    }
+    /// Whether `req` is answered later from another thread through
+    /// [`handle_into`](Self::handle_into) (worth handing that thread the socket).
+    fn answers_later(&self, _req: &Request) -> bool {
+        false
+    }
     /// The largest request body read.
     fn max_body(&self) -> usize;
     /// Whether the POST body of `req` is of a type the handler reads (others get 415 before

@@ -355,11 +355,23 @@ impl<S: Read + Write> Conn<S> {
         body: &[u8],
         keep_alive: bool,
     ) -> io::Result<()> {
-        let mut out = head(status, content_type, headers, body.len(), keep_alive);
-        out.extend_from_slice(body);
+        let out = response_with(status, content_type, headers, body, keep_alive);
         self.stream.write_all(&out)?;
         self.stream.flush()
     }
+}
+
+/// A response with a body of `content_type` and extra `headers`, as bytes.
+pub fn response_with(
+    status: u16,
+    content_type: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = head(status, content_type, headers, body.len(), keep_alive);
+    out.extend_from_slice(body);
+    out
 }
 
 /// The content type of the API's envelopes.
@@ -367,9 +379,7 @@ pub const JSON: &str = "application/json";
 
 /// A response with a JSON body, as bytes.
 pub fn response(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
-    let mut out = head(status, JSON, &[], body.len(), keep_alive);
-    out.extend_from_slice(body);
-    out
+    response_with(status, JSON, &[], body, keep_alive)
 }
 
 /// A response head (status line and headers, up to the empty line).

@@ -43,14 +43,14 @@ pub mod upkeep;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::tls::Stream;
 use guard::{Guard, Refusal};
-use handler::Handler;
+use handler::{Handler, Reply};
 use http::{Conn, ReadError, Request};
 use regex::Regex;
 
@@ -77,6 +77,9 @@ pub const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long a write may block (responses are small; a client that does not read is dropped).
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A connection's socket send buffer (the kernel doubles it).
+const SEND_BUFFER: usize = 128 * 1024;
 
 /// Counters for the log line at exit.
 #[derive(Debug, Default)]
@@ -225,7 +228,16 @@ fn connection(cx: &ConnContext, stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(http::POLL));
     let _ = stream.set_write_timeout(Some(WRITE_LIMIT));
     let _ = stream.set_nodelay(true);
+    // A fixed send buffer instead of one that grows to 4 MiB: a client that does not read
+    // what it asked for ties up this much kernel memory at most (an answer is about 2 KiB).
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
     let local = stream.local_addr().ok().map(|a| a.ip());
+    // A plain connection's answers may be written by the thread that finishes the request
+    // (see `serve_request`), through a second handle on the socket.
+    let out = match cx.tls {
+        None => stream.try_clone().ok().map(Arc::new),
+        Some(_) => None,
+    };
     let Ok(mut stream) = Stream::new(stream, cx.tls.as_ref().map(|t| &t.config)) else {
         return;
     };
@@ -236,13 +248,20 @@ fn connection(cx: &ConnContext, stream: TcpStream) {
         return;
     }
     let mut conn = Conn::new(stream);
+    let mut in_flight = None;
     loop {
-        match conn.read_request(cx.service.max_body(), &cx.stop) {
-            Ok(req) => {
-                if !serve_request(cx, &mut conn, &req, local) {
-                    break;
-                }
-            }
+        let read = conn.read_request(cx.service.max_body(), &cx.stop);
+        // The answer before is on the socket before anything else happens on it (a client
+        // that waits for its answers has it long before this point).
+        if !answered(&mut in_flight) {
+            break;
+        }
+        match read {
+            Ok(req) => match serve_request(cx, &mut conn, &req, local, out.as_ref()) {
+                Next::Read => {}
+                Next::After(answer) => in_flight = Some(answer),
+                Next::Close => break,
+            },
             Err(ReadError::Closed) | Err(ReadError::Io(_)) => break,
             Err(ReadError::Bad(status, message)) => {
                 cx.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -258,7 +277,26 @@ fn connection(cx: &ConnContext, stream: TcpStream) {
             }
         }
     }
+    answered(&mut in_flight);
     conn.stream_mut().close();
+}
+
+/// What a connection does after a request.
+enum Next {
+    /// Read the next request.
+    Read,
+    /// Read the next request; the answer to this one is written by another thread, which
+    /// says here whether it could be.
+    After(mpsc::Receiver<bool>),
+    /// Close.
+    Close,
+}
+
+/// Wait for the answer in flight on this connection, if any; false if it was not written.
+fn answered(in_flight: &mut Option<mpsc::Receiver<bool>>) -> bool {
+    in_flight
+        .take()
+        .is_none_or(|answer| answer.recv().unwrap_or(false))
 }
 
 /// Check and answer one request; false when the connection is to be closed.
@@ -267,7 +305,8 @@ fn serve_request(
     conn: &mut Conn<Stream>,
     req: &Request,
     local: Option<IpAddr>,
-) -> bool {
+    out: Option<&Arc<TcpStream>>,
+) -> Next {
     let peer = cx.peer.to_string();
     // Mutual TLS: the handshake checked the chain; the CN rule is checked here.
     let cn = cx
@@ -287,31 +326,114 @@ fn serve_request(
         cx.guard.log_refusal(cx.peer.ip(), Refusal::Rate);
         Some(Refusal::Rate.answer(&cx.guard.limits))
     };
+    let keep = req.keep_alive && !cx.stop.load(Ordering::SeqCst);
+    let later = refused.is_none() && keep && cx.service.answers_later(req);
+    if let (true, Some(out)) = (later, out) {
+        // The answer goes onto the socket from the thread that finishes the request (for a
+        // certificate, the store's writer once it is committed), and this thread goes back to
+        // reading: it sleeps once per request, in the read, instead of once more for the
+        // answer.
+        let (done, written) = mpsc::sync_channel(1);
+        let (out, stats, line) = (out.clone(), cx.stats.clone(), LogLine::of(req, &who));
+        let sink = Box::new(move |reply: Reply| {
+            account(&stats, &reply, &line);
+            let bytes = http::response_with(
+                reply.status,
+                reply.content_type,
+                &reply.headers,
+                &reply.body,
+                true,
+            );
+            write_out(out, bytes, done);
+        });
+        cx.service.handle_into(req, &who, sink);
+        return Next::After(written);
+    }
     let reply = match refused {
         Some((status, m)) => api::failure(status, &m),
         None => cx.service.handle(req, &who),
     };
-    cx.stats.requests.fetch_add(1, Ordering::Relaxed);
-    cx.stats.issued.fetch_add(reply.issued, Ordering::Relaxed);
-    if let Some(e) = &reply.error {
-        cx.stats.failed.fetch_add(1, Ordering::Relaxed);
-        if reply.status != 429 {
-            log_failure(reply.status, &req.method, &req.path, &who, e);
-        }
-    }
-    let keep = req.keep_alive && !cx.stop.load(Ordering::SeqCst);
-    conn.respond_with(
+    account(&cx.stats, &reply, &LogLine::of(req, &who));
+    let sent = conn.respond_with(
         reply.status,
         reply.content_type,
         &reply.headers,
         &reply.body,
         keep,
-    )
-    .is_ok()
-        && keep
+    );
+    if sent.is_ok() && keep {
+        Next::Read
+    } else {
+        Next::Close
+    }
 }
 
-/// The 403 for a client certificate whose CN does not match `-mutual-tls-cn`.
+/// What the server log says of a failed request.
+struct LogLine {
+    method: String,
+    path: String,
+    who: String,
+}
+
+impl LogLine {
+    fn of(req: &Request, who: &str) -> Self {
+        Self {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            who: who.to_string(),
+        }
+    }
+}
+
+/// Count `reply` and log it if it is a failure.
+fn account(stats: &Stats, reply: &Reply, line: &LogLine) {
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats.issued.fetch_add(reply.issued, Ordering::Relaxed);
+    if let Some(e) = &reply.error {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        if reply.status != 429 {
+            log_failure(reply.status, &line.method, &line.path, &line.who, e);
+        }
+    }
+}
+
+/// Write `bytes` to `out` without blocking the calling thread (the store's writer must not
+/// wait on a client): what the socket does not take at once (a client that does not read its
+/// answers) is written by a thread of its own, within the socket's write timeout. `done` says
+/// whether all of it was written.
+fn write_out(out: Arc<TcpStream>, bytes: Vec<u8>, done: mpsc::SyncSender<bool>) {
+    let sent = match send_now(&out, &bytes) {
+        Ok(n) if n < bytes.len() => n,
+        all_or_failed => {
+            let _ = done.send(all_or_failed.is_ok());
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("p11ca-answer".into())
+        .spawn(move || {
+            let _ = done.send((&*out).write_all(&bytes[sent..]).is_ok());
+        });
+    // Without a thread the answer stays cut short: its receiver sees `false` and closes.
+    drop(spawned);
+}
+
+/// Send as much of `bytes` as the socket takes without waiting; how much that was.
+fn send_now(out: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+    let socket = socket2::SockRef::from(out);
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match socket.send_with_flags(&bytes[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
 fn cn_refusal(tls: Option<&TlsOptions>, cn: Option<&str>) -> Option<(u16, String)> {
     let re = tls.and_then(|t| t.cn_regex.as_ref())?;
     match cn {

@@ -10,7 +10,6 @@
 //! (`ci/bench-serve`, docs/benchmarks.md).
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,7 +44,7 @@ struct Jobs {
 
 struct Job {
     unsigned: UnsignedCertificate,
-    done: mpsc::SyncSender<Result<SignedCertificate>>,
+    then: Box<dyn FnOnce(Result<SignedCertificate>) + Send>,
 }
 
 impl Signers {
@@ -71,22 +70,27 @@ impl Signers {
         Ok(started)
     }
 
-    /// Sign `unsigned` on one of the signing threads; returns once it is signed (or failed).
-    pub fn sign(&self, unsigned: UnsignedCertificate) -> Result<SignedCertificate> {
-        let (done, wait) = mpsc::sync_channel(1);
-        let stopped = || Error::token("the signing threads have stopped");
+    /// Queue `unsigned` without waiting: `then` runs on the signing thread with the signed
+    /// certificate (or the failure), and may go on with it there (verify it, hand it to the
+    /// store), so the caller sleeps once for the whole of it rather than once per step.
+    pub fn submit(
+        &self,
+        unsigned: UnsignedCertificate,
+        then: impl FnOnce(Result<SignedCertificate>) + Send + 'static,
+    ) {
+        let then = Box::new(then);
         let wake = {
             let mut jobs = lock(&self.queue.jobs);
             if jobs.closed {
-                return Err(stopped());
+                drop(jobs);
+                return then(Err(stopped()));
             }
-            jobs.waiting.push_back(Job { unsigned, done });
+            jobs.waiting.push_back(Job { unsigned, then });
             jobs.idle > 0
         };
         if wake {
             self.queue.ready.notify_one();
         }
-        wait.recv().map_err(|_| stopped())?
     }
 }
 
@@ -101,11 +105,15 @@ impl Drop for Signers {
     }
 }
 
+fn stopped() -> Error {
+    Error::token("the signing threads have stopped")
+}
+
 /// A signing thread: take jobs until the queue is closed and empty.
 fn work(queue: &Queue, ca: &CaKey, pool: &SessionPool) {
     while let Some(job) = next(queue) {
         let mut unsigned = job.unsigned;
-        let _ = job.done.send(sign_one(ca, pool, &mut unsigned));
+        (job.then)(sign_one(ca, pool, &mut unsigned));
     }
 }
 
