@@ -1,7 +1,7 @@
-//! Group commit: one writer thread owns the store connection; request threads hand it their
-//! record and wait until it is committed. Records that arrive while a commit is on its way go
-//! into the next transaction together, so a durable commit per certificate does not cap the
-//! signing rate.
+//! Group commit: one writer thread owns the store connection; other threads hand it their
+//! record with what to do once it is committed ([`Recorder::submit`]: `serve` writes the
+//! answer from there). Records that arrive while a commit is on its way go into the next
+//! transaction together, so a durable commit per certificate does not cap the signing rate.
 //!
 //! A certificate and its audit event are committed together (one flush to disk, and never one
 //! without the other).

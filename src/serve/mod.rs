@@ -5,7 +5,9 @@
 //! each prepared certificate to a few signing threads ([`signing`], the cores' number by
 //! default) which borrow a token session from a fixed pool for the signature
 //! ([`crate::token::pool`]); the login is done once at start. Every certificate is recorded
-//! by the store's writer thread (group commit, [`crate::db`]) before its response is written.
+//! by the store's writer thread (group commit, [`crate::db`]) before its response is written;
+//! on a plain keep-alive connection that thread writes the response itself
+//! ([`Handler::handle_into`]), and the connection thread goes back to reading.
 //!
 //! Shutdown ([`Server::run`] returning after `stop` is set): the listener closes at once, idle
 //! connections close within [`http::POLL`], requests already being read or signed are
@@ -299,7 +301,7 @@ fn answered(in_flight: &mut Option<mpsc::Receiver<bool>>) -> bool {
         .is_none_or(|answer| answer.recv().unwrap_or(false))
 }
 
-/// Check and answer one request; false when the connection is to be closed.
+/// Check and answer one request (or see that it is answered); what the connection does next.
 fn serve_request(
     cx: &ConnContext,
     conn: &mut Conn<Stream>,

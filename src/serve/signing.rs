@@ -1,13 +1,13 @@
 //! `serve`'s signing threads: a few threads that do nothing but sign, fed by one queue.
 //!
-//! A connection thread prepares its certificate (the CSR's checks, the policy, the encoding),
-//! hands it to [`Signers::sign`] and waits; one of the signing threads borrows a session from
-//! the pool for the serial and `C_Sign` and hands the signed certificate back, and the
-//! connection thread verifies, records and answers. As in `sign --batch`, signatures are made
-//! by a few long-running threads (the cores' number by default) rather than by whichever of the
-//! connection threads holds a session: the cores stay busy with signatures while requests wait
-//! for their commit, and a software token's signing stays on threads that do nothing else
-//! (`ci/bench-serve`, docs/benchmarks.md).
+//! A connection thread prepares its certificate (the CSR's checks, the policy, the encoding)
+//! and hands it to [`Signers::submit`] with what to do next; one of the signing threads
+//! borrows a session from the pool for the serial and `C_Sign` and then runs that (for `/sign`:
+//! verify the signature, hand the record to the store's writer, which answers). As in `sign
+//! --batch`, signatures are made by a few long-running threads (the cores' number by default)
+//! rather than by whichever of the connection threads holds a session: the cores stay busy
+//! with signatures while requests wait for their commit, and a software token's signing stays
+//! on threads that do nothing else (`ci/bench-serve`, docs/benchmarks.md).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
