@@ -99,7 +99,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         config,
         pool,
         signers,
-        recorder: Arc::new(Recorder::start(store, db.clone())),
+        recorder: Recorder::start(store, db.clone()),
         max_body: a.max_body,
         replays: Default::default(),
         revoke_key,
@@ -189,8 +189,8 @@ fn finish(service: Arc<Service>, stats: &Stats) {
         stats.issued.load(Ordering::Relaxed),
         stats.failed.load(Ordering::Relaxed),
     );
-    if let Some(recorder) = Arc::into_inner(service).and_then(|s| Arc::into_inner(s.recorder)) {
-        recorder.close();
+    if let Ok(service) = Arc::try_unwrap(service) {
+        service.recorder.close();
     }
     eprintln!(
         "p11ca: serve: stopped: {requests} requests, {issued} certificates issued and recorded, {failed} refused or failed"

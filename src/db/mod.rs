@@ -35,7 +35,7 @@ use crate::text;
 use crate::x509::crl::{Reason, RevokedEntry};
 use crate::x509::name;
 
-pub use recorder::Recorder;
+pub use recorder::{RecordSender, Recorder};
 pub use revoke::{RevokeOutcome, parse_aki, parse_serial};
 
 /// The SQLite file name used next to the signing config when no database is named.

@@ -1,12 +1,12 @@
 //! Group commit: one writer thread owns the store connection; other threads hand it their
-//! record with what to do once it is committed ([`Recorder::submit`]: `serve` writes the
+//! record with what to do once it is committed ([`RecordSender::submit`]: `serve` writes the
 //! answer from there). Records that arrive while a commit is on its way go into the next
 //! transaction together, so a durable commit per certificate does not cap the signing rate.
 //!
 //! A certificate and its audit event are committed together (one flush to disk, and never one
 //! without the other).
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use super::audit::AuditEvent;
@@ -36,32 +36,93 @@ enum Job {
 
 /// The handle request threads use to record certificates.
 pub struct Recorder {
-    tx: Option<mpsc::Sender<Job>>,
+    sender: RecordSender,
     writer: Option<JoinHandle<()>>,
-    what: String,
+}
+
+/// A handle that only hands in records and events ([`Recorder::sender`]), for closures that
+/// run on other threads, the writer's own included: dropping it never waits for the writer
+/// (dropping the [`Recorder`] does).
+#[derive(Clone)]
+pub struct RecordSender {
+    tx: Option<mpsc::Sender<Job>>,
+    what: Arc<str>,
 }
 
 impl Recorder {
     /// Start the writer thread on `store` (reopened from `cfg` if its connection breaks).
     pub fn start(store: Store, cfg: DbConfig) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
-        let what = cfg.describe();
+        let what = cfg.describe().into();
         let writer = std::thread::Builder::new()
             .name("p11ca-db".into())
             .spawn(move || writer(store, &cfg, &rx))
             .ok();
         Self {
-            tx: Some(tx),
+            sender: RecordSender { tx: Some(tx), what },
             writer,
-            what,
         }
     }
 
     /// Where the records go, for messages.
     pub fn describe(&self) -> &str {
-        &self.what
+        &self.sender.what
     }
 
+    /// A handle for handing in records and events from other threads.
+    pub fn sender(&self) -> RecordSender {
+        self.sender.clone()
+    }
+
+    /// Append `event` to the audit log without waiting (a failure is reported on stderr).
+    pub fn audit(&self, event: AuditEvent) {
+        self.sender.audit(event);
+    }
+
+    /// Run `f` on the writer's store, after every record handed in before it, and return its
+    /// result (one connection does all the writing, so revocations queue with issuance).
+    pub fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (done, wait) = mpsc::sync_channel(1);
+        let job = Job::Run(Box::new(move |s: &mut Store| {
+            let _ = done.send(f(s));
+        }));
+        let gone = || self.sender.gone();
+        self.sender
+            .tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        wait.recv().map_err(|_| gone())?
+    }
+
+    /// Wait until every record and event handed in so far is written.
+    pub fn sync(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if let Some(tx) = &self.sender.tx
+            && tx.send(Job::Barrier(done)).is_ok()
+        {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Finish: every record handed in so far is written before this returns.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.sender.tx.take();
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl RecordSender {
     /// Hand in one certificate and its audit event without waiting: `then` runs on the writer
     /// thread with the outcome of their commit (here, at once, if the writer has stopped).
     /// A caller that answers from `then` need not sleep until the commit and be woken for it.
@@ -85,13 +146,6 @@ impl Recorder {
         }
     }
 
-    fn gone(&self) -> Error {
-        Error::output(format!(
-            "certificate store {}: the writer has stopped",
-            self.what
-        ))
-    }
-
     /// Append `event` to the audit log without waiting (a failure is reported on stderr).
     pub fn audit(&self, event: AuditEvent) {
         if let Some(tx) = &self.tx {
@@ -99,44 +153,11 @@ impl Recorder {
         }
     }
 
-    /// Run `f` on the writer's store, after every record handed in before it, and return its
-    /// result (one connection does all the writing, so revocations queue with issuance).
-    pub fn with_store<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let (done, wait) = mpsc::sync_channel(1);
-        let job = Job::Run(Box::new(move |s: &mut Store| {
-            let _ = done.send(f(s));
-        }));
-        self.tx
-            .as_ref()
-            .ok_or_else(|| self.gone())?
-            .send(job)
-            .map_err(|_| self.gone())?;
-        wait.recv().map_err(|_| self.gone())?
-    }
-
-    /// Wait until every record and event handed in so far is written.
-    pub fn sync(&self) {
-        let (done, wait) = mpsc::sync_channel(1);
-        if let Some(tx) = &self.tx
-            && tx.send(Job::Barrier(done)).is_ok()
-        {
-            let _ = wait.recv();
-        }
-    }
-
-    /// Finish: every record handed in so far is written before this returns.
-    pub fn close(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.writer.take() {
-            let _ = h.join();
-        }
+    fn gone(&self) -> Error {
+        Error::output(format!(
+            "certificate store {}: the writer has stopped",
+            self.what
+        ))
     }
 }
 

@@ -155,7 +155,7 @@ pub struct Service {
     /// The threads that sign certificates ([`Signers`]).
     pub signers: Signers,
     /// The issued-certificate store.
-    pub recorder: Arc<Recorder>,
+    pub recorder: Recorder,
     /// Largest accepted request body.
     pub max_body: usize,
     /// authsign tokens accepted recently (replays are refused).
@@ -354,7 +354,7 @@ impl Service {
     /// `sink`, after appending a refusal to the audit log when the answer is one.
     fn audited(&self, endpoint: &str, peer: &str, sink: Sink) -> Sink {
         let (recorder, endpoint, peer) = (
-            self.recorder.clone(),
+            self.recorder.sender(),
             endpoint.to_string(),
             peer.to_string(),
         );
@@ -470,7 +470,7 @@ impl Service {
             Ok(u) => u,
             Err(e) => return sink(fail(&e)),
         };
-        let recorder = self.recorder.clone();
+        let recorder = self.recorder.sender();
         let (profile_name, peer, auth_key) =
             (profile.name.clone(), peer.to_string(), auth_key.to_string());
         self.signers.submit(unsigned, move |signed| {
