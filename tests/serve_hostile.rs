@@ -17,7 +17,7 @@ use socket2::{Domain, Socket, Type};
 use crate::serve::{
     Server, http, mutual_tls_args, p11ca_serve, records, serve_args, setup, start, start_env,
 };
-use crate::util::{Token, free_port, require, run, sh};
+use crate::util::{Token, free_port, require, run, sh, x509_text};
 
 /// The server's head deadline (src/serve/http.rs HEAD_LIMIT).
 const HEAD_LIMIT: Duration = Duration::from_secs(5);
@@ -688,14 +688,7 @@ fn a_client_that_does_not_read_its_answers_holds_up_only_itself() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let pem = v["result"]["certificate"].as_str().unwrap();
         t.write("answer.pem", pem);
-        let text = sh(t.command("openssl").args([
-            "x509",
-            "-noout",
-            "-ext",
-            "subjectAltName",
-            "-in",
-            "answer.pem",
-        ]));
+        let text = x509_text(&t, "answer.pem");
         assert!(
             text.contains(&format!("DNS:n{i}.example")),
             "answer {i}: {text}"
