@@ -12,8 +12,11 @@
 //! counts the token's objects.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 
-use crate::util::{Backend, Run, Token, ca_csr, require, run, sh, x509_text};
+use crate::serve::{http, load, records, start};
+use crate::util::{Backend, Run, Token, ca_csr, free_port, require, run, sh, x509_text};
 
 /// The seed's profile in tests/data/ca-config.json.
 const PROFILE: &str = "mosquitood-k8s";
@@ -710,4 +713,95 @@ fn revoke_and_a_crl_from_the_store_signed_by_this_token() {
         check.stderr
     );
     crate::crl::only_revoked_is_refused(&t);
+}
+
+/// `p11ca serve` on this back-end: keep-alive clients (p11ca's own, three at once), whose
+/// answers the store's writer writes once each certificate is committed, and a client that
+/// closes after its request, answered by its own thread. Every certificate is verified by
+/// OpenSSL and found in the store, once. Where the token gives one session (a PIV card through
+/// ykcs11, p11-kit's server) one signing thread signs everything and the pool has no spare
+/// session; on a PIV card every signature needs the PIN again (slot 9c), which serve keeps.
+#[test]
+fn serve_answers_every_client_and_records_every_certificate() {
+    let t = ca("ecdsa", 256);
+    openssl_csr(
+        &t,
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "node.example",
+        "node.csr",
+    );
+    let csr = t.read("node.csr");
+    let port = free_port();
+    let p = port.to_string();
+    let args = [
+        "serve",
+        "-address",
+        "127.0.0.1",
+        "-port",
+        &p,
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ca-config.json",
+    ];
+    let _srv = start(&t, "serve", "p11ca", &args, port, true);
+    let received = Mutex::new(Vec::new());
+    let server = [format!("127.0.0.1:{port}")];
+    let errors = load(
+        &server,
+        &csr,
+        PROFILE,
+        3,
+        4,
+        &AtomicBool::new(false),
+        &received,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let body = serde_json::json!({"certificate_request": csr, "profile": PROFILE});
+    let (status, text) = http(
+        port,
+        "POST",
+        "/api/v1/cfssl/sign",
+        body.to_string().as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut pems = received.into_inner().unwrap();
+    pems.push(
+        answer["result"]["certificate"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    assert_eq!(pems.len(), 13);
+    let mut answered = BTreeSet::new();
+    for (i, pem) in pems.iter().enumerate() {
+        let file = format!("node{i}.pem");
+        t.write(&file, pem);
+        verifies(&t, &file);
+        let hex = serial(&t, &file);
+        let hex = hex
+            .trim()
+            .trim_start_matches("serial=")
+            .trim_start_matches('0');
+        answered.insert(hex.to_uppercase());
+    }
+    let recorded: BTreeSet<String> = records(&t)
+        .iter()
+        .map(|r| r.serial_hex.trim_start_matches('0').to_uppercase())
+        .collect();
+    assert_eq!(answered.len(), 13, "serials are distinct");
+    assert_eq!(recorded, answered, "every answer recorded, nothing else");
+    // One session where the token gives one (ykcs11; p11-kit's server, docs/tokens.md).
+    let one = matches!(t.backend(), Backend::Piv | Backend::P11Kit);
+    let sessions = if one {
+        "1 signing session,"
+    } else {
+        "signing sessions,"
+    };
+    let log = t.read("serve.err");
+    assert!(log.contains(sessions), "{log}");
 }

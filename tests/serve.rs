@@ -816,7 +816,7 @@ fn startup_fails_fast_with_one_error_line() {
 /// `n` threads, each signing `per` CSRs over one keep-alive connection through p11ca's
 /// client, against `servers` in turn; returns the PEMs received (stops a thread at its first
 /// failure once `stop` is set, and records it).
-fn load(
+pub(crate) fn load(
     servers: &[String],
     csr: &str,
     profile: &str,

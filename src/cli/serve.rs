@@ -71,7 +71,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     lock_memory();
     let opened = open_and_login(targs, Some(&key_uri))?;
     let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let ca = CaKey::new(
+    let mut ca = CaKey::new(
         &opened.module,
         &opened.token,
         ca_cert,
@@ -79,6 +79,8 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         &found,
         &key_uri,
     )?;
+    // Kept for keys that need the PIN for every signature (a PIV card's slot 9c).
+    ca.set_pin(opened.pin.clone());
     let mut responder = responder_key(&opened, &ca, responder)?;
     if let Some(rk) = &mut responder {
         rk.set_id_form(responder_id);
