@@ -444,7 +444,8 @@ impl Service {
         self.issue(&req, profile, peer, &used, sink)
     }
 
-    /// Build, sign, verify, record, return.
+    /// Build the certificate and hand it on: signed, verified and recorded by other threads,
+    /// answered into `sink` once committed.
     fn issue(&self, req: &SignRequest, profile: &Profile, peer: &str, auth_key: &str, sink: Sink) {
         if profile.remote.is_some() {
             return sink(failure(

@@ -338,7 +338,7 @@ fn serve_request(
         let (done, written) = mpsc::sync_channel(1);
         let (out, stats, line) = (out.clone(), cx.stats.clone(), LogLine::of(req, &who));
         let sink = Box::new(move |reply: Reply| {
-            account(&stats, &reply, &line);
+            account(&stats, &reply, &line.method, &line.path, &line.who);
             let bytes = http::response_with(
                 reply.status,
                 reply.content_type,
@@ -355,7 +355,7 @@ fn serve_request(
         Some((status, m)) => api::failure(status, &m),
         None => cx.service.handle(req, &who),
     };
-    account(&cx.stats, &reply, &LogLine::of(req, &who));
+    account(&cx.stats, &reply, &req.method, &req.path, &who);
     let sent = conn.respond_with(
         reply.status,
         reply.content_type,
@@ -370,7 +370,7 @@ fn serve_request(
     }
 }
 
-/// What the server log says of a failed request.
+/// What the server log says of a failed request answered by another thread.
 struct LogLine {
     method: String,
     path: String,
@@ -387,14 +387,14 @@ impl LogLine {
     }
 }
 
-/// Count `reply` and log it if it is a failure.
-fn account(stats: &Stats, reply: &Reply, line: &LogLine) {
+/// Count `reply` to `method path` from `who`, and log it if it is a failure.
+fn account(stats: &Stats, reply: &Reply, method: &str, path: &str, who: &str) {
     stats.requests.fetch_add(1, Ordering::Relaxed);
     stats.issued.fetch_add(reply.issued, Ordering::Relaxed);
     if let Some(e) = &reply.error {
         stats.failed.fetch_add(1, Ordering::Relaxed);
         if reply.status != 429 {
-            log_failure(reply.status, &line.method, &line.path, &line.who, e);
+            log_failure(reply.status, method, path, who, e);
         }
     }
 }
