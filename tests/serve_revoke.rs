@@ -3,7 +3,7 @@
 //! /api/v1/cfssl/crl and /crl.pem; OpenSSL and a real TLS server (nginx with `ssl_crl`)
 //! refuse the revoked client certificate and accept the other.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -12,7 +12,7 @@ use p11ca::cfssl::config::AuthKey;
 use p11ca::db::{DbConfig, ListFilter, Store};
 use serde_json::{Value, json};
 
-use crate::serve::{http, p11ca_serve, records, setup};
+use crate::serve::{http, p11ca_serve, records, serve_args, setup, start_env};
 use crate::util::{Token, free_port, require, sh};
 
 const SIGN: &str = "/api/v1/cfssl/sign";
@@ -403,4 +403,49 @@ fn nginx_enforces_the_crl(t: &Token) {
     assert!(bad.ends_with("400") && !bad.contains("hello"), "bad: {bad}");
     let log = std::fs::read_to_string(dir.join("nginx/logs/error.log")).unwrap_or_default();
     assert!(log.contains("certificate revoked"), "{log}");
+}
+
+/// The pool keeps one session more than there are signing threads, for /revoke's OCSP response
+/// and the CRL it publishes. With both signing threads held inside a slow signature
+/// (`P11CA_FAULT=serve-slow-sign`: 2 s each), a revocation is answered before either of them.
+#[test]
+fn revoke_does_not_queue_behind_issuance() {
+    let t = Token::new("serve-spare");
+    setup(&t);
+    let port = free_port();
+    let p = port.to_string();
+    let args = serve_args(&p, &["-revoke-auth-key", "current", "--jobs", "2"]);
+    let env = [("P11CA_FAULT", "serve-slow-sign")];
+    let _srv = start_env(&t, "serve", "p11ca", &args, port, true, &env);
+    let serial = issue(&t, port, "old");
+    let aki = records(&t)[0].authority_key_identifier.clone();
+    assert!(
+        t.read("serve.err").contains("3 signing sessions"),
+        "{}",
+        t.read("serve.err")
+    );
+
+    let csr = t.ec_csr("busy", "busy.example");
+    let body = json!({"certificate_request": csr, "profile": "kubernetes"}).to_string();
+    let signing: Vec<_> = (0..2)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let answer = http(port, "POST", SIGN, body.as_bytes());
+                (answer, Instant::now())
+            })
+        })
+        .collect();
+    // Both signing threads are inside their 2 s signature well before this.
+    std::thread::sleep(Duration::from_millis(500));
+    let revoke = revoke_body(&current_key(), &serial, &aki, "keyCompromise");
+    let (st, text) = http(port, "POST", REVOKE, revoke.as_bytes()).unwrap();
+    let revoked_at = Instant::now();
+    assert_eq!(st, 200, "{text}");
+    for s in signing {
+        let (answer, at) = s.join().unwrap();
+        let (st, text) = answer.expect("an answer");
+        assert_eq!(st, 200, "{text}");
+        assert!(revoked_at < at, "the revocation waited for a signature");
+    }
 }

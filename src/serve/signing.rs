@@ -142,6 +142,12 @@ fn sign_one(
     unsigned: &mut UnsignedCertificate,
 ) -> Result<SignedCertificate> {
     pool.with_session(SESSION_WAIT, |session| {
+        // A signature that holds its session a long while (`fault-injection` feature): the
+        // test that /revoke does not queue behind issuance.
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::active("serve-slow-sign") {
+            std::thread::sleep(Duration::from_secs(2));
+        }
         let r = Issuer::new(ca, session)?.sign(unsigned);
         if r.as_ref().err().and_then(Error::fault) != Some(TokenFault::KeyHandleInvalid) {
             return r;
