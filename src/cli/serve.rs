@@ -86,7 +86,8 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
         rk.set_id_form(responder_id);
     }
     // The signing threads (default: the cores), and one session more where the token allows
-    // it, so that /revoke's OCSP response, the CRL and /health do not queue behind issuance.
+    // it, so that /revoke's OCSP response and the CRL do not queue behind issuance (/health
+    // checks the login session, which is not one of them).
     let signing = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
     let sessions =
         batch::session_count(&opened.module, &opened.token, Some(signing + 1), usize::MAX);

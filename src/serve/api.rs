@@ -150,7 +150,7 @@ pub struct Service {
     /// The signing policy.
     pub config: SigningConfig,
     /// Token sessions: the signing threads', and one more (where the token allows it) for
-    /// /revoke's OCSP response, the CRL and /health.
+    /// /revoke's OCSP response and the CRL; /health checks the login session kept beside them.
     pub pool: Arc<SessionPool>,
     /// The threads that sign certificates ([`Signers`]).
     pub signers: Signers,
