@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
-use crate::serve::{http, load, records, start};
+use crate::serve::{http, load, records, serve_args, start};
 use crate::util::{Backend, Run, Token, ca_csr, free_port, require, run, sh, x509_text};
 
 /// The seed's profile in tests/data/ca-config.json.
@@ -733,19 +733,9 @@ fn serve_answers_every_client_and_records_every_certificate() {
     let csr = t.read("node.csr");
     let port = free_port();
     let p = port.to_string();
-    let args = [
-        "serve",
-        "-address",
-        "127.0.0.1",
-        "-port",
-        &p,
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-    ];
+    // serve_args names server-config.json: the seed's config under that name.
+    t.write("server-config.json", &t.read("ca-config.json"));
+    let args = serve_args(&p, &[]);
     let _srv = start(&t, "serve", "p11ca", &args, port, true);
     let received = Mutex::new(Vec::new());
     let server = [format!("127.0.0.1:{port}")];
