@@ -61,8 +61,9 @@ struct Args {
     /// Append every certificate received (PEM) to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Send `info` requests for the profile instead of sign requests.
-    #[arg(long)]
+    /// Send `info` requests for the profile instead of sign requests (no certificates, so
+    /// nothing for `--out`).
+    #[arg(long, conflicts_with = "out")]
     info: bool,
 }
 
