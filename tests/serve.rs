@@ -1405,16 +1405,23 @@ impl Drop for Postgres {
 }
 
 #[test]
-fn two_replicas_share_one_postgres_and_token_without_duplicates() {
+fn two_replicas_share_one_postgres_and_ca_key_without_duplicates() {
     let t = Token::new("serve-pg2");
     setup(&t);
     // Over TLS, as replicas on other hosts would reach it (the server refuses plain TCP).
     let pg = Postgres::start_tls();
     assert!(pg.dsn.contains("sslmode=verify-full"), "{}", pg.dsn);
     pg.db_config(&t);
-    // Both replicas start together: the migration runs once, under its lock.
+    // Both replicas start together: the migration runs once, under its lock. Replica b signs
+    // with a copy of the token (the same CA key), as a replica on another host has its own
+    // connection to the HSM: SoftHSM2 is not safe for two processes logging in to one token
+    // at once (see `Token::softhsm_copy`).
     let a = p11ca_serve(&t, "replica-a", &["-db-config", "db.json"]);
-    let b = p11ca_serve(&t, "replica-b", &["-db-config", "db.json"]);
+    let (port, conf) = (free_port(), t.softhsm_copy("hsm-b"));
+    let p = port.to_string();
+    let args = serve_args(&p, &["-db-config", "db.json"]);
+    let conf = [("SOFTHSM2_CONF", conf.to_str().unwrap())];
+    let b = start_env(&t, "replica-b", "p11ca", &args, port, true, &conf);
     let csr = t.ec_csr("load", "load");
     let received = Mutex::new(Vec::new());
     let errors = load(

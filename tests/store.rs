@@ -14,7 +14,7 @@ use x509_cert::crl::CertificateList;
 use p11ca::db::{CertRecord, DbConfig, ListFilter, Store};
 
 use crate::crl::{only_revoked_is_refused, openssl, seed_with_two_nodes};
-use crate::util::{Run, Token, require, sh};
+use crate::util::{Run, Token, require, run, sh};
 
 /// The store file the tests use (not the default name, which issuing paths may write).
 const DB: &str = "certs.db";
@@ -1082,22 +1082,28 @@ fn postgres_store_migrates_and_crl_numbers_grow_across_processes() {
     ])
     .fails(6, "1 certificate expires within 1000000h");
 
-    // Two processes taking CRL numbers from the one store at the same time.
+    // Two processes taking CRL numbers from the one store at the same time. The store is
+    // what is tested: each process signs with its own copy of the token, since SoftHSM2 is
+    // not safe for two processes logging in to one token (see `Token::softhsm_copy`).
     let want_serial = vec![recs[0].serial_hex.to_uppercase()];
-    let numbers = |_: usize| {
-        let (t, want_serial) = (&t, &want_serial);
+    let confs = [t.softhsm_copy("hsm-a"), t.softhsm_copy("hsm-b")];
+    let numbers = |i: usize| {
+        let (t, want_serial, conf) = (&t, &want_serial, &confs[i]);
         move || {
             (0..4)
                 .map(|_| {
-                    let r = t.run(&[
-                        "crl",
-                        "-db-config",
-                        "db.json",
-                        "-ca",
-                        "ca.pem",
-                        "-ca-key",
-                        "ca-key.uri",
-                    ]);
+                    let r = run(
+                        t.p11ca().env("SOFTHSM2_CONF", conf).args([
+                            "crl",
+                            "-db-config",
+                            "db.json",
+                            "-ca",
+                            "ca.pem",
+                            "-ca-key",
+                            "ca-key.uri",
+                        ]),
+                        None,
+                    );
                     let der = base64::engine::general_purpose::STANDARD
                         .decode(r.ok().stdout.trim())
                         .unwrap();

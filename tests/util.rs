@@ -316,6 +316,38 @@ impl Token {
         );
     }
 
+    /// A copy of this SoftHSM2 token (the same keys) in a folder of its own: the
+    /// `SOFTHSM2_CONF` that selects it. For tests of several processes at once that are not
+    /// about the token: SoftHSM2 rewrites a token's file at every login, and another process
+    /// reading the file at that moment finds the token not initialized or gets
+    /// CKR_GENERAL_ERROR (SoftHSMv2 issue #757).
+    pub(crate) fn softhsm_copy(&self, name: &str) -> PathBuf {
+        assert_eq!(
+            self.backend,
+            Backend::SoftHsm,
+            "softhsm_copy copies SoftHSM2 tokens"
+        );
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (from, to) = (self.hsm_dir().join("tokens"), dir.join("tokens"));
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cp -a {from:?}: {out:?}");
+        let conf = std::fs::read_to_string(self.conf()).unwrap();
+        let (from, to) = (from.to_str().unwrap(), to.to_str().unwrap());
+        assert!(
+            conf.contains(from),
+            "{:?} does not name {from}",
+            self.conf()
+        );
+        std::fs::write(dir.join("softhsm2.conf"), conf.replace(from, to)).unwrap();
+        dir.join("softhsm2.conf")
+    }
+
     pub(crate) fn hsm_dir(&self) -> PathBuf {
         self.dir.path().join("hsm")
     }
