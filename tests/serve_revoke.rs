@@ -449,3 +449,47 @@ fn revoke_does_not_queue_behind_issuance() {
         assert!(revoked_at < at, "the revocation waited for a signature");
     }
 }
+
+/// Nothing is signed for a revocation the store would refuse or leave as it is. With every
+/// revocation's OCSP signature failing (`P11CA_FAULT=revoke-ocsp-sign`), the first revocation
+/// says its response was not refreshed; revoking it again for the same reason is answered
+/// without trying (before, the signature was made and thrown away); an unknown serial and a
+/// conflicting reason get the store's own refusal.
+#[test]
+fn revoke_signs_nothing_for_what_the_store_refuses() {
+    let t = Token::new("serve-revoke-nosign");
+    setup(&t);
+    let port = free_port();
+    let p = port.to_string();
+    let args = serve_args(&p, &["-revoke-auth-key", "current"]);
+    let env = [("P11CA_FAULT", "revoke-ocsp-sign")];
+    let _srv = start_env(&t, "serve", "p11ca", &args, port, true, &env);
+    let serial = issue(&t, port, "old");
+    let aki = records(&t)[0].authority_key_identifier.clone();
+    let revoke = |serial: &str, reason: &str| {
+        let body = revoke_body(&current_key(), serial, &aki, reason);
+        http(port, "POST", REVOKE, body.as_bytes()).unwrap()
+    };
+
+    let (st, text) = revoke(&serial, "keyCompromise");
+    assert_eq!(st, 200, "{text}");
+    assert!(text.contains(&format!("revoked serial {serial}")), "{text}");
+    assert!(
+        text.contains("the OCSP response was not refreshed: injected fault"),
+        "{text}"
+    );
+    // The same reason spelled otherwise: a new envelope, not a replay.
+    let (st, text) = revoke(&serial, "keycompromise");
+    assert_eq!(st, 200, "{text}");
+    assert!(text.contains("was already revoked"), "{text}");
+    assert!(!text.contains("OCSP"), "a signature was attempted: {text}");
+    let (st, text) = revoke(&serial, "superseded");
+    assert_eq!(st, 400, "{text}");
+    assert!(
+        text.contains("already revoked with reason keycompromise"),
+        "{text}"
+    );
+    let (st, text) = revoke("123456789", "keyCompromise");
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("is not in the certificate store"), "{text}");
+}

@@ -523,6 +523,24 @@ impl Store {
         self.revoke_recorded(items, reason, at, audit::RevokeAlso::default())
     }
 
+    /// What [`Store::revoke`] would do now, changing nothing: for work worth doing only when
+    /// the revocation will happen (signing its OCSP response). The same errors as the revocation.
+    pub fn revoke_outcome(
+        &mut self,
+        serial: &str,
+        aki: &str,
+        reason: Reason,
+    ) -> Result<RevokeOutcome> {
+        let (serial, aki) = (parse_serial(serial)?, parse_aki(aki)?);
+        // find_status also reads a decimal serial as hex: only the exact row counts.
+        let found = self
+            .find_status(&serial)?
+            .into_iter()
+            .find(|l| l.record.serial_number == serial && l.record.authority_key_identifier == aki)
+            .map(|l| (l.status, Some(l.reason)));
+        revoke_step(&serial, &aki, found, i64::from(reason.code()))
+    }
+
     /// The revoked certificates of the CA whose key identifier is `aki`, for its CRL made at
     /// `now` (rows cfssl 1.2 wrote without an AKI are first given the one their PEM carries). An entry stays until a CRL made after its notAfter has listed it (RFC 5280 §3.3):
     /// it is dropped only once the previous CRL of this CA was itself made after its notAfter.
@@ -802,10 +820,24 @@ mod tests {
         let (a, b) = (rec("256", "0100", 4_000_000_000), rec("257", "0101", 100));
         s.insert(&[&a, &b]).unwrap();
         let t = 1_800_000_000;
+        // What a revocation would do is told without doing it; "100" is decimal here, not
+        // the hex serial 0x100 of the stored 256.
+        let outcome = |s: &mut Store, serial: &str, reason| s.revoke_outcome(serial, "ab", reason);
+        assert_eq!(
+            outcome(&mut s, "0x100", Reason::KeyCompromise).unwrap(),
+            RevokeOutcome::Revoked
+        );
+        assert!(outcome(&mut s, "100", Reason::KeyCompromise).is_err());
         assert_eq!(
             s.revoke("0x100", "AB", Reason::KeyCompromise, t).unwrap(),
             RevokeOutcome::Revoked
         );
+        assert_eq!(
+            outcome(&mut s, "256", Reason::KeyCompromise).unwrap(),
+            RevokeOutcome::AlreadyRevoked
+        );
+        let e = outcome(&mut s, "256", Reason::Superseded).unwrap_err();
+        assert!(e.message().contains("already revoked with reason"), "{e}");
         assert_eq!(
             s.revoke("256", "ab", Reason::KeyCompromise, t + 5).unwrap(),
             RevokeOutcome::AlreadyRevoked

@@ -35,7 +35,7 @@ use crate::cfssl::config::{AuthKey, Profile, SigningConfig};
 use crate::cfssl::csr::NameEntry;
 use crate::cfssl::json;
 use crate::db::audit::{self, AuditEvent, AuditKind, RevokeAlso};
-use crate::db::{CertRecord, Recorder};
+use crate::db::{CertRecord, Recorder, RevokeOutcome};
 use crate::error::{Error, Kind};
 use crate::token::pool::SessionPool;
 use crate::x509::hosts;
@@ -256,12 +256,23 @@ impl Service {
             Ok(r) => r,
             Err((status, m)) => return failure(status, &m),
         };
+        // Nothing is signed for a revocation the store would refuse (an unknown serial, another
+        // reason) or leave as it is.
+        let (serial, aki, reason) = (r.serial.clone(), r.aki.clone(), r.reason);
+        let will = self
+            .recorder
+            .with_store(move |s| s.revoke_outcome(&serial, &aki, reason));
+        let will = match will {
+            Ok(o) => o,
+            Err(e) if e.kind() == Kind::Output => return failure(500, e.message()),
+            Err(e) => return failure(400, e.message()),
+        };
         let at = crate::db::now();
         let mut messages = Vec::new();
         // Only this CA's own certificates get a response signed by its key; it is signed
-        // first and stored in the revocation's transaction (not if it was revoked already).
+        // first and stored in the revocation's transaction.
         let mut ocsp = Vec::new();
-        if self.crl.aki == r.aki {
+        if self.crl.aki == r.aki && will == RevokeOutcome::Revoked {
             match revoke::revoked_response(self.signers(), &r, at) {
                 Ok(signed) => ocsp.push(signed),
                 Err(e) => messages.push(format!(

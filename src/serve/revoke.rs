@@ -133,6 +133,10 @@ pub fn revoked_response(
         reason: r.reason,
     };
     let times = Validity::at(at, OCSP_INTERVAL);
+    // Every such signature fails (`fault-injection` feature): the test that /revoke signs
+    // nothing for a revocation the store would refuse or leave as it is.
+    #[cfg(feature = "fault-injection")]
+    crate::fault::point("revoke-ocsp-sign")?;
     let der = pool.with_session(Duration::from_secs(30), |session| match responder {
         Some(rk) => rk.sign(&rk.signer(session)?, &serial, status, times),
         None => {
