@@ -68,18 +68,20 @@ fn dump(t: &Token) -> Vec<String> {
     out
 }
 
-/// `crl` against db.json with the seed CA; returns the DER CRL, also written to crl.der and
-/// crl.pem.
+/// `crl` against db.json with the seed CA.
+const CRL_ARGS: [&str; 7] = [
+    "crl",
+    "-db-config",
+    "db.json",
+    "-ca",
+    "ca.pem",
+    "-ca-key",
+    "ca-key.uri",
+];
+
+/// [`CRL_ARGS`]; returns the DER CRL, also written to crl.der and crl.pem.
 fn make_crl(t: &Token) -> Vec<u8> {
-    let r = t.run(&[
-        "crl",
-        "-db-config",
-        "db.json",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-    ]);
+    let r = t.run(&CRL_ARGS);
     r.ok();
     let der = base64::engine::general_purpose::STANDARD
         .decode(r.stdout.trim())
@@ -1092,18 +1094,7 @@ fn postgres_store_migrates_and_crl_numbers_grow_across_processes() {
         move || {
             (0..4)
                 .map(|_| {
-                    let r = run(
-                        t.p11ca().env("SOFTHSM2_CONF", conf).args([
-                            "crl",
-                            "-db-config",
-                            "db.json",
-                            "-ca",
-                            "ca.pem",
-                            "-ca-key",
-                            "ca-key.uri",
-                        ]),
-                        None,
-                    );
+                    let r = run(t.p11ca().env("SOFTHSM2_CONF", conf).args(CRL_ARGS), None);
                     let der = base64::engine::general_purpose::STANDARD
                         .decode(r.ok().stdout.trim())
                         .unwrap();
