@@ -66,35 +66,23 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     let store = Store::open(&db)?;
     let ocsp = ocsp_responder(a, &db)?;
 
-    // 4. The token: one login; the CA certificate must belong to the key. Memory is locked
-    // first, so the PIN kept for re-logins is never written to swap.
-    lock_memory();
-    let opened = open_and_login(targs, Some(&key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let mut ca = CaKey::new(
-        &opened.module,
-        &opened.token,
+    // 4. The token: one login, the keys, the sessions and the signing threads.
+    let Signing {
+        module,
+        token,
+        ca,
+        pool,
+        signers,
+        responder,
+    } = open_signing(
+        targs,
+        a,
+        &key_uri,
         ca_cert,
         &ca_source,
-        &found,
-        &key_uri,
+        responder,
+        responder_id,
     )?;
-    // Kept for keys that need the PIN for every signature (a PIV card's slot 9c).
-    ca.set_pin(opened.pin.clone());
-    let mut responder = responder_key(&opened, &ca, responder)?;
-    if let Some(rk) = &mut responder {
-        rk.set_id_form(responder_id);
-    }
-    // The signing threads (default: the cores), and one session more where the token allows
-    // it, so that /revoke's OCSP response and the CRL do not queue behind issuance (/health
-    // checks the login session, which is not one of them).
-    let signing = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
-    let sessions =
-        batch::session_count(&opened.module, &opened.token, Some(signing + 1), usize::MAX);
-    let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
-        .with_relogin_pin(opened.pin.clone());
-    let (ca, pool) = (Arc::new(ca), Arc::new(pool));
-    let signers = Signers::start(ca.clone(), pool.clone(), signing.min(pool.size()))?;
 
     let service = Arc::new(Service {
         ca,
@@ -136,7 +124,7 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
 
     eprintln!(
         "p11ca: serve: listening on {scheme}://{addr}{mutual} (token \"{}\", {} signing session{}, {} with {}, store: {})",
-        opened.token.label,
+        token.label,
         service.pool.size(),
         if service.pool.size() == 1 { "" } else { "s" },
         key_uri,
@@ -151,8 +139,68 @@ pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     service.recorder.sync();
     final_checkpoint(&service, &db);
     finish(service, &stats);
-    drop(opened.module);
+    drop(module);
     Ok(())
+}
+
+/// What `serve` signs with: the module (kept until the end), the token, the CA key, the
+/// session pool, the signing threads and the delegated OCSP responder.
+struct Signing {
+    module: p11ca::token::Module,
+    token: p11ca::token::TokenSummary,
+    ca: Arc<CaKey>,
+    pool: Arc<SessionPool>,
+    signers: Signers,
+    responder: Option<ResponderKey>,
+}
+
+/// Log in once; the CA certificate must belong to the key. Memory is locked first, so the
+/// PIN kept for re-logins is never written to swap.
+fn open_signing(
+    targs: &TokenArgs,
+    a: &ServeArgs,
+    key_uri: &Pkcs11Uri,
+    ca_cert: x509_cert::Certificate,
+    ca_source: &str,
+    responder: Option<(x509_cert::Certificate, String, Pkcs11Uri)>,
+    responder_id: ResponderIdForm,
+) -> Result<Signing> {
+    lock_memory();
+    let opened = open_and_login(targs, Some(key_uri))?;
+    let found = key::find_private_key(&opened.session, &opened.token, key_uri)?;
+    let mut ca = CaKey::new(
+        &opened.module,
+        &opened.token,
+        ca_cert,
+        ca_source,
+        &found,
+        key_uri,
+    )?;
+    // Kept for keys that need the PIN for every signature (a PIV card's slot 9c).
+    ca.set_pin(opened.pin.clone());
+    let mut responder = responder_key(&opened, &ca, responder)?;
+    if let Some(rk) = &mut responder {
+        rk.set_id_form(responder_id);
+    }
+    // The signing threads (default: the cores), and one session more where the token allows
+    // it, so that /revoke's OCSP response and the CRL do not queue behind issuance (/health
+    // checks the login session, which is not one of them).
+    let signing = batch::session_count(&opened.module, &opened.token, a.jobs, usize::MAX);
+    let sessions =
+        batch::session_count(&opened.module, &opened.token, Some(signing + 1), usize::MAX);
+    let pool = SessionPool::open(&opened.module, &opened.token, sessions, opened.session)?
+        .with_relogin_pin(opened.pin.clone());
+    let (ca, pool) = (Arc::new(ca), Arc::new(pool));
+    let signers = Signers::start(ca.clone(), pool.clone(), signing.min(pool.size()))?;
+
+    Ok(Signing {
+        module: opened.module,
+        token: opened.token,
+        ca,
+        pool,
+        signers,
+        responder,
+    })
 }
 
 /// The OCSP responder of `-ocsp-path`, if one is asked for (the store is opened after
