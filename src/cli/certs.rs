@@ -34,83 +34,89 @@ pub(super) fn run(c: &CertsCommand) -> Result<()> {
             revoked,
             check,
             json,
-        } => {
-            let not_after_by = match expiring.as_deref() {
-                None => None,
-                Some(s) => {
-                    let d = GoDuration::parse(s).map_err(|m| {
-                        Error::input(format!(
-                            "--expiring \"{s}\": {m}; give a Go duration such as 720h"
-                        ))
-                    })?;
-                    if d.is_negative() {
-                        return Err(Error::input(format!("--expiring \"{s}\" is negative")));
-                    }
-                    Some(db::now() + d.as_secs())
-                }
-            };
-            let mut store = open(db)?;
-            let records = store.list_status(ListFilter {
-                not_after_by,
-                revoked_only: *revoked,
-            })?;
-            let now = db::now();
-            // --check: a failure prints nothing on stdout (as every failure), only its line.
-            if let (Some(window), Some(by), true) = (expiring.as_deref(), not_after_by, *check) {
-                let wanted = records
-                    .iter()
-                    .map(|l| {
-                        let r = &l.record;
-                        (r.authority_key_identifier.clone(), r.subject.clone())
-                    })
-                    .collect();
-                let newer = store.live_after(by, &wanted)?;
-                check_expiring(&records, newer, window, now)?;
-            }
-            if *json {
-                write_stdout(&format!("{}\n", to_json(&records)))
-            } else {
-                write_stdout(&table(&records, now))
-            }
-        }
-        CertsCommand::Show { db, serial, json } => {
-            let mut store = open(db)?;
-            let records = store.find_status(serial)?;
-            if records.is_empty() {
-                return Err(Error::input(format!(
-                    "serial {serial} is not in the certificate store; `p11ca certs list` shows what is"
-                )));
-            }
-            if *json {
-                return write_stdout(&format!("{}\n", to_json(&records)));
-            }
-            let mut out = String::new();
-            for l in &records {
-                let r = &l.record;
-                out.push_str(&format!(
-                    "serial:         {} (hex {})\nstate:          {}\nissuer AKI:     {}\nsubject:        {}\nSANs:           {}\nprofile:        {}\nnot before:     {}\nnot after:      {}\nissued at:      {}\nrequested by:   {}{}\n{}",
-                    r.serial_number,
-                    r.serial_hex,
-                    state(l, db::now()),
-                    r.authority_key_identifier,
-                    escape_for_log(&r.subject),
-                    escape_for_log(&r.sans.join(", ")),
-                    escape_for_log(&r.profile),
-                    time(r.not_before),
-                    time(r.not_after),
-                    time(r.issued_at),
-                    escape_for_log(&r.requester),
-                    if r.auth_key.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (auth_key {})", escape_for_log(&r.auth_key))
-                    },
-                    r.pem
-                ));
-            }
-            write_stdout(&out)
-        }
+        } => list(db, expiring.as_deref(), *revoked, *check, *json),
+        CertsCommand::Show { db, serial, json } => show(db, serial, *json),
     }
+}
+
+/// `certs list`: the table or JSON; with `--expiring --check`, exit 6 when one is due.
+fn list(db: &DbArgs, expiring: Option<&str>, revoked: bool, check: bool, json: bool) -> Result<()> {
+    let not_after_by = match expiring {
+        None => None,
+        Some(s) => {
+            let d = GoDuration::parse(s).map_err(|m| {
+                Error::input(format!(
+                    "--expiring \"{s}\": {m}; give a Go duration such as 720h"
+                ))
+            })?;
+            if d.is_negative() {
+                return Err(Error::input(format!("--expiring \"{s}\" is negative")));
+            }
+            Some(db::now() + d.as_secs())
+        }
+    };
+    let mut store = open(db)?;
+    let records = store.list_status(ListFilter {
+        not_after_by,
+        revoked_only: revoked,
+    })?;
+    let now = db::now();
+    // --check: a failure prints nothing on stdout (as every failure), only its line.
+    if let (Some(window), Some(by), true) = (expiring, not_after_by, check) {
+        let wanted = records
+            .iter()
+            .map(|l| {
+                let r = &l.record;
+                (r.authority_key_identifier.clone(), r.subject.clone())
+            })
+            .collect();
+        let newer = store.live_after(by, &wanted)?;
+        check_expiring(&records, newer, window, now)?;
+    }
+    if json {
+        write_stdout(&format!("{}\n", to_json(&records)))
+    } else {
+        write_stdout(&table(&records, now))
+    }
+}
+
+/// `certs show SERIAL`: every stored certificate with that serial (one per CA).
+fn show(db: &DbArgs, serial: &str, json: bool) -> Result<()> {
+    let mut store = open(db)?;
+    let records = store.find_status(serial)?;
+    if records.is_empty() {
+        return Err(Error::input(format!(
+            "serial {serial} is not in the certificate store; `p11ca certs list` shows what is"
+        )));
+    }
+    if json {
+        return write_stdout(&format!("{}\n", to_json(&records)));
+    }
+    let mut out = String::new();
+    for l in &records {
+        let r = &l.record;
+        out.push_str(&format!(
+            "serial:         {} (hex {})\nstate:          {}\nissuer AKI:     {}\nsubject:        {}\nSANs:           {}\nprofile:        {}\nnot before:     {}\nnot after:      {}\nissued at:      {}\nrequested by:   {}{}\n{}",
+            r.serial_number,
+            r.serial_hex,
+            state(l, db::now()),
+            r.authority_key_identifier,
+            escape_for_log(&r.subject),
+            escape_for_log(&r.sans.join(", ")),
+            escape_for_log(&r.profile),
+            time(r.not_before),
+            time(r.not_after),
+            time(r.issued_at),
+            escape_for_log(&r.requester),
+            if r.auth_key.is_empty() {
+                String::new()
+            } else {
+                format!(" (auth_key {})", escape_for_log(&r.auth_key))
+            },
+            r.pem
+        ));
+    }
+    write_stdout(&out)
 }
 
 /// `valid`, `expired`, or `revoked REASON TIME`.
