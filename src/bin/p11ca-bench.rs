@@ -312,30 +312,14 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         module.mechanisms(token.slot)
     })?;
 
-    let der = if args.inline_issue {
-        // What issue_all could do for a single input: no worker thread, no second session.
-        let der = Issuer::new(&ca, &session)?.issue(&leaf, profile, &mut Vec::new())?;
-        clock.lap("issue, 1 leaf, INLINE: Issuer::issue in the login session, no thread");
-        der
-    } else {
-        let jobs = batch::session_count(&module, &token, None, 1);
-        clock.lap("session_count (C_GetTokenInfo)");
-        let leaves = [leaf.clone()];
-        let batch = batch::Batch {
-            module: &module,
-            token: &token,
-            ca: &ca,
-            profile,
-        };
-        let mut results = batch.issue_all(&leaves, jobs, &|_, _, _| {})?;
-        let (der, _warnings) = results
-            .pop()
-            .ok_or_else(|| Error::token("issue_all returned nothing"))??;
-        clock.lap(
-            "issue, 1 leaf (Batch::issue_all: thread, session, serial, build, C_Sign, verify)",
-        );
-        der
-    };
+    let der = first_issue(
+        args,
+        clock,
+        (&module, &token, &session),
+        &ca,
+        &leaf,
+        profile,
+    )?;
 
     let mut fields = std::collections::BTreeMap::new();
     fields.insert("cert", build::pem("CERTIFICATE", &der)?);
@@ -368,6 +352,42 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         profile: profile.clone(),
         leaf,
         first_cert: der,
+    })
+}
+
+/// The first certificate of the one-shot path: through `Batch::issue_all` as `sign` does, or
+/// inline in the login session (`--inline-issue`).
+fn first_issue(
+    args: &Args,
+    clock: &mut Clock,
+    (module, token, session): (&Module, &TokenSummary, &Session),
+    ca: &CaKey,
+    leaf: &LeafRequest,
+    profile: &Profile,
+) -> Result<Vec<u8>> {
+    Ok(if args.inline_issue {
+        // What issue_all could do for a single input: no worker thread, no second session.
+        let der = Issuer::new(ca, session)?.issue(leaf, profile, &mut Vec::new())?;
+        clock.lap("issue, 1 leaf, INLINE: Issuer::issue in the login session, no thread");
+        der
+    } else {
+        let jobs = batch::session_count(module, token, None, 1);
+        clock.lap("session_count (C_GetTokenInfo)");
+        let leaves = [leaf.clone()];
+        let batch = batch::Batch {
+            module,
+            token,
+            ca,
+            profile,
+        };
+        let mut results = batch.issue_all(&leaves, jobs, &|_, _, _| {})?;
+        let (der, _warnings) = results
+            .pop()
+            .ok_or_else(|| Error::token("issue_all returned nothing"))??;
+        clock.lap(
+            "issue, 1 leaf (Batch::issue_all: thread, session, serial, build, C_Sign, verify)",
+        );
+        der
     })
 }
 
@@ -871,38 +891,16 @@ fn report_ab(ab: &AbRun, br: &Breakdown, tbs_len: usize) -> (Stats, Stats, Stats
     (raw, iss, ratio)
 }
 
-/// Print C; the one-session issue/raw ratio and the scaling figures for the summary.
-fn report_parallel(
-    args: &Args,
-    c: &ParallelRun,
-    n: usize,
-    cores: usize,
-) -> (f64, serde_json::Map<String, serde_json::Value>) {
+/// C's table rows, one per session count; the median issue and raw C_Sign rates of each.
+fn parallel_rows(c: &ParallelRun, n: usize) -> (Vec<f64>, Vec<f64>) {
     let ParallelRun {
         jobs,
         batch_s,
         raw_s,
         batch_cores,
         raw_cores,
-        own_cores,
-        machine,
+        ..
     } = c;
-    println!(
-        "C. parallel sessions: Batch::issue_all over {n} leaves vs raw C_Sign x {n}, {} reps, rotating order",
-        args.batch_reps.max(1)
-    );
-    println!(
-        "   {:>8} {:>14} {:>18} {:>14} {:>12} {:>11} {:>14} {:>11} {:>10}",
-        "sessions",
-        "issue/s (med)",
-        "issue/s min..max",
-        "ms/cert (med)",
-        "ms/cert p95",
-        "cores used",
-        "raw C_Sign/s",
-        "cores used",
-        "issue/raw"
-    );
     let mut issue_med = Vec::new();
     let mut raw_med = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
@@ -924,6 +922,39 @@ fn report_parallel(
         issue_med.push(rates.median());
         raw_med.push(raw_rates.median());
     }
+    (issue_med, raw_med)
+}
+
+/// Print C; the one-session issue/raw ratio and the scaling figures for the summary.
+fn report_parallel(
+    args: &Args,
+    c: &ParallelRun,
+    n: usize,
+    cores: usize,
+) -> (f64, serde_json::Map<String, serde_json::Value>) {
+    let ParallelRun {
+        jobs,
+        own_cores,
+        machine,
+        ..
+    } = c;
+    println!(
+        "C. parallel sessions: Batch::issue_all over {n} leaves vs raw C_Sign x {n}, {} reps, rotating order",
+        args.batch_reps.max(1)
+    );
+    println!(
+        "   {:>8} {:>14} {:>18} {:>14} {:>12} {:>11} {:>14} {:>11} {:>10}",
+        "sessions",
+        "issue/s (med)",
+        "issue/s min..max",
+        "ms/cert (med)",
+        "ms/cert p95",
+        "cores used",
+        "raw C_Sign/s",
+        "cores used",
+        "issue/raw"
+    );
+    let (issue_med, raw_med) = parallel_rows(c, n);
     let one = jobs.iter().position(|j| *j == 1);
     let mut scaling = serde_json::Map::new();
     // Raw C_Sign per second over the whole run of N signatures (wall time), per session count:
