@@ -603,3 +603,128 @@ fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
     ])
     .fails(5, "does not verify");
 }
+
+/// A delegated OCSP responder whose key the card made: `gencert -ca --key-in-token
+/// --piv-slot 9d` under the management key (ykcs11 makes keys only as the SO; the new key
+/// signs its CSR after a context-specific login with the user PIN, the CA key as always).
+/// Its certificate replaces the placeholder in slot 9d, and `ocsprefresh -responder` signs
+/// the store's responses with it; OpenSSL checks them with the CA as the only trust anchor.
+#[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
+fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
+    use crate::ocsp::{RESPONDER_CONFIG, gencert_in_token};
+    let t = card();
+    t.seed_files(&["ca-config.json"]);
+    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
+    t.initca("ca-csr.json", "ca");
+    t.write("ocsp-config.json", RESPONDER_CONFIG);
+    t.write(
+        "resp-csr.json",
+        r#"{"CN":"ocsp-responder","key":{"algo":"ecdsa","size":256}}"#,
+    );
+    gencert_in_token(&t, "ocsp", &["--piv-slot", "9d"])
+        .fails(1, "key generation needs the SO login");
+    let mgm = format!("file:{}", t.env_var("P11CA_PIV_MGM_KEY_FILE"));
+    gencert_in_token(&t, "ocsp", &["--so-pin-source", &mgm]).fails(1, "give --piv-slot");
+    let g = gencert_in_token(&t, "ocsp", &["--piv-slot", "9d", "--so-pin-source", &mgm]);
+    g.ok();
+    t.run_in(&["json", "-bare", "resp"], g.stdout.as_bytes())
+        .ok();
+    verifies(&t, "resp.pem");
+    let uri = t.read("resp-key.uri");
+    assert!(
+        uri.contains("id=%03") && uri.contains("type=private"),
+        "{uri}"
+    );
+    let show = t.run(&["key", "show", uri.trim(), "--json"]);
+    show.ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    for (k, want) in [
+        ("CKA_SENSITIVE", true),
+        ("CKA_EXTRACTABLE", false),
+        ("CKA_NEVER_EXTRACTABLE", true),
+        ("CKA_SIGN", true),
+    ] {
+        assert_eq!(v["attributes"][k], serde_json::json!(want), "{k}: {v}");
+    }
+    let status = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
+    let slot = status
+        .split("Slot 9d:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no certificate in slot 9d: {status}"));
+    assert!(slot.contains("CN=ocsp-responder"), "{status}");
+
+    t.write(
+        "node.json",
+        r#"{"CN":"node1","hosts":["node1.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let g = t.run(&[
+        "gencert",
+        "-ca",
+        "ca.pem",
+        "-ca-key",
+        "ca-key.uri",
+        "-config",
+        "ca-config.json",
+        "-profile",
+        "mosquitood-k8s",
+        "node.json",
+    ]);
+    g.ok();
+    t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
+        .ok();
+    let r = t.run(&[
+        "ocsprefresh",
+        "--db",
+        "p11ca-certs.db",
+        "-ca",
+        "ca.pem",
+        "-responder",
+        "resp.pem",
+        "-responder-key",
+        "resp-key.uri",
+    ]);
+    r.ok();
+    assert!(
+        r.stderr.contains("responses signed and stored"),
+        "{}",
+        r.stderr
+    );
+    let node = sh(t
+        .command("openssl")
+        .args(["x509", "-in", "node.pem", "-noout", "-serial"]));
+    let serial = node.trim().trim_start_matches("serial=");
+    let mut store =
+        p11ca::db::Store::open_existing(&p11ca::db::DbConfig::Sqlite(t.path("p11ca-certs.db")))
+            .unwrap();
+    let rec = store.find(&format!("0x{serial}")).unwrap().remove(0);
+    let der = store
+        .ocsp_response(&rec.serial_number, &rec.authority_key_identifier)
+        .unwrap()
+        .expect("a stored response for node1");
+    std::fs::write(t.path("node-ocsp.der"), der).unwrap();
+    let out = t
+        .command("openssl")
+        .args([
+            "ocsp",
+            "-respin",
+            "node-ocsp.der",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            "node.pem",
+            "-CAfile",
+            "ca.pem",
+            "-resp_text",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Response verify OK"), "{text}");
+    assert!(text.contains("node.pem: good"), "{text}");
+    assert!(text.contains("Responder Id: CN = ocsp-responder"), "{text}");
+}

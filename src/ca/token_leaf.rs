@@ -19,7 +19,7 @@ use crate::token::key::{self, GeneratedKey};
 use crate::token::quirks::{self, Quirks};
 use crate::token::signer::{SignMech, TokenSigner};
 use crate::token::uri::{ObjectType, Pkcs11Uri};
-use crate::token::{KeyHandle, Module, Session, TokenSummary};
+use crate::token::{AuthPin, KeyHandle, Module, Session, TokenSummary};
 use crate::x509;
 use crate::x509::alg::SigAlg;
 use crate::x509::build;
@@ -104,22 +104,20 @@ impl TokenLeafPlan {
     /// Make the key in `token` (logged in on `session`, where `ca` signs too), have `ca` issue
     /// its certificate under `profile`, store it next to the key, and pass it to `record`
     /// (which may refuse it); any failure after the key exists removes the new objects.
+    /// Where keys are made under the SO login (ykcs11), `session` is the SO's and the new
+    /// key signs its CSR after a context-specific login with the user `pin`: the SO's login
+    /// does not verify the card's PIN.
     pub fn run(
         &self,
         module: &Module,
         token: &TokenSummary,
-        session: &Session,
+        (session, pin): (&Session, &AuthPin),
         ca: &CaKey,
         profile: &Profile,
         record: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<TokenLeafOutput> {
         let rules = quirks::for_token(token);
-        if rules.keygen_needs_so {
-            return Err(Error::input(format!(
-                "{}: key generation needs the SO login; --key-in-token works only on tokens where the user makes keys",
-                rules.name
-            )));
-        }
+        let context_pin = rules.keygen_needs_so.then_some(pin);
         // The profile's rules are checked on the planned key before the token makes it.
         let ca_subject = ca.certificate().tbs_certificate().subject();
         issue::check_planned(
@@ -131,10 +129,11 @@ impl TokenLeafPlan {
         )
         .map_err(|e| e.context(&self.file))?;
         key::check_capability(module, token, self.spec.into())?;
-        let mech = SignMech::choose(
+        let mech = SignMech::choose_for_key(
             &module.mechanisms(token.slot)?,
             SigAlg::for_key(self.spec.into()),
             &token.label,
+            context_pin.is_some(),
         )?;
         let generated = key::generate_with(
             session,
@@ -150,7 +149,7 @@ impl TokenLeafPlan {
         let mut created: Vec<KeyHandle> = vec![generated.private, generated.public];
         let finished = self
             .finish(
-                session,
+                (session, context_pin),
                 &rules,
                 &generated,
                 mech,
@@ -177,7 +176,7 @@ impl TokenLeafPlan {
     /// The CSR signed by the new key, the certificate issued by `ca`, stored next to the key.
     fn finish(
         &self,
-        session: &Session,
+        (session, context_pin): (&Session, Option<&AuthPin>),
         rules: &Quirks,
         generated: &GeneratedKey,
         mech: SignMech,
@@ -186,7 +185,11 @@ impl TokenLeafPlan {
     ) -> Result<(Vec<u8>, String, Vec<String>)> {
         #[cfg(feature = "fault-injection")]
         fault::point("after-keygen")?;
-        let signer = TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
+        let mut signer =
+            TokenSigner::new(session, generated.private, generated.spki.clone(), mech)?;
+        if let Some(pin) = context_pin {
+            signer = signer.with_context_login(pin);
+        }
         let csr_exts = hosts::extension(&self.sans, self.subject.is_empty())?
             .into_iter()
             .collect();

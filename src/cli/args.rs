@@ -575,7 +575,7 @@ pub struct GencertArgs {
     /// With -ca: generate the new certificate's key in the CA key's token (sensitive,
     /// non-extractable, as a CA key) instead of in software, for a delegated OCSP responder
     /// and the like; prints key_uri in place of key. One CSR JSON file.
-    #[arg(long, conflicts_with_all = ["initca", "renewca", "remote", "label", "out", "piv_slot", "so_pin_source", "always_authenticate"])]
+    #[arg(long, conflicts_with_all = ["initca", "renewca", "remote", "label", "out", "always_authenticate"])]
     pub key_in_token: bool,
     /// With -renewca: accept a CSR JSON whose subject differs from the old certificate's.
     #[arg(long, requires = "renewca")]

@@ -206,11 +206,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     };
     let (bytes, name) = read_input(file)?;
     let req = sign::parse_request(&bytes, &name)?;
-    let key_id = match (&g.piv_slot, &g.key_id) {
-        (Some(slot), _) => Some(vec![quirks::piv_slot_id(slot)?]),
-        (None, Some(hex)) => Some(parse_hex(hex, "--key-id")?),
-        (None, None) => None,
-    };
+    let key_id = new_key_id(g)?;
     let opts = InitCaOptions {
         key_label: g.key_label.clone(),
         always_authenticate: g.always_authenticate,
@@ -225,7 +221,6 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         None,
     )?;
     let (module, token, sel) = open_module(targs, None)?;
-    let rules = quirks::for_token(&token);
     let mut warnings = Vec::new();
     let (pin, _) = pin::resolve(
         targs.pin_source.as_deref(),
@@ -233,26 +228,13 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         &token.label,
         &mut warnings,
     )?;
-    let session = if rules.keygen_needs_so {
-        // ykcs11: key generation and certificate import need the SO, whose "PIN" is the PIV
-        // management key; the user PIN is still used for per-signature logins (slot 9c).
-        let src = g.so_pin_source.as_deref().ok_or_else(|| {
-            Error::input(format!(
-                "{}: key generation needs the SO login (the PIV management key in hex): give --so-pin-source file:PATH or env:VAR",
-                rules.name
-            ))
-        })?;
-        let (so_pin, _) = pin::resolve(Some(src), None, &token.label, &mut warnings)?;
-        module.login_so(&token, &so_pin)?
-    } else {
-        if g.so_pin_source.is_some() {
-            warnings.push(format!(
-                "--so-pin-source is not needed for token \"{}\" ({}); ignored",
-                token.label, rules.name
-            ));
-        }
-        module.login(&token, &pin)?
-    };
+    let session = keygen_session(
+        &module,
+        &token,
+        g.so_pin_source.as_deref(),
+        &pin,
+        &mut warnings,
+    )?;
     for w in &warnings {
         warn(w);
     }
@@ -275,6 +257,45 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
     fields.insert("csr", out.csr_pem);
     fields.insert("key_uri", out.key_uri.to_string());
     write_stdout(&output::result_json(&fields))
+}
+
+/// The session new keys are made in: the SO's where the token's key generation needs it
+/// (ykcs11: the SO "PIN" is the PIV management key, read from `so_pin_source`; the user `pin`
+/// still serves the per-signature logins), else the user's.
+pub(crate) fn keygen_session(
+    module: &Module,
+    token: &TokenSummary,
+    so_pin_source: Option<&str>,
+    pin: &AuthPin,
+    warnings: &mut Vec<String>,
+) -> Result<Session> {
+    let rules = quirks::for_token(token);
+    if rules.keygen_needs_so {
+        let src = so_pin_source.ok_or_else(|| {
+            Error::input(format!(
+                "{}: key generation needs the SO login (the PIV management key in hex): give --so-pin-source file:PATH or env:VAR",
+                rules.name
+            ))
+        })?;
+        let (so_pin, _) = pin::resolve(Some(src), None, &token.label, warnings)?;
+        return module.login_so(token, &so_pin);
+    }
+    if so_pin_source.is_some() {
+        warnings.push(format!(
+            "--so-pin-source is not needed for token \"{}\" ({}); ignored",
+            token.label, rules.name
+        ));
+    }
+    module.login(token, pin)
+}
+
+/// The CKA_ID asked for the new key: `--piv-slot`'s byte, or `--key-id` in hex.
+pub(crate) fn new_key_id(g: &GencertArgs) -> Result<Option<Vec<u8>>> {
+    Ok(match (&g.piv_slot, &g.key_id) {
+        (Some(slot), _) => Some(vec![quirks::piv_slot_id(slot)?]),
+        (None, Some(hex)) => Some(parse_hex(hex, "--key-id")?),
+        (None, None) => None,
+    })
 }
 
 fn certinfo(c: &CertinfoArgs) -> Result<()> {

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use p11ca::ca::issue::CaKey;
 use p11ca::ca::token_leaf::TokenLeafPlan;
 use p11ca::cfssl::output;
-use p11ca::token::key;
+use p11ca::token::{key, pin};
 use p11ca::x509::build;
 use p11ca::{Error, Result};
 
 use super::args::{GencertArgs, TokenArgs};
 use super::record::Recording;
 use super::sign::{self, LocalConfig, Prepared};
-use super::{open_and_login, parse_hex, read_input, warn, write_stdout};
+use super::{keygen_session, new_key_id, open_module, read_input, warn, write_stdout};
 
 pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) -> Result<()> {
     let [file] = g.csr_json.as_slice() else {
@@ -32,11 +32,7 @@ pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) ->
     } = sign::prepare(&g.signing, local)?;
     let (bytes, name) = read_input(file)?;
     let req = sign::parse_request(&bytes, &name)?;
-    let key_id = g
-        .key_id
-        .as_deref()
-        .map(|h| parse_hex(h, "--key-id"))
-        .transpose()?;
+    let key_id = new_key_id(g)?;
     let plan = TokenLeafPlan::new(
         &req,
         &name,
@@ -49,17 +45,27 @@ pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) ->
     let mut rec = Recording::new(c.db_config.as_deref(), c.db.as_deref(), c.config.as_deref())?;
     let files = super::bundle::ChainFiles::read(c)?;
 
-    let opened = open_and_login(targs, Some(&key_uri))?;
-    let found = key::find_private_key(&opened.session, &opened.token, &key_uri)?;
-    let mut ca = CaKey::new(
-        &opened.module,
-        &opened.token,
-        ca_cert,
-        &ca_source,
-        &found,
-        &key_uri,
+    let (module, token, sel) = open_module(targs, Some(&key_uri))?;
+    let mut warnings = Vec::new();
+    let (pin, _) = pin::resolve(
+        targs.pin_source.as_deref(),
+        Some(&sel),
+        &token.label,
+        &mut warnings,
     )?;
-    ca.set_pin(opened.pin.clone());
+    let session = keygen_session(
+        &module,
+        &token,
+        g.so_pin_source.as_deref(),
+        &pin,
+        &mut warnings,
+    )?;
+    for w in &warnings {
+        warn(w);
+    }
+    let found = key::find_private_key(&session, &token, &key_uri)?;
+    let mut ca = CaKey::new(&module, &token, ca_cert, &ca_source, &found, &key_uri)?;
+    ca.set_pin(pin.clone());
     // The chain (-ca-bundle) is verified and the certificate recorded before anything is
     // printed; a failure there removes the new key as any other failure does.
     let mut chain = Vec::new();
@@ -69,15 +75,16 @@ pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) ->
         rec.insert(&[&r])
     };
     let out = plan.run(
-        &opened.module,
-        &opened.token,
-        &opened.session,
+        &module,
+        &token,
+        (&session, &pin),
         &ca,
         &profile,
         &mut record,
     )?;
     drop(ca);
-    opened.module.finalize_for_exit();
+    drop(session);
+    module.finalize_for_exit();
     for w in &out.warnings {
         warn(w);
     }
