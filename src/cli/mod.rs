@@ -171,14 +171,8 @@ pub(crate) fn open_module(
 
 /// Load, choose, get the PIN, and log in (once).
 pub(crate) fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> Result<Opened> {
-    let (module, token, sel) = open_module(args, key_uri)?;
     let mut warnings = Vec::new();
-    let (pin, _origin) = pin::resolve(
-        args.pin_source.as_deref(),
-        Some(&sel),
-        &token.label,
-        &mut warnings,
-    )?;
+    let (module, token, pin) = module_and_pin(args, key_uri, &mut warnings)?;
     for w in &warnings {
         warn(w);
     }
@@ -189,6 +183,42 @@ pub(crate) fn open_and_login(args: &TokenArgs, key_uri: Option<&Pkcs11Uri>) -> R
         session,
         pin,
     })
+}
+
+/// [`open_and_login`] for making keys: the session is [`keygen_session`]'s.
+pub(crate) fn open_for_keygen(
+    args: &TokenArgs,
+    key_uri: Option<&Pkcs11Uri>,
+    so_pin_source: Option<&str>,
+) -> Result<Opened> {
+    let mut warnings = Vec::new();
+    let (module, token, pin) = module_and_pin(args, key_uri, &mut warnings)?;
+    let session = keygen_session(&module, &token, so_pin_source, &pin, &mut warnings)?;
+    for w in &warnings {
+        warn(w);
+    }
+    Ok(Opened {
+        module,
+        token,
+        session,
+        pin,
+    })
+}
+
+/// Load, choose and get the user PIN.
+fn module_and_pin(
+    args: &TokenArgs,
+    key_uri: Option<&Pkcs11Uri>,
+    warnings: &mut Vec<String>,
+) -> Result<(Module, TokenSummary, AuthPin)> {
+    let (module, token, sel) = open_module(args, key_uri)?;
+    let (pin, _origin) = pin::resolve(
+        args.pin_source.as_deref(),
+        Some(&sel),
+        &token.label,
+        warnings,
+    )?;
+    Ok((module, token, pin))
 }
 
 pub(crate) fn write_stdout(s: &str) -> Result<()> {
@@ -220,24 +250,12 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
         g.signing.db.as_deref(),
         None,
     )?;
-    let (module, token, sel) = open_module(targs, None)?;
-    let mut warnings = Vec::new();
-    let (pin, _) = pin::resolve(
-        targs.pin_source.as_deref(),
-        Some(&sel),
-        &token.label,
-        &mut warnings,
-    )?;
-    let session = keygen_session(
-        &module,
-        &token,
-        g.so_pin_source.as_deref(),
-        &pin,
-        &mut warnings,
-    )?;
-    for w in &warnings {
-        warn(w);
-    }
+    let Opened {
+        module,
+        token,
+        session,
+        pin,
+    } = open_for_keygen(targs, None, g.so_pin_source.as_deref())?;
     // The CA certificate is recorded before it is output; if that fails, the new key goes.
     let mut record = |cert_pem: &str| {
         if cert_pem.is_empty() {
@@ -262,7 +280,7 @@ fn gencert(targs: &TokenArgs, g: &GencertArgs) -> Result<()> {
 /// The session new keys are made in: the SO's where the token's key generation needs it
 /// (ykcs11: the SO "PIN" is the PIV management key, read from `so_pin_source`; the user `pin`
 /// still serves the per-signature logins), else the user's.
-pub(crate) fn keygen_session(
+fn keygen_session(
     module: &Module,
     token: &TokenSummary,
     so_pin_source: Option<&str>,

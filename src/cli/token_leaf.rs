@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use p11ca::ca::issue::CaKey;
 use p11ca::ca::token_leaf::TokenLeafPlan;
 use p11ca::cfssl::output;
-use p11ca::token::{key, pin};
+use p11ca::token::key;
 use p11ca::x509::build;
 use p11ca::{Error, Result};
 
 use super::args::{GencertArgs, TokenArgs};
 use super::record::Recording;
 use super::sign::{self, LocalConfig, Prepared};
-use super::{keygen_session, new_key_id, open_module, read_input, warn, write_stdout};
+use super::{Opened, new_key_id, open_for_keygen, read_input, warn, write_stdout};
 
 pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) -> Result<()> {
     let [file] = g.csr_json.as_slice() else {
@@ -45,24 +45,12 @@ pub(super) fn gencert(targs: &TokenArgs, g: &GencertArgs, local: LocalConfig) ->
     let mut rec = Recording::new(c.db_config.as_deref(), c.db.as_deref(), c.config.as_deref())?;
     let files = super::bundle::ChainFiles::read(c)?;
 
-    let (module, token, sel) = open_module(targs, Some(&key_uri))?;
-    let mut warnings = Vec::new();
-    let (pin, _) = pin::resolve(
-        targs.pin_source.as_deref(),
-        Some(&sel),
-        &token.label,
-        &mut warnings,
-    )?;
-    let session = keygen_session(
-        &module,
-        &token,
-        g.so_pin_source.as_deref(),
-        &pin,
-        &mut warnings,
-    )?;
-    for w in &warnings {
-        warn(w);
-    }
+    let Opened {
+        module,
+        token,
+        session,
+        pin,
+    } = open_for_keygen(targs, Some(&key_uri), g.so_pin_source.as_deref())?;
     let found = key::find_private_key(&session, &token, &key_uri)?;
     let mut ca = CaKey::new(&module, &token, ca_cert, &ca_source, &found, &key_uri)?;
     ca.set_pin(pin.clone());
