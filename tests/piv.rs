@@ -607,8 +607,9 @@ fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
 /// A delegated OCSP responder whose key the card made: `gencert -ca --key-in-token
 /// --piv-slot 9d` under the management key (ykcs11 makes keys only as the SO; the new key
 /// signs its CSR after a context-specific login with the user PIN, the CA key as always).
-/// Its certificate replaces the placeholder in slot 9d, and `ocsprefresh -responder` signs
-/// the store's responses with it; OpenSSL checks them with the CA as the only trust anchor.
+/// Its certificate replaces the placeholder in slot 9d; `ocsprefresh -responder` signs the
+/// store's responses with it, and so does `serve -responder` at /revoke, with the CA key on
+/// the same card; OpenSSL checks the responses with the CA as the only trust anchor.
 #[test]
 #[cfg_attr(
     not(feature = "piv-emulator"),
@@ -697,34 +698,71 @@ fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
         .command("openssl")
         .args(["x509", "-in", "node.pem", "-noout", "-serial"]));
     let serial = node.trim().trim_start_matches("serial=");
-    let mut store =
-        p11ca::db::Store::open_existing(&p11ca::db::DbConfig::Sqlite(t.path("p11ca-certs.db")))
-            .unwrap();
-    let rec = store.find(&format!("0x{serial}")).unwrap().remove(0);
-    let der = store
-        .ocsp_response(&rec.serial_number, &rec.authority_key_identifier)
+    let db = p11ca::db::DbConfig::Sqlite(t.path("p11ca-certs.db"));
+    let rec = p11ca::db::Store::open_existing(&db)
         .unwrap()
-        .expect("a stored response for node1");
-    std::fs::write(t.path("node-ocsp.der"), der).unwrap();
-    let out = t
-        .command("openssl")
-        .args([
-            "ocsp",
-            "-respin",
-            "node-ocsp.der",
-            "-issuer",
-            "ca.pem",
-            "-cert",
-            "node.pem",
-            "-CAfile",
-            "ca.pem",
-            "-resp_text",
-        ])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("Response verify OK"), "{text}");
+        .find(&format!("0x{serial}"))
+        .unwrap()
+        .remove(0);
+    // OpenSSL's reading of the store's response for node1, checked against the CA alone.
+    let stored_response = || {
+        let der = p11ca::db::Store::open_existing(&db)
+            .unwrap()
+            .ocsp_response(&rec.serial_number, &rec.authority_key_identifier)
+            .unwrap()
+            .expect("a stored response for node1");
+        std::fs::write(t.path("node-ocsp.der"), der).unwrap();
+        let out = t
+            .command("openssl")
+            .args([
+                "ocsp",
+                "-respin",
+                "node-ocsp.der",
+                "-issuer",
+                "ca.pem",
+                "-cert",
+                "node.pem",
+                "-CAfile",
+                "ca.pem",
+                "-resp_text",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("Response verify OK"), "{text}");
+        assert!(text.contains("Responder Id: CN = ocsp-responder"), "{text}");
+        text
+    };
+    let text = stored_response();
     assert!(text.contains("node.pem: good"), "{text}");
-    assert!(text.contains("Responder Id: CN = ocsp-responder"), "{text}");
+
+    // serve with both keys on the card: /revoke stores a response the 9d key signed.
+    t.write("server-config.json", crate::serve::SERVER_CONFIG);
+    let responder = [
+        "-revoke-auth-key",
+        "current",
+        "-responder",
+        "resp.pem",
+        "-responder-key",
+        "resp-key.uri",
+    ];
+    let server = crate::serve::p11ca_serve(&t, "serve", &responder);
+    let body = crate::serve_revoke::revoke_body(
+        &crate::serve_revoke::current_key(),
+        &rec.serial_number,
+        &rec.authority_key_identifier,
+        "keyCompromise",
+    );
+    let (st, answer) = crate::serve::http(
+        server.port,
+        "POST",
+        crate::serve_revoke::REVOKE,
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{answer}");
+    assert!(!answer.contains("not refreshed"), "{answer}");
+    let text = stored_response();
+    assert!(text.contains("node.pem: revoked"), "{text}");
 }

@@ -16,10 +16,10 @@ use crate::serve::{http, p11ca_serve, records, serve_args, setup, start_env};
 use crate::util::{Token, free_port, require, sh};
 
 const SIGN: &str = "/api/v1/cfssl/sign";
-const REVOKE: &str = "/api/v1/cfssl/revoke";
+pub(crate) const REVOKE: &str = "/api/v1/cfssl/revoke";
 
 /// The `current` key of tests/serve.rs's SERVER_CONFIG.
-fn current_key() -> AuthKey {
+pub(crate) fn current_key() -> AuthKey {
     AuthKey::new("current", (0u8..32).collect())
 }
 
@@ -52,7 +52,7 @@ fn any_revoked(t: &Token) -> bool {
         .any(|r| r.is_revoked())
 }
 
-fn revoke_body(key: &AuthKey, serial: &str, aki: &str, reason: &str) -> String {
+pub(crate) fn revoke_body(key: &AuthKey, serial: &str, aki: &str, reason: &str) -> String {
     let inner = json!({"serial": serial, "authority_key_id": aki, "reason": reason}).to_string();
     auth::wrap(key, inner.as_bytes())
 }
