@@ -264,8 +264,7 @@ impl Service {
             .with_store(move |s| s.revoke_outcome(&serial, &aki, reason));
         let will = match will {
             Ok(o) => o,
-            Err(e) if e.kind() == Kind::Output => return failure(500, e.message()),
-            Err(e) => return failure(400, e.message()),
+            Err(e) => return fail(&e),
         };
         let at = crate::db::now();
         let mut messages = Vec::new();
@@ -297,8 +296,7 @@ impl Service {
                 }
                 o[0]
             }
-            Err(e) if e.kind() == Kind::Output => return failure(500, e.message()),
-            Err(e) => return failure(400, e.message()),
+            Err(e) => return fail(&e),
         };
         messages.insert(0, revoke::describe(&r, outcome));
         if let Err(e) = self.publish_crl(peer) {
