@@ -517,6 +517,19 @@ pub(crate) fn make_responder(t: &Token) {
     assert_eq!(t.object_count(), before + 3);
 }
 
+/// `ocsprefresh` of the store in p11ca-certs.db, signed by the delegated responder resp.pem.
+pub(crate) const REFRESH_WITH_RESPONDER: [&str; 9] = [
+    "ocsprefresh",
+    "--db",
+    "p11ca-certs.db",
+    "-ca",
+    "ca.pem",
+    "-responder",
+    "resp.pem",
+    "-responder-key",
+    "resp-key.uri",
+];
+
 /// The store's record of the certificate with CN `cn`.
 fn stored(t: &Token, cn: &str) -> p11ca::db::CertRecord {
     use p11ca::db::{DbConfig, ListFilter, Store};
@@ -578,17 +591,7 @@ fn delegated_responder_with_its_key_in_the_token_answers_good_then_revoked() {
 
     // From the store, through ocspserve: good, then revoked after revoke and ocsprefresh.
     let refresh = || {
-        let r = t.run(&[
-            "ocsprefresh",
-            "--db",
-            "p11ca-certs.db",
-            "-ca",
-            "ca.pem",
-            "-responder",
-            "resp.pem",
-            "-responder-key",
-            "resp-key.uri",
-        ]);
+        let r = t.run(&REFRESH_WITH_RESPONDER);
         r.ok();
         assert!(
             r.stderr.contains("2 responses signed and stored"),

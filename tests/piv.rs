@@ -104,18 +104,17 @@ fn ca_in_slot_9c(algo: &str, size: u32, key_text: &str) {
         uri.contains("id=%02") && uri.contains("type=private"),
         "{uri}"
     );
-    let show = t.run(&["key", "show", uri.trim(), "--json"]);
-    show.ok();
-    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
-    for (k, want) in [
-        ("CKA_SENSITIVE", true),
-        ("CKA_EXTRACTABLE", false),
-        ("CKA_NEVER_EXTRACTABLE", true),
-        ("CKA_ALWAYS_AUTHENTICATE", true),
-        ("CKA_SIGN", true),
-    ] {
-        assert_eq!(v["attributes"][k], serde_json::json!(want), "{k}: {v}");
-    }
+    let v = key_attributes(
+        &t,
+        &uri,
+        &[
+            ("CKA_SENSITIVE", true),
+            ("CKA_EXTRACTABLE", false),
+            ("CKA_NEVER_EXTRACTABLE", true),
+            ("CKA_ALWAYS_AUTHENTICATE", true),
+            ("CKA_SIGN", true),
+        ],
+    );
     let pem_pub = sh(t
         .command("openssl")
         .args(["x509", "-in", "ca.pem", "-noout", "-pubkey"]));
@@ -132,30 +131,45 @@ fn ca_in_slot_9c(algo: &str, size: u32, key_text: &str) {
     node_certs(&t);
 }
 
-/// `gencert -ca` of a node and a batch `sign` of OpenSSL CSRs, each verified by OpenSSL.
-fn node_certs(t: &Token) {
-    let ca = [
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-        "-profile",
-        "mosquitood-k8s",
-    ];
+/// `key show --json` of the key `uri`, after checking that its attributes are as `want`.
+fn key_attributes(t: &Token, uri: &str, want: &[(&str, bool)]) -> serde_json::Value {
+    let show = t.run(&["key", "show", uri.trim(), "--json"]);
+    show.ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    for (k, want) in want {
+        assert_eq!(v["attributes"][k], serde_json::json!(want), "{k}: {v}");
+    }
+    v
+}
+
+/// The CA flags of `gencert -ca` and `sign` with the seed's profile.
+const CA: [&str; 8] = [
+    "-ca",
+    "ca.pem",
+    "-ca-key",
+    "ca-key.uri",
+    "-config",
+    "ca-config.json",
+    "-profile",
+    "mosquitood-k8s",
+];
+
+/// `gencert -ca` of node1 into node.pem, verified by OpenSSL.
+fn node_cert(t: &Token) {
     t.write(
         "node.json",
         r#"{"CN":"node1","hosts":["node1.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
     );
-    let mut args = vec!["gencert"];
-    args.extend(ca);
-    args.push("node.json");
-    let g = t.run(&args);
+    let g = t.run(&[&["gencert"][..], &CA, &["node.json"]].concat());
     g.ok();
     t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
         .ok();
     verifies(t, "node.pem");
+}
+
+/// [`node_cert`] and a batch `sign` of OpenSSL CSRs, each verified by OpenSSL.
+fn node_certs(t: &Token) {
+    node_cert(t);
 
     std::fs::create_dir_all(t.path("csrs")).unwrap();
     std::fs::create_dir_all(t.path("out")).unwrap();
@@ -177,7 +191,7 @@ fn node_certs(t: &Token) {
         ]));
     }
     let mut args = vec!["sign"];
-    args.extend(ca);
+    args.extend(CA);
     args.extend(["--batch", "csrs", "--out", "out", "--jobs", "2"]);
     t.run(&args).ok();
     for i in 0..3 {
@@ -616,7 +630,7 @@ fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
     ignore = "needs --features piv-emulator"
 )]
 fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
-    use crate::ocsp::{RESPONDER_CONFIG, gencert_in_token};
+    use crate::ocsp::{REFRESH_WITH_RESPONDER, RESPONDER_CONFIG, gencert_in_token};
     let t = card();
     t.seed_files(&["ca-config.json"]);
     t.write("ca-csr.json", &ca_csr("ecdsa", 256));
@@ -640,17 +654,16 @@ fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
         uri.contains("id=%03") && uri.contains("type=private"),
         "{uri}"
     );
-    let show = t.run(&["key", "show", uri.trim(), "--json"]);
-    show.ok();
-    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
-    for (k, want) in [
-        ("CKA_SENSITIVE", true),
-        ("CKA_EXTRACTABLE", false),
-        ("CKA_NEVER_EXTRACTABLE", true),
-        ("CKA_SIGN", true),
-    ] {
-        assert_eq!(v["attributes"][k], serde_json::json!(want), "{k}: {v}");
-    }
+    key_attributes(
+        &t,
+        &uri,
+        &[
+            ("CKA_SENSITIVE", true),
+            ("CKA_EXTRACTABLE", false),
+            ("CKA_NEVER_EXTRACTABLE", true),
+            ("CKA_SIGN", true),
+        ],
+    );
     let status = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
     let slot = status
         .split("Slot 9d:")
@@ -658,36 +671,8 @@ fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
         .unwrap_or_else(|| panic!("no certificate in slot 9d: {status}"));
     assert!(slot.contains("CN=ocsp-responder"), "{status}");
 
-    t.write(
-        "node.json",
-        r#"{"CN":"node1","hosts":["node1.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
-    );
-    let g = t.run(&[
-        "gencert",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-config",
-        "ca-config.json",
-        "-profile",
-        "mosquitood-k8s",
-        "node.json",
-    ]);
-    g.ok();
-    t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
-        .ok();
-    let r = t.run(&[
-        "ocsprefresh",
-        "--db",
-        "p11ca-certs.db",
-        "-ca",
-        "ca.pem",
-        "-responder",
-        "resp.pem",
-        "-responder-key",
-        "resp-key.uri",
-    ]);
+    node_cert(&t);
+    let r = t.run(&REFRESH_WITH_RESPONDER);
     r.ok();
     assert!(
         r.stderr.contains("responses signed and stored"),
@@ -706,30 +691,8 @@ fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
         .remove(0);
     // OpenSSL's reading of the store's response for node1, checked against the CA alone.
     let stored_response = || {
-        let der = p11ca::db::Store::open_existing(&db)
-            .unwrap()
-            .ocsp_response(&rec.serial_number, &rec.authority_key_identifier)
-            .unwrap()
-            .expect("a stored response for node1");
-        std::fs::write(t.path("node-ocsp.der"), der).unwrap();
-        let out = t
-            .command("openssl")
-            .args([
-                "ocsp",
-                "-respin",
-                "node-ocsp.der",
-                "-issuer",
-                "ca.pem",
-                "-cert",
-                "node.pem",
-                "-CAfile",
-                "ca.pem",
-                "-resp_text",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
+        let (serial, aki) = (&rec.serial_number, &rec.authority_key_identifier);
+        let text = crate::serve_revoke::stored_ocsp_text_of(&t, serial, aki, "node.pem");
         assert!(text.contains("Response verify OK"), "{text}");
         assert!(text.contains("Responder Id: CN = ocsp-responder"), "{text}");
         text

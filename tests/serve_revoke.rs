@@ -61,22 +61,27 @@ pub(crate) fn revoke_body(key: &AuthKey, serial: &str, aki: &str, reason: &str) 
 /// CA `aki`, as `openssl ocsp -respin … -CAfile ca.pem -resp_text` reads it (stdout and
 /// stderr, where the verification verdict goes).
 fn stored_ocsp_text(t: &Token, serial: &str, aki: &str) -> String {
+    stored_ocsp_text_of(t, serial, aki, "bad.pem")
+}
+
+/// [`stored_ocsp_text`] for the certificate in the file `cert`.
+pub(crate) fn stored_ocsp_text_of(t: &Token, serial: &str, aki: &str, cert: &str) -> String {
     let der = Store::open_existing(&DbConfig::Sqlite(t.path("p11ca-certs.db")))
         .unwrap()
         .ocsp_response(serial, aki)
         .unwrap()
-        .expect("an OCSP response stored at revocation");
-    std::fs::write(t.path("bad-ocsp.der"), der).unwrap();
+        .expect("an OCSP response stored for the certificate");
+    std::fs::write(t.path("stored-ocsp.der"), der).unwrap();
     let out = t
         .command("openssl")
         .args([
             "ocsp",
             "-respin",
-            "bad-ocsp.der",
+            "stored-ocsp.der",
             "-issuer",
             "ca.pem",
             "-cert",
-            "bad.pem",
+            cert,
             "-CAfile",
             "ca.pem",
             "-resp_text",

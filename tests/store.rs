@@ -194,31 +194,9 @@ fn revoke_then_crl_revokes_only_that_certificate_for_openssl() {
     assert!(crl_number(&second) > crl_number(&first));
 
     // -out: PEM for .pem, DER otherwise.
-    t.run(&[
-        "crl",
-        "-db-config",
-        "db.json",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-out",
-        "out.pem",
-    ])
-    .ok();
+    t.run(&[&CRL_ARGS[..], &["-out", "out.pem"]].concat()).ok();
     assert!(t.read("out.pem").starts_with("-----BEGIN X509 CRL-----"));
-    t.run(&[
-        "crl",
-        "-db-config",
-        "db.json",
-        "-ca",
-        "ca.pem",
-        "-ca-key",
-        "ca-key.uri",
-        "-out",
-        "out.crl",
-    ])
-    .ok();
+    t.run(&[&CRL_ARGS[..], &["-out", "out.crl"]].concat()).ok();
     let der = std::fs::read(t.path("out.crl")).unwrap();
     assert_eq!(crl_serials(&der), vec![recs[0].serial_hex.to_uppercase()]);
 }
