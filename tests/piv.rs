@@ -10,13 +10,22 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{Backend, SIGN_BATCH, Token, ca_csr, require, run, sh, x509_text};
+use crate::util::{Backend, SIGN_BATCH, Token, ca_args, ca_csr, require, run, sh, x509_text};
 
 fn card() -> Token {
     for tool in ["openssl", "pkcs11-tool", "yubico-piv-tool", "pcscd"] {
         require(tool);
     }
     Token::on(Backend::Piv, "piv")
+}
+
+/// [`card`] with a P-256 CA made in slot 9c (ca.pem, ca-key.uri) and the seed's ca-config.json.
+fn card_with_ca() -> Token {
+    let t = card();
+    t.seed_files(&["ca-config.json"]);
+    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
+    t.initca("ca-csr.json", "ca");
+    t
 }
 
 /// With nothing of p11ca: Yubico's own tool and OpenSC's pkcs11-tool over ykcs11 take the
@@ -142,25 +151,13 @@ fn key_attributes(t: &Token, uri: &str, want: &[(&str, bool)]) -> serde_json::Va
     v
 }
 
-/// The CA flags of `gencert -ca` and `sign` with the seed's profile.
-const CA: [&str; 8] = [
-    "-ca",
-    "ca.pem",
-    "-ca-key",
-    "ca-key.uri",
-    "-config",
-    "ca-config.json",
-    "-profile",
-    "mosquitood-k8s",
-];
-
 /// `gencert -ca` of node1 into node.pem, verified by OpenSSL.
 fn node_cert(t: &Token) {
     t.write(
         "node.json",
         r#"{"CN":"node1","hosts":["node1.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
     );
-    let g = t.run(&[&["gencert"][..], &CA, &["node.json"]].concat());
+    let g = t.run(&ca_args("gencert", &["node.json"]));
     g.ok();
     t.run_in(&["json", "-bare", "node"], g.stdout.as_bytes())
         .ok();
@@ -190,9 +187,8 @@ fn node_certs(t: &Token) {
             &format!("csrs/b{i}.csr"),
         ]));
     }
-    let mut args = vec!["sign"];
-    args.extend(CA);
-    args.extend(["--batch", "csrs", "--out", "out", "--jobs", "2"]);
+    let mut args = SIGN_BATCH.to_vec();
+    args.extend(["--jobs", "2"]);
     t.run(&args).ok();
     for i in 0..3 {
         verifies(t, &format!("out/b{i}.pem"));
@@ -225,10 +221,7 @@ fn rsa_2048_ca_in_slot_9c_signs_node_certificates() {
     ignore = "needs --features piv-emulator"
 )]
 fn a_card_pulled_out_and_put_back_keeps_its_key() {
-    let t = card();
-    t.seed_files(&["ca-config.json"]);
-    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
-    t.initca("ca-csr.json", "ca");
+    let t = card_with_ca();
     t.write(
         "node.json",
         r#"{"CN":"node1","hosts":["node1.example.com"],"key":{"algo":"ecdsa","size":256}}"#,
@@ -274,9 +267,7 @@ fn a_card_pulled_out_and_put_back_keeps_its_key() {
     ignore = "needs --features piv-emulator"
 )]
 fn a_wrong_pin_is_tried_once_and_a_locked_pin_is_reported() {
-    let t = card();
-    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
-    t.initca("ca-csr.json", "ca");
+    let t = card_with_ca();
     let tries_left = || {
         let s = sh(t.command("yubico-piv-tool").args(["-a", "status"]));
         s.lines()
@@ -321,9 +312,7 @@ fn a_wrong_pin_is_tried_once_and_a_locked_pin_is_reported() {
     ignore = "needs --features piv-emulator"
 )]
 fn a_second_ca_in_an_occupied_slot_is_refused() {
-    let t = card();
-    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
-    t.initca("ca-csr.json", "ca");
+    let t = card_with_ca();
     let before = t.object_count();
     let mut args = vec!["gencert".to_string(), "-initca".to_string()];
     args.extend(t.piv_initca_args());
@@ -363,10 +352,7 @@ fn verified_outputs(t: &Token) -> usize {
 )]
 fn a_card_pulled_out_mid_batch_then_the_rerun_completes() {
     const N: usize = 40;
-    let t = card();
-    t.seed_files(&["ca-config.json"]);
-    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
-    t.initca("ca-csr.json", "ca");
+    let t = card_with_ca();
     t.make_csrs("csrs", "n", N);
     let stderr = std::fs::File::create(t.path("batch.err")).unwrap();
     let mut child = t
@@ -530,9 +516,7 @@ fn opensc_signs_with_the_rsa_key_ykcs11_generated() {
     ignore = "needs --features piv-emulator"
 )]
 fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
-    let t = card();
-    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
-    t.initca("ca-csr.json", "ca");
+    let t = card_with_ca();
     let root = t.hsm_dir().join("card/attestation-root.pem");
     let root = root.to_str().unwrap();
     let uri = t.read("ca-key.uri");
@@ -631,10 +615,7 @@ fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
 )]
 fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
     use crate::ocsp::{REFRESH_WITH_RESPONDER, RESPONDER_CONFIG, gencert_in_token};
-    let t = card();
-    t.seed_files(&["ca-config.json"]);
-    t.write("ca-csr.json", &ca_csr("ecdsa", 256));
-    t.initca("ca-csr.json", "ca");
+    let t = card_with_ca();
     t.write("ocsp-config.json", RESPONDER_CONFIG);
     t.write(
         "resp-csr.json",

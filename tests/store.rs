@@ -656,19 +656,7 @@ fn bad_inputs_are_one_clear_line_and_change_nothing() {
     );
     let before = dump(&t);
     let files = t.files();
-    let crl = |rest: &[&str]| {
-        let mut v = vec![
-            "crl",
-            "-db-config",
-            "db.json",
-            "-ca",
-            "ca.pem",
-            "-ca-key",
-            "ca-key.uri",
-        ];
-        v.extend_from_slice(rest);
-        t.run(&v)
-    };
+    let crl = |rest: &[&str]| t.run(&[&CRL_ARGS[..], rest].concat());
     let cases: Vec<(&str, Run, i32, &str)> = vec![
         (
             "malformed serial",
