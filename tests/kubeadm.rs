@@ -937,65 +937,7 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
     ];
     let ca = t.read("pki/ca.crt");
     for (file, subject, server) in table {
-        let f = format!("kc/{file}");
-        let mode = std::fs::metadata(t.path(&f)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{f}");
-        assert_eq!(
-            kubectl_field(&t, &f, "{.clusters[0].cluster.server}"),
-            server,
-            "{f}"
-        );
-        assert_eq!(
-            kubectl_field(&t, &f, "{.clusters[0].name}"),
-            "kubernetes",
-            "{f}"
-        );
-        let user = kubectl_field(&t, &f, "{.users[0].name}");
-        assert_eq!(
-            kubectl_field(&t, &f, "{.current-context}"),
-            format!("{user}@kubernetes"),
-            "{f}"
-        );
-        base64_to_file(
-            &t,
-            &kubectl_field(&t, &f, "{.clusters[0].cluster.certificate-authority-data}"),
-            "kc-ca.pem",
-        );
-        assert_eq!(t.read("kc-ca.pem"), ca, "{f} embeds ca.crt");
-        base64_to_file(
-            &t,
-            &kubectl_field(&t, &f, "{.users[0].user.client-certificate-data}"),
-            "kc-cert.pem",
-        );
-        base64_to_file(
-            &t,
-            &kubectl_field(&t, &f, "{.users[0].user.client-key-data}"),
-            "kc-key.pem",
-        );
-        let v = sh(t.command("openssl").args([
-            "verify",
-            "-CAfile",
-            "pki/ca.crt",
-            "-purpose",
-            "sslclient",
-            "kc-cert.pem",
-        ]));
-        assert!(v.contains(": OK"), "{f}: {v}");
-        let s = sh(t
-            .command("openssl")
-            .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
-        assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
-        assert!(
-            subject.ends_with(&format!("CN = {user}")),
-            "{f}: user {user}"
-        );
-        let m1 = sh(t
-            .command("openssl")
-            .args(["x509", "-noout", "-pubkey", "-in", "kc-cert.pem"]));
-        let m2 = sh(t
-            .command("openssl")
-            .args(["pkey", "-pubout", "-in", "kc-key.pem"]));
-        assert_eq!(m1, m2, "{f}: the key is the certificate's");
+        check_kubeconfig(&t, &format!("kc/{file}"), subject, server, &ca);
     }
     // A second run keeps them; a kubeconfig of another CA is an error naming it.
     let before = std::fs::read(t.path("kc/admin.conf")).unwrap();
@@ -1020,6 +962,75 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
     t.run(&args)
         .fails(3, "kc/scheduler.conf embeds another CA than pki/ca.crt");
 
+    kubeconfig_user(&t);
+}
+
+/// The kubeconfig `f`: mode 0600, `server`, cluster "kubernetes", the user's context, `ca`
+/// embedded, and a client certificate with `subject` that verifies under ca.crt, its key its own.
+fn check_kubeconfig(t: &Token, f: &str, subject: &str, server: &str, ca: &str) {
+    let mode = std::fs::metadata(t.path(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{f}");
+    assert_eq!(
+        kubectl_field(t, f, "{.clusters[0].cluster.server}"),
+        server,
+        "{f}"
+    );
+    assert_eq!(
+        kubectl_field(t, f, "{.clusters[0].name}"),
+        "kubernetes",
+        "{f}"
+    );
+    let user = kubectl_field(t, f, "{.users[0].name}");
+    assert_eq!(
+        kubectl_field(t, f, "{.current-context}"),
+        format!("{user}@kubernetes"),
+        "{f}"
+    );
+    base64_to_file(
+        t,
+        &kubectl_field(t, f, "{.clusters[0].cluster.certificate-authority-data}"),
+        "kc-ca.pem",
+    );
+    assert_eq!(t.read("kc-ca.pem"), ca, "{f} embeds ca.crt");
+    base64_to_file(
+        t,
+        &kubectl_field(t, f, "{.users[0].user.client-certificate-data}"),
+        "kc-cert.pem",
+    );
+    base64_to_file(
+        t,
+        &kubectl_field(t, f, "{.users[0].user.client-key-data}"),
+        "kc-key.pem",
+    );
+    let v = sh(t.command("openssl").args([
+        "verify",
+        "-CAfile",
+        "pki/ca.crt",
+        "-purpose",
+        "sslclient",
+        "kc-cert.pem",
+    ]));
+    assert!(v.contains(": OK"), "{f}: {v}");
+    let s = sh(t
+        .command("openssl")
+        .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
+    assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
+    assert!(
+        subject.ends_with(&format!("CN = {user}")),
+        "{f}: user {user}"
+    );
+    let m1 = sh(t
+        .command("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in", "kc-cert.pem"]));
+    let m2 = sh(t
+        .command("openssl")
+        .args(["pkey", "-pubout", "-in", "kc-key.pem"]));
+    assert_eq!(m1, m2, "{f}: the key is the certificate's");
+}
+
+/// `kubeconfig --client-name`: one more user on stdout, groups from --org (system:masters
+/// refused), and a worker's kubelet.conf.
+fn kubeconfig_user(t: &Token) {
     // `kubeconfig user`: one more user on stdout, groups from --org; system:masters refused.
     let u = t.run(&[
         "kubeadm",
@@ -1038,8 +1049,8 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
     u.ok();
     t.write("jane.conf", &u.stdout);
     base64_to_file(
-        &t,
-        &kubectl_field(&t, "jane.conf", "{.users[0].user.client-certificate-data}"),
+        t,
+        &kubectl_field(t, "jane.conf", "{.users[0].user.client-certificate-data}"),
         "jane.pem",
     );
     let s = sh(t
@@ -1080,12 +1091,12 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
     w.ok();
     t.write("w1.conf", &w.stdout);
     assert_eq!(
-        kubectl_field(&t, "w1.conf", "{.clusters[0].cluster.server}"),
+        kubectl_field(t, "w1.conf", "{.clusters[0].cluster.server}"),
         "https://k8s.example.com:443"
     );
     base64_to_file(
-        &t,
-        &kubectl_field(&t, "w1.conf", "{.users[0].user.client-certificate-data}"),
+        t,
+        &kubectl_field(t, "w1.conf", "{.users[0].user.client-certificate-data}"),
         "w1.pem",
     );
     let s = sh(t
