@@ -524,7 +524,15 @@ fn p11ca_revokes_and_makes_the_crl_of_a_store_cfssl_made() {
     );
     assert!(listed.iter().all(|c| c["status"] == "good"));
 
-    revoke(&t, &["leaf1.pem", "-reason", "cessationOfOperation"]).ok();
+    crl_of_the_cfssl_ca_revokes_leaf1(&t);
+
+    cfssl_still_signs_and_revokes(&t);
+}
+
+/// p11ca revokes leaf1 in cfssl's store and makes the CFSSL CA's CRL with its key (now in the
+/// token): OpenSSL verifies it, and refuses leaf1 and accepts leaf2 under it.
+fn crl_of_the_cfssl_ca_revokes_leaf1(t: &Token) {
+    revoke(t, &["leaf1.pem", "-reason", "cessationOfOperation"]).ok();
     let r = t.run(&[
         "crl",
         "-db-config",
@@ -538,7 +546,7 @@ fn p11ca_revokes_and_makes_the_crl_of_a_store_cfssl_made() {
     ]);
     r.ok();
     let check = openssl(
-        &t,
+        t,
         &[
             "crl",
             "-in",
@@ -562,7 +570,7 @@ fn p11ca_revokes_and_makes_the_crl_of_a_store_cfssl_made() {
     );
     for (cert, ok) in [("leaf1.pem", false), ("leaf2.pem", true)] {
         let v = openssl(
-            &t,
+            t,
             &[
                 "verify",
                 "-crl_check",
@@ -577,15 +585,18 @@ fn p11ca_revokes_and_makes_the_crl_of_a_store_cfssl_made() {
         assert_eq!(v.code == 0, ok, "{cert}: {out}");
         assert!(ok || out.contains("error 23"), "{out}");
     }
+}
 
-    // cfssl still signs into, and revokes in, the store p11ca has opened. cfssl 1.2 records
-    // an empty AKI (so its own revoke, which needs one, cannot find the row); p11ca's next
-    // revoke or crl files the row under the AKI its PEM carries, and then cfssl finds it.
-    cfssl_sign(&t, "leaf3");
-    let leaf3 = record_of(&t, "leaf3.pem");
+/// cfssl still signs into, and revokes in, the store p11ca has opened.
+fn cfssl_still_signs_and_revokes(t: &Token) {
+    // cfssl 1.2 records an empty AKI (so its own revoke, which needs one, cannot find the
+    // row); p11ca's next revoke or crl files the row under the AKI its PEM carries, and then
+    // cfssl finds it.
+    cfssl_sign(t, "leaf3");
+    let leaf3 = record_of(t, "leaf3.pem");
     assert_eq!(
         cell(
-            &t,
+            t,
             &format!(
                 "SELECT authority_key_identifier FROM certificates WHERE serial_number = '{}'",
                 leaf3.serial_number
