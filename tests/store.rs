@@ -667,24 +667,41 @@ fn bad_inputs_are_one_clear_line_and_change_nothing() {
     );
     let before = dump(&t);
     let files = t.files();
-    let crl = |rest: &[&str]| t.run(&[&CRL_ARGS[..], rest].concat());
-    let cases: Vec<(&str, Run, i32, &str)> = vec![
+    let mut cases = refused_revocations(&t, serial, aki);
+    cases.extend(refused_crls(&t));
+    for (name, r, code, needle) in cases {
+        assert_eq!(r.code, code, "{name}: {}", r.stderr);
+        r.fails(code, needle);
+    }
+    assert_eq!(dump(&t), before, "a refused command changed the store");
+    let mut now = t.files();
+    now.retain(|f| f != "l.txt");
+    assert_eq!(now, files, "a refused command left a file");
+}
+
+/// A refused command: its name, its run, the exit code and a part of the error it must give.
+type Refusal = (&'static str, Run, i32, &'static str);
+
+/// `revoke` runs that must be refused, against the seed's store with `serial` (of CA `aki`)
+/// revoked for keyCompromise.
+fn refused_revocations(t: &Token, serial: &str, aki: &str) -> Vec<Refusal> {
+    vec![
         (
             "malformed serial",
-            revoke(&t, &["-serial", "12ab", "-aki", aki]),
+            revoke(t, &["-serial", "12ab", "-aki", aki]),
             1,
             "-serial: serial \"12ab\" is not a serial number",
         ),
         (
             "malformed AKI",
-            revoke(&t, &["-serial", serial, "-aki", "xyz"]),
+            revoke(t, &["-serial", serial, "-aki", "xyz"]),
             1,
             "-aki: AKI \"xyz\" is not a key identifier",
         ),
         (
             "unknown reason",
             revoke(
-                &t,
+                t,
                 &["-serial", serial, "-aki", aki, "-reason", "key_compromise"],
             ),
             1,
@@ -692,34 +709,34 @@ fn bad_inputs_are_one_clear_line_and_change_nothing() {
         ),
         (
             "reason 7",
-            revoke(&t, &["-serial", serial, "-aki", aki, "-reason", "7"]),
+            revoke(t, &["-serial", serial, "-aki", aki, "-reason", "7"]),
             1,
             "unknown revocation reason \"7\"",
         ),
         (
             "unknown serial",
-            revoke(&t, &["-serial", "12345", "-aki", aki]),
+            revoke(t, &["-serial", "12345", "-aki", aki]),
             1,
             "serial 12345 of the CA with key identifier",
         ),
         (
             "another reason",
-            revoke(&t, &["revoked.pem", "kept.pem", "-reason", "superseded"]),
+            revoke(t, &["revoked.pem", "kept.pem", "-reason", "superseded"]),
             3,
             "already revoked with reason keycompromise",
         ),
         (
             "serial without AKI",
-            revoke(&t, &["-serial", serial]),
+            revoke(t, &["-serial", serial]),
             1,
             "--aki",
         ),
-        ("nothing named", revoke(&t, &[]), 1, "nothing to revoke"),
+        ("nothing named", revoke(t, &[]), 1, "nothing to revoke"),
         (
             "a bad list line",
             {
                 t.write("l.txt", &format!("{serial}\n"));
-                revoke(&t, &["--list", "l.txt"])
+                revoke(t, &["--list", "l.txt"])
             },
             1,
             "l.txt: line 1",
@@ -730,72 +747,44 @@ fn bad_inputs_are_one_clear_line_and_change_nothing() {
             4,
             "the store is read-only: cannot revoke; nothing was changed",
         ),
+    ]
+}
+
+/// `crl` runs that must be refused: a read-only store, a `-ca` that is not the key's, a bad
+/// `-expiry`, a missing store.
+fn refused_crls(t: &Token) -> Vec<Refusal> {
+    let crl = |db: [&str; 2], ca: &str, rest: &[&str]| {
+        let args = ["crl", db[0], db[1], "-ca", ca, "-ca-key", "ca-key.uri"];
+        t.run(&[&args[..], rest].concat())
+    };
+    let store = ["-db-config", "db.json"];
+    vec![
         (
             "read-only store: crl",
-            t.run(&[
-                "crl",
-                "-db-config",
-                "ro.json",
-                "-ca",
-                "ca.pem",
-                "-ca-key",
-                "ca-key.uri",
-            ]),
+            crl(["-db-config", "ro.json"], "ca.pem", &[]),
             4,
             "the store is read-only: cannot take a CRL number",
         ),
         (
             "-ca of another key",
-            t.run(&[
-                "crl",
-                "-db-config",
-                "db.json",
-                "-ca",
-                "other.pem",
-                "-ca-key",
-                "ca-key.uri",
-            ]),
+            crl(store, "other.pem", &[]),
             3,
             "other.pem",
         ),
+        ("a leaf as -ca", crl(store, "kept.pem", &[]), 3, "kept.pem"),
         (
-            "a leaf as -ca",
-            t.run(&[
-                "crl",
-                "-db-config",
-                "db.json",
-                "-ca",
-                "kept.pem",
-                "-ca-key",
-                "ca-key.uri",
-            ]),
-            3,
-            "kept.pem",
+            "bad -expiry",
+            crl(store, "ca.pem", &["-expiry", "7d"]),
+            1,
+            "-expiry \"7d\"",
         ),
-        ("bad -expiry", crl(&["-expiry", "7d"]), 1, "-expiry \"7d\""),
         (
             "missing store",
-            t.run(&[
-                "crl",
-                "--db",
-                "none.db",
-                "-ca",
-                "ca.pem",
-                "-ca-key",
-                "ca-key.uri",
-            ]),
+            crl(["--db", "none.db"], "ca.pem", &[]),
             1,
             "does not exist",
         ),
-    ];
-    for (name, r, code, needle) in cases {
-        assert_eq!(r.code, code, "{name}: {}", r.stderr);
-        r.fails(code, needle);
-    }
-    assert_eq!(dump(&t), before, "a refused command changed the store");
-    let mut now = t.files();
-    now.retain(|f| f != "l.txt");
-    assert_eq!(now, files, "a refused command left a file");
+    ]
 }
 
 #[test]
