@@ -319,7 +319,19 @@ fn cfssl_revoke_and_ocsprefresh_work_on_a_store_p11ca_wrote() {
     assert!(text.contains("Superseded"), "{text}");
     only_revoked_is_refused(&t);
 
-    // cfssl ocsprefresh signs a response for every unexpired row into ocsp_responses.
+    cfssl_ocsprefresh_signs_every_row(&t, serial, aki);
+    p11ca_serves_what_cfssl_stored(
+        &t,
+        [
+            ("revoked.pem", serial),
+            ("kept.pem", &recs[1].serial_number),
+        ],
+    );
+}
+
+/// cfssl ocsprefresh signs a response for every unexpired row into ocsp_responses: the one
+/// of `serial` (of CA `aki`) says revoked, the other good.
+fn cfssl_ocsprefresh_signs_every_row(t: &Token, serial: &str, aki: &str) {
     let r = crate::util::run(
         t.command("cfssl").args([
             "ocsprefresh",
@@ -346,7 +358,7 @@ fn cfssl_revoke_and_ocsprefresh_work_on_a_store_p11ca_wrote() {
         .unwrap();
     assert_eq!(rows.len(), 2);
     for (s, a, body) in rows {
-        assert_eq!(a, *aki);
+        assert_eq!(a, aki);
         std::fs::write(t.path("resp.der"), body).unwrap();
         let text = sh(t.command("openssl").args([
             "ocsp",
@@ -355,29 +367,30 @@ fn cfssl_revoke_and_ocsprefresh_work_on_a_store_p11ca_wrote() {
             "-resp_text",
             "-noverify",
         ]));
-        let want = if s == *serial {
+        let want = if s == serial {
             "Cert Status: revoked"
         } else {
             "Cert Status: good"
         };
         assert!(text.contains(want), "{s}: {text}");
     }
+}
 
-    // p11ca's responder serves exactly the bytes cfssl's ocsprefresh stored.
+/// p11ca's responder serves exactly the bytes cfssl's ocsprefresh stored, for each
+/// `(certificate file, serial)`.
+fn p11ca_serves_what_cfssl_stored(t: &Token, certs: [(&str, &String); 2]) {
     let port = crate::util::free_port();
     let p = port.to_string();
     let _ocsp = crate::serve::start(
-        &t,
+        t,
         "ocspserve",
         "p11ca",
         &["ocspserve", "-db-config", "db.json", "-port", &p],
         port,
         false,
     );
-    for (cert, serial_of) in [
-        ("revoked.pem", serial),
-        ("kept.pem", &recs[1].serial_number),
-    ] {
+    let c = rusqlite::Connection::open(t.path(DB)).unwrap();
+    for (cert, serial_of) in certs {
         let req = t.ocsp_request("ca.pem", cert, &[]);
         let mut http = format!(
             "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
