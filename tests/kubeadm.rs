@@ -499,6 +499,57 @@ fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client()
         require(tool);
     }
     let t = pki_token("k8s", "ECDSA-P256");
+    let (_members, endpoints) = start_etcd_cluster(&t);
+    let all = endpoints.join(",");
+    let apiserver = (
+        "pki/apiserver-etcd-client.crt",
+        "pki/apiserver-etcd-client.key",
+    );
+    wait_until_healthy(&t, &all, apiserver);
+    let members = etcdctl(&t, &all, apiserver.0, apiserver.1, &["member", "list"]);
+    members.ok();
+    assert_eq!(
+        members
+            .stdout
+            .lines()
+            .filter(|l| l.contains("started"))
+            .count(),
+        3,
+        "{}",
+        members.stdout
+    );
+    // The API server's client writes through one member; the health-check client reads
+    // it back through another (replicated over the peer certificates).
+    etcdctl(
+        &t,
+        &endpoints[0],
+        apiserver.0,
+        apiserver.1,
+        &["put", "/p11ca", "from-the-token"],
+    )
+    .ok();
+    let health = (
+        "pki/etcd/healthcheck-client.crt",
+        "pki/etcd/healthcheck-client.key",
+    );
+    let got = etcdctl(
+        &t,
+        &endpoints[2],
+        health.0,
+        health.1,
+        &["get", "/p11ca", "--print-value-only"],
+    );
+    got.ok();
+    assert_eq!(got.stdout.trim(), "from-the-token");
+    etcdctl(&t, &all, health.0, health.1, &["endpoint", "health"]).ok();
+
+    another_cas_client_is_refused(&t, &endpoints, apiserver);
+}
+
+/// Three etcd members on loopback, each with kubeadm's etcd server and peer certificates and
+/// client-certificate checks on both; ended with the returned handles (or after 120 s). The
+/// handles and the members' client URLs.
+fn start_etcd_cluster(t: &Token) -> (Vec<crate::util::Background>, Vec<String>) {
     // Six distinct free ports: a client and a peer port per member.
     let mut free: Vec<u16> = Vec::new();
     while free.len() < 6 {
@@ -515,7 +566,7 @@ fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client()
         .collect();
     let cluster = cluster.join(",");
     // Each member ends with the test (dropped, panicking or not) or after 120 s at most.
-    let _members: Vec<_> = ports
+    let members: Vec<_> = ports
         .iter()
         .enumerate()
         .map(|(i, (client, peer))| {
@@ -566,14 +617,14 @@ fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client()
         .iter()
         .map(|(client, _)| format!("https://127.0.0.1:{client}"))
         .collect();
-    let all = endpoints.join(",");
-    let apiserver = (
-        "pki/apiserver-etcd-client.crt",
-        "pki/apiserver-etcd-client.key",
-    );
+    (members, endpoints)
+}
+
+/// Wait (40 s at most) until every member of `all` answers `endpoint health` to `client`.
+fn wait_until_healthy(t: &Token, all: &str, client: (&str, &str)) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     loop {
-        let h = etcdctl(&t, &all, apiserver.0, apiserver.1, &["endpoint", "health"]);
+        let h = etcdctl(t, all, client.0, client.1, &["endpoint", "health"]);
         if h.code == 0 {
             break;
         }
@@ -586,47 +637,14 @@ fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client()
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let members = etcdctl(&t, &all, apiserver.0, apiserver.1, &["member", "list"]);
-    members.ok();
-    assert_eq!(
-        members
-            .stdout
-            .lines()
-            .filter(|l| l.contains("started"))
-            .count(),
-        3,
-        "{}",
-        members.stdout
-    );
-    // The API server's client writes through one member; the health-check client reads
-    // it back through another (replicated over the peer certificates).
-    etcdctl(
-        &t,
-        &endpoints[0],
-        apiserver.0,
-        apiserver.1,
-        &["put", "/p11ca", "from-the-token"],
-    )
-    .ok();
-    let health = (
-        "pki/etcd/healthcheck-client.crt",
-        "pki/etcd/healthcheck-client.key",
-    );
-    let got = etcdctl(
-        &t,
-        &endpoints[2],
-        health.0,
-        health.1,
-        &["get", "/p11ca", "--print-value-only"],
-    );
-    got.ok();
-    assert_eq!(got.stdout.trim(), "from-the-token");
-    etcdctl(&t, &all, health.0, health.1, &["endpoint", "health"]).ok();
+}
 
-    // A client certificate from another CA (same CN) is refused.
-    foreign_client(&t);
+/// A client certificate from another CA (same CN) is refused, and nothing it sent is
+/// stored; etcd's log says why.
+fn another_cas_client_is_refused(t: &Token, endpoints: &[String], apiserver: (&str, &str)) {
+    foreign_client(t);
     let refused = etcdctl(
-        &t,
+        t,
         &endpoints[0],
         "other.crt",
         "other.key",
@@ -634,7 +652,7 @@ fn a_real_etcd_cluster_runs_on_the_certificates_and_refuses_another_cas_client()
     );
     assert_ne!(refused.code, 0, "{}", refused.stdout);
     let still = etcdctl(
-        &t,
+        t,
         &endpoints[1],
         apiserver.0,
         apiserver.1,
