@@ -602,41 +602,32 @@ fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
     .fails(5, "does not verify");
 }
 
-/// A delegated OCSP responder whose key the card made: `gencert -ca --key-in-token
-/// --piv-slot 9d` under the management key (ykcs11 makes keys only as the SO; the new key
-/// signs its CSR after a context-specific login with the user PIN, the CA key as always).
-/// Its certificate replaces the placeholder in slot 9d; `ocsprefresh -responder` signs the
-/// store's responses with it, and so does `serve -responder` at /revoke, with the CA key on
-/// the same card; OpenSSL checks the responses with the CA as the only trust anchor.
-#[test]
-#[cfg_attr(
-    not(feature = "piv-emulator"),
-    ignore = "needs --features piv-emulator"
-)]
-fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
-    use crate::ocsp::{REFRESH_WITH_RESPONDER, RESPONDER_CONFIG, gencert_in_token};
-    let t = card_with_ca();
+/// resp.pem and resp-key.uri: a delegated OCSP responder whose key the card made in slot 9d
+/// under the management key (refused, before anything is made, without it or without a slot),
+/// sensitive and never extractable, its certificate in the slot in place of the placeholder.
+fn responder_in_slot_9d(t: &Token) {
+    use crate::ocsp::{RESPONDER_CONFIG, gencert_in_token};
     t.write("ocsp-config.json", RESPONDER_CONFIG);
     t.write(
         "resp-csr.json",
         r#"{"CN":"ocsp-responder","key":{"algo":"ecdsa","size":256}}"#,
     );
-    gencert_in_token(&t, "ocsp", &["--piv-slot", "9d"])
+    gencert_in_token(t, "ocsp", &["--piv-slot", "9d"])
         .fails(1, "key generation needs the SO login");
     let mgm = format!("file:{}", t.env_var("P11CA_PIV_MGM_KEY_FILE"));
-    gencert_in_token(&t, "ocsp", &["--so-pin-source", &mgm]).fails(1, "give --piv-slot");
-    let g = gencert_in_token(&t, "ocsp", &["--piv-slot", "9d", "--so-pin-source", &mgm]);
+    gencert_in_token(t, "ocsp", &["--so-pin-source", &mgm]).fails(1, "give --piv-slot");
+    let g = gencert_in_token(t, "ocsp", &["--piv-slot", "9d", "--so-pin-source", &mgm]);
     g.ok();
     t.run_in(&["json", "-bare", "resp"], g.stdout.as_bytes())
         .ok();
-    verifies(&t, "resp.pem");
+    verifies(t, "resp.pem");
     let uri = t.read("resp-key.uri");
     assert!(
         uri.contains("id=%03") && uri.contains("type=private"),
         "{uri}"
     );
     key_attributes(
-        &t,
+        t,
         &uri,
         &[
             ("CKA_SENSITIVE", true),
@@ -651,9 +642,24 @@ fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
         .nth(1)
         .unwrap_or_else(|| panic!("no certificate in slot 9d: {status}"));
     assert!(slot.contains("CN=ocsp-responder"), "{status}");
+}
 
+/// A delegated OCSP responder whose key the card made: `gencert -ca --key-in-token
+/// --piv-slot 9d` under the management key (ykcs11 makes keys only as the SO; the new key
+/// signs its CSR after a context-specific login with the user PIN, the CA key as always).
+/// Its certificate replaces the placeholder in slot 9d; `ocsprefresh -responder` signs the
+/// store's responses with it, and so does `serve -responder` at /revoke, with the CA key on
+/// the same card; OpenSSL checks the responses with the CA as the only trust anchor.
+#[test]
+#[cfg_attr(
+    not(feature = "piv-emulator"),
+    ignore = "needs --features piv-emulator"
+)]
+fn a_delegated_ocsp_responder_in_slot_9d_signs_the_stores_responses() {
+    let t = card_with_ca();
+    responder_in_slot_9d(&t);
     node_cert(&t);
-    let r = t.run(&REFRESH_WITH_RESPONDER);
+    let r = t.run(&crate::ocsp::REFRESH_WITH_RESPONDER);
     r.ok();
     assert!(
         r.stderr.contains("responses signed and stored"),
