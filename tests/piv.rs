@@ -536,31 +536,7 @@ fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
     ] {
         assert!(r.stdout.contains(want), "{want:?} in {}", r.stdout);
     }
-    let pems: Vec<String> = r
-        .stdout
-        .split("-----BEGIN CERTIFICATE-----")
-        .skip(1)
-        .map(|b| format!("-----BEGIN CERTIFICATE-----{b}"))
-        .collect();
-    assert_eq!(pems.len(), 2, "{}", r.stdout);
-    t.write("attestation.pem", &pems[0]);
-    t.write("f9.pem", &pems[1]);
-    let v = sh(t.command("openssl").args([
-        "verify",
-        "-CAfile",
-        root,
-        "-untrusted",
-        "f9.pem",
-        "attestation.pem",
-    ]));
-    assert!(v.contains("attestation.pem: OK"), "{v}");
-    let leaf_key =
-        sh(t.command("openssl")
-            .args(["x509", "-in", "attestation.pem", "-noout", "-pubkey"]));
-    let ca_key = sh(t
-        .command("openssl")
-        .args(["x509", "-in", "ca.pem", "-noout", "-pubkey"]));
-    assert_eq!(leaf_key, ca_key, "the attested key is ca.pem's");
+    attestation_chain_verifies_to(&t, &r.stdout, root);
 
     // Another CA certificate (a software key's), and another root: refused.
     sh(t.command("openssl").args([
@@ -600,6 +576,35 @@ fn key_attest_shows_the_ca_key_was_generated_on_the_card() {
         "other.pem",
     ])
     .fails(5, "does not verify");
+}
+
+/// The two certificates `key attest` printed in `stdout` (the attestation and the card's
+/// f9 certificate) verify up to `root`, and the attested key is ca.pem's.
+fn attestation_chain_verifies_to(t: &Token, stdout: &str, root: &str) {
+    let pems: Vec<String> = stdout
+        .split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|b| format!("-----BEGIN CERTIFICATE-----{b}"))
+        .collect();
+    assert_eq!(pems.len(), 2, "{stdout}");
+    t.write("attestation.pem", &pems[0]);
+    t.write("f9.pem", &pems[1]);
+    let v = sh(t.command("openssl").args([
+        "verify",
+        "-CAfile",
+        root,
+        "-untrusted",
+        "f9.pem",
+        "attestation.pem",
+    ]));
+    assert!(v.contains("attestation.pem: OK"), "{v}");
+    let leaf_key =
+        sh(t.command("openssl")
+            .args(["x509", "-in", "attestation.pem", "-noout", "-pubkey"]));
+    let ca_key = sh(t
+        .command("openssl")
+        .args(["x509", "-in", "ca.pem", "-noout", "-pubkey"]));
+    assert_eq!(leaf_key, ca_key, "the attested key is ca.pem's");
 }
 
 /// resp.pem and resp-key.uri: a delegated OCSP responder whose key the card made in slot 9d
