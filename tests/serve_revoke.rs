@@ -176,8 +176,30 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
     ]));
     assert!(asked.contains("bad.pem: revoked"), "{asked}");
 
-    // The CRL already lists it, with the reason, under a higher CRL number.
-    let after = fetch_crl(&t, port);
+    the_new_crl_lists_it(&t, port, &before);
+    nginx_enforces_the_crl(&t);
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(30)), 0);
+    let audit = t.run(&["audit", "list", "--db", "p11ca-certs.db"]);
+    audit.ok();
+    assert!(audit.stdout.contains("\trevoke\t"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("\tcrl\t"), "{}", audit.stdout);
+    t.run(&[
+        "audit",
+        "verify",
+        "--db",
+        "p11ca-certs.db",
+        "--ca",
+        "ca.pem",
+    ])
+    .ok();
+}
+
+/// The CRL served after the revocation (of bad.pem, key compromise) lists it under a higher
+/// CRL number than `before`'s; GET /crl gives the same CRL; OpenSSL refuses bad.pem under it
+/// and accepts good.pem.
+fn the_new_crl_lists_it(t: &Token, port: u16, before: &str) {
+    let after = fetch_crl(t, port);
     assert!(after.contains("Key Compromise"), "{after}");
     let number = |text: &str| {
         let line = text
@@ -189,7 +211,7 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
             .or_else(|_| line.trim().parse())
             .unwrap()
     };
-    assert!(number(&after) > number(&before), "{before}\n{after}");
+    assert!(number(&after) > number(before), "{before}\n{after}");
     // cfssl's GET /crl gives the same CRL as a base64 JSON string.
     let (st, text) = http(port, "GET", "/api/v1/cfssl/crl", b"").unwrap();
     assert_eq!(st, 200, "{text}");
@@ -220,22 +242,6 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
             + &String::from_utf8_lossy(&out.stderr);
         assert!(text.contains(expect), "{cert}: {text}");
     }
-    nginx_enforces_the_crl(&t);
-    server.signal("TERM");
-    assert_eq!(server.wait(Duration::from_secs(30)), 0);
-    let audit = t.run(&["audit", "list", "--db", "p11ca-certs.db"]);
-    audit.ok();
-    assert!(audit.stdout.contains("\trevoke\t"), "{}", audit.stdout);
-    assert!(audit.stdout.contains("\tcrl\t"), "{}", audit.stdout);
-    t.run(&[
-        "audit",
-        "verify",
-        "--db",
-        "p11ca-certs.db",
-        "--ca",
-        "ca.pem",
-    ])
-    .ok();
 }
 
 /// With `-responder`/`-responder-key` (a delegated responder whose key is in the CA key's
@@ -326,11 +332,9 @@ fn revoke_is_refused_unless_a_key_is_named() {
     r.fails(1, "\"nobody\" is not in the auth_keys section");
 }
 
-/// nginx from Debian on loopback, requiring client certificates from ca.pem and checking them
-/// against crl.pem: the revoked one gets 400, the good one the page.
-fn nginx_enforces_the_crl(t: &Token) {
-    require("nginx");
-    require("curl");
+/// nginx on loopback with a server certificate from the CA, requiring client certificates
+/// from ca.pem and checking them against crl.pem; its port and its process.
+fn start_nginx(t: &Token) -> (u16, crate::util::Background) {
     // The server's own certificate, from the same CA.
     t.write(
         "srv.json",
@@ -360,7 +364,7 @@ fn nginx_enforces_the_crl(t: &Token) {
         d = dir.display()
     );
     std::fs::write(dir.join("nginx/nginx.conf"), conf).unwrap();
-    let mut nginx = t.spawn(
+    let nginx = t.spawn(
         "nginx",
         60,
         "nginx",
@@ -371,6 +375,16 @@ fn nginx_enforces_the_crl(t: &Token) {
             &format!("{}/nginx/nginx.conf", dir.display()),
         ],
     );
+    (port, nginx)
+}
+
+/// nginx from Debian on loopback, requiring client certificates from ca.pem and checking them
+/// against crl.pem: the revoked one gets 400, the good one the page.
+fn nginx_enforces_the_crl(t: &Token) {
+    require("nginx");
+    require("curl");
+    let (port, mut nginx) = start_nginx(t);
+    let dir = t.work();
     let url = format!("https://127.0.0.1:{port}/index.html");
     let curl = |who: &str| -> String {
         let out = t
