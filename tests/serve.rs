@@ -1028,7 +1028,54 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
     require("cfssljson");
     let t = Token::new("serve-tls");
     setup(&t);
-    // The server's TLS certificate and a client certificate, both issued by the token CA.
+    tls_certificates(&t);
+    let port = free_port();
+    let p = port.to_string();
+    let args = mutual_tls_args(&p, "node-.*");
+    let mut srv = start(&t, "serve", "p11ca", &args, port, false);
+    let url = format!("https://localhost:{port}");
+    let mtls = [
+        "-tls-remote-ca",
+        "ca.pem",
+        "-mutual-tls-client-cert",
+        "tls-cl.pem",
+        "-mutual-tls-client-key",
+        "tls-cl-key.pem",
+    ];
+    // cfssl's client with mutual TLS.
+    pipeline(
+        &t,
+        &format!(
+            "cfssl gencert -remote {url} {} -profile kubernetes node-csr.json | cfssljson -bare c1",
+            mtls.join(" ")
+        ),
+    );
+    let s1 = verify(&t, "c1.pem");
+    // p11ca's client with mutual TLS.
+    let mut args = vec!["gencert", "-remote", &url];
+    args.extend_from_slice(&mtls);
+    args.extend_from_slice(&["-profile", "kubernetes", "node-csr.json"]);
+    let g = t.run(&args);
+    t.run_in(&["json", "-bare", "p1"], g.ok().stdout.as_bytes())
+        .ok();
+    let s2 = verify(&t, "p1.pem");
+    tls_refusals(&t, &url);
+    // Plain HTTP gets nothing.
+    assert!(http(port, "GET", "/api/v1/cfssl/health", b"").is_none_or(|(st, _)| st != 200));
+    // Both recorded, with the caller's certificate CN.
+    let recs = records(&t);
+    assert_eq!(serials(&recs), [s1, s2].into_iter().collect());
+    for r in &recs {
+        assert!(r.requester.contains("CN=node-client"), "{r:?}");
+    }
+    srv.signal("TERM");
+    assert_eq!(srv.wait(Duration::from_secs(10)), 0);
+    assert!(t.read("serve.err").contains("listening on https://"));
+}
+
+/// tls-srv.pem (localhost), tls-cl.pem (CN node-client) and tls-bad.pem (CN intruder), with
+/// their keys, issued by the token CA.
+fn tls_certificates(t: &Token) {
     t.write(
         "srv-csr.json",
         r#"{"CN":"localhost","hosts":["localhost","127.0.0.1"],"key":{"algo":"ecdsa","size":256}}"#,
@@ -1061,42 +1108,17 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
         t.run_in(&["json", "-bare", name], g.ok().stdout.as_bytes())
             .ok();
     }
-    let port = free_port();
-    let p = port.to_string();
-    let args = mutual_tls_args(&p, "node-.*");
-    let mut srv = start(&t, "serve", "p11ca", &args, port, false);
-    let url = format!("https://localhost:{port}");
-    let mtls = [
-        "-tls-remote-ca",
-        "ca.pem",
-        "-mutual-tls-client-cert",
-        "tls-cl.pem",
-        "-mutual-tls-client-key",
-        "tls-cl-key.pem",
-    ];
-    // cfssl's client with mutual TLS.
-    pipeline(
-        &t,
-        &format!(
-            "cfssl gencert -remote {url} {} -profile kubernetes node-csr.json | cfssljson -bare c1",
-            mtls.join(" ")
-        ),
-    );
-    let s1 = verify(&t, "c1.pem");
-    // p11ca's client with mutual TLS.
-    let mut args = vec!["gencert", "-remote", &url];
-    args.extend_from_slice(&mtls);
-    args.extend_from_slice(&["-profile", "kubernetes", "node-csr.json"]);
-    let g = t.run(&args);
-    t.run_in(&["json", "-bare", "p1"], g.ok().stdout.as_bytes())
-        .ok();
-    let s2 = verify(&t, "p1.pem");
+}
+
+/// Refused over mutual TLS at `url`: no client certificate (the handshake fails), a CN outside
+/// the rule (403), a server certificate the client does not trust.
+fn tls_refusals(t: &Token, url: &str) {
     // Without a client certificate the handshake fails; a CN outside the rule gets 403; an
-    // untrusted server certificate is refused by the client; plain HTTP gets nothing.
+    // untrusted server certificate is refused by the client.
     t.run(&[
         "gencert",
         "-remote",
-        &url,
+        url,
         "-tls-remote-ca",
         "ca.pem",
         "-profile",
@@ -1107,7 +1129,7 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
     t.run(&[
         "gencert",
         "-remote",
-        &url,
+        url,
         "-tls-remote-ca",
         "ca.pem",
         "-mutual-tls-client-cert",
@@ -1123,7 +1145,7 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
     t.run(&[
         "gencert",
         "-remote",
-        &url,
+        url,
         "-tls-remote-ca",
         "other-ca.pem",
         "-mutual-tls-client-cert",
@@ -1135,16 +1157,6 @@ fn tls_with_client_certificates_for_cfssl_and_p11ca_clients() {
         "node-csr.json",
     ])
     .fails(2, "cannot reach it");
-    assert!(http(port, "GET", "/api/v1/cfssl/health", b"").is_none_or(|(st, _)| st != 200));
-    // Both recorded, with the caller's certificate CN.
-    let recs = records(&t);
-    assert_eq!(serials(&recs), [s1, s2].into_iter().collect());
-    for r in &recs {
-        assert!(r.requester.contains("CN=node-client"), "{r:?}");
-    }
-    srv.signal("TERM");
-    assert_eq!(srv.wait(Duration::from_secs(10)), 0);
-    assert!(t.read("serve.err").contains("listening on https://"));
 }
 
 /// Start p11ca serve (one session) with `P11CA_FAULT=fault` (`fault-injection` feature).
