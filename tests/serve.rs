@@ -924,25 +924,23 @@ fn sigterm_finishes_and_records_requests_in_flight() {
     assert!(TcpStream::connect(("127.0.0.1", srv.lock().unwrap().port)).is_err());
 }
 
-#[test]
-fn p11ca_client_against_cfssl_serve_with_a_software_key() {
-    require("cfssl");
-    require("cfssljson");
-    let t = Token::new("serve-cfssl");
+/// `cfssl serve` on loopback with a software ECDSA CA (cfssl-ca.pem) and SERVER_CONFIG; its
+/// process and port.
+fn cfssl_serve(t: &Token) -> (Server, u16) {
     t.write(
         "cfssl-ca-csr.json",
         r#"{"CN":"cfssl soft CA","key":{"algo":"ecdsa","size":256}}"#,
     );
     pipeline(
-        &t,
+        t,
         "cfssl gencert -initca cfssl-ca-csr.json | cfssljson -bare cfssl-ca",
     );
     t.write("server-config.json", SERVER_CONFIG);
     t.write("node-csr.json", NODE_CSR_JSON);
     let port = free_port();
     let p = port.to_string();
-    let _srv = start(
-        &t,
+    let srv = start(
+        t,
         "cfssl-serve",
         "cfssl",
         &[
@@ -961,6 +959,15 @@ fn p11ca_client_against_cfssl_serve_with_a_software_key() {
         port,
         false,
     );
+    (srv, port)
+}
+
+#[test]
+fn p11ca_client_against_cfssl_serve_with_a_software_key() {
+    require("cfssl");
+    require("cfssljson");
+    let t = Token::new("serve-cfssl");
+    let (_srv, port) = cfssl_serve(&t);
     let url = format!("127.0.0.1:{port}");
     let check = |file: &str| {
         let out = sh(t
