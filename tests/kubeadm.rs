@@ -1265,21 +1265,7 @@ fn sign_csrs_signs_kubeadms_generate_csr_tree_with_the_right_cas() {
         "kc",
     ];
 
-    // A request that does not match its file's row is refused before anything is made.
-    let good_csr = std::fs::read(t.path("pki/apiserver-etcd-client.csr")).unwrap();
-    let good_key = std::fs::read(t.path("pki/apiserver-etcd-client.key")).unwrap();
-    openssl_csr(
-        &t,
-        "pki/apiserver-etcd-client",
-        "/O=system:masters/CN=kube-apiserver-etcd-client",
-        "",
-    );
-    let before = tree(&t, "pki");
-    t.run(&sign).fails(3, "pki/apiserver-etcd-client.csr: the request is for CN \"kube-apiserver-etcd-client\" O [\"system:masters\"]");
-    assert_eq!(tree(&t, "pki"), before, "nothing written");
-    assert_eq!(t.object_count(), objects, "nothing made in the token");
-    std::fs::write(t.path("pki/apiserver-etcd-client.csr"), good_csr).unwrap();
-    std::fs::write(t.path("pki/apiserver-etcd-client.key"), good_key).unwrap();
+    a_mismatched_request_is_refused_untouched(&t, &sign, objects);
 
     let r = t.run(&sign);
     r.ok();
@@ -1302,48 +1288,7 @@ fn sign_csrs_signs_kubeadms_generate_csr_tree_with_the_right_cas() {
         assert_eq!(ext(&t, &crt, "extendedKeyUsage"), eku, "{crt}");
     }
     assert!(!t.path("pki/ca.key").exists() && !t.path("pki/etcd/ca.key").exists());
-    for (conf, subject) in [
-        (
-            "admin.conf",
-            "O = kubeadm:cluster-admins, CN = kubernetes-admin",
-        ),
-        (
-            "super-admin.conf",
-            "O = system:masters, CN = kubernetes-super-admin",
-        ),
-        (
-            "controller-manager.conf",
-            "CN = system:kube-controller-manager",
-        ),
-        ("scheduler.conf", "CN = system:kube-scheduler"),
-        ("kubelet.conf", "O = system:nodes, CN = system:node:cp1"),
-    ] {
-        let f = format!("kc/{conf}");
-        base64_to_file(
-            &t,
-            &kubectl_field(&t, &f, "{.clusters[0].cluster.certificate-authority-data}"),
-            "kc-ca.pem",
-        );
-        assert_eq!(t.read("kc-ca.pem"), t.read("pki/ca.crt"), "{f}");
-        base64_to_file(
-            &t,
-            &kubectl_field(&t, &f, "{.users[0].user.client-certificate-data}"),
-            "kc-cert.pem",
-        );
-        let v = sh(t.command("openssl").args([
-            "verify",
-            "-CAfile",
-            "pki/ca.crt",
-            "-purpose",
-            "sslclient",
-            "kc-cert.pem",
-        ]));
-        assert!(v.contains(": OK"), "{f}: {v}");
-        let s = sh(t
-            .command("openssl")
-            .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
-        assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
-    }
+    signed_kubeconfigs_chain_to_the_ca(&t);
     // What was signed is what kubeadm's table wants: `kubeadm certs` keeps every leaf.
     let certs = t.run(&[
         "kubeadm",
@@ -1364,6 +1309,72 @@ fn sign_csrs_signs_kubeadms_generate_csr_tree_with_the_right_cas() {
     let after = tree(&t, "kc");
     t.run(&sign).fails(1, "no unsigned kubeadm CSR");
     assert_eq!(tree(&t, "kc"), after);
+}
+
+/// A request that does not match its file's row is refused before anything is made: no file
+/// written, no object in the token (it had `objects`).
+fn a_mismatched_request_is_refused_untouched(t: &Token, sign: &[&str], objects: usize) {
+    let good_csr = std::fs::read(t.path("pki/apiserver-etcd-client.csr")).unwrap();
+    let good_key = std::fs::read(t.path("pki/apiserver-etcd-client.key")).unwrap();
+    openssl_csr(
+        t,
+        "pki/apiserver-etcd-client",
+        "/O=system:masters/CN=kube-apiserver-etcd-client",
+        "",
+    );
+    let before = tree(t, "pki");
+    t.run(sign).fails(3, "pki/apiserver-etcd-client.csr: the request is for CN \"kube-apiserver-etcd-client\" O [\"system:masters\"]");
+    assert_eq!(tree(t, "pki"), before, "nothing written");
+    assert_eq!(t.object_count(), objects, "nothing made in the token");
+    std::fs::write(t.path("pki/apiserver-etcd-client.csr"), good_csr).unwrap();
+    std::fs::write(t.path("pki/apiserver-etcd-client.key"), good_key).unwrap();
+}
+
+/// Each kubeconfig sign-csrs wrote embeds ca.crt and a client certificate it verifies, with
+/// the subject of kubeadm's table.
+fn signed_kubeconfigs_chain_to_the_ca(t: &Token) {
+    for (conf, subject) in [
+        (
+            "admin.conf",
+            "O = kubeadm:cluster-admins, CN = kubernetes-admin",
+        ),
+        (
+            "super-admin.conf",
+            "O = system:masters, CN = kubernetes-super-admin",
+        ),
+        (
+            "controller-manager.conf",
+            "CN = system:kube-controller-manager",
+        ),
+        ("scheduler.conf", "CN = system:kube-scheduler"),
+        ("kubelet.conf", "O = system:nodes, CN = system:node:cp1"),
+    ] {
+        let f = format!("kc/{conf}");
+        base64_to_file(
+            t,
+            &kubectl_field(t, &f, "{.clusters[0].cluster.certificate-authority-data}"),
+            "kc-ca.pem",
+        );
+        assert_eq!(t.read("kc-ca.pem"), t.read("pki/ca.crt"), "{f}");
+        base64_to_file(
+            t,
+            &kubectl_field(t, &f, "{.users[0].user.client-certificate-data}"),
+            "kc-cert.pem",
+        );
+        let v = sh(t.command("openssl").args([
+            "verify",
+            "-CAfile",
+            "pki/ca.crt",
+            "-purpose",
+            "sslclient",
+            "kc-cert.pem",
+        ]));
+        assert!(v.contains(": OK"), "{f}: {v}");
+        let s = sh(t
+            .command("openssl")
+            .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
+        assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
+    }
 }
 
 /// `key openssl-conf`: OpenSSL's pkcs11 engine signs with the token's CA key using the printed
