@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::serve::{http, p11ca_serve, setup};
-use crate::util::Token;
+use crate::util::{Run, Token};
 
 const SIGN: &str = "/api/v1/cfssl/sign";
 
@@ -196,15 +196,6 @@ fn command_line_issuance_revocation_and_crl_are_logged_and_sealed() {
         "ca-key.uri",
     ];
     t.run(&crl).ok();
-    let kinds = |t: &Token| -> Vec<String> {
-        let list = t.run(&["audit", "list", "--db", "p11ca-certs.db", "--json"]);
-        list.ok();
-        list.stdout
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
-            .map(|k| k.trim_matches('"').to_string())
-            .collect()
-    };
     assert_eq!(
         kinds(&t),
         ["issue", "issue", "issue", "revoke", "crl", "checkpoint"]
@@ -221,7 +212,33 @@ fn command_line_issuance_revocation_and_crl_are_logged_and_sealed() {
     assert!(list.stdout.contains("\tcli:"), "{}", list.stdout);
     assert!(list.stdout.contains("keycompromise"), "{}", list.stdout);
 
-    // More issuance, then `audit checkpoint` seals it; a second one has nothing to seal.
+    audit_checkpoint_seals_more_issuance(&t, &with_ca);
+
+    // Rewriting who was issued what (the unsealed tail is gone now) is named.
+    db(&t)
+        .execute(
+            "UPDATE audit SET detail = replace(detail, 'other', 'forged') WHERE seq = 7",
+            [],
+        )
+        .unwrap();
+    t.run(&verify_args())
+        .fails(5, "audit record 7: its contents do not match its hash");
+}
+
+/// The kinds of the records in the store's audit log, in order.
+fn kinds(t: &Token) -> Vec<String> {
+    let list = t.run(&["audit", "list", "--db", "p11ca-certs.db", "--json"]);
+    list.ok();
+    list.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .map(|k| k.trim_matches('"').to_string())
+        .collect()
+}
+
+/// More issuance (`with_ca("sign", "other.csr")`), then `audit checkpoint` seals it; a second
+/// one has nothing to seal.
+fn audit_checkpoint_seals_more_issuance(t: &Token, with_ca: &dyn Fn(&str, &str) -> Run) {
     with_ca("sign", "other.csr");
     let checkpoint = [
         "audit",
@@ -248,16 +265,6 @@ fn command_line_issuance_revocation_and_crl_are_logged_and_sealed() {
         again.stdout
     );
     t.run(&verify_args()).ok();
-
-    // Rewriting who was issued what (the unsealed tail is gone now) is named.
-    db(&t)
-        .execute(
-            "UPDATE audit SET detail = replace(detail, 'other', 'forged') WHERE seq = 7",
-            [],
-        )
-        .unwrap();
-    t.run(&verify_args())
-        .fails(5, "audit record 7: its contents do not match its hash");
 }
 
 /// `audit checkpoint` with a key that is not the CA's appends nothing: a checkpoint cannot be
