@@ -92,12 +92,9 @@ fn assert_unique_serials(certs: &[(String, String)]) {
     );
 }
 
-#[test]
-fn server_stopped_mid_batch_then_a_rerun_completes() {
-    let t = served_ca("net");
-    t.make_csrs("csrs", "n", N);
-
-    // Start the batch; once some certificates are on disk, the server goes away.
+/// Start the batch in the background and return once `written_at_least` certificates are on
+/// disk (the batch must still be running then).
+fn start_batch_until(t: &Token, written_at_least: usize) -> std::process::Child {
     let stderr = std::fs::File::create(t.path("batch.err")).unwrap();
     let mut child = t
         .p11ca()
@@ -116,7 +113,7 @@ fn server_stopped_mid_batch_then_a_rerun_completes() {
                     .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".pem"))
             })
             .count();
-        if pems >= 10 {
+        if pems >= written_at_least {
             break;
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -128,6 +125,15 @@ fn server_stopped_mid_batch_then_a_rerun_completes() {
         assert!(Instant::now() < deadline, "the batch made no progress");
         std::thread::sleep(Duration::from_millis(5));
     }
+    child
+}
+
+#[test]
+fn server_stopped_mid_batch_then_a_rerun_completes() {
+    let t = served_ca("net");
+    t.make_csrs("csrs", "n", N);
+
+    let mut child = start_batch_until(&t, 10);
     t.stop_service();
     let status = child.wait().unwrap();
     let err = t.read("batch.err");
