@@ -2,6 +2,36 @@
 
 use crate::util::{Token, ca_csr, require, sh, x509_text};
 
+/// ca.pem parsed: a positive 20-octet serial, the default 43800h validity from five minutes
+/// ago (rounded to the minute), and an SKI computed by RFC 5280's method 1.
+fn ca_certificate_structure(t: &Token) {
+    use der::{DecodePem, Encode};
+    use x509_cert::Certificate;
+    let cert = Certificate::from_pem(t.read("ca.pem").as_bytes()).unwrap();
+    let tbs = cert.tbs_certificate();
+    let serial = tbs.serial_number().as_bytes();
+    assert_eq!(serial.len(), 20, "20-octet serial");
+    assert!(serial[0] & 0x80 == 0 && serial[0] != 0, "positive serial");
+    let nb = tbs.validity().not_before.to_unix_duration().as_secs();
+    let na = tbs.validity().not_after.to_unix_duration().as_secs();
+    assert_eq!(na - nb, 43800 * 3600, "default ca.expiry 43800h");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        nb <= now - 4 * 60 && nb >= now - 6 * 60,
+        "notBefore = now - 5m (rounded)"
+    );
+    assert_eq!(nb % 60, 0);
+    // SKI = SHA-1 of the subjectPublicKey bits (RFC 5280 method 1).
+    use sha1::Digest;
+    let ski: x509_cert::ext::pkix::SubjectKeyIdentifier = tbs.get_extension().unwrap().unwrap().1;
+    let spk = tbs.subject_public_key_info().subject_public_key.raw_bytes();
+    assert_eq!(ski.0.as_bytes(), sha1::Sha1::digest(spk).as_slice());
+    assert!(tbs.subject().to_der().unwrap().len() > 10);
+}
+
 #[test]
 fn seed_ca_end_to_end_with_openssl() {
     require("openssl");
@@ -63,32 +93,7 @@ fn seed_ca_end_to_end_with_openssl() {
         "a root carries no AKI, as in cfssl"
     );
 
-    // Structure checks by parsing.
-    use der::{DecodePem, Encode};
-    use x509_cert::Certificate;
-    let cert = Certificate::from_pem(t.read("ca.pem").as_bytes()).unwrap();
-    let tbs = cert.tbs_certificate();
-    let serial = tbs.serial_number().as_bytes();
-    assert_eq!(serial.len(), 20, "20-octet serial");
-    assert!(serial[0] & 0x80 == 0 && serial[0] != 0, "positive serial");
-    let nb = tbs.validity().not_before.to_unix_duration().as_secs();
-    let na = tbs.validity().not_after.to_unix_duration().as_secs();
-    assert_eq!(na - nb, 43800 * 3600, "default ca.expiry 43800h");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert!(
-        nb <= now - 4 * 60 && nb >= now - 6 * 60,
-        "notBefore = now - 5m (rounded)"
-    );
-    assert_eq!(nb % 60, 0);
-    // SKI = SHA-1 of the subjectPublicKey bits (RFC 5280 method 1).
-    use sha1::Digest;
-    let ski: x509_cert::ext::pkix::SubjectKeyIdentifier = tbs.get_extension().unwrap().unwrap().1;
-    let spk = tbs.subject_public_key_info().subject_public_key.raw_bytes();
-    assert_eq!(ski.0.as_bytes(), sha1::Sha1::digest(spk).as_slice());
-    assert!(tbs.subject().to_der().unwrap().len() > 10);
+    ca_certificate_structure(&t);
 
     // The handle: an RFC 7512 URI, no PIN, id percent-encoded byte by byte.
     let uri = t.read("ca-key.uri");
