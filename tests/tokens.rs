@@ -296,6 +296,41 @@ fn piv_slot_names_map_to_ykcs11_key_ids() {
     );
 }
 
+/// The batch's `stderr` after its CA key was deleted: only clear errors, each naming its
+/// input, or one last line saying the batch stopped; with `written` certificates out, every
+/// input is accounted for once.
+fn each_failure_is_reported_once(stderr: &str, written: usize) {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("p11ca: error:"))
+        .collect();
+    assert!(!errors.is_empty());
+    // Each error names its input; or, once no session can find the key any more, one last
+    // line says the batch stopped there (the inputs not yet read are not listed one by one).
+    let stopped = errors
+        .iter()
+        .filter(|e| e.contains("the batch stopped there"))
+        .count();
+    assert!(stopped <= 1, "{stderr}");
+    for e in &errors {
+        assert!(
+            (e.contains("csrs/g") || e.contains("the batch stopped there"))
+                && (e.contains("HANDLE_INVALID") || e.contains("no private key")),
+            "unclear: {e}"
+        );
+    }
+    let named = errors.len() - stopped;
+    if stopped == 0 {
+        assert_eq!(
+            named + written,
+            150,
+            "every input either written or reported, once"
+        );
+    } else {
+        assert!(named + written <= 150, "{stderr}");
+    }
+}
+
 #[test]
 fn ca_key_deleted_by_another_process_mid_batch() {
     crate::util::require("pkcs11-tool");
@@ -352,35 +387,7 @@ fn ca_key_deleted_by_another_process_mid_batch() {
         "the deletion landed after the whole batch; make the batch longer"
     );
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("p11ca: error:"))
-        .collect();
-    assert!(!errors.is_empty());
-    // Each error names its input; or, once no session can find the key any more, one last
-    // line says the batch stopped there (the inputs not yet read are not listed one by one).
-    let stopped = errors
-        .iter()
-        .filter(|e| e.contains("the batch stopped there"))
-        .count();
-    assert!(stopped <= 1, "{stderr}");
-    for e in &errors {
-        assert!(
-            (e.contains("csrs/g") || e.contains("the batch stopped there"))
-                && (e.contains("HANDLE_INVALID") || e.contains("no private key")),
-            "unclear: {e}"
-        );
-    }
-    let named = errors.len() - stopped;
-    if stopped == 0 {
-        assert_eq!(
-            named + written.len(),
-            150,
-            "every input either written or reported, once"
-        );
-    } else {
-        assert!(named + written.len() <= 150, "{stderr}");
-    }
+    each_failure_is_reported_once(&stderr, written.len());
     let mut uniq = written.clone();
     uniq.dedup();
     assert_eq!(uniq.len(), written.len(), "no serial twice");
