@@ -563,35 +563,9 @@ fn renewca_replaces_the_certificate_and_old_leaves_verify() {
     openssl_verifies(&t, "new.pem", None, "node.pem", true);
 }
 
-/// `kubeadm certs` and `kubeadm kubeconfig` on this back-end: the three CA keys generated in
-/// the token (in the TPM with P11CA_TEST_BACKEND=tpm), every leaf verified by OpenSSL under its
-/// CA, and a second run finding the CAs again.
-#[test]
-fn kubeadm_pki_with_all_three_ca_keys_in_the_token() {
-    require("openssl");
-    let t = Token::new("k8s");
-    if not_on_piv(
-        t.backend(),
-        "kubeadm certs: its three CA keys need PIV slots and the management key, which kubeadm certs does not take (docs/kubernetes.md)",
-    ) {
-        return;
-    }
-    t.write("kubeadm.yaml", &crate::kubeadm::config("ECDSA-P256"));
-    let before = t.object_count();
-    let certs = [
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ];
-    t.run(&certs).ok();
-    assert_eq!(
-        t.object_count(),
-        before + 9,
-        "three key pairs and certificates"
-    );
+/// The three CA keys are in the token (by label), no CA key file is on disk, and each leaf
+/// of kubeadm's table verifies under its CA.
+fn three_keyless_cas_sign_the_leaves(t: &Token) {
     let list = t.run(&["key", "list"]);
     list.ok();
     for label in [
@@ -624,6 +598,38 @@ fn kubeadm_pki_with_all_three_ca_keys_in_the_token() {
         assert!(v.contains(": OK"), "{leaf}: {v}");
         assert!(!t.path(&format!("pki/{ca}.key")).exists());
     }
+}
+
+/// `kubeadm certs` and `kubeadm kubeconfig` on this back-end: the three CA keys generated in
+/// the token (in the TPM with P11CA_TEST_BACKEND=tpm), every leaf verified by OpenSSL under its
+/// CA, and a second run finding the CAs again.
+#[test]
+fn kubeadm_pki_with_all_three_ca_keys_in_the_token() {
+    require("openssl");
+    let t = Token::new("k8s");
+    if not_on_piv(
+        t.backend(),
+        "kubeadm certs: its three CA keys need PIV slots and the management key, which kubeadm certs does not take (docs/kubernetes.md)",
+    ) {
+        return;
+    }
+    t.write("kubeadm.yaml", &crate::kubeadm::config("ECDSA-P256"));
+    let before = t.object_count();
+    let certs = [
+        "kubeadm",
+        "certs",
+        "--config",
+        "kubeadm.yaml",
+        "--cert-dir",
+        "pki",
+    ];
+    t.run(&certs).ok();
+    assert_eq!(
+        t.object_count(),
+        before + 9,
+        "three key pairs and certificates"
+    );
+    three_keyless_cas_sign_the_leaves(&t);
     let again = t.run(&certs);
     again.ok();
     assert_eq!(
