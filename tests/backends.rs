@@ -566,20 +566,7 @@ fn renewca_replaces_the_certificate_and_old_leaves_verify() {
 /// The three CA keys are in the token (by label), no CA key file is on disk, and each leaf
 /// of kubeadm's table verifies under its CA.
 fn three_keyless_cas_sign_the_leaves(t: &Token) {
-    let list = t.run(&["key", "list"]);
-    list.ok();
-    for label in [
-        "kubernetes-ca",
-        "kubernetes-front-proxy-ca",
-        "kubernetes-etcd-ca",
-    ] {
-        assert!(
-            list.stdout
-                .contains(&format!("object={label};type=private")),
-            "{}",
-            list.stdout
-        );
-    }
+    crate::kubeadm::three_ca_keys_in_the_token(t);
     for (leaf, ca) in [
         ("apiserver", "ca"),
         ("apiserver-kubelet-client", "ca"),
@@ -615,14 +602,7 @@ fn kubeadm_pki_with_all_three_ca_keys_in_the_token() {
     }
     t.write("kubeadm.yaml", &crate::kubeadm::config("ECDSA-P256"));
     let before = t.object_count();
-    let certs = [
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ];
+    let certs = crate::kubeadm::CERTS;
     t.run(&certs).ok();
     assert_eq!(
         t.object_count(),

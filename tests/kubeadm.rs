@@ -106,20 +106,41 @@ pub(crate) fn pki_token(label: &str, algo: &str) -> Token {
     t
 }
 
+/// `kubeadm certs` with the test's config into pki/.
+pub(crate) const CERTS: [&str; 6] = [
+    "kubeadm",
+    "certs",
+    "--config",
+    "kubeadm.yaml",
+    "--cert-dir",
+    "pki",
+];
+
+/// The token holds the three CA keys kubeadm's external-CA mode needs, by label.
+pub(crate) fn three_ca_keys_in_the_token(t: &Token) {
+    let list = t.run(&["key", "list"]);
+    list.ok();
+    for label in [
+        "kubernetes-ca",
+        "kubernetes-front-proxy-ca",
+        "kubernetes-etcd-ca",
+    ] {
+        assert!(
+            list.stdout
+                .contains(&format!("object={label};type=private")),
+            "{}",
+            list.stdout
+        );
+    }
+}
+
 #[test]
 fn certs_writes_kubeadms_external_ca_layout_and_a_second_run_keeps_it() {
     require("openssl");
     let t = Token::new("k8s");
     t.write("kubeadm.yaml", &config("ECDSA-P256"));
     let before = t.object_count();
-    let r = t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ]);
+    let r = t.run(&CERTS);
     r.ok();
     assert!(
         r.stdout.contains("sa.key is a software key file"),
@@ -143,20 +164,7 @@ fn certs_writes_kubeadms_external_ca_layout_and_a_second_run_keeps_it() {
     }
     // Three key pairs and three certificates in the token; no CA key on disk.
     assert_eq!(t.object_count(), before + 9);
-    let list = t.run(&["key", "list"]);
-    list.ok();
-    for label in [
-        "kubernetes-ca",
-        "kubernetes-front-proxy-ca",
-        "kubernetes-etcd-ca",
-    ] {
-        assert!(
-            list.stdout
-                .contains(&format!("object={label};type=private")),
-            "{}",
-            list.stdout
-        );
-    }
+    three_ca_keys_in_the_token(&t);
     // The token's CA key signs what ca.crt says: OpenSSL checks a leaf under it.
     let v = sh(t
         .command("openssl")
@@ -164,14 +172,7 @@ fn certs_writes_kubeadms_external_ca_layout_and_a_second_run_keeps_it() {
     assert!(v.contains("OK"), "{v}");
 
     // Idempotent like kubeadm: a second run finds the CAs in the token and keeps every file.
-    let again = t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ]);
+    let again = t.run(&CERTS);
     again.ok();
     assert!(
         again
@@ -186,15 +187,7 @@ fn certs_writes_kubeadms_external_ca_layout_and_a_second_run_keeps_it() {
     // A missing leaf is made again under the same CA; the others stay.
     std::fs::remove_file(t.path("pki/etcd/peer.crt")).unwrap();
     std::fs::remove_file(t.path("pki/etcd/peer.key")).unwrap();
-    t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ])
-    .ok();
+    t.run(&CERTS).ok();
     let after = tree(&t, "pki");
     assert_ne!(after["etcd/peer.crt"], files["etcd/peer.crt"]);
     assert_eq!(after["etcd/server.crt"], files["etcd/server.crt"]);
