@@ -94,15 +94,7 @@ fn tree(t: &Token, dir: &str) -> BTreeMap<String, Vec<u8>> {
 pub(crate) fn pki_token(label: &str, algo: &str) -> Token {
     let t = Token::new(label);
     t.write("kubeadm.yaml", &config(algo));
-    t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ])
-    .ok();
+    t.run(&CERTS).ok();
     t
 }
 
@@ -292,15 +284,7 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     t.write("kubeadm.yaml", &good);
     std::fs::create_dir_all(t.path("pki/etcd")).unwrap();
     t.write("pki/etcd/ca.key", "not really a key");
-    t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ])
-    .fails(
+    t.run(&CERTS).fails(
         3,
         "pki/etcd/ca.key exists: with a CA key file kubeadm does not use external-CA mode",
     );
@@ -325,15 +309,7 @@ fn a_file_that_does_not_match_its_ca_or_names_is_an_error_naming_it() {
         t.path("pki/front-proxy-client.key"),
     )
     .unwrap();
-    t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ])
-    .fails(
+    t.run(&CERTS).fails(
         3,
         "pki/front-proxy-client.crt is not signed by its CA (front-proxy-ca.crt)",
     );
@@ -367,43 +343,21 @@ fn a_file_that_does_not_match_its_ca_or_names_is_an_error_naming_it() {
     );
     // A key that is not the certificate's.
     std::fs::copy(t.path("pki/etcd/peer.key"), t.path("pki/etcd/server.key")).unwrap();
-    t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ])
-    .fails(
+    t.run(&CERTS).fails(
         3,
         "pki/etcd/server.key is not the key of pki/etcd/server.crt",
     );
     // A certificate without its key.
     std::fs::remove_file(t.path("pki/etcd/server.key")).unwrap();
-    t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ])
-    .fails(3, "pki/etcd/server.crt exists without pki/etcd/server.key");
+    t.run(&CERTS)
+        .fails(3, "pki/etcd/server.crt exists without pki/etcd/server.key");
     // ca.crt present, but this token holds no key for it.
     let fresh = Token::new("other");
     fresh.write("kubeadm.yaml", &config("ECDSA-P256"));
     std::fs::create_dir_all(fresh.path("pki")).unwrap();
     std::fs::copy(t.path("pki/ca.crt"), fresh.path("pki/ca.crt")).unwrap();
     fresh
-        .run(&[
-            "kubeadm",
-            "certs",
-            "--config",
-            "kubeadm.yaml",
-            "--cert-dir",
-            "pki",
-        ])
+        .run(&CERTS)
         .fails(3, "has no key labelled \"kubernetes-ca\"");
     assert_eq!(t.object_count(), objects, "no key added by a refused run");
 }
@@ -1283,14 +1237,7 @@ fn sign_csrs_signs_kubeadms_generate_csr_tree_with_the_right_cas() {
     assert!(!t.path("pki/ca.key").exists() && !t.path("pki/etcd/ca.key").exists());
     signed_kubeconfigs_chain_to_the_ca(&t);
     // What was signed is what kubeadm's table wants: `kubeadm certs` keeps every leaf.
-    let certs = t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-    ]);
+    let certs = t.run(&CERTS);
     certs.ok();
     assert_eq!(
         certs.stdout.matches("certificate and key on disk").count(),
