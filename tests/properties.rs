@@ -513,31 +513,6 @@ fn profile() -> BoxedStrategy<Value> {
         .prop_map(Value::from)
         .boxed();
     let bad_url = "\\PC{0,10}".prop_map(Value::from).boxed();
-    let qualifier = prop_oneof![
-        "[ -~]{1,20}".prop_map(|v| json!({"type": "id-qt-cps", "value": v})),
-        "\\PC{1,20}".prop_map(|v| json!({"type": "id-qt-unotice", "value": v})),
-    ];
-    let policy = (
-        "[0-2]\\.[0-3](\\.[0-9]{1,4}){0,4}",
-        prop::collection::vec(qualifier, 0..3),
-    )
-        .prop_map(|(id, q)| json!({"id": id, "qualifiers": q}))
-        .boxed();
-    let bad_qualifier = (
-        select(&["id-qt-cps", "id-qt-unotice", "x", ""][..]),
-        prop_oneof!["[ -~]{0,20}", "\\PC{0,20}", "a{201}"],
-    )
-        .prop_map(|(t, v)| json!({"type": t, "value": v}));
-    let bad_policy = (
-        prop_oneof!["[0-9](\\.[0-9]{1,4}){0,5}", "\\PC{0,8}"],
-        prop::collection::vec(bad_qualifier, 0..3),
-    )
-        .prop_map(|(id, q)| json!({"id": id, "qualifiers": q}));
-    let ca = |lens: std::ops::RangeInclusive<i64>| {
-        (any::<bool>(), lens, any::<bool>())
-            .prop_map(|(c, n, z)| json!({"is_ca": c, "max_path_len": n, "max_path_len_zero": z}))
-            .boxed()
-    };
     let fields: Vec<(&str, BoxedStrategy<Option<Value>>)> = vec![
         ("usages", field(usages, bad_usages)),
         (
@@ -556,7 +531,10 @@ fn profile() -> BoxedStrategy<Value> {
         ),
         ("not_before", field(rfc3339(1970..2050), bad_time.clone())),
         ("not_after", field(rfc3339(2050..10000), bad_time)),
-        ("ca_constraint", field(ca(-1..=255), ca(-300..=300))),
+        (
+            "ca_constraint",
+            field(ca_constraint(-1..=255), ca_constraint(-300..=300)),
+        ),
         ("crl_url", field(url.clone(), bad_url.clone())),
         ("ocsp_url", field(url.clone(), bad_url.clone())),
         (
@@ -581,17 +559,7 @@ fn profile() -> BoxedStrategy<Value> {
                 strings(&["(", "a{1000}{1000}", "\\p{Nope}"]),
             ),
         ),
-        (
-            "policies",
-            field(
-                prop::collection::vec(policy, 0..3)
-                    .prop_map(Value::from)
-                    .boxed(),
-                prop::collection::vec(bad_policy, 1..3)
-                    .prop_map(Value::from)
-                    .boxed(),
-            ),
-        ),
+        ("policies", policies()),
         ("remote", field(json_leaf(), json_leaf())),
         ("copy_extensions", field(json_leaf(), json_leaf())),
         ("policy", field(issuance_policy(), json_value(CONFIG_KEYS))),
@@ -608,6 +576,45 @@ fn profile() -> BoxedStrategy<Value> {
             )
         })
         .boxed()
+}
+
+/// A profile's `ca_constraint` with `max_path_len` in `lens`.
+fn ca_constraint(lens: std::ops::RangeInclusive<i64>) -> BoxedStrategy<Value> {
+    (any::<bool>(), lens, any::<bool>())
+        .prop_map(|(c, n, z)| json!({"is_ca": c, "max_path_len": n, "max_path_len_zero": z}))
+        .boxed()
+}
+
+/// A profile's `policies`: mostly OIDs with CPS and user-notice qualifiers, some malformed.
+fn policies() -> BoxedStrategy<Option<Value>> {
+    let qualifier = prop_oneof![
+        "[ -~]{1,20}".prop_map(|v| json!({"type": "id-qt-cps", "value": v})),
+        "\\PC{1,20}".prop_map(|v| json!({"type": "id-qt-unotice", "value": v})),
+    ];
+    let policy = (
+        "[0-2]\\.[0-3](\\.[0-9]{1,4}){0,4}",
+        prop::collection::vec(qualifier, 0..3),
+    )
+        .prop_map(|(id, q)| json!({"id": id, "qualifiers": q}))
+        .boxed();
+    let bad_qualifier = (
+        select(&["id-qt-cps", "id-qt-unotice", "x", ""][..]),
+        prop_oneof!["[ -~]{0,20}", "\\PC{0,20}", "a{201}"],
+    )
+        .prop_map(|(t, v)| json!({"type": t, "value": v}));
+    let bad_policy = (
+        prop_oneof!["[0-9](\\.[0-9]{1,4}){0,5}", "\\PC{0,8}"],
+        prop::collection::vec(bad_qualifier, 0..3),
+    )
+        .prop_map(|(id, q)| json!({"id": id, "qualifiers": q}));
+    field(
+        prop::collection::vec(policy, 0..3)
+            .prop_map(Value::from)
+            .boxed(),
+        prop::collection::vec(bad_policy, 1..3)
+            .prop_map(Value::from)
+            .boxed(),
+    )
 }
 
 /// A profile's `policy` object: mostly valid values, some out of range or unknown.
