@@ -1398,7 +1398,11 @@ fn openssl_conf_lets_openssl_sign_with_the_token_key_exactly_as_printed() {
     let left = std::fs::read_to_string(t.path("node.pem")).unwrap_or_default();
     assert!(!left.contains("CERTIFICATE"), "{left}");
 
-    // GnuTLS's p11tool with the same handle (PIN from its environment, not argv).
+    p11tool_signs_with_the_same_handle(&t);
+}
+
+/// GnuTLS's p11tool signs with the same handle (the PIN from its environment, not argv).
+fn p11tool_signs_with_the_same_handle(t: &Token) {
     let handle = t.read("ca-key.uri");
     let p = run(
         t.command("p11tool")
