@@ -125,29 +125,7 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
     let before = fetch_crl(&t, port);
     assert!(before.contains("No Revoked Certificates"), "{before}");
 
-    // cfssl's own unauthenticated body, a wrong key, a bad reason: refused, nothing changes.
-    let plain = json!({"serial": bad, "authority_key_id": aki, "reason": "keyCompromise"});
-    let (st, text) = http(port, "POST", REVOKE, plain.to_string().as_bytes()).unwrap();
-    assert_eq!(st, 401, "{text}");
-    let wrong = AuthKey::new("current", vec![7; 32]);
-    let (st, text) = http(
-        port,
-        "POST",
-        REVOKE,
-        revoke_body(&wrong, &bad, &aki, "keyCompromise").as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(st, 401, "{text}");
-    let (st, text) = http(
-        port,
-        "POST",
-        REVOKE,
-        revoke_body(&current_key(), &bad, &aki, "bored").as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(st, 400, "{text}");
-    assert!(text.contains("unknown revocation reason"), "{text}");
-    assert!(!any_revoked(&t));
+    unauthenticated_or_bad_revocations_are_refused(&t, port, &bad, &aki);
 
     // The real thing, then its replay.
     let body = revoke_body(&current_key(), &bad, &aki, "keyCompromise");
@@ -193,6 +171,32 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
         "ca.pem",
     ])
     .ok();
+}
+
+/// cfssl's own unauthenticated body, a wrong key, a bad reason: refused, nothing changes.
+fn unauthenticated_or_bad_revocations_are_refused(t: &Token, port: u16, bad: &str, aki: &str) {
+    let plain = json!({"serial": bad, "authority_key_id": aki, "reason": "keyCompromise"});
+    let (st, text) = http(port, "POST", REVOKE, plain.to_string().as_bytes()).unwrap();
+    assert_eq!(st, 401, "{text}");
+    let wrong = AuthKey::new("current", vec![7; 32]);
+    let (st, text) = http(
+        port,
+        "POST",
+        REVOKE,
+        revoke_body(&wrong, bad, aki, "keyCompromise").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 401, "{text}");
+    let (st, text) = http(
+        port,
+        "POST",
+        REVOKE,
+        revoke_body(&current_key(), bad, aki, "bored").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("unknown revocation reason"), "{text}");
+    assert!(!any_revoked(t));
 }
 
 /// The CRL served after the revocation (of bad.pem, key compromise) lists it under a higher
