@@ -176,11 +176,47 @@ fn seed_flow_gencert_node_certificate() {
     assert_eq!(t.object_count(), 3);
     let g = issue(&t, &ca_args("gencert", &["node-csr.json"]), "node");
 
+    gencert_prints_the_node_and_writes_its_files(&t, &g);
+    store_lists_the_ca_and_the_node(&t);
+    assert_eq!(mode(&t, "node-key.pem"), 0o600, "node key is 0600");
+    assert_eq!(mode(&t, "node.pem"), 0o644);
+
+    verify_ok(&t, &["-CAfile", "ca.pem", "node.pem"]);
+    let r = run(
+        t.command("openssl")
+            .args(["req", "-verify", "-noout", "-in", "node.csr"]),
+        None,
+    );
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("verify OK"),
+        "{r:?}"
+    );
+
+    node_certificate_has_the_profile_s_fields(&t);
+    node_issuer_serial_and_validity_are_right(&t);
+
+    // The key file is the certificate's key.
+    assert_eq!(
+        pubkey(&t, "x509", "node.pem"),
+        pubkey(&t, "pkey", "node-key.pem")
+    );
+    assert_eq!(
+        pubkey(&t, "req", "node.csr"),
+        pubkey(&t, "pkey", "node-key.pem")
+    );
+    assert!(t.read("node-key.pem").contains("PRIVATE KEY"));
+
+    // Signing created nothing in the token.
+    assert_eq!(t.object_count(), 3);
+}
+
+/// gencert's stdout is cfssl's JSON with no warning, and json -bare wrote the node's files.
+fn gencert_prints_the_node_and_writes_its_files(t: &Token, g: &Run) {
     // stdout: cfssl's {"cert","csr","key"}, with the node's software key.
     assert_eq!(json_keys(&g.stdout), ["cert", "csr", "key"]);
     assert!(g.stdout.ends_with("}\n"));
     assert!(
-        warnings(&g).is_empty(),
+        warnings(g).is_empty(),
         "no warning for an RSA node: {}",
         g.stderr
     );
@@ -199,6 +235,10 @@ fn seed_flow_gencert_node_certificate() {
             "p11ca-certs.db"
         ]
     );
+}
+
+/// The store next to -config holds the CA's and the node's certificates.
+fn store_lists_the_ca_and_the_node(t: &Token) {
     // Both certificates are in the store (next to -config), recorded for this user and host.
     let listed = t.run(&["certs", "list", "--json", "--config", "ca-config.json"]);
     let v: serde_json::Value = serde_json::from_str(&listed.ok().stdout).unwrap();
@@ -214,22 +254,12 @@ fn seed_flow_gencert_node_certificate() {
     for r in v.as_array().unwrap() {
         assert!(r["requester"].as_str().unwrap().starts_with("cli:"), "{r}");
     }
-    assert_eq!(mode(&t, "node-key.pem"), 0o600, "node key is 0600");
-    assert_eq!(mode(&t, "node.pem"), 0o644);
+}
 
-    verify_ok(&t, &["-CAfile", "ca.pem", "node.pem"]);
-    let r = run(
-        t.command("openssl")
-            .args(["req", "-verify", "-noout", "-in", "node.csr"]),
-        None,
-    );
-    assert!(
-        format!("{}{}", r.stdout, r.stderr).contains("verify OK"),
-        "{r:?}"
-    );
-
-    let text = x509_text(&t, "node.pem");
-    let ca_text = x509_text(&t, "ca.pem");
+/// node.pem has the CA as issuer, the node's subject, the profile's extensions and key ids.
+fn node_certificate_has_the_profile_s_fields(t: &Token) {
+    let text = x509_text(t, "node.pem");
+    let ca_text = x509_text(t, "ca.pem");
     for want in [
         "Version: 3 (0x2)",
         "Signature Algorithm: sha256WithRSAEncryption",
@@ -263,10 +293,13 @@ fn seed_flow_gencert_node_certificate() {
         "AKI of the node = SKI of the CA"
     );
     assert_ne!(ski, key_id(&ca_text, "Subject Key Identifier"));
+}
 
+/// node.pem's issuer is the CA's subject byte for byte; its serial and validity are right.
+fn node_issuer_serial_and_validity_are_right(t: &Token) {
     // Issuer is the CA's subject, byte for byte.
     use der::Encode;
-    let (node, ca) = (cert(&t, "node.pem"), cert(&t, "ca.pem"));
+    let (node, ca) = (cert(t, "node.pem"), cert(t, "ca.pem"));
     assert_eq!(
         node.tbs_certificate().issuer().to_der().unwrap(),
         ca.tbs_certificate().subject().to_der().unwrap()
@@ -278,24 +311,10 @@ fn seed_flow_gencert_node_certificate() {
     );
 
     // Validity: 8760h from now − 5 min (rounded to the minute).
-    let (nb, na) = validity(&t, "node.pem");
+    let (nb, na) = validity(t, "node.pem");
     assert_eq!(na - nb, 8760 * 3600, "profile expiry 8760h");
     assert_eq!(nb % 60, 0);
     assert!(nb <= now() - 4 * 60 && nb >= now() - 6 * 60, "backdate 5m");
-
-    // The key file is the certificate's key.
-    assert_eq!(
-        pubkey(&t, "x509", "node.pem"),
-        pubkey(&t, "pkey", "node-key.pem")
-    );
-    assert_eq!(
-        pubkey(&t, "req", "node.csr"),
-        pubkey(&t, "pkey", "node-key.pem")
-    );
-    assert!(t.read("node-key.pem").contains("PRIVATE KEY"));
-
-    // Signing created nothing in the token.
-    assert_eq!(t.object_count(), 3);
 }
 
 #[test]
@@ -428,9 +447,22 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
         pubkey(&t, "pkey", "osslnode-key.pem")
     );
 
+    hostname_replaces_the_csr_sans(&t);
+    subject_json_overrides_cn_and_o(&t);
+    der_csr_signs_like_the_pem_one(&t);
+
+    // And from stdin.
+    let r = t.run_in(&ca_args("sign", &["-"]), t.read("osslnode.csr").as_bytes());
+    r.ok();
+    assert_eq!(json_keys(&r.stdout), ["cert", "csr"]);
+    assert_eq!(t.object_count(), 3);
+}
+
+/// sign -hostname puts its names in the SAN instead of the CSR's.
+fn hostname_replaces_the_csr_sans(t: &Token) {
     // -hostname replaces the CSR's SANs.
     issue(
-        &t,
+        t,
         &ca_args(
             "sign",
             &["-hostname", "other.example.com,192.168.1.1", "osslnode.csr"],
@@ -438,21 +470,20 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
         "hn",
     );
     assert_eq!(
-        ext(&x509_text(&t, "hn.pem"), "Subject Alternative Name").1,
+        ext(&x509_text(t, "hn.pem"), "Subject Alternative Name").1,
         "DNS:other.example.com, IP Address:192.168.1.1"
     );
+}
 
+/// A subject.json after the CSR overrides its CN and O; its C and SANs stay.
+fn subject_json_overrides_cn_and_o(t: &Token) {
     // subject.json overrides CN and O field by field; C stays from the CSR.
     t.write(
         "subject.json",
         r#"{"CN":"override","names":[{"O":"system:nodes"}]}"#,
     );
-    issue(
-        &t,
-        &ca_args("sign", &["osslnode.csr", "subject.json"]),
-        "ov",
-    );
-    let text = x509_text(&t, "ov.pem");
+    issue(t, &ca_args("sign", &["osslnode.csr", "subject.json"]), "ov");
+    let text = x509_text(t, "ov.pem");
     assert!(
         text.contains("Subject: C = US, O = system:nodes, CN = override"),
         "{text}"
@@ -461,11 +492,14 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
         text.contains("DNS:osslnode.example.com"),
         "SANs kept: {text}"
     );
-    verify_ok(&t, &["-CAfile", "ca.pem", "ov.pem"]);
+    verify_ok(t, &["-CAfile", "ca.pem", "ov.pem"]);
+}
 
+/// A DER CSR signs like the PEM one, and the output's csr is that request as PEM.
+fn der_csr_signs_like_the_pem_one(t: &Token) {
     // A DER CSR works too; the output csr is the same request.
     openssl(
-        &t,
+        t,
         &[
             "req",
             "-in",
@@ -476,21 +510,15 @@ fn sign_openssl_csr_subject_sans_hostname_subject_json_and_der() {
             "osslnode.der",
         ],
     );
-    let s = issue(&t, &ca_args("sign", &["osslnode.der"]), "der");
+    let s = issue(t, &ca_args("sign", &["osslnode.der"]), "der");
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
     assert_eq!(
         v["csr"],
         t.read("osslnode.csr"),
         "DER input, same CSR out (as PEM)"
     );
-    verify_ok(&t, &["-CAfile", "ca.pem", "der.pem"]);
-    assert!(x509_text(&t, "der.pem").contains("Subject: C = US, O = acme, CN = osslnode"));
-
-    // And from stdin.
-    let r = t.run_in(&ca_args("sign", &["-"]), t.read("osslnode.csr").as_bytes());
-    r.ok();
-    assert_eq!(json_keys(&r.stdout), ["cert", "csr"]);
-    assert_eq!(t.object_count(), 3);
+    verify_ok(t, &["-CAfile", "ca.pem", "der.pem"]);
+    assert!(x509_text(t, "der.pem").contains("Subject: C = US, O = acme, CN = osslnode"));
 }
 
 /// RFC 7468 §2: "Data before the encapsulation boundaries are permitted, and parsers MUST NOT
@@ -659,65 +687,7 @@ fn mutual_tls_handshake_with_token_issued_certificates() {
     require("timeout");
     let t = Token::new("k8s");
     t.seed_ca();
-    t.write("tls-config.json", TLS_CONFIG);
-    t.write(
-        "server-csr.json",
-        r#"{"CN":"server","hosts":["127.0.0.1","localhost"],"key":{"algo":"rsa","size":2048}}"#,
-    );
-    t.write(
-        "client-csr.json",
-        r#"{"CN":"client","names":[{"O":"system:nodes"}],"key":{"algo":"ecdsa","size":256}}"#,
-    );
-    let cfg = |ca: &'static str, key: &'static str, profile: &'static str, csr: &'static str| {
-        vec![
-            "gencert",
-            "-ca",
-            ca,
-            "-ca-key",
-            key,
-            "-config",
-            "tls-config.json",
-            "-profile",
-            profile,
-            csr,
-        ]
-    };
-    issue(
-        &t,
-        &cfg("ca.pem", "ca-key.uri", "server", "server-csr.json"),
-        "server",
-    );
-    issue(
-        &t,
-        &cfg("ca.pem", "ca-key.uri", "client", "client-csr.json"),
-        "client",
-    );
-    // A second CA in the same token with the very same subject name, and a client from it:
-    // only the signature tells them apart.
-    let g = t.run(&["gencert", "-initca", "--key-label", "other", "ca-csr.json"]);
-    g.ok();
-    t.run_in(&["json", "-bare", "other-ca"], g.stdout.as_bytes())
-        .ok();
-    issue(
-        &t,
-        &cfg(
-            "other-ca.pem",
-            "other-ca-key.uri",
-            "client",
-            "client-csr.json",
-        ),
-        "other-client",
-    );
-    assert_eq!(
-        openssl(&t, &["x509", "-noout", "-subject", "-in", "other-ca.pem"]),
-        openssl(&t, &["x509", "-noout", "-subject", "-in", "ca.pem"])
-    );
-    let r = run(
-        t.command("openssl")
-            .args(["verify", "-CAfile", "ca.pem", "other-client.pem"]),
-        None,
-    );
-    assert_ne!(r.code, 0, "other CA's client must not verify: {r:?}");
+    issue_server_client_and_foreign_client(&t);
 
     let (server, port) = start_tls_server(&t);
 
@@ -758,6 +728,71 @@ fn mutual_tls_handshake_with_token_issued_certificates() {
     drop(server);
 }
 
+/// A server and a client certificate from the seed CA (tls-config.json), and a client from a
+/// second CA with the same name, which OpenSSL does not verify under ca.pem.
+fn issue_server_client_and_foreign_client(t: &Token) {
+    t.write("tls-config.json", TLS_CONFIG);
+    t.write(
+        "server-csr.json",
+        r#"{"CN":"server","hosts":["127.0.0.1","localhost"],"key":{"algo":"rsa","size":2048}}"#,
+    );
+    t.write(
+        "client-csr.json",
+        r#"{"CN":"client","names":[{"O":"system:nodes"}],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let cfg = |ca: &'static str, key: &'static str, profile: &'static str, csr: &'static str| {
+        vec![
+            "gencert",
+            "-ca",
+            ca,
+            "-ca-key",
+            key,
+            "-config",
+            "tls-config.json",
+            "-profile",
+            profile,
+            csr,
+        ]
+    };
+    issue(
+        t,
+        &cfg("ca.pem", "ca-key.uri", "server", "server-csr.json"),
+        "server",
+    );
+    issue(
+        t,
+        &cfg("ca.pem", "ca-key.uri", "client", "client-csr.json"),
+        "client",
+    );
+    // A second CA in the same token with the very same subject name, and a client from it:
+    // only the signature tells them apart.
+    issue(
+        t,
+        &["gencert", "-initca", "--key-label", "other", "ca-csr.json"],
+        "other-ca",
+    );
+    issue(
+        t,
+        &cfg(
+            "other-ca.pem",
+            "other-ca-key.uri",
+            "client",
+            "client-csr.json",
+        ),
+        "other-client",
+    );
+    assert_eq!(
+        openssl(t, &["x509", "-noout", "-subject", "-in", "other-ca.pem"]),
+        openssl(t, &["x509", "-noout", "-subject", "-in", "ca.pem"])
+    );
+    let r = run(
+        t.command("openssl")
+            .args(["verify", "-CAfile", "ca.pem", "other-client.pem"]),
+        None,
+    );
+    assert_ne!(r.code, 0, "other CA's client must not verify: {r:?}");
+}
+
 // 4. A three-level chain ------------------------------------------------------------------------
 
 #[test]
@@ -776,21 +811,30 @@ fn three_level_chain_with_both_ca_keys_in_the_token() {
         r#"{"CN":"k8s intermediate","key":{"algo":"ecdsa","size":256},"names":[{"C":"CN","O":"k8s"}],"ca":{"expiry":"17520h"}}"#,
     );
     // The intermediate's key in the same token, under another label.
-    let g = t.run(&[
-        "gencert",
-        "-initca",
-        "--key-label",
-        "intermediate",
-        "int-csr.json",
-    ]);
-    g.ok();
-    t.run_in(&["json", "-bare", "int"], g.stdout.as_bytes())
-        .ok();
+    issue(
+        &t,
+        &[
+            "gencert",
+            "-initca",
+            "--key-label",
+            "intermediate",
+            "int-csr.json",
+        ],
+        "int",
+    );
     assert_eq!(t.object_count(), 6);
+    let int_text = root_signs_the_intermediate(&t);
+    intermediate_signs_a_leaf(&t, &int_text);
+    assert_eq!(t.object_count(), 6, "signing created no token objects");
+}
+
+/// The root signs int.csr into int.pem, a CA:TRUE pathlen 0 certificate below it; returns its
+/// `x509 -text`.
+fn root_signs_the_intermediate(t: &Token) -> String {
     let int_csr = t.read("int.csr");
     // The root signs the intermediate's CSR (which asks for CA:TRUE; the profile allows it).
     let s = issue(
-        &t,
+        t,
         &[
             "sign",
             "-ca",
@@ -807,8 +851,8 @@ fn three_level_chain_with_both_ca_keys_in_the_token() {
     );
     assert!(warnings(&s).is_empty(), "{}", s.stderr);
     assert_eq!(t.read("int.csr"), int_csr);
-    let int_text = x509_text(&t, "int.pem");
-    let ca_text = x509_text(&t, "ca.pem");
+    let int_text = x509_text(t, "int.pem");
+    let ca_text = x509_text(t, "ca.pem");
     assert!(
         int_text.contains(&format!("Issuer: {SEED_SUBJECT}")),
         "{int_text}"
@@ -830,15 +874,19 @@ fn three_level_chain_with_both_ca_keys_in_the_token() {
         key_id(&ca_text, "Subject Key Identifier")
     );
     assert!(int_text.contains("Signature Algorithm: sha256WithRSAEncryption"));
-    verify_ok(&t, &["-CAfile", "ca.pem", "int.pem"]);
+    verify_ok(t, &["-CAfile", "ca.pem", "int.pem"]);
+    int_text
+}
 
+/// The intermediate's token key signs leaf.pem, which verifies only through int.pem.
+fn intermediate_signs_a_leaf(t: &Token, int_text: &str) {
     // A leaf signed by the intermediate's token key.
     t.write(
         "leaf-csr.json",
         r#"{"CN":"leaf","hosts":["leaf.example.com"],"key":{"algo":"rsa","size":2048}}"#,
     );
     issue(
-        &t,
+        t,
         &[
             "gencert",
             "-ca",
@@ -854,10 +902,10 @@ fn three_level_chain_with_both_ca_keys_in_the_token() {
         "leaf",
     );
     verify_ok(
-        &t,
+        t,
         &["-CAfile", "ca.pem", "-untrusted", "int.pem", "leaf.pem"],
     );
-    let leaf_text = x509_text(&t, "leaf.pem");
+    let leaf_text = x509_text(t, "leaf.pem");
     assert!(
         leaf_text.contains("Issuer: C = CN, O = k8s, CN = k8s intermediate"),
         "{leaf_text}"
@@ -873,7 +921,7 @@ fn three_level_chain_with_both_ca_keys_in_the_token() {
     );
     assert_eq!(
         key_id(&leaf_text, "Authority Key Identifier"),
-        key_id(&int_text, "Subject Key Identifier")
+        key_id(int_text, "Subject Key Identifier")
     );
     // Without the intermediate the leaf does not verify: it really hangs below it.
     let r = run(
@@ -882,7 +930,6 @@ fn three_level_chain_with_both_ca_keys_in_the_token() {
         None,
     );
     assert_ne!(r.code, 0, "{r:?}");
-    assert_eq!(t.object_count(), 6, "signing created no token objects");
 }
 
 // 5. cfssl traps --------------------------------------------------------------------------------
@@ -956,6 +1003,11 @@ fn profile_and_config_traps_are_refused() {
         "\"evil.example.com\" does not match the name_whitelist",
     );
 
+    config_errors_name_the_file_and_field(&t);
+}
+
+/// Configs with a bad usage, a negative expiry or dates in the wrong order are refused.
+fn config_errors_name_the_file_and_field(t: &Token) {
     // Config errors: exit 1, naming the file and field.
     let one = |name: &str, profile: &str| {
         t.write(
@@ -987,7 +1039,7 @@ fn profile_and_config_traps_are_refused() {
         ]
     };
     let r = refuse(
-        &t,
+        t,
         &with("bad-usage.json"),
         1,
         "bad-usage.json: field \"signing.profiles.p.usages[1]\": unknown usage \"server-auth\"",
@@ -998,13 +1050,13 @@ fn profile_and_config_traps_are_refused() {
         r.stderr
     );
     refuse(
-        &t,
+        t,
         &with("negative.json"),
         1,
         "negative.json: field \"signing.profiles.p.expiry\": \"-1h\" is negative",
     );
     refuse(
-        &t,
+        t,
         &with("backwards.json"),
         1,
         "backwards.json: field \"signing.profiles.p.not_after\": \"2029-01-01T00:00:00Z\" is not after not_before",
@@ -1022,9 +1074,56 @@ fn wrong_ca_certificate_or_key_is_refused() {
         "/CN=node1",
         &["subjectAltName=DNS:node1.example.com"],
     );
+    rogue_ca_certificate_is_refused(&t);
+
+    leaf_certificate_of_a_token_key_is_not_a_ca(&t);
+
+    // A key URI that matches no key.
+    let mut a = trap_args("server", &["node.csr"]);
+    a[4] = "pkcs11:token=k8s;object=nope";
+    let r = refuse(
+        &t,
+        &a,
+        2,
+        "no private key in token \"k8s\" matches pkcs11:token=k8s;object=nope",
+    );
+    assert!(
+        r.stderr.contains("object=mosquitood-k8s"),
+        "lists the keys: {}",
+        r.stderr
+    );
+
+    key_uri_matching_two_keys_is_refused(&t);
+
+    // A PEM private key instead of a token key: as a path, file:, env:.
+    for key in ["rogue-key.pem", "file:rogue-key.pem"] {
+        let mut a = trap_args("server", &["node.csr"]);
+        a[4] = key;
+        refuse(&t, &a, 1, "p11ca signs only with keys in a token");
+    }
+    let mut a = trap_args("server", &["node.csr"]);
+    a[4] = "env:CA_KEY";
+    refuse_cmd(
+        &t,
+        t.p11ca().env("CA_KEY", t.read("rogue-key.pem")).args(&a),
+        1,
+        "p11ca signs only with keys in a token",
+    );
+    // A file that holds neither a key nor a URI.
+    let mut a = trap_args("server", &["node.csr"]);
+    a[4] = "ca.pem";
+    refuse(&t, &a, 1, "ca.pem does not hold a pkcs11: URI");
+    // The seed CA's certificate with the intermediate-style mistake: right cert, wrong key.
+    let mut a = trap_args("server", &["node.csr"]);
+    a[4] = "pkcs11:token=k8s;id=%01;type=private";
+    refuse(&t, &a, 3, "ca.pem does not belong to the key");
+}
+
+/// A real CA certificate that is not the token key's: refused.
+fn rogue_ca_certificate_is_refused(t: &Token) {
     // A real CA certificate, but not the token key's.
     openssl(
-        &t,
+        t,
         &[
             "req",
             "-x509",
@@ -1044,52 +1143,44 @@ fn wrong_ca_certificate_or_key_is_refused() {
     let mut a = trap_args("server", &["node.csr"]);
     a[2] = "rogue-ca.pem";
     refuse(
-        &t,
+        t,
         &a,
         3,
         "rogue-ca.pem does not belong to the key pkcs11:token=k8s;id=%",
     );
+}
 
+/// A token key's own certificate that is a leaf (CA:FALSE) is no CA certificate: refused.
+fn leaf_certificate_of_a_token_key_is_not_a_ca(t: &Token) {
     // The right key's certificate, but not a CA: a token key certified as a leaf (CA:FALSE).
     t.write(
         "notca-csr.json",
         r#"{"CN":"not a CA","key":{"algo":"ecdsa","size":256}}"#,
     );
-    let g = t.run(&[
-        "gencert",
-        "-initca",
-        "--key-label",
+    issue(
+        t,
+        &[
+            "gencert",
+            "-initca",
+            "--key-label",
+            "notca",
+            "notca-csr.json",
+        ],
         "notca",
-        "notca-csr.json",
-    ]);
-    g.ok();
-    t.run_in(&["json", "-bare", "notca"], g.stdout.as_bytes())
-        .ok();
-    issue(&t, &trap_args("server", &["notca.csr"]), "notca");
+    );
+    issue(t, &trap_args("server", &["notca.csr"]), "notca");
     assert_eq!(
-        ext(&x509_text(&t, "notca.pem"), "Basic Constraints").1,
+        ext(&x509_text(t, "notca.pem"), "Basic Constraints").1,
         "CA:FALSE"
     );
     let mut a = trap_args("server", &["node.csr"]);
     a[2] = "notca.pem";
     a[4] = "notca-key.uri";
-    refuse(&t, &a, 3, "notca.pem is not a CA certificate");
+    refuse(t, &a, 3, "notca.pem is not a CA certificate");
+}
 
-    // A key URI that matches no key.
-    let mut a = trap_args("server", &["node.csr"]);
-    a[4] = "pkcs11:token=k8s;object=nope";
-    let r = refuse(
-        &t,
-        &a,
-        2,
-        "no private key in token \"k8s\" matches pkcs11:token=k8s;object=nope",
-    );
-    assert!(
-        r.stderr.contains("object=mosquitood-k8s"),
-        "lists the keys: {}",
-        r.stderr
-    );
-
+/// A key URI that matches two keys is refused, naming both.
+fn key_uri_matching_two_keys_is_refused(t: &Token) {
     // A URI that matches two keys (same label, made outside p11ca).
     require("pkcs11-tool");
     for id in ["01", "02"] {
@@ -1114,7 +1205,7 @@ fn wrong_ca_certificate_or_key_is_refused() {
     let mut a = trap_args("server", &["node.csr"]);
     a[4] = "pkcs11:token=k8s;object=dup";
     let r = refuse(
-        &t,
+        t,
         &a,
         2,
         "2 private keys in token \"k8s\" match pkcs11:token=k8s;object=dup",
@@ -1124,29 +1215,6 @@ fn wrong_ca_certificate_or_key_is_refused() {
         "{}",
         r.stderr
     );
-
-    // A PEM private key instead of a token key: as a path, file:, env:.
-    for key in ["rogue-key.pem", "file:rogue-key.pem"] {
-        let mut a = trap_args("server", &["node.csr"]);
-        a[4] = key;
-        refuse(&t, &a, 1, "p11ca signs only with keys in a token");
-    }
-    let mut a = trap_args("server", &["node.csr"]);
-    a[4] = "env:CA_KEY";
-    refuse_cmd(
-        &t,
-        t.p11ca().env("CA_KEY", t.read("rogue-key.pem")).args(&a),
-        1,
-        "p11ca signs only with keys in a token",
-    );
-    // A file that holds neither a key nor a URI.
-    let mut a = trap_args("server", &["node.csr"]);
-    a[4] = "ca.pem";
-    refuse(&t, &a, 1, "ca.pem does not hold a pkcs11: URI");
-    // The seed CA's certificate with the intermediate-style mistake: right cert, wrong key.
-    let mut a = trap_args("server", &["node.csr"]);
-    a[4] = "pkcs11:token=k8s;id=%01;type=private";
-    refuse(&t, &a, 3, "ca.pem does not belong to the key");
 }
 
 #[test]
