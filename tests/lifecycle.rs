@@ -700,6 +700,14 @@ fn chains_in_sign_output_json_files_and_p11ca_bundle() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(t.read("real/api-bundle.pem"), t.read("api-bundle.pem"));
 
+    sign_bundles_up_to_the_ca_bundle_root(&t);
+
+    bundle_builds_the_chain_go_builds(&t);
+}
+
+/// sign -ca-bundle alone prints the chain through the issuing CA, and refuses a root that did
+/// not sign it.
+fn sign_bundles_up_to_the_ca_bundle_root(t: &Token) {
     // The issuing CA (-ca) counts as an intermediate: -ca-bundle alone is enough.
     let api_args = |roots: &'static str| {
         vec![
@@ -742,7 +750,10 @@ fn chains_in_sign_output_json_files_and_p11ca_bundle() {
         3,
         "-ca-bundle: the CA certificate given with -ca: no chain from CN=k8s intermediate",
     );
+}
 
+/// p11ca bundle of api.pem gives what cfssl bundle gives, and refuses what it refuses.
+fn bundle_builds_the_chain_go_builds(t: &Token) {
     // p11ca bundle builds the same chain as cfssl bundle (Go), and refuses what Go refuses.
     let b = t.run(&[
         "bundle",
@@ -771,7 +782,7 @@ fn chains_in_sign_output_json_files_and_p11ca_bundle() {
     assert_eq!(ours["hostnames"], serde_json::json!(["api", "api.example"]));
     t.run(&["bundle", "-cert", "api.pem", "-ca-bundle", "ca.pem"])
         .fails(3, "no certificate named CN=k8s intermediate");
-    go_verifies(&t, "ca.pem", None, "api.pem", false);
+    go_verifies(t, "ca.pem", None, "api.pem", false);
     // The certificate file may carry its intermediates, as cfssl bundle's does.
     t.run(&["bundle", "-cert", "api-bundle.pem", "-ca-bundle", "ca.pem"])
         .ok();
@@ -831,17 +842,25 @@ fn rotation_to_a_new_key_with_cross_signing_both_ways() {
     assert_eq!(labels, ["k8s-2", CA_LABEL]);
     leaf_from(&t, "new.pem", "new-key.uri", "new-leaf");
 
+    both_generations_verify_through_the_cross_certificates(&t);
+
+    old_key_retired_and_new_key_signs(&t);
+}
+
+/// Leaves of each generation verify under the other root through its cross certificate, and
+/// under a trust bundle of both roots.
+fn both_generations_verify_through_the_cross_certificates(t: &Token) {
     // 3. Clients that trust only the old root accept new leaves through cross-new, and
     //    clients that trust only the new root accept old leaves through cross-old.
-    openssl_verifies(&t, "ca.pem", Some("cross-new.pem"), "new-leaf.pem", true);
-    openssl_verifies(&t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
-    openssl_verifies(&t, "ca.pem", None, "new-leaf.pem", false);
-    openssl_verifies(&t, "new.pem", None, "old-leaf.pem", false);
-    go_verifies(&t, "ca.pem", Some("cross-new.pem"), "new-leaf.pem", true);
-    go_verifies(&t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
+    openssl_verifies(t, "ca.pem", Some("cross-new.pem"), "new-leaf.pem", true);
+    openssl_verifies(t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
+    openssl_verifies(t, "ca.pem", None, "new-leaf.pem", false);
+    openssl_verifies(t, "new.pem", None, "old-leaf.pem", false);
+    go_verifies(t, "ca.pem", Some("cross-new.pem"), "new-leaf.pem", true);
+    go_verifies(t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
     let chain = format!("{}{}", t.read("new-leaf.pem"), t.read("cross-new.pem"));
     t.write("new-leaf-chain.pem", &chain);
-    gnutls_verifies(&t, "ca.pem", "new-leaf-chain.pem", true);
+    gnutls_verifies(t, "ca.pem", "new-leaf-chain.pem", true);
     // p11ca bundle builds the same path, ending in the old root.
     let b = t.run(&[
         "bundle",
@@ -860,9 +879,12 @@ fn rotation_to_a_new_key_with_cross_signing_both_ways() {
         "trust.pem",
         &format!("{}{}", t.read("ca.pem"), t.read("new.pem")),
     );
-    openssl_verifies(&t, "trust.pem", None, "old-leaf.pem", true);
-    openssl_verifies(&t, "trust.pem", None, "new-leaf.pem", true);
+    openssl_verifies(t, "trust.pem", None, "old-leaf.pem", true);
+    openssl_verifies(t, "trust.pem", None, "new-leaf.pem", true);
+}
 
+/// After `key retire` the old key signs no more, and the new one does.
+fn old_key_retired_and_new_key_signs(t: &Token) {
     // 4. The old key is retired: it no longer signs, the new one does, old leaves still verify.
     t.run(&["key", "retire", "ca-key.uri"]).ok();
     t.write(
@@ -882,8 +904,8 @@ fn rotation_to_a_new_key_with_cross_signing_both_ways() {
         "late.json",
     ])
     .fails(2, "CKA_SIGN is false");
-    leaf_from(&t, "new.pem", "new-key.uri", "after");
-    openssl_verifies(&t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
+    leaf_from(t, "new.pem", "new-key.uri", "after");
+    openssl_verifies(t, "new.pem", Some("cross-old.pem"), "old-leaf.pem", true);
 }
 
 /// Expiry watch for cron: `certs list --expiring D --check` exits 6 naming what is due, the CA
