@@ -398,6 +398,14 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     assert!(revoked.contains("bad.pem: revoked"), "{revoked}");
     assert!(revoked.contains("Reason: superseded"), "{revoked}");
 
+    let req = get_is_answered_with_caching_headers(&t, port);
+
+    bad_requests_get_the_rfc_error_status(&t, port, &req);
+}
+
+/// An RFC 5019 GET for good.pem is answered with the caching headers and revalidates by ETag;
+/// returns the DER request.
+fn get_is_answered_with_caching_headers(t: &Token, port: u16) -> Vec<u8> {
     // RFC 5019 GET, with the caching headers.
     let req = t.ocsp_request("ca.pem", "good.pem", &[]);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&req);
@@ -434,8 +442,13 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     ]));
     assert!(out.contains("good.pem: good"), "{out}");
 
-    revalidates_by_etag(&t, &format!("http://127.0.0.1:{port}/{enc}"), &head);
+    revalidates_by_etag(t, &format!("http://127.0.0.1:{port}/{enc}"), &head);
+    req
+}
 
+/// Cut, non-DER, too large and unauthorized requests get the RFC's answers, and the responder
+/// still answers a good request after them.
+fn bad_requests_get_the_rfc_error_status(t: &Token, port: u16, req: &[u8]) {
     // Bad requests: the RFC's error status, and the next good request is still answered.
     let post = |body: &[u8]| {
         let mut r = format!(
@@ -461,7 +474,7 @@ fn ocspserve_answers_from_the_store_at_once_and_survives_bad_requests() {
     // CertIDs (RFC 5019), so unauthorized rather than a response for a CertID not asked about.
     let sha256 = t.ocsp_request("ca.pem", "good.pem", &["-sha256"]);
     assert_eq!(post(&sha256), (200, vec![0x30, 0x03, 0x0a, 0x01, 0x06]));
-    assert!(ask(&t, port, "good.pem").contains("good.pem: good"));
+    assert!(ask(t, port, "good.pem").contains("good.pem: good"));
 }
 
 /// The seed's profile plus a delegated responder's ("ocsp signing").
@@ -807,39 +820,8 @@ fn two_responders_on_one_postgres_store_answer_identically() {
             )
         })
         .collect();
-    // One request per certificate (no nonce, so that equal answers are equal bytes), POSTed
-    // to both processes.
-    let answers = |cert: &str| -> Vec<(u16, Vec<u8>)> {
-        let body = t.ocsp_request("ca.pem", cert, &[]);
-        ports
-            .iter()
-            .map(|port| {
-                let mut r = format!(
-                    "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .into_bytes();
-                r.extend_from_slice(&body);
-                raw_http(*port, &r)
-            })
-            .collect()
-    };
-    let same = |cert: &str, want: &str| {
-        let got = answers(cert);
-        assert_eq!(got[0].0, 200, "{cert}");
-        assert_eq!(
-            got[0], got[1],
-            "{cert}: the two processes answered differently"
-        );
-        let file = format!("{cert}.resp");
-        std::fs::write(t.path(&file), &got[0].1).unwrap();
-        let text = crate::util::sh(t.command("openssl").args([
-            "ocsp", "-respin", &file, "-issuer", "ca.pem", "-cert", cert, "-CAfile", "ca.pem",
-        ]));
-        assert!(text.contains(&format!("{cert}: {want}")), "{cert}: {text}");
-    };
-    same("a.pem", "good");
-    same("b.pem", "good");
+    both_answer_the_same(&t, &ports, "a.pem", "good");
+    both_answer_the_same(&t, &ports, "b.pem", "good");
     t.run(&[
         "revoke",
         "-db-config",
@@ -850,9 +832,45 @@ fn two_responders_on_one_postgres_store_answer_identically() {
     ])
     .ok();
     refresh();
-    same("a.pem", "good");
-    same("b.pem", "revoked");
+    both_answer_the_same(&t, &ports, "a.pem", "good");
+    both_answer_the_same(&t, &ports, "b.pem", "revoked");
 
+    both_answer_unauthorized_for_another_ca(&t, &ports);
+}
+
+/// Both responders answer a request for `cert` with the same bytes, in which OpenSSL reads
+/// `want`.
+fn both_answer_the_same(t: &Token, ports: &[u16], cert: &str, want: &str) {
+    // One request per certificate (no nonce, so that equal answers are equal bytes), POSTed
+    // to both processes.
+    let body = t.ocsp_request("ca.pem", cert, &[]);
+    let got: Vec<(u16, Vec<u8>)> = ports
+        .iter()
+        .map(|port| {
+            let mut r = format!(
+                "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(&body);
+            raw_http(*port, &r)
+        })
+        .collect();
+    assert_eq!(got[0].0, 200, "{cert}");
+    assert_eq!(
+        got[0], got[1],
+        "{cert}: the two processes answered differently"
+    );
+    let file = format!("{cert}.resp");
+    std::fs::write(t.path(&file), &got[0].1).unwrap();
+    let text = crate::util::sh(t.command("openssl").args([
+        "ocsp", "-respin", &file, "-issuer", "ca.pem", "-cert", cert, "-CAfile", "ca.pem",
+    ]));
+    assert!(text.contains(&format!("{cert}: {want}")), "{cert}: {text}");
+}
+
+/// Both responders answer "unauthorized" for a certificate of another CA, with the same bytes.
+fn both_answer_unauthorized_for_another_ca(t: &Token, ports: &[u16]) {
     // A certificate of another CA: both say unauthorized (status 6), the same bytes.
     t.other_ca();
     let body = t.ocsp_request("other.pem", "other.pem", &[]);
