@@ -43,104 +43,103 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 pub(super) fn serve(targs: &TokenArgs, a: &ServeArgs) -> Result<()> {
     // 1. Everything that can be checked without the token.
-    let Inputs {
-        ca_cert,
-        ca_source,
-        ca_pem,
-        key_uri,
-        config,
-        db,
-        tls,
-        revoke_key,
-        crl_lifetime,
-        responder,
-        responder_id,
-    } = inputs(a)?;
+    let given = inputs(a)?;
 
-    let crl = CrlCache::new(&ca_cert, crl_lifetime)?;
+    let crl = CrlCache::new(&given.ca_cert, given.crl_lifetime)?;
 
     // 2. The port, before the token: a taken port costs no login.
-    let listener = bind(a, tls.is_some())?;
+    let listener = bind(a, given.tls.is_some())?;
 
     // 3. The store (created and migrated if needed).
-    let store = Store::open(&db)?;
-    let ocsp = ocsp_responder(a, &db)?;
+    let store = Store::open(&given.db)?;
+    let ocsp = ocsp_responder(a, &given.db)?;
 
     // 4. The token: one login, the keys, the sessions and the signing threads.
-    let Signing {
-        module,
-        token,
-        ca,
-        pool,
-        signers,
-        responder,
-    } = open_signing(
+    let responder = (given.responder, given.responder_id);
+    let signing = open_signing(
         targs,
         a,
-        &key_uri,
-        ca_cert,
-        &ca_source,
+        &given.key_uri,
+        given.ca_cert,
+        &given.ca_source,
         responder,
-        responder_id,
     )?;
-
     let service = Arc::new(Service {
-        ca,
-        ca_pem,
-        config,
-        pool,
-        signers,
-        recorder: Recorder::start(store, db.clone()),
+        ca: signing.ca,
+        ca_pem: given.ca_pem,
+        config: given.config,
+        pool: signing.pool,
+        signers: signing.signers,
+        recorder: Recorder::start(store, given.db.clone()),
         max_body: a.max_body,
         replays: Default::default(),
-        revoke_key,
+        revoke_key: given.revoke_key,
         crl,
         ocsp,
-        responder,
-        responder_id,
+        responder: signing.responder,
+        responder_id: given.responder_id,
     });
     // The CRL is published before the first request (a failure here stops the start-up).
     service.publish_crl("serve")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mutual = if tls.as_ref().is_some_and(|t| t.mutual) {
-        ", client certificates required"
-    } else {
-        ""
-    };
     let addr = listener
         .local_addr()
         .map_err(|e| Error::input(format!("cannot read the bound address: {e}")))?;
+    let listening = listening(
+        given.tls.as_ref(),
+        addr,
+        &signing.token.label,
+        &service,
+        &given.key_uri,
+        &given.db,
+    );
     let mut server = Server::new(service.clone(), listener, stop.clone(), guard(a, addr)?);
-    if let Some(t) = tls {
+    if let Some(t) = given.tls {
         server = server.with_tls(t);
     }
     let stats = server.stats.clone();
-    let upkeep = Upkeep::start(service.clone(), db.clone(), CHECKPOINT_EVERY)?;
+    let upkeep = Upkeep::start(service.clone(), given.db.clone(), CHECKPOINT_EVERY)?;
 
     // 5. Signals: the first stops gracefully; more (a supervisor and `timeout` may both
     // send one) change nothing.
     stop_on_signals(stop, addr)?;
 
-    eprintln!(
-        "p11ca: serve: listening on {scheme}://{addr}{mutual} (token \"{}\", {} signing session{}, {} with {}, store: {})",
-        token.label,
-        service.pool.size(),
-        if service.pool.size() == 1 { "" } else { "s" },
-        key_uri,
-        service.ca.mechanism().name(),
-        db.describe()
-    );
+    eprintln!("{listening}");
     server.run();
 
     // 6. Everything in flight has been answered; flush the store, sign the last audit
     // checkpoint and say goodbye.
     upkeep.stop();
     service.recorder.sync();
-    final_checkpoint(&service, &db);
+    final_checkpoint(&service, &given.db);
     finish(service, &stats);
-    drop(module);
+    drop(signing.module);
     Ok(())
+}
+
+/// The line `serve` says it is ready with: where it listens, the token, its sessions, the key
+/// and the store.
+fn listening(
+    tls: Option<&TlsOptions>,
+    addr: SocketAddr,
+    token: &str,
+    service: &Service,
+    key_uri: &Pkcs11Uri,
+    db: &DbConfig,
+) -> String {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mutual = if tls.is_some_and(|t| t.mutual) {
+        ", client certificates required"
+    } else {
+        ""
+    };
+    let sessions = service.pool.size();
+    format!(
+        "p11ca: serve: listening on {scheme}://{addr}{mutual} (token \"{token}\", {sessions} signing session{}, {key_uri} with {}, store: {})",
+        if sessions == 1 { "" } else { "s" },
+        service.ca.mechanism().name(),
+        db.describe()
+    )
 }
 
 /// What `serve` signs with: the module (kept until the end), the token, the CA key, the
@@ -162,8 +161,10 @@ fn open_signing(
     key_uri: &Pkcs11Uri,
     ca_cert: x509_cert::Certificate,
     ca_source: &str,
-    responder: Option<(x509_cert::Certificate, String, Pkcs11Uri)>,
-    responder_id: ResponderIdForm,
+    (responder, responder_id): (
+        Option<(x509_cert::Certificate, String, Pkcs11Uri)>,
+        ResponderIdForm,
+    ),
 ) -> Result<Signing> {
     lock_memory();
     let opened = open_and_login(targs, Some(key_uri))?;
