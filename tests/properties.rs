@@ -537,17 +537,7 @@ fn profile() -> BoxedStrategy<Value> {
         ),
         ("crl_url", field(url.clone(), bad_url.clone())),
         ("ocsp_url", field(url.clone(), bad_url.clone())),
-        (
-            "issuer_urls",
-            field(
-                prop::collection::vec(url, 0..3)
-                    .prop_map(Value::from)
-                    .boxed(),
-                prop::collection::vec(bad_url, 1..3)
-                    .prop_map(Value::from)
-                    .boxed(),
-            ),
-        ),
+        ("issuer_urls", url_list(url, bad_url)),
         (
             "ocsp_no_check",
             field(any::<bool>().prop_map(Value::from).boxed(), json_leaf()),
@@ -576,6 +566,21 @@ fn profile() -> BoxedStrategy<Value> {
             )
         })
         .boxed()
+}
+
+/// A list of URLs: up to three good ones, or one or more bad ones.
+fn url_list(
+    url: BoxedStrategy<Value>,
+    bad_url: BoxedStrategy<Value>,
+) -> BoxedStrategy<Option<Value>> {
+    field(
+        prop::collection::vec(url, 0..3)
+            .prop_map(Value::from)
+            .boxed(),
+        prop::collection::vec(bad_url, 1..3)
+            .prop_map(Value::from)
+            .boxed(),
+    )
 }
 
 /// A profile's `ca_constraint` with `max_path_len` in `lens`.

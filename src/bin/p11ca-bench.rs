@@ -321,13 +321,7 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         profile,
     )?;
 
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert("cert", build::pem("CERTIFICATE", &der)?);
-    fields.insert("csr", csr_pem);
-    let json = output::result_json(&fields);
-    std::io::sink()
-        .write_all(json.as_bytes())
-        .map_err(|e| Error::output(e.to_string()))?;
+    gencert_output(&der, csr_pem)?;
     clock.lap("PEM + JSON output");
 
     // On the side, warm: the same work again without the batch wrapper, and the bare C_Sign.
@@ -353,6 +347,17 @@ fn one_shot(args: &Args, clock: &mut Clock) -> Result<Ready> {
         leaf,
         first_cert: der,
     })
+}
+
+/// gencert's JSON for the certificate `der` and its CSR, written where nothing reads it.
+fn gencert_output(der: &[u8], csr_pem: String) -> Result<()> {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("cert", build::pem("CERTIFICATE", der)?);
+    fields.insert("csr", csr_pem);
+    let json = output::result_json(&fields);
+    std::io::sink()
+        .write_all(json.as_bytes())
+        .map_err(|e| Error::output(e.to_string()))
 }
 
 /// The first certificate of the one-shot path: through `Batch::issue_all` as `sign` does, or
