@@ -634,109 +634,99 @@ const SERVER: &str = "TLS Web Server Authentication";
 const CLIENT: &str = "TLS Web Client Authentication";
 const BOTH: &str = "TLS Web Server Authentication, TLS Web Client Authentication";
 
-fn table() -> Vec<Row> {
-    let row = |file, issuer_file, subject, issuer, eku, sans, days| Row {
-        file,
-        issuer_file,
-        subject,
-        issuer,
-        eku,
-        sans,
-        days,
-    };
-    vec![
-        row(
-            "ca.crt",
-            "ca.crt",
-            "CN = kubernetes",
-            "CN = kubernetes",
-            "",
-            "",
-            3650,
-        ),
-        row(
-            "front-proxy-ca.crt",
-            "front-proxy-ca.crt",
-            "CN = front-proxy-ca",
-            "CN = front-proxy-ca",
-            "",
-            "",
-            3650,
-        ),
-        row(
-            "etcd/ca.crt",
-            "etcd/ca.crt",
-            "CN = etcd-ca",
-            "CN = etcd-ca",
-            "",
-            "",
-            3650,
-        ),
-        row(
-            "apiserver.crt",
-            "ca.crt",
-            "CN = kube-apiserver",
-            "CN = kubernetes",
-            SERVER,
-            "DNS:api.example.com, DNS:cp1, DNS:k8s.example.com, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP Address:10.96.0.1, IP Address:127.0.0.1, IP Address:10.1.2.3",
-            365,
-        ),
-        row(
-            "apiserver-kubelet-client.crt",
-            "ca.crt",
-            "O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client",
-            "CN = kubernetes",
-            CLIENT,
-            "",
-            365,
-        ),
-        row(
-            "front-proxy-client.crt",
-            "front-proxy-ca.crt",
-            "CN = front-proxy-client",
-            "CN = front-proxy-ca",
-            CLIENT,
-            "",
-            365,
-        ),
-        row(
-            "etcd/server.crt",
-            "etcd/ca.crt",
-            "CN = cp1",
-            "CN = etcd-ca",
-            BOTH,
-            "DNS:cp1, DNS:etcd.example.com, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1",
-            365,
-        ),
-        row(
-            "etcd/peer.crt",
-            "etcd/ca.crt",
-            "CN = cp1",
-            "CN = etcd-ca",
-            BOTH,
-            "DNS:cp1, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.9.9.9",
-            365,
-        ),
-        row(
-            "etcd/healthcheck-client.crt",
-            "etcd/ca.crt",
-            "CN = kube-etcd-healthcheck-client",
-            "CN = etcd-ca",
-            CLIENT,
-            "",
-            365,
-        ),
-        row(
-            "apiserver-etcd-client.crt",
-            "etcd/ca.crt",
-            "CN = kube-apiserver-etcd-client",
-            "CN = etcd-ca",
-            CLIENT,
-            "",
-            365,
-        ),
-    ]
-}
+/// kubeadm's certificate table, as OpenSSL prints it.
+const TABLE: [Row; 10] = [
+    Row {
+        file: "ca.crt",
+        issuer_file: "ca.crt",
+        subject: "CN = kubernetes",
+        issuer: "CN = kubernetes",
+        eku: "",
+        sans: "",
+        days: 3650,
+    },
+    Row {
+        file: "front-proxy-ca.crt",
+        issuer_file: "front-proxy-ca.crt",
+        subject: "CN = front-proxy-ca",
+        issuer: "CN = front-proxy-ca",
+        eku: "",
+        sans: "",
+        days: 3650,
+    },
+    Row {
+        file: "etcd/ca.crt",
+        issuer_file: "etcd/ca.crt",
+        subject: "CN = etcd-ca",
+        issuer: "CN = etcd-ca",
+        eku: "",
+        sans: "",
+        days: 3650,
+    },
+    Row {
+        file: "apiserver.crt",
+        issuer_file: "ca.crt",
+        subject: "CN = kube-apiserver",
+        issuer: "CN = kubernetes",
+        eku: SERVER,
+        sans: "DNS:api.example.com, DNS:cp1, DNS:k8s.example.com, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP Address:10.96.0.1, IP Address:127.0.0.1, IP Address:10.1.2.3",
+        days: 365,
+    },
+    Row {
+        file: "apiserver-kubelet-client.crt",
+        issuer_file: "ca.crt",
+        subject: "O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client",
+        issuer: "CN = kubernetes",
+        eku: CLIENT,
+        sans: "",
+        days: 365,
+    },
+    Row {
+        file: "front-proxy-client.crt",
+        issuer_file: "front-proxy-ca.crt",
+        subject: "CN = front-proxy-client",
+        issuer: "CN = front-proxy-ca",
+        eku: CLIENT,
+        sans: "",
+        days: 365,
+    },
+    Row {
+        file: "etcd/server.crt",
+        issuer_file: "etcd/ca.crt",
+        subject: "CN = cp1",
+        issuer: "CN = etcd-ca",
+        eku: BOTH,
+        sans: "DNS:cp1, DNS:etcd.example.com, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1",
+        days: 365,
+    },
+    Row {
+        file: "etcd/peer.crt",
+        issuer_file: "etcd/ca.crt",
+        subject: "CN = cp1",
+        issuer: "CN = etcd-ca",
+        eku: BOTH,
+        sans: "DNS:cp1, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, IP Address:10.9.9.9",
+        days: 365,
+    },
+    Row {
+        file: "etcd/healthcheck-client.crt",
+        issuer_file: "etcd/ca.crt",
+        subject: "CN = kube-etcd-healthcheck-client",
+        issuer: "CN = etcd-ca",
+        eku: CLIENT,
+        sans: "",
+        days: 365,
+    },
+    Row {
+        file: "apiserver-etcd-client.crt",
+        issuer_file: "etcd/ca.crt",
+        subject: "CN = kube-apiserver-etcd-client",
+        issuer: "CN = etcd-ca",
+        eku: CLIENT,
+        sans: "",
+        days: 365,
+    },
+];
 
 /// The value lines of `openssl x509 -ext NAME` output (empty when absent).
 fn ext(t: &Token, file: &str, name: &str) -> String {
@@ -763,7 +753,7 @@ fn unix(t: &Token, date: &str) -> i64 {
 fn every_certificate_matches_kubeadms_table() {
     require("openssl");
     let t = pki_token("k8s", "RSA-2048");
-    for r in table() {
+    for r in &TABLE {
         let file = format!("pki/{}", r.file);
         let field = |flag: &str| {
             let out = sh(t
