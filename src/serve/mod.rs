@@ -436,6 +436,7 @@ fn send_now(out: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
     Ok(sent)
 }
 
+/// The 403 for a client certificate whose CN does not match `-mutual-tls-cn`.
 fn cn_refusal(tls: Option<&TlsOptions>, cn: Option<&str>) -> Option<(u16, String)> {
     let re = tls.and_then(|t| t.cn_regex.as_ref())?;
     match cn {
