@@ -32,7 +32,7 @@ fn served(t: &Token) {
     assert_eq!(server.wait(Duration::from_secs(30)), 0);
 }
 
-fn verify_args() -> [&'static str; 6] {
+pub(crate) fn verify_args() -> [&'static str; 6] {
     [
         "audit",
         "verify",

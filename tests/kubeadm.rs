@@ -890,9 +890,8 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
             "https://k8s.example.com:443",
         ),
     ];
-    let ca = t.read("pki/ca.crt");
     for (file, subject, server) in table {
-        check_kubeconfig(&t, &format!("kc/{file}"), subject, server, &ca);
+        check_kubeconfig(&t, &format!("kc/{file}"), subject, server);
     }
     // A second run keeps them; a kubeconfig of another CA is an error naming it.
     let before = std::fs::read(t.path("kc/admin.conf")).unwrap();
@@ -920,9 +919,9 @@ fn kubeconfigs_are_read_by_kubectl_and_carry_the_tables_identities() {
     kubeconfig_user(&t);
 }
 
-/// The kubeconfig `f`: mode 0600, `server`, cluster "kubernetes", the user's context, `ca`
+/// The kubeconfig `f`: mode 0600, `server`, cluster "kubernetes", the user's context, ca.crt
 /// embedded, and a client certificate with `subject` that verifies under ca.crt, its key its own.
-fn check_kubeconfig(t: &Token, f: &str, subject: &str, server: &str, ca: &str) {
+fn check_kubeconfig(t: &Token, f: &str, subject: &str, server: &str) {
     let mode = std::fs::metadata(t.path(f)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{f}");
     assert_eq!(
@@ -941,21 +940,42 @@ fn check_kubeconfig(t: &Token, f: &str, subject: &str, server: &str, ca: &str) {
         format!("{user}@kubernetes"),
         "{f}"
     );
+    kubeconfig_client_under_ca(t, f, subject);
+    base64_to_file(
+        t,
+        &kubectl_field(t, f, "{.users[0].user.client-key-data}"),
+        "kc-key.pem",
+    );
+    assert!(
+        subject.ends_with(&format!("CN = {user}")),
+        "{f}: user {user}"
+    );
+    let m1 = sh(t
+        .command("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in", "kc-cert.pem"]));
+    let m2 = sh(t
+        .command("openssl")
+        .args(["pkey", "-pubout", "-in", "kc-key.pem"]));
+    assert_eq!(m1, m2, "{f}: the key is the certificate's");
+}
+
+/// The kubeconfig `f` embeds ca.crt and a client certificate (left in kc-cert.pem) that
+/// verifies under it for client authentication, with `subject`.
+fn kubeconfig_client_under_ca(t: &Token, f: &str, subject: &str) {
     base64_to_file(
         t,
         &kubectl_field(t, f, "{.clusters[0].cluster.certificate-authority-data}"),
         "kc-ca.pem",
     );
-    assert_eq!(t.read("kc-ca.pem"), ca, "{f} embeds ca.crt");
+    assert_eq!(
+        t.read("kc-ca.pem"),
+        t.read("pki/ca.crt"),
+        "{f} embeds ca.crt"
+    );
     base64_to_file(
         t,
         &kubectl_field(t, f, "{.users[0].user.client-certificate-data}"),
         "kc-cert.pem",
-    );
-    base64_to_file(
-        t,
-        &kubectl_field(t, f, "{.users[0].user.client-key-data}"),
-        "kc-key.pem",
     );
     let v = sh(t.command("openssl").args([
         "verify",
@@ -970,17 +990,6 @@ fn check_kubeconfig(t: &Token, f: &str, subject: &str, server: &str, ca: &str) {
         .command("openssl")
         .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
     assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
-    assert!(
-        subject.ends_with(&format!("CN = {user}")),
-        "{f}: user {user}"
-    );
-    let m1 = sh(t
-        .command("openssl")
-        .args(["x509", "-noout", "-pubkey", "-in", "kc-cert.pem"]));
-    let m2 = sh(t
-        .command("openssl")
-        .args(["pkey", "-pubout", "-in", "kc-key.pem"]));
-    assert_eq!(m1, m2, "{f}: the key is the certificate's");
 }
 
 /// `kubeconfig --client-name`: one more user on stdout, groups from --org (system:masters
@@ -1279,31 +1288,7 @@ fn signed_kubeconfigs_chain_to_the_ca(t: &Token) {
         ("scheduler.conf", "CN = system:kube-scheduler"),
         ("kubelet.conf", "O = system:nodes, CN = system:node:cp1"),
     ] {
-        let f = format!("kc/{conf}");
-        base64_to_file(
-            t,
-            &kubectl_field(t, &f, "{.clusters[0].cluster.certificate-authority-data}"),
-            "kc-ca.pem",
-        );
-        assert_eq!(t.read("kc-ca.pem"), t.read("pki/ca.crt"), "{f}");
-        base64_to_file(
-            t,
-            &kubectl_field(t, &f, "{.users[0].user.client-certificate-data}"),
-            "kc-cert.pem",
-        );
-        let v = sh(t.command("openssl").args([
-            "verify",
-            "-CAfile",
-            "pki/ca.crt",
-            "-purpose",
-            "sslclient",
-            "kc-cert.pem",
-        ]));
-        assert!(v.contains(": OK"), "{f}: {v}");
-        let s = sh(t
-            .command("openssl")
-            .args(["x509", "-noout", "-subject", "-in", "kc-cert.pem"]));
-        assert_eq!(s.trim(), format!("subject={subject}"), "{f}");
+        kubeconfig_client_under_ca(t, &format!("kc/{conf}"), subject);
     }
 }
 

@@ -162,15 +162,7 @@ fn revocation_over_the_network_is_authenticated_and_published_at_once() {
     audit.ok();
     assert!(audit.stdout.contains("\trevoke\t"), "{}", audit.stdout);
     assert!(audit.stdout.contains("\tcrl\t"), "{}", audit.stdout);
-    t.run(&[
-        "audit",
-        "verify",
-        "--db",
-        "p11ca-certs.db",
-        "--ca",
-        "ca.pem",
-    ])
-    .ok();
+    t.run(&crate::audit::verify_args()).ok();
 }
 
 /// cfssl's own unauthenticated body, a wrong key, a bad reason: refused, nothing changes.
