@@ -197,15 +197,7 @@ fn dry_run_lists_and_touches_nothing() {
     let t = Token::new("k8s");
     t.write("kubeadm.yaml", &config("ECDSA-P256"));
     let before = t.object_count();
-    let r = t.run(&[
-        "kubeadm",
-        "certs",
-        "--config",
-        "kubeadm.yaml",
-        "--cert-dir",
-        "pki",
-        "--dry-run",
-    ]);
+    let r = t.run(&[&CERTS[..], &["--dry-run"]].concat());
     r.ok();
     assert!(
         r.stdout.contains(
